@@ -1,0 +1,6 @@
+//! agelab: the command-line front end, the QEMU lab runner and the kernel-style selftests.
+//!
+//! The machinery lives in `agelab-vmm` (KVM), `agelab-guest` (guest code) and `agelab-mglru`
+//! (the aging engine); this crate ties them into commands and scenarios.
+
+pub mod lab;
