@@ -1,8 +1,20 @@
 //! agelab's VMM: guest memory, vCPUs running CPL3 (x86_64) / EL0 (aarch64) guest code, ucall,
 //! KVM dirty tracking and binary stats.
 
+pub mod arch;
+pub mod kvm_raw;
+pub mod loader;
+pub mod memory;
 pub mod page_map;
 pub mod pageset;
+pub mod system;
+pub mod ucall;
+pub mod vcpu;
+pub mod vm;
 
+pub use memory::{Backing, MemoryError};
 pub use page_map::{BackingKind, GuestPage, GuestPageMap, PageRange, PAGE_SIZE};
 pub use pageset::{Confusion, PageSet};
+pub use ucall::Ucall;
+pub use vcpu::{VcpuError, VcpuEvent};
+pub use vm::{Vm, VmConfig, VmError};

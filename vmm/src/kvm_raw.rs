@@ -1,0 +1,217 @@
+//! Raw KVM ioctls that kvm-ioctls 0.25 does not wrap: KVM_CLEAR_DIRTY_LOG, the dirty ring
+//! (enable, mmap, reset) and KVM_GET_STATS_FD. Every number lives next to the struct it passes.
+
+use kvm_ioctls::{VcpuFd, VmFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use vmm_sys_util::errno;
+
+const KVMIO: u64 = 0xAE;
+
+const fn io(nr: u64) -> u64 {
+    (KVMIO << 8) | nr
+}
+
+const fn iow(nr: u64, size: u64) -> u64 {
+    (1 << 30) | (size << 16) | (KVMIO << 8) | nr
+}
+
+const fn iowr(nr: u64, size: u64) -> u64 {
+    (3 << 30) | (size << 16) | (KVMIO << 8) | nr
+}
+
+/// `struct kvm_clear_dirty_log`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct KvmClearDirtyLog {
+    /// Memslot (with address space id in the high 16 bits).
+    pub slot: u32,
+    /// Pages in the range (multiple of 64 unless it reaches the slot's end).
+    pub num_pages: u32,
+    /// First page of the range (multiple of 64).
+    pub first_page: u64,
+    /// Bitmap of pages to clear (re-protect).
+    pub dirty_bitmap: u64,
+}
+
+/// KVM_CLEAR_DIRTY_LOG.
+pub const KVM_CLEAR_DIRTY_LOG: u64 = iowr(0xc0, std::mem::size_of::<KvmClearDirtyLog>() as u64);
+/// KVM_RESET_DIRTY_RINGS.
+pub const KVM_RESET_DIRTY_RINGS: u64 = io(0xc7);
+/// KVM_GET_STATS_FD.
+pub const KVM_GET_STATS_FD: u64 = io(0xce);
+/// KVM_ENABLE_CAP (used for caps kvm-ioctls' enable_cap covers too; kept for clarity).
+pub const KVM_ENABLE_CAP: u64 = iow(0xa3, 104);
+
+/// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.
+pub const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
+/// KVM_CAP_DIRTY_LOG_RING.
+pub const KVM_CAP_DIRTY_LOG_RING: u32 = 192;
+/// KVM_CAP_DIRTY_LOG_RING_ACQ_REL.
+pub const KVM_CAP_DIRTY_LOG_RING_ACQ_REL: u32 = 223;
+/// KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE.
+pub const MANUAL_PROTECT_ENABLE: u64 = 1;
+/// KVM_DIRTY_LOG_INITIALLY_SET.
+pub const INITIALLY_SET: u64 = 2;
+/// Page offset of the dirty ring in a vCPU mmap (KVM_DIRTY_LOG_PAGE_OFFSET).
+pub const KVM_DIRTY_LOG_PAGE_OFFSET: i64 = 64;
+
+/// `struct kvm_dirty_gfn`: one dirty ring entry.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KvmDirtyGfn {
+    /// KVM_DIRTY_GFN_F_DIRTY (1) / KVM_DIRTY_GFN_F_RESET (2).
+    pub flags: u32,
+    /// Memslot (with address space id).
+    pub slot: u32,
+    /// Page offset in the slot.
+    pub offset: u64,
+}
+
+/// Entry flag: dirty, published by KVM.
+pub const DIRTY_GFN_F_DIRTY: u32 = 1;
+/// Entry flag: collected by userspace, to be reset.
+pub const DIRTY_GFN_F_RESET: u32 = 2;
+
+fn check(rc: libc::c_int) -> Result<libc::c_int, kvm_ioctls::Error> {
+    if rc < 0 {
+        Err(errno::Error::last())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Value of `KVM_CHECK_EXTENSION(cap)` on the VM.
+pub fn check_cap(vm: &VmFd, cap: u32) -> i32 {
+    vm.check_extension_raw(u64::from(cap))
+}
+
+/// Enables a VM capability with `args[0] = arg0`.
+pub fn enable_cap(vm: &VmFd, cap: u32, arg0: u64) -> Result<(), kvm_ioctls::Error> {
+    let mut c = kvm_bindings::kvm_enable_cap {
+        cap,
+        ..Default::default()
+    };
+    c.args[0] = arg0;
+    vm.enable_cap(&c)
+}
+
+/// Enables the dirty ring (ACQ_REL when offered) with `entries` entries per vCPU; must precede
+/// vCPU creation. Returns which capability was used.
+pub fn enable_dirty_ring(vm: &VmFd, entries: u32) -> Result<u32, kvm_ioctls::Error> {
+    let bytes = u64::from(entries) * std::mem::size_of::<KvmDirtyGfn>() as u64;
+    let cap = if check_cap(vm, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 {
+        KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+    } else {
+        KVM_CAP_DIRTY_LOG_RING
+    };
+    let max = check_cap(vm, cap);
+    if max <= 0 {
+        return Err(errno::Error::new(libc::EOPNOTSUPP));
+    }
+    enable_cap(vm, cap, bytes)?;
+    Ok(cap)
+}
+
+/// KVM_CLEAR_DIRTY_LOG over `num_pages` pages from `first_page` of `slot`, clearing the pages
+/// whose bits are set in `bitmap`.
+pub fn clear_dirty_log(vm: &VmFd, slot: u32, first_page: u64, num_pages: u32, bitmap: &[u64]) -> Result<(), kvm_ioctls::Error> {
+    assert!(bitmap.len() * 64 >= num_pages as usize, "bitmap too short");
+    let arg = KvmClearDirtyLog {
+        slot,
+        num_pages,
+        first_page,
+        dirty_bitmap: bitmap.as_ptr() as u64,
+    };
+    // SAFETY: KVM_CLEAR_DIRTY_LOG reads `arg` and `num_pages` bits of the bitmap, which is at
+    // least that long (asserted); the VM fd is valid.
+    check(unsafe { libc::ioctl(vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG as _, &arg) }).map(|_| ())
+}
+
+/// KVM_RESET_DIRTY_RINGS: re-protects collected entries; returns how many were reset.
+pub fn reset_dirty_rings(vm: &VmFd) -> Result<u32, kvm_ioctls::Error> {
+    // SAFETY: an argument-less VM ioctl on a valid VM fd.
+    check(unsafe { libc::ioctl(vm.as_raw_fd(), KVM_RESET_DIRTY_RINGS as _) }).map(|n| n as u32)
+}
+
+/// KVM_GET_STATS_FD on a VM or vCPU fd.
+pub fn stats_fd(fd: &impl AsRawFd) -> Result<OwnedFd, kvm_ioctls::Error> {
+    // SAFETY: an argument-less ioctl on a valid KVM fd; it returns a new fd that we own.
+    let raw = check(unsafe { libc::ioctl(fd.as_raw_fd(), KVM_GET_STATS_FD as _) })?;
+    // SAFETY: `raw` is a fresh fd returned by the kernel to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A vCPU's dirty ring, mapped from its fd.
+#[derive(Debug)]
+pub struct DirtyRingMap {
+    ptr: *mut KvmDirtyGfn,
+    entries: u32,
+    next: u32,
+}
+
+// SAFETY: the mapping is shared memory with KVM; all accesses are through atomics / volatile on
+// `&mut self`, so moving it between threads is fine.
+unsafe impl Send for DirtyRingMap {}
+
+impl DirtyRingMap {
+    /// Maps the dirty ring of `vcpu` (`entries` entries).
+    pub fn new(vcpu: &VcpuFd, entries: u32) -> Result<Self, kvm_ioctls::Error> {
+        let len = entries as usize * std::mem::size_of::<KvmDirtyGfn>();
+        // SAFETY: mapping the vCPU fd's dirty ring area at KVM's documented page offset; the
+        // result is checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                vcpu.as_raw_fd(),
+                KVM_DIRTY_LOG_PAGE_OFFSET * 4096,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(errno::Error::last());
+        }
+        Ok(DirtyRingMap {
+            ptr: p.cast(),
+            entries,
+            next: 0,
+        })
+    }
+
+    /// Collects every published entry, marking it for reset; calls `f(slot, offset)` for each.
+    /// Returns the number collected. Call [`reset_dirty_rings`] afterwards.
+    pub fn collect(&mut self, mut f: impl FnMut(u32, u64)) -> u32 {
+        let mut n = 0;
+        loop {
+            let idx = (self.next % self.entries) as usize;
+            // SAFETY: `idx < entries`, inside the live mapping.
+            let e = unsafe { self.ptr.add(idx) };
+            // SAFETY: `flags` is the first u32 of the entry; KVM publishes it with release
+            // semantics, so an acquire load orders the reads of slot/offset after it.
+            let flags = unsafe { &*(std::ptr::addr_of!((*e).flags) as *const std::sync::atomic::AtomicU32) };
+            if flags.load(std::sync::atomic::Ordering::Acquire) & DIRTY_GFN_F_DIRTY == 0 {
+                break;
+            }
+            // SAFETY: the entry is published (DIRTY set), so its fields are stable until reset.
+            let (slot, offset) = unsafe { ((*e).slot, (*e).offset) };
+            f(slot, offset);
+            flags.store(DIRTY_GFN_F_RESET, std::sync::atomic::Ordering::Release);
+            self.next = self.next.wrapping_add(1);
+            n += 1;
+        }
+        n
+    }
+}
+
+impl Drop for DirtyRingMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the ring this struct mapped.
+        unsafe {
+            libc::munmap(
+                self.ptr.cast(),
+                self.entries as usize * std::mem::size_of::<KvmDirtyGfn>(),
+            )
+        };
+    }
+}

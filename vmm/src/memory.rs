@@ -1,0 +1,418 @@
+//! Guest memory: host mappings of every backing kind, registered with vm-memory and KVM.
+
+use crate::page_map::{BackingKind, PAGE_SIZE};
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+/// 2 MiB: huge page and THP alignment.
+pub const HUGE_2M: u64 = 2 << 20;
+
+/// Errors while creating guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The backing string is not one of the known forms.
+    #[error("unknown backing '{0}' (expected anon, memfd, file:PATH, thp or hugetlb)")]
+    UnknownBacking(String),
+    /// The size is zero or not a multiple of the page size the backing needs.
+    #[error("memory size {size} bytes is invalid for {backing} backing: {why}")]
+    BadSize {
+        /// Requested size.
+        size: u64,
+        /// Backing name.
+        backing: String,
+        /// The rule broken.
+        why: String,
+    },
+    /// More memory than the host can give.
+    #[error("{requested} MiB of guest memory is more than this host can give ({available} MiB available incl. swap)")]
+    TooLarge {
+        /// Requested MiB.
+        requested: u64,
+        /// Available MiB.
+        available: u64,
+    },
+    /// The host has too few free huge pages.
+    #[error("hugetlb backing needs {needed} free 2 MiB huge pages but the host has {free} (of {total}); reserve them with: echo {needed} > /proc/sys/vm/nr_hugepages")]
+    NoHugePages {
+        /// Pages needed.
+        needed: u64,
+        /// Free huge pages.
+        free: u64,
+        /// Configured huge pages.
+        total: u64,
+    },
+    /// The file backing path cannot be used.
+    #[error("file backing {path}: {why}")]
+    FileBacking {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A host system call failed.
+    #[error("{what}: {err}")]
+    Os {
+        /// What was attempted.
+        what: &'static str,
+        /// The error.
+        #[source]
+        err: std::io::Error,
+    },
+    /// vm-memory rejected the layout.
+    #[error("guest memory layout rejected: {0}")]
+    Layout(String),
+}
+
+/// How test memory is backed (parsed from `anon`, `memfd`, `file:PATH`, `thp`, `hugetlb`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Private anonymous memory (default).
+    Anon,
+    /// A memfd (shmem), mapped shared.
+    Memfd,
+    /// A file at PATH (or a new unlinked file inside PATH when it is a directory), mapped shared.
+    File(PathBuf),
+    /// Anonymous memory with `MADV_HUGEPAGE`, 2 MiB aligned.
+    Thp,
+    /// `MAP_HUGETLB` with 2 MiB pages.
+    HugeTlb,
+}
+
+impl FromStr for Backing {
+    type Err = MemoryError;
+
+    fn from_str(s: &str) -> Result<Self, MemoryError> {
+        match s {
+            "anon" | "anonymous" => Ok(Backing::Anon),
+            "memfd" | "shmem" => Ok(Backing::Memfd),
+            "thp" => Ok(Backing::Thp),
+            "hugetlb" => Ok(Backing::HugeTlb),
+            _ => match s.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(Backing::File(PathBuf::from(p))),
+                _ => Err(MemoryError::UnknownBacking(s.to_string())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backing::Anon => f.write_str("anon"),
+            Backing::Memfd => f.write_str("memfd"),
+            Backing::File(p) => write!(f, "file:{}", p.display()),
+            Backing::Thp => f.write_str("thp"),
+            Backing::HugeTlb => f.write_str("hugetlb"),
+        }
+    }
+}
+
+impl Backing {
+    /// The page-map kind of this backing.
+    pub fn kind(&self) -> BackingKind {
+        match self {
+            Backing::Anon => BackingKind::Anonymous,
+            Backing::Memfd => BackingKind::Memfd,
+            Backing::File(p) => BackingKind::File(p.clone()),
+            Backing::Thp => BackingKind::TransparentHuge,
+            Backing::HugeTlb => BackingKind::HugeTlb,
+        }
+    }
+
+    /// Alignment every slot of this backing needs.
+    pub fn alignment(&self) -> u64 {
+        match self {
+            Backing::Thp | Backing::HugeTlb => HUGE_2M,
+            _ => PAGE_SIZE,
+        }
+    }
+}
+
+/// One host mapping that backs a memslot; unmapped on drop.
+#[derive(Debug)]
+pub struct HostMapping {
+    addr: *mut u8,
+    len: usize,
+    /// The file or memfd behind a shared mapping (kept open for fallocate/userfaultfd users).
+    pub file: Option<File>,
+}
+
+// SAFETY: the mapping is plain memory owned by this struct; the raw pointer is only an address.
+unsafe impl Send for HostMapping {}
+// SAFETY: as above; concurrent access to guest memory is the guest's and KVM's business.
+unsafe impl Sync for HostMapping {}
+
+impl HostMapping {
+    /// Host address of the mapping.
+    pub fn addr(&self) -> *mut u8 {
+        self.addr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maps `len` bytes with `backing`; `index` names the slot for memfd and file names.
+    pub fn new(backing: &Backing, len: u64, index: usize) -> Result<Self, MemoryError> {
+        let align = backing.alignment();
+        if len == 0 || len % align != 0 {
+            return Err(MemoryError::BadSize {
+                size: len,
+                backing: backing.to_string(),
+                why: format!("must be a non-zero multiple of {} KiB", align / 1024),
+            });
+        }
+        let ulen = usize::try_from(len).map_err(|_| MemoryError::TooLarge {
+            requested: len >> 20,
+            available: 0,
+        })?;
+        match backing {
+            Backing::Anon => Self::anon(ulen, 0),
+            Backing::Thp => {
+                let m = Self::anon(ulen, 0)?;
+                // SAFETY: advising our own fresh mapping; MADV_HUGEPAGE changes no data.
+                let rc = unsafe { libc::madvise(m.addr.cast(), ulen, libc::MADV_HUGEPAGE) };
+                if rc != 0 {
+                    return Err(os("madvise(MADV_HUGEPAGE)"));
+                }
+                Ok(m)
+            }
+            Backing::HugeTlb => {
+                let (total, free) = hugepage_counts();
+                let needed = len / HUGE_2M;
+                if free < needed {
+                    return Err(MemoryError::NoHugePages { needed, free, total });
+                }
+                Self::anon(ulen, libc::MAP_HUGETLB | (21 << libc::MAP_HUGE_SHIFT))
+                    .map_err(|_| MemoryError::NoHugePages { needed, free, total })
+            }
+            Backing::Memfd => {
+                let name = format!("agelab-guest-{index}\0");
+                // SAFETY: `name` is NUL-terminated; memfd_create returns a new fd or -1.
+                let fd = unsafe { libc::memfd_create(name.as_ptr().cast(), libc::MFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(os("memfd_create"));
+                }
+                // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+                let file = unsafe { File::from_raw_fd(fd) };
+                file.set_len(len).map_err(|err| MemoryError::Os {
+                    what: "ftruncate(memfd)",
+                    err,
+                })?;
+                Self::shared(file, ulen)
+            }
+            Backing::File(path) => {
+                let file = open_backing_file(path, len, index)?;
+                Self::shared(file, ulen)
+            }
+        }
+    }
+
+    fn anon(len: usize, extra_flags: i32) -> Result<Self, MemoryError> {
+        let align = HUGE_2M as usize;
+        // Over-reserve so the mapping can start on a 2 MiB boundary (THP and huge SPTEs need it).
+        let reserve = if extra_flags & libc::MAP_HUGETLB != 0 {
+            len
+        } else {
+            len + align
+        };
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | extra_flags,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(os("mmap(guest memory)"));
+        }
+        if reserve == len {
+            return Ok(HostMapping {
+                addr: raw.cast(),
+                len,
+                file: None,
+            });
+        }
+        let start = (raw as usize).next_multiple_of(align);
+        let head = start - raw as usize;
+        let tail = reserve - head - len;
+        // SAFETY: trimming the unused head and tail of the reservation we just made.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
+        }
+        Ok(HostMapping {
+            addr: start as *mut u8,
+            len,
+            file: None,
+        })
+    }
+
+    fn shared(file: File, len: usize) -> Result<Self, MemoryError> {
+        // SAFETY: mapping `len` bytes of a file we hold open and sized to at least `len`.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(os("mmap(shared guest memory)"));
+        }
+        Ok(HostMapping {
+            addr: raw.cast(),
+            len,
+            file: Some(file),
+        })
+    }
+}
+
+impl Drop for HostMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping this struct created; nothing refers to it after
+        // the VM (which is dropped first) is gone.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+fn os(what: &'static str) -> MemoryError {
+    MemoryError::Os {
+        what,
+        err: std::io::Error::last_os_error(),
+    }
+}
+
+fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, MemoryError> {
+    let bad = |why: String| MemoryError::FileBacking {
+        path: path.to_path_buf(),
+        why,
+    };
+    if path.is_dir() {
+        // Like QEMU's mem-path: a fresh file inside the directory, unlinked once mapped.
+        let name = path.join(format!(".agelab-guest-{}-{index}", std::process::id()));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&name)
+            .map_err(|e| bad(format!("cannot create a file in this directory: {e}")))?;
+        let _ = std::fs::remove_file(&name);
+        f.set_len(len).map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
+        return Ok(f);
+    }
+    let existing = std::fs::metadata(path).ok();
+    if let Some(m) = &existing {
+        if !m.is_file() {
+            return Err(bad("exists and is not a regular file or directory".into()));
+        }
+        if m.len() > 0 {
+            return Err(bad(format!(
+                "exists and holds {} bytes; agelab would overwrite them (remove it or choose a new path)",
+                m.len()
+            )));
+        }
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| bad(format!("cannot open for read/write: {e}")))?;
+    f.set_len(len).map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
+    Ok(f)
+}
+
+/// (total, free) 2 MiB huge pages on the host.
+pub fn hugepage_counts() -> (u64, u64) {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (read("nr_hugepages"), read("free_hugepages"))
+}
+
+/// Bytes the host can still give (MemAvailable + SwapFree).
+pub fn host_available_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    field("MemAvailable:") + field("SwapFree:")
+}
+
+/// One guest-physical region and its host mapping.
+#[derive(Debug)]
+pub struct SlotMapping {
+    /// KVM slot number.
+    pub slot: u32,
+    /// Guest-physical base.
+    pub gpa: u64,
+    /// The host mapping.
+    pub mapping: HostMapping,
+    /// Backing kind.
+    pub backing: BackingKind,
+}
+
+/// Registers host mappings, each at a guest-physical address, with vm-memory (the host's view of
+/// guest memory). The mappings must outlive the returned collection.
+pub fn guest_memory(regions: &[(u64, &HostMapping)]) -> Result<GuestMemoryMmap, MemoryError> {
+    let mut out = Vec::with_capacity(regions.len());
+    for &(gpa, m) in regions {
+        let flags = if m.file.is_some() {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+        };
+        // SAFETY: the mapping stays alive (owned by the VM, which drops the guest memory first)
+        // and its protection and flags are the ones it was created with.
+        let region = unsafe { MmapRegion::build_raw(m.addr(), m.len(), libc::PROT_READ | libc::PROT_WRITE, flags) }
+            .map_err(|e| MemoryError::Layout(e.to_string()))?;
+        let r = GuestRegionMmap::new(region, GuestAddress(gpa))
+            .ok_or_else(|| MemoryError::Layout(format!("region at {gpa:#x} overflows")))?;
+        out.push(r);
+    }
+    GuestMemoryMmap::from_regions(out).map_err(|e| MemoryError::Layout(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backings_parse() {
+        assert_eq!("anon".parse::<Backing>().unwrap(), Backing::Anon);
+        assert_eq!("file:/tmp/x".parse::<Backing>().unwrap(), Backing::File("/tmp/x".into()));
+        assert!("file:".parse::<Backing>().is_err());
+        let e = "swap".parse::<Backing>().unwrap_err().to_string();
+        assert!(e.contains("unknown backing 'swap'"), "{e}");
+    }
+}
