@@ -114,7 +114,13 @@ pub fn enable_dirty_ring(vm: &VmFd, entries: u32) -> Result<u32, kvm_ioctls::Err
 
 /// KVM_CLEAR_DIRTY_LOG over `num_pages` pages from `first_page` of `slot`, clearing the pages
 /// whose bits are set in `bitmap`.
-pub fn clear_dirty_log(vm: &VmFd, slot: u32, first_page: u64, num_pages: u32, bitmap: &[u64]) -> Result<(), kvm_ioctls::Error> {
+pub fn clear_dirty_log(
+    vm: &VmFd,
+    slot: u32,
+    first_page: u64,
+    num_pages: u32,
+    bitmap: &[u64],
+) -> Result<(), kvm_ioctls::Error> {
     assert!(bitmap.len() * 64 >= num_pages as usize, "bitmap too short");
     let arg = KvmClearDirtyLog {
         slot,
@@ -189,7 +195,9 @@ impl DirtyRingMap {
             let e = unsafe { self.ptr.add(idx) };
             // SAFETY: `flags` is the first u32 of the entry; KVM publishes it with release
             // semantics, so an acquire load orders the reads of slot/offset after it.
-            let flags = unsafe { &*(std::ptr::addr_of!((*e).flags) as *const std::sync::atomic::AtomicU32) };
+            let flags = unsafe {
+                &*(std::ptr::addr_of!((*e).flags) as *const std::sync::atomic::AtomicU32)
+            };
             if flags.load(std::sync::atomic::Ordering::Acquire) & DIRTY_GFN_F_DIRTY == 0 {
                 break;
             }

@@ -50,7 +50,9 @@ pub fn code_regions_from_maps(maps: &str) -> Result<Vec<CodeRegion>, LoaderError
         let (a, b) = range
             .split_once('-')
             .ok_or_else(|| LoaderError::BadLine(line.to_string()))?;
-        let parse = |s: &str| u64::from_str_radix(s, 16).map_err(|_| LoaderError::BadLine(line.to_string()));
+        let parse = |s: &str| {
+            u64::from_str_radix(s, 16).map_err(|_| LoaderError::BadLine(line.to_string()))
+        };
         let (start, end) = (parse(a)?, parse(b)?);
         let p = perms.as_bytes();
         if p.len() < 3 || p[0] != b'r' || start >= 0x0000_8000_0000_0000 {
@@ -61,7 +63,11 @@ pub fn code_regions_from_maps(maps: &str) -> Result<Vec<CodeRegion>, LoaderError
             name
         } else if name.is_empty() && writable {
             match out.last() {
-                Some(prev) if prev.writable && prev.start + prev.len == start && !prev.name.ends_with("[bss]") => {
+                Some(prev)
+                    if prev.writable
+                        && prev.start + prev.len == start
+                        && !prev.name.ends_with("[bss]") =>
+                {
                     format!("{} [bss]", prev.name)
                 }
                 _ => continue,
@@ -96,7 +102,9 @@ pub fn code_regions() -> Result<Vec<CodeRegion>, LoaderError> {
             let obj = object_of(c);
             obj == "[vdso]"
                 || obj.contains(".so")
-                || exe.as_ref().is_some_and(|e| std::path::Path::new(obj) == e.as_path())
+                || exe
+                    .as_ref()
+                    .is_some_and(|e| std::path::Path::new(obj) == e.as_path())
                 || obj.ends_with(" (deleted)")
         })
         .collect())
@@ -144,6 +152,8 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
     fn live_process_has_its_own_text() {
         let here = live_process_has_its_own_text as usize as u64;
         let r = code_regions().unwrap();
-        assert!(r.iter().any(|c| c.exec && here >= c.start && here < c.start + c.len));
+        assert!(r
+            .iter()
+            .any(|c| c.exec && here >= c.start && here < c.start + c.len));
     }
 }

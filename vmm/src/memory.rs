@@ -190,10 +190,19 @@ impl HostMapping {
                 let (total, free) = hugepage_counts();
                 let needed = len / HUGE_2M;
                 if free < needed {
-                    return Err(MemoryError::NoHugePages { needed, free, total });
+                    return Err(MemoryError::NoHugePages {
+                        needed,
+                        free,
+                        total,
+                    });
                 }
-                Self::anon(ulen, libc::MAP_HUGETLB | (21 << libc::MAP_HUGE_SHIFT))
-                    .map_err(|_| MemoryError::NoHugePages { needed, free, total })
+                Self::anon(ulen, libc::MAP_HUGETLB | (21 << libc::MAP_HUGE_SHIFT)).map_err(|_| {
+                    MemoryError::NoHugePages {
+                        needed,
+                        free,
+                        total,
+                    }
+                })
             }
             Backing::Memfd => {
                 let name = format!("agelab-guest-{index}\0");
@@ -318,7 +327,8 @@ fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, Memory
             .open(&name)
             .map_err(|e| bad(format!("cannot create a file in this directory: {e}")))?;
         let _ = std::fs::remove_file(&name);
-        f.set_len(len).map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
+        f.set_len(len)
+            .map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
         return Ok(f);
     }
     let existing = std::fs::metadata(path).ok();
@@ -340,7 +350,8 @@ fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, Memory
         .truncate(false)
         .open(path)
         .map_err(|e| bad(format!("cannot open for read/write: {e}")))?;
-    f.set_len(len).map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
+    f.set_len(len)
+        .map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
     Ok(f)
 }
 
@@ -394,8 +405,10 @@ pub fn guest_memory(regions: &[(u64, &HostMapping)]) -> Result<GuestMemoryMmap, 
         };
         // SAFETY: the mapping stays alive (owned by the VM, which drops the guest memory first)
         // and its protection and flags are the ones it was created with.
-        let region = unsafe { MmapRegion::build_raw(m.addr(), m.len(), libc::PROT_READ | libc::PROT_WRITE, flags) }
-            .map_err(|e| MemoryError::Layout(e.to_string()))?;
+        let region = unsafe {
+            MmapRegion::build_raw(m.addr(), m.len(), libc::PROT_READ | libc::PROT_WRITE, flags)
+        }
+        .map_err(|e| MemoryError::Layout(e.to_string()))?;
         let r = GuestRegionMmap::new(region, GuestAddress(gpa))
             .ok_or_else(|| MemoryError::Layout(format!("region at {gpa:#x} overflows")))?;
         out.push(r);
@@ -410,7 +423,10 @@ mod tests {
     #[test]
     fn backings_parse() {
         assert_eq!("anon".parse::<Backing>().unwrap(), Backing::Anon);
-        assert_eq!("file:/tmp/x".parse::<Backing>().unwrap(), Backing::File("/tmp/x".into()));
+        assert_eq!(
+            "file:/tmp/x".parse::<Backing>().unwrap(),
+            Backing::File("/tmp/x".into())
+        );
         assert!("file:".parse::<Backing>().is_err());
         let e = "swap".parse::<Backing>().unwrap_err().to_string();
         assert!(e.contains("unknown backing 'swap'"), "{e}");

@@ -100,7 +100,9 @@ impl GuestPageMap {
     }
 
     fn range_of_index(&self, index: u64) -> Option<&PageRange> {
-        let i = self.ranges.partition_point(|r| r.first_page + r.pages <= index);
+        let i = self
+            .ranges
+            .partition_point(|r| r.first_page + r.pages <= index);
         self.ranges.get(i).filter(|r| index >= r.first_page)
     }
 
@@ -118,7 +120,9 @@ impl GuestPageMap {
 
     /// Dense index of the page holding guest-physical address `gpa`.
     pub fn index_of_gpa(&self, gpa: u64) -> Option<u64> {
-        let i = self.ranges.partition_point(|r| r.gpa + r.pages * PAGE_SIZE <= gpa);
+        let i = self
+            .ranges
+            .partition_point(|r| r.gpa + r.pages * PAGE_SIZE <= gpa);
         let r = self.ranges.get(i).filter(|r| gpa >= r.gpa)?;
         Some(r.first_page + (gpa - r.gpa) / PAGE_SIZE)
     }

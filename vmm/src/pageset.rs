@@ -208,7 +208,13 @@ fn words_for(len: u64) -> usize {
 
 impl fmt::Debug for PageSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PageSet({} of {}: {:?}", self.count(), self.len, self.first(8))?;
+        write!(
+            f,
+            "PageSet({} of {}: {:?}",
+            self.count(),
+            self.len,
+            self.first(8)
+        )?;
         if self.count() > 8 {
             write!(f, "…")?;
         }

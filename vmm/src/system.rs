@@ -39,7 +39,12 @@ impl SystemMemory {
     /// `hva` must point at a live, writable mapping of at least `size` bytes that outlives the
     /// allocator and is not otherwise written while the allocator builds guest state.
     pub unsafe fn new(gpa: u64, hva: *mut u8, size: u64) -> Self {
-        SystemMemory { gpa, hva, size, next: 0 }
+        SystemMemory {
+            gpa,
+            hva,
+            size,
+            next: 0,
+        }
     }
 
     /// Guest-physical base.
@@ -75,7 +80,10 @@ impl SystemMemory {
 
     /// Host pointer for guest-physical `gpa` inside the slot.
     pub fn host_ptr(&self, gpa: u64) -> *mut u8 {
-        assert!(gpa >= self.gpa && gpa < self.gpa + self.size, "{gpa:#x} outside system memory");
+        assert!(
+            gpa >= self.gpa && gpa < self.gpa + self.size,
+            "{gpa:#x} outside system memory"
+        );
         // SAFETY: bounds checked just above against the live mapping.
         unsafe { self.hva.add((gpa - self.gpa) as usize) }
     }

@@ -85,6 +85,9 @@ pub fn read_ucall(mem: &GuestMemoryMmap, addr: u64) -> Result<Ucall, UcallError>
 
 /// Writes the host's reply into the ucall message at `addr` (read by the guest after SYNC).
 pub fn write_reply(mem: &GuestMemoryMmap, addr: u64, reply: u64) -> Result<(), UcallError> {
-    mem.write_obj(reply, GuestAddress(addr + offset_of!(UcallMsg, reply) as u64))
-        .map_err(|_| UcallError::BadAddress(addr))
+    mem.write_obj(
+        reply,
+        GuestAddress(addr + offset_of!(UcallMsg, reply) as u64),
+    )
+    .map_err(|_| UcallError::BadAddress(addr))
 }

@@ -296,15 +296,25 @@ impl VcpuThread {
                         Flow::End => return Ok(()),
                     }
                 }
-                VcpuExit::MmioWrite(addr, data) => format!("MMIO write of {} bytes to {addr:#x}", data.len()),
-                VcpuExit::MmioRead(addr, data) => format!("MMIO read of {} bytes from {addr:#x}", data.len()),
+                VcpuExit::MmioWrite(addr, data) => {
+                    format!("MMIO write of {} bytes to {addr:#x}", data.len())
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    format!("MMIO read of {} bytes from {addr:#x}", data.len())
+                }
                 VcpuExit::IoOut(port, _) => format!("port I/O out to {port:#x}"),
                 VcpuExit::IoIn(port, _) => format!("port I/O in from {port:#x}"),
-                VcpuExit::Shutdown => return Err(VcpuError::Shutdown { vcpu, regs: self.regs() }),
+                VcpuExit::Shutdown => {
+                    return Err(VcpuError::Shutdown {
+                        vcpu,
+                        regs: self.regs(),
+                    })
+                }
                 VcpuExit::InternalError => {
                     // SAFETY: reading the `internal` member of kvm_run's exit union, which KVM
                     // filled for KVM_EXIT_INTERNAL_ERROR.
-                    let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                    let suberror =
+                        unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
                     return Err(VcpuError::InternalError {
                         vcpu,
                         suberror,
@@ -357,7 +367,11 @@ impl VcpuThread {
                 let _ = self.events.send(VcpuEvent::Done { vcpu });
                 Ok(Flow::End)
             }
-            Ucall::Abort { file, line, message } => {
+            Ucall::Abort {
+                file,
+                line,
+                message,
+            } => {
                 let _ = self.events.send(VcpuEvent::Abort {
                     vcpu,
                     file,
@@ -368,13 +382,18 @@ impl VcpuThread {
             }
             Ucall::Sync { stage, args } => {
                 self.shared.idle.store(true, Ordering::SeqCst);
-                if self.events.send(VcpuEvent::Sync { vcpu, stage, args }).is_err() {
+                if self
+                    .events
+                    .send(VcpuEvent::Sync { vcpu, stage, args })
+                    .is_err()
+                {
                     return Ok(Flow::End);
                 }
                 let reply = loop {
                     match self.replies.recv_timeout(Duration::from_millis(50)) {
                         Ok(r) => break r,
-                        Err(RecvTimeoutError::Timeout) if !self.shared.stop.load(Ordering::SeqCst) => {}
+                        Err(RecvTimeoutError::Timeout)
+                            if !self.shared.stop.load(Ordering::SeqCst) => {}
                         Err(_) => return Ok(Flow::End),
                     }
                 };

@@ -185,14 +185,27 @@ impl Vm {
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
         let t0 = Instant::now();
         if config.vcpus == 0 || config.vcpus > 256 {
-            return Err(VmError::Config(format!("vcpus must be 1..=256, got {}", config.vcpus)));
+            return Err(VmError::Config(format!(
+                "vcpus must be 1..=256, got {}",
+                config.vcpus
+            )));
         }
         if config.slots == 0 || config.slots > 64 {
-            return Err(VmError::Config(format!("slots must be 1..=64, got {}", config.slots)));
+            return Err(VmError::Config(format!(
+                "slots must be 1..=64, got {}",
+                config.slots
+            )));
         }
-        let align = config.backing.alignment().max(if config.slots > 1 { HUGE_2M } else { PAGE_SIZE });
+        let align =
+            config
+                .backing
+                .alignment()
+                .max(if config.slots > 1 { HUGE_2M } else { PAGE_SIZE });
         let slot_bytes = config.mem_bytes / config.slots as u64;
-        if config.mem_bytes == 0 || slot_bytes % align != 0 || slot_bytes * config.slots as u64 != config.mem_bytes {
+        if config.mem_bytes == 0
+            || slot_bytes % align != 0
+            || slot_bytes * config.slots as u64 != config.mem_bytes
+        {
             return Err(MemoryError::BadSize {
                 size: config.mem_bytes,
                 backing: config.backing.to_string(),
@@ -213,7 +226,10 @@ impl Vm {
             .into());
         }
         let kvm = open_kvm()?;
-        let vm_fd = kvm.create_vm().map_err(|err| VmError::Kvm { what: "KVM_CREATE_VM", err })?;
+        let vm_fd = kvm.create_vm().map_err(|err| VmError::Kvm {
+            what: "KVM_CREATE_VM",
+            err,
+        })?;
         if let Some(entries) = config.dirty_ring_entries {
             crate::kvm_raw::enable_dirty_ring(&vm_fd, entries).map_err(|err| VmError::Kvm {
                 what: "KVM_ENABLE_CAP(DIRTY_LOG_RING)",
@@ -291,11 +307,23 @@ impl Vm {
         let arch = ArchVm::new(&kvm, &vm_fd)?;
         // SAFETY: the system mapping is live for the VM's lifetime (owned below) and nothing else
         // writes it before the vCPUs start.
-        let mut system = unsafe { SystemMemory::new(SYSTEM_BASE, system_mapping.addr(), system_bytes) };
+        let mut system =
+            unsafe { SystemMemory::new(SYSTEM_BASE, system_mapping.addr(), system_bytes) };
         let mut tables = arch.build_tables(&mut system)?;
         let pt = &mut tables.page_tables;
-        pt.map_range(&mut system, SYSTEM_BASE, SYSTEM_BASE, system_bytes, MapSize::Size4K)?;
-        pt.map(&mut system, UCALL_MMIO_ADDR, UCALL_MMIO_ADDR, MapSize::Size4K)?;
+        pt.map_range(
+            &mut system,
+            SYSTEM_BASE,
+            SYSTEM_BASE,
+            system_bytes,
+            MapSize::Size4K,
+        )?;
+        pt.map(
+            &mut system,
+            UCALL_MMIO_ADDR,
+            UCALL_MMIO_ADDR,
+            MapSize::Size4K,
+        )?;
         let huge = config
             .guest_huge_pages
             .unwrap_or(matches!(config.backing, Backing::Thp | Backing::HugeTlb));
@@ -323,11 +351,10 @@ impl Vm {
         }
         let mut pending_fds = Vec::with_capacity(config.vcpus);
         for i in 0..config.vcpus {
-            pending_fds.push(
-                vm_fd
-                    .create_vcpu(i as u64)
-                    .map_err(|err| VmError::Kvm { what: "KVM_CREATE_VCPU", err })?,
-            );
+            pending_fds.push(vm_fd.create_vcpu(i as u64).map_err(|err| VmError::Kvm {
+                what: "KVM_CREATE_VCPU",
+                err,
+            })?);
         }
         let page_map = GuestPageMap::new(
             slots
@@ -343,7 +370,9 @@ impl Vm {
                 .collect(),
         );
         let epoch = Instant::now();
-        let shared = (0..config.vcpus).map(|_| Arc::new(VcpuShared::new(epoch))).collect();
+        let shared = (0..config.vcpus)
+            .map(|_| Arc::new(VcpuShared::new(epoch)))
+            .collect();
         let (events_tx, events_rx) = mpsc::channel();
         Ok(Vm {
             running: Vec::new(),
@@ -459,7 +488,8 @@ impl Vm {
     /// Sets the watchdog: a running vCPU without a ucall for `d` is stopped with a timeout error.
     /// `Duration::ZERO` disables it.
     pub fn set_watchdog(&self, d: Duration) {
-        self.watchdog_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.watchdog_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Starts every vCPU at guest function `entry` with per-vCPU arguments `args(i)`.
@@ -473,8 +503,13 @@ impl Vm {
         vcpu::install_kick_handler();
         let fds = std::mem::take(&mut self.pending_fds);
         for (i, fd) in fds.into_iter().enumerate() {
-            self.arch
-                .setup_vcpu(&fd, &self.tables, entry as u64, self.vcpu_stacks[i], args(i))?;
+            self.arch.setup_vcpu(
+                &fd,
+                &self.tables,
+                entry as u64,
+                self.vcpu_stacks[i],
+                args(i),
+            )?;
             let (reply_tx, reply_rx) = mpsc::channel();
             let t = VcpuThread {
                 id: i,
@@ -515,7 +550,9 @@ impl Vm {
     pub fn next_event(&self, timeout: Duration) -> Result<VcpuEvent, VmError> {
         match self.events_rx.recv_timeout(timeout) {
             Ok(e) => Ok(e),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => Err(VmError::NoEvent(timeout)),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                Err(VmError::NoEvent(timeout))
+            }
         }
     }
 
@@ -571,7 +608,12 @@ impl Drop for Vm {
     }
 }
 
-fn watchdog(shared: Vec<Arc<VcpuShared>>, threads: Vec<libc::pthread_t>, stop: Arc<AtomicBool>, limit: Arc<AtomicU64>) {
+fn watchdog(
+    shared: Vec<Arc<VcpuShared>>,
+    threads: Vec<libc::pthread_t>,
+    stop: Arc<AtomicBool>,
+    limit: Arc<AtomicU64>,
+) {
     let sig = vcpu::kick_signal();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
@@ -579,7 +621,9 @@ fn watchdog(shared: Vec<Arc<VcpuShared>>, threads: Vec<libc::pthread_t>, stop: A
         for (s, &t) in shared.iter().zip(&threads) {
             let running = !s.idle.load(Ordering::SeqCst) && !s.finished.load(Ordering::SeqCst);
             let expired = ms > 0 && s.since_progress() > Duration::from_millis(ms);
-            if (running && expired && !s.stop.load(Ordering::SeqCst)) || (s.timed_out.load(Ordering::SeqCst) && !s.finished.load(Ordering::SeqCst)) {
+            if (running && expired && !s.stop.load(Ordering::SeqCst))
+                || (s.timed_out.load(Ordering::SeqCst) && !s.finished.load(Ordering::SeqCst))
+            {
                 s.timed_out.store(true, Ordering::SeqCst);
                 // SAFETY: vCPU threads are joined only after this thread stops, so `t` is valid.
                 unsafe { libc::pthread_kill(t, sig) };
@@ -602,4 +646,3 @@ fn set_memslot(vm: &VmFd, m: &MemslotInfo, flags: u32) -> Result<(), VmError> {
         err,
     })
 }
-

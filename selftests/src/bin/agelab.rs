@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "agelab", version, about = "Does page aging really see guest memory?")]
+#[command(
+    name = "agelab",
+    version,
+    about = "Does page aging really see guest memory?"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

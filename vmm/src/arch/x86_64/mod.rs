@@ -95,7 +95,8 @@ impl ArchVm {
     pub fn new(kvm: &Kvm, vm: &VmFd) -> Result<Self, ArchError> {
         // VMX needs three pages for its real-mode TSS; kvm_pvm and SVM ignore it. Put it just
         // below 4 GiB where nothing else lives.
-        vm.set_tss_address(0xfffb_d000).map_err(ArchError::TssAddr)?;
+        vm.set_tss_address(0xfffb_d000)
+            .map_err(ArchError::TssAddr)?;
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ArchError::SupportedCpuid)?;
@@ -115,7 +116,13 @@ impl ArchVm {
         let page_tables = PageTables::new(mem)?;
         let gdt = mem.alloc(4096, 4096)?;
         let tss = gdt + 0x800;
-        let entries = [0, GDT_CODE64_KERNEL, GDT_DATA_KERNEL, GDT_DATA_USER, GDT_CODE64_USER];
+        let entries = [
+            0,
+            GDT_CODE64_KERNEL,
+            GDT_DATA_KERNEL,
+            GDT_DATA_USER,
+            GDT_CODE64_USER,
+        ];
         for (i, e) in entries.iter().enumerate() {
             mem.write_u64(gdt + i as u64 * 8, *e);
         }
@@ -130,7 +137,11 @@ impl ArchVm {
         mem.write_u64(gdt + 6 * 8, tss >> 32);
         // TSS: no I/O bitmap (its offset points past the limit), so CPL3 port I/O always faults.
         mem.write_u64(tss + 0x60, (TSS_SIZE << 48) & 0xffff_0000_0000_0000);
-        Ok(GuestTables { page_tables, gdt, tss })
+        Ok(GuestTables {
+            page_tables,
+            gdt,
+            tss,
+        })
     }
 
     /// Configures a vCPU to start at `entry` at CPL3 with stack `stack_top` and up to two
@@ -196,7 +207,8 @@ impl ArchVm {
         sregs.idt.limit = 0;
         sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
         sregs.cr3 = tables.page_tables.root();
-        sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if self.xcr0 > 0x3 { CR4_OSXSAVE } else { 0 };
+        sregs.cr4 =
+            CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if self.xcr0 > 0x3 { CR4_OSXSAVE } else { 0 };
         sregs.efer = EFER_LME | EFER_LMA;
         vcpu.set_sregs(&sregs).map_err(ArchError::SetSregs)?;
         if self.xcr0 > 0x3 {
@@ -219,7 +231,10 @@ impl ArchVm {
                 }
             }
             if let Some(err) = last {
-                return Err(ArchError::SetXcrs { tried: self.xcr0, err });
+                return Err(ArchError::SetXcrs {
+                    tried: self.xcr0,
+                    err,
+                });
             }
         }
         let fpu = kvm_fpu {
@@ -247,7 +262,9 @@ fn host_xcr0() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: XGETBV with ECX=0 reads XCR0; the CPU supports XSAVE (checked above) and the OS
     // enabled it, so the instruction cannot fault.
-    unsafe { std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
     u64::from(lo) | (u64::from(hi) << 32)
 }
 

@@ -36,7 +36,12 @@ impl PageTables {
         self.root
     }
 
-    fn next_table(&self, mem: &mut SystemMemory, table: u64, index: u64) -> Result<u64, SystemMemoryError> {
+    fn next_table(
+        &self,
+        mem: &mut SystemMemory,
+        table: u64,
+        index: u64,
+    ) -> Result<u64, SystemMemoryError> {
         let slot = table + index * 8;
         let e = mem.read_u64(slot);
         if e & PRESENT != 0 {
@@ -48,12 +53,20 @@ impl PageTables {
     }
 
     /// Maps `gva` → `gpa`, user-accessible and writable.
-    pub fn map(&mut self, mem: &mut SystemMemory, gva: u64, gpa: u64, size: MapSize) -> Result<(), SystemMemoryError> {
+    pub fn map(
+        &mut self,
+        mem: &mut SystemMemory,
+        gva: u64,
+        gpa: u64,
+        size: MapSize,
+    ) -> Result<(), SystemMemoryError> {
         let idx = |level: u32| (gva >> (12 + 9 * level)) & 511;
         let pdpt = self.next_table(mem, self.root, idx(3))?;
         let pd = self.next_table(mem, pdpt, idx(2))?;
         match size {
-            MapSize::Size2M => mem.write_u64(pd + idx(1) * 8, gpa | PRESENT | WRITABLE | USER | HUGE),
+            MapSize::Size2M => {
+                mem.write_u64(pd + idx(1) * 8, gpa | PRESENT | WRITABLE | USER | HUGE)
+            }
             MapSize::Size4K => {
                 let pt = self.next_table(mem, pd, idx(1))?;
                 mem.write_u64(pt + idx(0) * 8, gpa | PRESENT | WRITABLE | USER);

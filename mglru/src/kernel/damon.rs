@@ -1,0 +1,500 @@
+//! DAMON through its sysfs admin interface, as an access source.
+//!
+//! DAMON's sysfs interface is shared by the whole host: kdamonds are numbered directories under
+//! `kdamonds/`, and `nr_kdamonds` can only be changed while none runs (EBUSY otherwise), and changing
+//! it rebuilds every kdamond directory. So agelab only ever creates a kdamond when there is none at
+//! all, never writes anything under a kdamond it did not create, and turns its own off and sets
+//! `nr_kdamonds` back to 0 on every exit path (via [`host_guard`](crate::host_guard)).
+//!
+//! The kdamond runs one `stat` scheme matching every region; each harvest asks the kernel to
+//! `update_schemes_tried_regions` and reads the regions back. Regions whose `nr_accesses > 0` map to
+//! accessed guest pages, so the granularity is DAMON's region size, not a page.
+
+use super::pagemap::{Pagemap, PagemapError};
+use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
+use crate::host_guard::{HostRestore, RestoreGuard};
+use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
+use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The DAMON sysfs admin directory.
+pub const DAMON_ADMIN: &str = "/sys/kernel/mm/damon/admin";
+
+/// Errors from DAMON.
+#[derive(Debug, thiserror::Error)]
+pub enum DamonError {
+    /// No DAMON sysfs interface.
+    #[error("kernel built without CONFIG_DAMON_SYSFS ({0} missing)")]
+    NotBuilt(String),
+    /// Not root.
+    #[error("DAMON sysfs needs root")]
+    NotRoot,
+    /// Someone else's kdamond runs.
+    #[error("kdamond.{index} is already running and is not ours (pid {pid}); DAMON allows one admin: nr_kdamonds cannot change while a kdamond runs (writing it returns EBUSY), and agelab never touches a kdamond it did not create")]
+    ForeignRunning {
+        /// Its index.
+        index: u64,
+        /// Its pid as sysfs reports it.
+        pid: String,
+    },
+    /// Someone else configured kdamonds (stopped).
+    #[error("{nr} kdamond(s) are configured by someone else (stopped); creating ours would rewrite nr_kdamonds and discard their setup")]
+    ForeignConfigured {
+        /// How many.
+        nr: u64,
+    },
+    /// The requested operations set is not built in.
+    #[error("DAMON operations {ops:?} not available (avail_operations: {avail})")]
+    OpsUnavailable {
+        /// Requested.
+        ops: &'static str,
+        /// What the kernel offers.
+        avail: String,
+    },
+    /// A sysfs file operation failed.
+    #[error(transparent)]
+    File(#[from] KernelFileError),
+    /// PFN lookup for paddr monitoring failed.
+    #[error(transparent)]
+    Pagemap(#[from] PagemapError),
+    /// A tried region did not parse.
+    #[error("tried region {0}: malformed")]
+    BadRegion(PathBuf),
+}
+
+/// What the kdamond monitors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DamonTarget {
+    /// Virtual addresses of process `pid` (DAMON picks its own regions from the mappings).
+    Vaddr {
+        /// The process.
+        pid: i32,
+    },
+    /// Physical address ranges `[start, end)` in bytes.
+    Paddr {
+        /// Ranges.
+        ranges: Vec<(u64, u64)>,
+    },
+}
+
+/// Monitoring attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DamonAttrs {
+    /// Sampling interval (µs).
+    pub sample_us: u64,
+    /// Aggregation interval (µs): `nr_accesses` counts samples per aggregation.
+    pub aggr_us: u64,
+    /// Regions update interval (µs).
+    pub update_us: u64,
+    /// Minimum number of regions.
+    pub min_nr_regions: u64,
+    /// Maximum number of regions.
+    pub max_nr_regions: u64,
+}
+
+impl Default for DamonAttrs {
+    /// DAMON's defaults except more regions, for finer guest-page granularity.
+    fn default() -> Self {
+        DamonAttrs {
+            sample_us: 5_000,
+            aggr_us: 100_000,
+            update_us: 1_000_000,
+            min_nr_regions: 100,
+            max_nr_regions: 10_000,
+        }
+    }
+}
+
+/// One region reported by the stat scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TriedRegion {
+    /// Start address (virtual or physical).
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// Samples that saw an access in the last aggregation interval.
+    pub nr_accesses: u64,
+    /// Aggregation intervals the access pattern has stayed the same.
+    pub age: u64,
+}
+
+/// State of one kdamond.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KdamondInfo {
+    /// Index under `kdamonds/`.
+    pub index: u64,
+    /// `on` or `off`.
+    pub state: String,
+    /// Worker pid (`-1` when off).
+    pub pid: String,
+}
+
+/// The admin interface.
+#[derive(Clone, Debug)]
+pub struct DamonAdmin {
+    root: PathBuf,
+}
+
+impl Default for DamonAdmin {
+    fn default() -> Self {
+        DamonAdmin {
+            root: DAMON_ADMIN.into(),
+        }
+    }
+}
+
+impl DamonAdmin {
+    /// The real interface.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An interface rooted elsewhere (tests).
+    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        DamonAdmin { root: root.into() }
+    }
+
+    fn kdamonds_dir(&self) -> PathBuf {
+        self.root.join("kdamonds")
+    }
+
+    /// Every kdamond present (ours or not); read-only.
+    pub fn kdamonds(&self) -> Result<Vec<KdamondInfo>, DamonError> {
+        let nr = read_u64(self.kdamonds_dir().join("nr_kdamonds"))?;
+        (0..nr)
+            .map(|index| {
+                let d = self.kdamonds_dir().join(index.to_string());
+                Ok(KdamondInfo {
+                    index,
+                    state: read_trimmed(d.join("state"))?,
+                    pid: read_trimmed(d.join("pid")).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether agelab may create its own kdamond here, with the precise reason when not.
+    pub fn check(&self) -> Result<(), DamonError> {
+        if !self.kdamonds_dir().exists() {
+            return Err(DamonError::NotBuilt(self.root.display().to_string()));
+        }
+        if !super::is_root() {
+            return Err(DamonError::NotRoot);
+        }
+        let ks = self.kdamonds()?;
+        if let Some(k) = ks.iter().find(|k| k.state == "on") {
+            return Err(DamonError::ForeignRunning {
+                index: k.index,
+                pid: k.pid.clone(),
+            });
+        }
+        if !ks.is_empty() {
+            return Err(DamonError::ForeignConfigured {
+                nr: ks.len() as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates, configures and starts a kdamond with one `stat` scheme.
+    pub fn start(&self, target: &DamonTarget, attrs: DamonAttrs) -> Result<Kdamond, DamonError> {
+        self.check()?;
+        let nr_path = self.kdamonds_dir().join("nr_kdamonds");
+        write_str(&nr_path, "1")?;
+        let dir = self.kdamonds_dir().join("0");
+        // Registered right after creation, so any failure below still tears it down.
+        let guard = HostRestore::register(format!("DAMON kdamond {} off, nr_kdamonds 0", dir.display()), {
+            let (dir, nr_path) = (dir.clone(), nr_path.clone());
+            move || {
+                let _ = write_str(dir.join("state"), "off");
+                if let Err(e) = write_str(&nr_path, "0") {
+                    eprintln!("agelab: restoring {}: {e}", nr_path.display());
+                }
+            }
+        });
+        let k = Kdamond { dir, guard };
+        k.configure(target, attrs)?;
+        write_str(k.dir.join("state"), "on")?;
+        Ok(k)
+    }
+}
+
+/// A kdamond created by this process; dropping it turns it off and removes it.
+#[derive(Debug)]
+pub struct Kdamond {
+    dir: PathBuf,
+    guard: RestoreGuard,
+}
+
+impl Kdamond {
+    fn ctx(&self) -> PathBuf {
+        self.dir.join("contexts/0")
+    }
+
+    fn configure(&self, target: &DamonTarget, attrs: DamonAttrs) -> Result<(), DamonError> {
+        write_str(self.dir.join("contexts/nr_contexts"), "1")?;
+        let ctx = self.ctx();
+        let ops = match target {
+            DamonTarget::Vaddr { .. } => "vaddr",
+            DamonTarget::Paddr { .. } => "paddr",
+        };
+        let avail = read_trimmed(ctx.join("avail_operations")).unwrap_or_default();
+        if !avail.split_whitespace().any(|o| o == ops) {
+            return Err(DamonError::OpsUnavailable { ops, avail });
+        }
+        write_str(ctx.join("operations"), ops)?;
+        self.write_attrs(attrs)?;
+        write_str(ctx.join("targets/nr_targets"), "1")?;
+        let t = ctx.join("targets/0");
+        match target {
+            DamonTarget::Vaddr { pid } => write_str(t.join("pid_target"), &pid.to_string())?,
+            DamonTarget::Paddr { ranges } => {
+                write_str(t.join("regions/nr_regions"), &ranges.len().to_string())?;
+                for (i, (s, e)) in ranges.iter().enumerate() {
+                    let r = t.join(format!("regions/{i}"));
+                    write_str(r.join("start"), &s.to_string())?;
+                    write_str(r.join("end"), &e.to_string())?;
+                }
+            }
+        }
+        // The access pattern defaults to "everything", which is what a stat scheme should see.
+        write_str(ctx.join("schemes/nr_schemes"), "1")?;
+        write_str(ctx.join("schemes/0/action"), "stat")?;
+        Ok(())
+    }
+
+    fn write_attrs(&self, a: DamonAttrs) -> Result<(), DamonError> {
+        let m = self.ctx().join("monitoring_attrs");
+        write_str(m.join("intervals/sample_us"), &a.sample_us.to_string())?;
+        write_str(m.join("intervals/aggr_us"), &a.aggr_us.to_string())?;
+        write_str(m.join("intervals/update_us"), &a.update_us.to_string())?;
+        // max first: min may not exceed the current max.
+        write_str(m.join("nr_regions/max"), &a.max_nr_regions.to_string())?;
+        write_str(m.join("nr_regions/min"), &a.min_nr_regions.to_string())?;
+        Ok(())
+    }
+
+    /// Changes the monitoring attributes of the running kdamond (`commit`).
+    pub fn set_attrs(&self, a: DamonAttrs) -> Result<(), DamonError> {
+        self.write_attrs(a)?;
+        write_str(self.dir.join("state"), "commit")?;
+        Ok(())
+    }
+
+    /// The kdamond's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Asks the kernel to refresh the scheme's tried regions and reads them.
+    pub fn tried_regions(&self) -> Result<(Vec<TriedRegion>, u64), DamonError> {
+        write_str(self.dir.join("state"), "update_schemes_tried_regions")?;
+        let d = self.ctx().join("schemes/0/tried_regions");
+        let mut idx: Vec<u64> = std::fs::read_dir(&d)
+            .map_err(|err| KernelFileError {
+                op: "list".into(),
+                path: d.clone(),
+                err,
+            })?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        idx.sort_unstable();
+        let mut bytes = 0u64;
+        let mut out = Vec::with_capacity(idx.len());
+        for i in idx {
+            let r = d.join(i.to_string());
+            let mut get = |f: &str| -> Result<u64, DamonError> {
+                let v = read_u64(r.join(f))?;
+                bytes += 21;
+                Ok(v)
+            };
+            let region = TriedRegion {
+                start: get("start")?,
+                end: get("end")?,
+                nr_accesses: get("nr_accesses")?,
+                age: get("age")?,
+            };
+            if region.end < region.start {
+                return Err(DamonError::BadRegion(r));
+            }
+            out.push(region);
+        }
+        Ok((out, bytes))
+    }
+
+    /// Turns the kdamond off and sets nr_kdamonds back to 0.
+    pub fn stop(self) {
+        drop(self.guard);
+    }
+}
+
+/// Maps regions with `nr_accesses > 0` onto guest pages. `pfn_index` (for paddr) holds sorted
+/// `(pfn, guest page)` pairs; `None` means the regions are host virtual addresses.
+pub fn accessed_pages(
+    map: &GuestPageMap,
+    regions: &[TriedRegion],
+    pfn_index: Option<&[(u64, u64)]>,
+) -> PageSet {
+    let mut set = PageSet::new(map.len());
+    for r in regions.iter().filter(|r| r.nr_accesses > 0) {
+        match pfn_index {
+            None => {
+                for g in map.ranges() {
+                    let gend = g.hva + g.pages * PAGE_SIZE;
+                    let (s, e) = (r.start.max(g.hva), r.end.min(gend));
+                    if s < e {
+                        let first = (s - g.hva) / PAGE_SIZE;
+                        let last = (e - g.hva).div_ceil(PAGE_SIZE);
+                        set.insert_range(g.first_page + first, last - first);
+                    }
+                }
+            }
+            Some(idx) => {
+                let (ps, pe) = (r.start / PAGE_SIZE, r.end.div_ceil(PAGE_SIZE));
+                let from = idx.partition_point(|&(pfn, _)| pfn < ps);
+                for &(_, page) in idx[from..].iter().take_while(|&&(pfn, _)| pfn < pe) {
+                    set.insert(page);
+                }
+            }
+        }
+    }
+    set
+}
+
+/// DAMON as an access source over the guest pages.
+#[derive(Debug)]
+pub struct DamonSource {
+    map: GuestPageMap,
+    admin: DamonAdmin,
+    target: DamonTarget,
+    attrs: DamonAttrs,
+    kdamond: Option<Kdamond>,
+    last_granularity: u64,
+}
+
+impl DamonSource {
+    /// Vaddr monitoring of this process, reporting for `map`'s pages.
+    pub fn vaddr(map: GuestPageMap, attrs: DamonAttrs) -> Self {
+        Self::new(
+            map,
+            DamonTarget::Vaddr {
+                pid: std::process::id() as i32,
+            },
+            attrs,
+        )
+    }
+
+    /// Monitoring of `target` (paddr ranges should cover the guest's PFNs).
+    pub fn new(map: GuestPageMap, target: DamonTarget, attrs: DamonAttrs) -> Self {
+        let last_granularity = map.bytes() / attrs.min_nr_regions.max(1);
+        DamonSource {
+            map,
+            admin: DamonAdmin::new(),
+            target,
+            attrs,
+            kdamond: None,
+            last_granularity: last_granularity.max(PAGE_SIZE),
+        }
+    }
+
+    /// Uses another admin root (tests).
+    pub fn with_admin(mut self, admin: DamonAdmin) -> Self {
+        self.admin = admin;
+        self
+    }
+
+    /// Starts the kdamond (the first harvest does it otherwise).
+    pub fn arm(&mut self) -> Result<(), DamonError> {
+        if self.kdamond.is_none() {
+            self.kdamond = Some(self.admin.start(&self.target, self.attrs)?);
+        }
+        Ok(())
+    }
+
+    /// Changes sampling/aggregation intervals and region counts (applied to a running kdamond).
+    pub fn set_attrs(&mut self, attrs: DamonAttrs) -> Result<(), DamonError> {
+        self.attrs = attrs;
+        match &self.kdamond {
+            Some(k) => k.set_attrs(attrs),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the kdamond now.
+    pub fn stop(&mut self) {
+        if let Some(k) = self.kdamond.take() {
+            k.stop();
+        }
+    }
+
+    fn harvest_inner(&mut self) -> Result<Harvest, DamonError> {
+        self.arm()?;
+        let t = Instant::now();
+        let k = self.kdamond.as_ref().expect("armed above");
+        let (regions, mut bytes_read) = k.tried_regions()?;
+        let pfn_index = match self.target {
+            DamonTarget::Vaddr { .. } => None,
+            DamonTarget::Paddr { .. } => {
+                let pfns = Pagemap::open_self()?.guest_pfns(&self.map)?;
+                bytes_read += self.map.len() * 8;
+                let mut idx: Vec<(u64, u64)> = pfns
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| Some(((*p)?, i as u64)))
+                    .collect();
+                idx.sort_unstable();
+                Some(idx)
+            }
+        };
+        let accessed = accessed_pages(&self.map, &regions, pfn_index.as_deref());
+        if !regions.is_empty() {
+            let total: u64 = regions.iter().map(|r| r.end - r.start).sum();
+            self.last_granularity = (total / regions.len() as u64).max(PAGE_SIZE);
+        }
+        Ok(Harvest {
+            accessed,
+            observed: None,
+            cost: HarvestCost {
+                ns: t.elapsed().as_nanos() as u64,
+                bytes_read,
+                bytes_written: "update_schemes_tried_regions".len() as u64,
+            },
+        })
+    }
+}
+
+impl AccessSource for DamonSource {
+    fn name(&self) -> &str {
+        "damon"
+    }
+    fn observes(&self) -> Observes {
+        Observes::Both
+    }
+    /// Average region size of the last harvest (before that: guest bytes / min_nr_regions).
+    fn granularity(&self) -> u64 {
+        self.last_granularity
+    }
+    fn available(&self) -> Result<(), Unavailable> {
+        if self.kdamond.is_some() {
+            return Ok(());
+        }
+        self.admin.check().map_err(|e| Unavailable(e.to_string()))
+    }
+    fn harvest(&mut self) -> Result<Harvest, HarvestError> {
+        self.harvest_inner().map_err(|e| match e {
+            e @ (DamonError::ForeignRunning { .. }
+            | DamonError::ForeignConfigured { .. }
+            | DamonError::NotBuilt(_)
+            | DamonError::NotRoot
+            | DamonError::OpsUnavailable { .. }) => HarvestError::Unavailable {
+                source_name: "damon".into(),
+                reason: e.to_string(),
+            },
+            e => HarvestError::Other {
+                source_name: "damon".into(),
+                message: e.to_string(),
+            },
+        })
+    }
+}

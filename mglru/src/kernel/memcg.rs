@@ -1,0 +1,360 @@
+//! A dedicated child memory cgroup for guest memory, on cgroup v1 or v2.
+//!
+//! lru_gen keeps generations per memcg, so putting the guest's memory in its own memcg makes the
+//! kernel's per-generation counts (and aging/eviction commands) about the guest alone. Memory is
+//! charged when a task of the memcg first faults it in (to the memcg of the mm's owner, i.e. the
+//! process), and existing charges do not move with a task: move the process in before it touches
+//! guest memory.
+//!
+//! The cgroup is created as a child of the calling process's own memcg by default (so limits the
+//! process already lives under keep applying), removed on drop, and removal is registered with
+//! [`host_guard`](crate::host_guard) so a signal or panic also cleans it up.
+
+use super::lru_gen::LruGenDebugfs;
+use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
+use crate::host_guard::{HostRestore, RestoreGuard};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where cgroup v1's memory controller is conventionally mounted.
+pub const V1_MEMORY_MOUNT: &str = "/sys/fs/cgroup/memory";
+
+/// Errors from memcg handling.
+#[derive(Debug, thiserror::Error)]
+pub enum MemcgError {
+    /// No memory controller was found.
+    #[error("no memory cgroup: no cgroup v1 `memory` mount and no cgroup2 mount with `memory` in cgroup.controllers")]
+    NoMemoryController,
+    /// The process's own cgroup could not be determined.
+    #[error("cannot find this process's memory cgroup in /proc/self/cgroup")]
+    OwnCgroupUnknown,
+    /// A cgroup file operation failed.
+    #[error(transparent)]
+    File(#[from] KernelFileError),
+    /// Creating the directory failed.
+    #[error("creating cgroup {path}: {err}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Cause (EEXIST: a cgroup of that name exists already; not reused, it is not ours).
+        #[source]
+        err: std::io::Error,
+    },
+    /// The operation does not exist on this cgroup version.
+    #[error("{what} is not available on cgroup {version:?}: {hint}")]
+    Unsupported {
+        /// The operation.
+        what: &'static str,
+        /// The version in use.
+        version: CgroupVersion,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// Enabling the memory controller for children failed.
+    #[error("enabling +memory in {path}/cgroup.subtree_control: {err} (cgroup v2 forbids it while that cgroup has processes of its own)")]
+    SubtreeControl {
+        /// The parent cgroup.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        err: KernelFileError,
+    },
+}
+
+/// Which cgroup hierarchy the memcg lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// Legacy hierarchy with a separate `memory` mount.
+    V1,
+    /// Unified hierarchy.
+    V2,
+}
+
+/// A memory controller hierarchy: version and mount point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryHierarchy {
+    /// v1 or v2.
+    pub version: CgroupVersion,
+    /// Mount point of the hierarchy.
+    pub mount: PathBuf,
+}
+
+impl MemoryHierarchy {
+    /// Finds the memory controller: a v1 `memory` mount first, else a cgroup2 mount offering
+    /// `memory` (the kernel's lru_gen selftest looks in the same two places).
+    pub fn detect() -> Result<Self, MemcgError> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut v2 = None;
+        for line in mounts.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 {
+                continue;
+            }
+            match f[2] {
+                "cgroup" if f[3].split(',').any(|o| o == "memory") => {
+                    return Ok(MemoryHierarchy {
+                        version: CgroupVersion::V1,
+                        mount: f[1].into(),
+                    })
+                }
+                "cgroup2" if v2.is_none() => {
+                    let ctl = read_trimmed(Path::new(f[1]).join("cgroup.controllers"))
+                        .unwrap_or_default();
+                    if ctl.split_whitespace().any(|c| c == "memory") {
+                        v2 = Some(PathBuf::from(f[1]));
+                    }
+                }
+                _ => {}
+            }
+        }
+        v2.map(|mount| MemoryHierarchy {
+            version: CgroupVersion::V2,
+            mount,
+        })
+        .ok_or(MemcgError::NoMemoryController)
+    }
+
+    /// This process's cgroup in the hierarchy, as a path relative to its root (`/a/b`).
+    pub fn own_cgroup(&self) -> Result<String, MemcgError> {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(ctrls), Some(path)) = (ctrls, path) else {
+                continue;
+            };
+            let hit = match self.version {
+                CgroupVersion::V1 => ctrls.split(',').any(|c| c == "memory"),
+                CgroupVersion::V2 => ctrls.is_empty(),
+            };
+            if hit {
+                return Ok(path.to_string());
+            }
+        }
+        Err(MemcgError::OwnCgroupUnknown)
+    }
+}
+
+/// A child memcg created (and owned) by this process.
+#[derive(Debug)]
+pub struct GuestMemcg {
+    hierarchy: MemoryHierarchy,
+    dir: PathBuf,
+    rel_path: String,
+    parent_dir: PathBuf,
+    // Field order matters: the directory is removed before the parent's subtree_control is
+    // restored (fields drop in declaration order).
+    remove_guard: Option<RestoreGuard>,
+    subtree_guard: Option<RestoreGuard>,
+}
+
+impl GuestMemcg {
+    /// Creates `name` under this process's own memcg in the detected hierarchy.
+    pub fn create(name: &str) -> Result<Self, MemcgError> {
+        let h = MemoryHierarchy::detect()?;
+        let parent = h.own_cgroup()?;
+        Self::create_under(h, &parent, name)
+    }
+
+    /// Creates `name` under `parent` (a path relative to the hierarchy root, `/` for the root).
+    pub fn create_under(
+        hierarchy: MemoryHierarchy,
+        parent: &str,
+        name: &str,
+    ) -> Result<Self, MemcgError> {
+        let parent_rel = parent.trim_end_matches('/');
+        let parent_dir = hierarchy.mount.join(parent_rel.trim_start_matches('/'));
+        let rel_path = format!("{parent_rel}/{name}");
+        let dir = parent_dir.join(name);
+        let subtree_guard = match hierarchy.version {
+            CgroupVersion::V2 => enable_memory_subtree(&parent_dir)?,
+            CgroupVersion::V1 => None,
+        };
+        std::fs::create_dir(&dir).map_err(|err| MemcgError::Create {
+            path: dir.clone(),
+            err,
+        })?;
+        let remove_guard = Some(HostRestore::register(
+            format!("memcg {} removed", dir.display()),
+            {
+                let (dir, parent_dir) = (dir.clone(), parent_dir.clone());
+                move || {
+                    if let Err(e) = remove_cgroup(&dir, &parent_dir) {
+                        eprintln!("agelab: removing memcg {}: {e}", dir.display());
+                    }
+                }
+            },
+        ));
+        Ok(GuestMemcg {
+            hierarchy,
+            dir,
+            rel_path,
+            parent_dir,
+            remove_guard,
+            subtree_guard,
+        })
+    }
+
+    /// cgroup v1 or v2.
+    pub fn version(&self) -> CgroupVersion {
+        self.hierarchy.version
+    }
+
+    /// The cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parent cgroup directory (where tasks go back on removal).
+    pub fn parent_dir(&self) -> &Path {
+        &self.parent_dir
+    }
+
+    /// Path relative to the hierarchy root, as `/sys/kernel/debug/lru_gen` prints it.
+    pub fn path(&self) -> &str {
+        &self.rel_path
+    }
+
+    /// Moves process `pid` (all its threads) in.
+    pub fn add_process(&self, pid: i32) -> Result<(), MemcgError> {
+        Ok(write_str(self.dir.join("cgroup.procs"), &pid.to_string())?)
+    }
+
+    /// Moves one thread in (v1 `tasks` only; memory is still charged to the process's memcg).
+    pub fn add_thread(&self, tid: i32) -> Result<(), MemcgError> {
+        match self.hierarchy.version {
+            CgroupVersion::V1 => Ok(write_str(self.dir.join("tasks"), &tid.to_string())?),
+            CgroupVersion::V2 => Err(MemcgError::Unsupported {
+                what: "moving a single thread",
+                version: CgroupVersion::V2,
+                hint: "domain cgroups take whole processes; use add_process",
+            }),
+        }
+    }
+
+    /// Processes in the memcg.
+    pub fn processes(&self) -> Result<Vec<i32>, MemcgError> {
+        Ok(read_trimmed(self.dir.join("cgroup.procs"))?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+
+    /// Bytes charged to the memcg now.
+    pub fn usage_bytes(&self) -> Result<u64, MemcgError> {
+        let file = match self.hierarchy.version {
+            CgroupVersion::V1 => "memory.usage_in_bytes",
+            CgroupVersion::V2 => "memory.current",
+        };
+        Ok(read_u64(self.dir.join(file))?)
+    }
+
+    /// `memory.stat` as (key, value) pairs.
+    pub fn stat(&self) -> Result<Vec<(String, u64)>, MemcgError> {
+        Ok(read_trimmed(self.dir.join("memory.stat"))?
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Sets the hard limit (`None` = unlimited): `memory.limit_in_bytes` (v1) / `memory.max` (v2).
+    pub fn set_limit(&self, bytes: Option<u64>) -> Result<(), MemcgError> {
+        let (file, value) = match (self.hierarchy.version, bytes) {
+            (CgroupVersion::V1, Some(b)) => ("memory.limit_in_bytes", b.to_string()),
+            (CgroupVersion::V1, None) => ("memory.limit_in_bytes", "-1".to_string()),
+            (CgroupVersion::V2, Some(b)) => ("memory.max", b.to_string()),
+            (CgroupVersion::V2, None) => ("memory.max", "max".to_string()),
+        };
+        Ok(write_str(self.dir.join(file), &value)?)
+    }
+
+    /// The hard limit in bytes (`None` = unlimited).
+    pub fn limit(&self) -> Result<Option<u64>, MemcgError> {
+        let (file, unlimited_from) = match self.hierarchy.version {
+            // v1 reports "unlimited" as PAGE_COUNTER_MAX pages rounded to bytes, a huge number.
+            CgroupVersion::V1 => ("memory.limit_in_bytes", 1u64 << 62),
+            CgroupVersion::V2 => ("memory.max", u64::MAX),
+        };
+        let s = read_trimmed(self.dir.join(file))?;
+        if s == "max" {
+            return Ok(None);
+        }
+        let v: u64 = s.parse().map_err(|_| {
+            MemcgError::File(KernelFileError {
+                op: "read".into(),
+                path: self.dir.join(file),
+                err: std::io::Error::new(std::io::ErrorKind::InvalidData, s.clone()),
+            })
+        })?;
+        Ok((v < unlimited_from).then_some(v))
+    }
+
+    /// Proactively reclaims `bytes` (cgroup v2 `memory.reclaim`; EAGAIN if less was reclaimed).
+    pub fn reclaim(&self, bytes: u64) -> Result<(), MemcgError> {
+        match self.hierarchy.version {
+            CgroupVersion::V2 => Ok(write_str(self.dir.join("memory.reclaim"), &bytes.to_string())?),
+            CgroupVersion::V1 => Err(MemcgError::Unsupported {
+                what: "memory.reclaim",
+                version: CgroupVersion::V1,
+                hint: "lower memory.limit_in_bytes, or use lru_gen eviction commands",
+            }),
+        }
+    }
+
+    /// This memcg's lru_gen id, looked up by path in a debugfs listing.
+    pub fn lru_gen_id(&self, listing: &LruGenDebugfs) -> Option<u64> {
+        listing.memcg_by_path(&self.rel_path).map(|m| m.id)
+    }
+
+    /// Removes the memcg now (moving its tasks to the parent first).
+    pub fn remove(mut self) {
+        self.remove_guard.take();
+    }
+}
+
+/// v2 only gives a child memory.* files if the parent delegates the controller.
+fn enable_memory_subtree(parent_dir: &Path) -> Result<Option<RestoreGuard>, MemcgError> {
+    let path = parent_dir.join("cgroup.subtree_control");
+    let cur = read_trimmed(&path)?;
+    if cur.split_whitespace().any(|c| c == "memory") {
+        return Ok(None);
+    }
+    write_str(&path, "+memory").map_err(|err| MemcgError::SubtreeControl {
+        path: parent_dir.to_path_buf(),
+        err,
+    })?;
+    Ok(Some(HostRestore::register(
+        format!("{} -memory", path.display()),
+        move || {
+            if let Err(e) = write_str(&path, "-memory") {
+                eprintln!("agelab: restoring {}: {e}", path.display());
+            }
+        },
+    )))
+}
+
+/// Moves every task back to `parent_dir`, then removes `dir` (rmdir fails with EBUSY while a task
+/// is still inside, e.g. one that was exiting, so it is retried briefly).
+fn remove_cgroup(dir: &Path, parent_dir: &Path) -> Result<(), std::io::Error> {
+    let mut last_err = None;
+    for _ in 0..50 {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter(|l| !l.trim().is_empty()) {
+            // A task that exits in between makes this fail with ESRCH: nothing left to move.
+            let _ = write_str(parent_dir.join("cgroup.procs"), pid.trim());
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last_err = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("cgroup still busy")))
+}

@@ -1,0 +1,469 @@
+//! Debian packages through apt, with a private apt state per suite under the lab cache.
+//!
+//! The host's apt configuration is read (to find its mirror) but never changed: each suite gets
+//! its own sources list, lists and archive cache, and `apt-get download` fetches single `.deb`s
+//! without installing anything. The mirror comes from the host's sources at run time, so no
+//! mirror host name is written into the repository.
+
+use super::cache::{create_dir, write_atomic, CacheError, CacheLock};
+use super::deb822::{parse_paragraphs, Paragraph};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// How long downloaded package lists are trusted before `apt-get update` runs again.
+const LISTS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// Errors of the private apt state.
+#[derive(Debug, thiserror::Error)]
+pub enum AptError {
+    /// The host's apt sources name no Debian mirror we can reuse.
+    #[error("cannot derive a Debian mirror from the host's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d): {0}")]
+    NoMirror(String),
+    /// `apt-get update` failed for the private state of a suite.
+    #[error("apt-get update for suite {suite} failed:\n{stderr}")]
+    Update {
+        /// The Debian suite.
+        suite: String,
+        /// apt's error output.
+        stderr: String,
+    },
+    /// The package is not in the suite.
+    #[error("package {package} not found in Debian suite {suite} ({arch})")]
+    NotFound {
+        /// The package name.
+        package: String,
+        /// The Debian suite.
+        suite: String,
+        /// The Debian architecture.
+        arch: String,
+    },
+    /// `apt-get download` failed.
+    #[error("downloading package {package} from Debian suite {suite} failed:\n{stderr}")]
+    Download {
+        /// The package name.
+        package: String,
+        /// The Debian suite.
+        suite: String,
+        /// apt's error output.
+        stderr: String,
+    },
+    /// Running an apt or dpkg tool failed.
+    #[error("running {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// `dpkg-deb -x` failed.
+    #[error("extracting {deb}: {stderr}")]
+    Extract {
+        /// The package file.
+        deb: PathBuf,
+        /// dpkg-deb's error output.
+        stderr: String,
+    },
+    /// Cache bookkeeping failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// One apt source of the host: mirror URIs, suites, components and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSource {
+    /// Mirror URIs.
+    pub uris: Vec<String>,
+    /// Suites, e.g. `bookworm`, `bookworm-updates`.
+    pub suites: Vec<String>,
+    /// Components, e.g. `main`.
+    pub components: Vec<String>,
+    /// The `Signed-By` keyring path, if any.
+    pub signed_by: Option<String>,
+}
+
+/// Parses deb822 `*.sources` text; only `Types: deb` entries that are not disabled count.
+pub fn parse_deb822_sources(text: &str) -> Vec<HostSource> {
+    parse_paragraphs(text)
+        .iter()
+        .filter(|p| p.words("Types").contains(&"deb"))
+        .filter(|p| !p.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")))
+        .map(|p: &Paragraph| HostSource {
+            uris: p.words("URIs").iter().map(|s| s.to_string()).collect(),
+            suites: p.words("Suites").iter().map(|s| s.to_string()).collect(),
+            components: p.words("Components").iter().map(|s| s.to_string()).collect(),
+            signed_by: p
+                .get("Signed-By")
+                .filter(|v| !v.contains('\n') && !v.is_empty())
+                .map(str::to_string),
+        })
+        .filter(|s| !s.uris.is_empty() && !s.suites.is_empty())
+        .collect()
+}
+
+/// Parses one-line-style `sources.list` text (`deb [opts] uri suite components...`).
+pub fn parse_one_line_sources(text: &str) -> Vec<HostSource> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
+            continue;
+        };
+        let mut rest = rest.trim_start();
+        let mut signed_by = None;
+        if let Some(opts) = rest.strip_prefix('[') {
+            let Some((opts, after)) = opts.split_once(']') else {
+                continue;
+            };
+            signed_by = opts
+                .split_whitespace()
+                .find_map(|o| o.strip_prefix("signed-by="))
+                .map(str::to_string);
+            rest = after.trim_start();
+        }
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if words.len() < 2 {
+            continue;
+        }
+        out.push(HostSource {
+            uris: vec![words[0].to_string()],
+            suites: vec![words[1].to_string()],
+            components: words[2..].iter().map(|s| s.to_string()).collect(),
+            signed_by,
+        });
+    }
+    out
+}
+
+/// All `deb` sources of the host under `root` (normally `/`).
+pub fn host_sources(root: &Path) -> Vec<HostSource> {
+    let etc = root.join("etc/apt");
+    let mut out = Vec::new();
+    if let Ok(text) = fs::read_to_string(etc.join("sources.list")) {
+        out.extend(parse_one_line_sources(&text));
+    }
+    let mut parts: Vec<PathBuf> = fs::read_dir(etc.join("sources.list.d"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    parts.sort();
+    for path in parts {
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("sources") => out.extend(parse_deb822_sources(&text)),
+            Some("list") => out.extend(parse_one_line_sources(&text)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The host's release codename from `/etc/os-release` text (`VERSION_CODENAME=bookworm`).
+pub fn os_release_codename(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// One-line `sources.list` entries for `target` built from the host's sources: every host suite
+/// named `codename` becomes `target`, `codename-X` becomes `target-X` (none for sid, which has
+/// no updates or security suites), others are dropped.
+pub fn sources_for_suite(host: &[HostSource], codename: &str, target: &str) -> Vec<String> {
+    let unstable = matches!(target, "sid" | "unstable");
+    let mut lines = Vec::new();
+    for src in host {
+        for suite in &src.suites {
+            let mapped = if suite == codename {
+                target.to_string()
+            } else if let Some(suffix) = suite.strip_prefix(codename).filter(|s| s.starts_with('-')) {
+                if unstable {
+                    continue;
+                }
+                format!("{target}{suffix}")
+            } else {
+                continue;
+            };
+            let opts = src
+                .signed_by
+                .as_ref()
+                .map(|k| format!("[signed-by={k}] "))
+                .unwrap_or_default();
+            let comps = if src.components.is_empty() {
+                "main".to_string()
+            } else {
+                src.components.join(" ")
+            };
+            for uri in &src.uris {
+                let line = format!("deb {opts}{uri} {mapped} {comps}");
+                if !lines.contains(&line) {
+                    lines.push(line);
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// A private apt state for one suite and architecture.
+#[derive(Debug)]
+pub struct PrivateApt {
+    dir: PathBuf,
+    suite: String,
+    arch: String,
+}
+
+impl PrivateApt {
+    /// Sets up (or reuses) the private state for `suite`/`arch` under `cache_root/apt`.
+    pub fn open(cache_root: &Path, suite: &str, arch: &str) -> Result<Self, AptError> {
+        let host = host_sources(Path::new("/"));
+        let codename = fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| os_release_codename(&t))
+            .or_else(|| {
+                host.iter()
+                    .flat_map(|s| s.suites.iter())
+                    .find(|s| !s.contains('-'))
+                    .cloned()
+            })
+            .ok_or_else(|| AptError::NoMirror("no release codename".into()))?;
+        let lines = sources_for_suite(&host, &codename, suite);
+        if lines.is_empty() {
+            return Err(AptError::NoMirror(format!(
+                "no deb source for the host's suite {codename}"
+            )));
+        }
+        let dir = cache_root.join("apt").join(format!("{suite}-{arch}"));
+        for sub in ["lists/partial", "archives/partial", "sources.list.d", "preferences.d", "debs"] {
+            create_dir(&dir.join(sub))?;
+        }
+        let mut sources = lines.join("\n");
+        sources.push('\n');
+        write_if_changed(&dir.join("sources.list"), sources.as_bytes())?;
+        let d = dir.display();
+        let mut conf = format!(
+            "// agelab private apt state for {suite}/{arch}: generated, host apt untouched.\n\
+             Dir::Etc::SourceList \"{d}/sources.list\";\n\
+             Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
+             Dir::Etc::Preferences \"{d}/preferences\";\n\
+             Dir::Etc::PreferencesParts \"{d}/preferences.d\";\n\
+             Dir::State \"{d}\";\n\
+             Dir::State::Lists \"{d}/lists\";\n\
+             Dir::State::status \"/dev/null\";\n\
+             Dir::Cache \"{d}\";\n\
+             Dir::Cache::archives \"{d}/archives\";\n\
+             APT::Architecture \"{arch}\";\n\
+             APT::Architectures {{ \"{arch}\"; }};\n\
+             Acquire::Check-Valid-Until \"false\";\n\
+             Acquire::Languages \"none\";\n\
+             Acquire::IndexTargets::deb::DEP-11::DefaultEnabled \"false\";\n\
+             Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled \"false\";\n\
+             Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled \"false\";\n\
+             Acquire::IndexTargets::deb::CNF::DefaultEnabled \"false\";\n\
+             #clear APT::Update::Post-Invoke;\n\
+             #clear APT::Update::Post-Invoke-Success;\n\
+             #clear DPkg::Post-Invoke;\n"
+        );
+        if nix::unistd::geteuid().is_root() {
+            // The private dirs belong to root; apt's _apt sandbox user could not write them.
+            conf.push_str("APT::Sandbox::User \"root\";\n");
+        }
+        write_if_changed(&dir.join("apt.conf"), conf.as_bytes())?;
+        Ok(Self {
+            dir,
+            suite: suite.to_string(),
+            arch: arch.to_string(),
+        })
+    }
+
+    /// The suite this state serves.
+    pub fn suite(&self) -> &str {
+        &self.suite
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg("-c").arg(self.dir.join("apt.conf"));
+        cmd.env("LC_ALL", "C");
+        cmd
+    }
+
+    fn lock(&self) -> Result<CacheLock, AptError> {
+        Ok(CacheLock::acquire(&self.dir.join("agelab.lock"))?)
+    }
+
+    /// Runs `apt-get update` unless the lists are younger than 12 hours (or `force`).
+    pub fn update(&self, force: bool) -> Result<(), AptError> {
+        let _lock = self.lock()?;
+        let stamp = self.dir.join("updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < LISTS_MAX_AGE);
+        if fresh && !force {
+            return Ok(());
+        }
+        let out = self
+            .command("apt-get")
+            .args(["-q", "update"])
+            .output()
+            .map_err(|source| AptError::Spawn {
+                program: "apt-get".into(),
+                source,
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // apt-get update exits 0 even when a source failed; its "W:"/"E:" lines tell.
+        if !out.status.success() || stderr.lines().any(|l| l.starts_with("E:")) {
+            return Err(AptError::Update {
+                suite: self.suite.clone(),
+                stderr: stderr.into_owned(),
+            });
+        }
+        write_atomic(&stamp, b"")?;
+        Ok(())
+    }
+
+    /// The candidate version's `apt-cache show` paragraph of `package`.
+    pub fn show(&self, package: &str) -> Result<Paragraph, AptError> {
+        let out = self
+            .command("apt-cache")
+            .args(["show", "--no-all-versions", package])
+            .output()
+            .map_err(|source| AptError::Spawn {
+                program: "apt-cache".into(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_paragraphs(&text)
+            .into_iter()
+            .find(|p| p.get("Package") == Some(package))
+            .filter(|_| out.status.success())
+            .ok_or_else(|| AptError::NotFound {
+                package: package.to_string(),
+                suite: self.suite.clone(),
+                arch: self.arch.clone(),
+            })
+    }
+
+    /// Downloads the candidate of `package` (or reuses an earlier download); returns the file.
+    pub fn download(&self, package: &str) -> Result<PathBuf, AptError> {
+        let info = self.show(package)?;
+        let version = info.get("Version").unwrap_or_default().replace(':', "%3a");
+        let arch = info.get("Architecture").unwrap_or(&self.arch);
+        let debs = self.dir.join("debs");
+        let file = debs.join(format!("{package}_{version}_{arch}.deb"));
+        let _lock = self.lock()?;
+        if file.exists() {
+            return Ok(file);
+        }
+        let out = self
+            .command("apt-get")
+            .args(["-q", "download", package])
+            .current_dir(&debs)
+            .output()
+            .map_err(|source| AptError::Spawn {
+                program: "apt-get".into(),
+                source,
+            })?;
+        if !out.status.success() || !file.exists() {
+            return Err(AptError::Download {
+                package: package.to_string(),
+                suite: self.suite.clone(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// Extracts the contents of `deb` into `dest` with `dpkg-deb -x`.
+pub fn extract_deb(deb: &Path, dest: &Path) -> Result<(), AptError> {
+    create_dir(dest)?;
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(dest)
+        .output()
+        .map_err(|source| AptError::Spawn {
+            program: "dpkg-deb".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(AptError::Extract {
+            deb: deb.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, data: &[u8]) -> Result<(), CacheError> {
+    if fs::read(path).ok().as_deref() == Some(data) {
+        return Ok(());
+    }
+    write_atomic(path, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEB822: &str = "Types: deb\n# http://snapshot.invalid/archive/debian/20250520T000000Z\n\
+        URIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\
+        Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+        Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\n\
+        Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+        Types: deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm\nComponents: main\n";
+
+    #[test]
+    fn deb822_sources() {
+        let s = parse_deb822_sources(DEB822);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].uris, ["http://mirror.invalid/debian"]);
+        assert_eq!(s[0].suites, ["bookworm", "bookworm-updates"]);
+        assert_eq!(
+            s[1].signed_by.as_deref(),
+            Some("/usr/share/keyrings/debian-archive-keyring.gpg")
+        );
+    }
+
+    #[test]
+    fn one_line_sources() {
+        let s = parse_one_line_sources(
+            "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://m.invalid/debian bookworm main contrib\n\
+             deb-src http://m.invalid/debian bookworm main\ndeb http://m.invalid/sec bookworm-security main # x\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].signed_by.as_deref(), Some("/k.gpg"));
+        assert_eq!(s[0].components, ["main", "contrib"]);
+        assert_eq!(s[1].suites, ["bookworm-security"]);
+    }
+
+    #[test]
+    fn suite_substitution() {
+        let host = parse_deb822_sources(DEB822);
+        let k = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ";
+        assert_eq!(
+            sources_for_suite(&host, "bookworm", "trixie"),
+            [
+                format!("deb {k}http://mirror.invalid/debian trixie main"),
+                format!("deb {k}http://mirror.invalid/debian trixie-updates main"),
+                format!("deb {k}http://mirror.invalid/debian-security trixie-security main"),
+            ]
+        );
+        assert_eq!(
+            sources_for_suite(&host, "bookworm", "sid"),
+            [format!("deb {k}http://mirror.invalid/debian sid main")]
+        );
+    }
+
+    #[test]
+    fn codename() {
+        let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_CODENAME=bookworm\n";
+        assert_eq!(os_release_codename(text).as_deref(), Some("bookworm"));
+        assert_eq!(os_release_codename("ID=debian\n"), None);
+    }
+}
