@@ -204,15 +204,18 @@ impl DamonAdmin {
         write_str(&nr_path, "1")?;
         let dir = self.kdamonds_dir().join("0");
         // Registered right after creation, so any failure below still tears it down.
-        let guard = HostRestore::register(format!("DAMON kdamond {} off, nr_kdamonds 0", dir.display()), {
-            let (dir, nr_path) = (dir.clone(), nr_path.clone());
-            move || {
-                let _ = write_str(dir.join("state"), "off");
-                if let Err(e) = write_str(&nr_path, "0") {
-                    eprintln!("agelab: restoring {}: {e}", nr_path.display());
+        let guard = HostRestore::register(
+            format!("DAMON kdamond {} off, nr_kdamonds 0", dir.display()),
+            {
+                let (dir, nr_path) = (dir.clone(), nr_path.clone());
+                move || {
+                    let _ = write_str(dir.join("state"), "off");
+                    if let Err(e) = write_str(&nr_path, "0") {
+                        eprintln!("agelab: restoring {}: {e}", nr_path.display());
+                    }
                 }
-            }
-        });
+            },
+        );
         let k = Kdamond { dir, guard };
         k.configure(target, attrs)?;
         write_str(k.dir.join("state"), "on")?;

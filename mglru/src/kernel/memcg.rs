@@ -210,6 +210,11 @@ impl GuestMemcg {
         &self.parent_dir
     }
 
+    /// Whether creating it enabled `+memory` in the parent's subtree_control (restored on drop).
+    pub fn enabled_parent_memory_controller(&self) -> bool {
+        self.subtree_guard.is_some()
+    }
+
     /// Path relative to the hierarchy root, as `/sys/kernel/debug/lru_gen` prints it.
     pub fn path(&self) -> &str {
         &self.rel_path
@@ -295,7 +300,10 @@ impl GuestMemcg {
     /// Proactively reclaims `bytes` (cgroup v2 `memory.reclaim`; EAGAIN if less was reclaimed).
     pub fn reclaim(&self, bytes: u64) -> Result<(), MemcgError> {
         match self.hierarchy.version {
-            CgroupVersion::V2 => Ok(write_str(self.dir.join("memory.reclaim"), &bytes.to_string())?),
+            CgroupVersion::V2 => Ok(write_str(
+                self.dir.join("memory.reclaim"),
+                &bytes.to_string(),
+            )?),
             CgroupVersion::V1 => Err(MemcgError::Unsupported {
                 what: "memory.reclaim",
                 version: CgroupVersion::V1,

@@ -3,9 +3,7 @@
 //! Pagemap has no accessed bit; it gives residency (present/swapped), the PFN that page_idle and
 //! kpageflags are indexed by, and the soft-dirty / uffd-wp bits.
 
-use crate::source::{
-    AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable,
-};
+use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -268,15 +266,20 @@ impl AccessSource for PagemapSource {
         }
     }
     fn harvest(&mut self) -> Result<Harvest, HarvestError> {
-        let pm = self.pagemap.as_ref().ok_or_else(|| HarvestError::Unavailable {
-            source_name: "pagemap".into(),
-            reason: self.open_error.clone().unwrap_or_default(),
-        })?;
+        let pm = self
+            .pagemap
+            .as_ref()
+            .ok_or_else(|| HarvestError::Unavailable {
+                source_name: "pagemap".into(),
+                reason: self.open_error.clone().unwrap_or_default(),
+            })?;
         let t = Instant::now();
-        let entries = pm.guest_entries(&self.map).map_err(|e| HarvestError::Other {
-            source_name: "pagemap".into(),
-            message: e.to_string(),
-        })?;
+        let entries = pm
+            .guest_entries(&self.map)
+            .map_err(|e| HarvestError::Other {
+                source_name: "pagemap".into(),
+                message: e.to_string(),
+            })?;
         let res = Residency::from_entries(&entries);
         let cost = HarvestCost {
             ns: t.elapsed().as_nanos() as u64,
@@ -301,7 +304,9 @@ mod tests {
     fn decodes_bits() {
         let e = PagemapEntry((1 << 63) | (1 << 61) | (1 << 57) | (1 << 56) | (1 << 55) | 0x1234);
         assert_eq!(e.pfn(), Some(0x1234));
-        assert!(e.present() && e.file_or_shared() && e.uffd_wp() && e.exclusive() && e.soft_dirty());
+        assert!(
+            e.present() && e.file_or_shared() && e.uffd_wp() && e.exclusive() && e.soft_dirty()
+        );
         assert!(!e.swapped() && !e.guard());
         let s = PagemapEntry(1 << 62 | 0x55);
         assert_eq!(s.pfn(), None);

@@ -71,8 +71,14 @@ mod tests {
         assert_eq!(
             runs,
             vec![
-                WordRun { first_word: 0, words: 11 },
-                WordRun { first_word: 100, words: 1 }
+                WordRun {
+                    first_word: 0,
+                    words: 11
+                },
+                WordRun {
+                    first_word: 100,
+                    words: 1
+                }
             ]
         );
     }

@@ -44,7 +44,10 @@ impl LruGenCaps {
             (Self::MAIN, "main"),
             (Self::MM_WALK, "mm-walk"),
             (Self::NONLEAF_YOUNG, "nonleaf-pmd-young"),
-            (Self::SECONDARY_MMU, "secondary-mmu-walk (patched kernels only)"),
+            (
+                Self::SECONDARY_MMU,
+                "secondary-mmu-walk (patched kernels only)",
+            ),
         ] {
             if self.0 & bit != 0 {
                 v.push(name.to_string());
@@ -127,8 +130,7 @@ impl LruGenControl {
 
     /// [`check_debugfs`](Self::check_debugfs) as an [`Unavailable`] reason.
     pub fn available(&self) -> Result<(), Unavailable> {
-        self.check_debugfs()
-            .map_err(|e| Unavailable(e.to_string()))
+        self.check_debugfs().map_err(|e| Unavailable(e.to_string()))
     }
 
     /// Reads `enabled`.
@@ -324,7 +326,11 @@ mod tests {
             let r = c.enable_for_run();
             assert!(r.is_err(), "plain file holds `y`, which is not caps");
         }
-        assert_eq!(c.caps().unwrap(), LruGenCaps(0), "restored after a failed read-back");
+        assert_eq!(
+            c.caps().unwrap(),
+            LruGenCaps(0),
+            "restored after a failed read-back"
+        );
         c.set_caps(LruGenCaps(7)).unwrap();
         assert_eq!(c.caps().unwrap(), LruGenCaps(7));
         {

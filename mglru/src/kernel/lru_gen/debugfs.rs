@@ -175,7 +175,10 @@ impl LruGenDebugfs {
                         if nums[0] <= prev.seq {
                             return Err(bad(
                                 ln,
-                                format!("generation {} after {}: not increasing", nums[0], prev.seq),
+                                format!(
+                                    "generation {} after {}: not increasing",
+                                    nums[0], prev.seq
+                                ),
                             ));
                         }
                     }
@@ -192,8 +195,7 @@ impl LruGenDebugfs {
                         .generations
                         .last_mut()
                         .ok_or_else(|| bad(ln, "tier line before any generation line".into()))?;
-                    let nums: Option<Vec<u64>> =
-                        tokens.iter().map(|t| parse_suffixed(t)).collect();
+                    let nums: Option<Vec<u64>> = tokens.iter().map(|t| parse_suffixed(t)).collect();
                     let nums =
                         nums.ok_or_else(|| bad(ln, format!("bad tier/stat line {trimmed:?}")))?;
                     out.full = true;
@@ -271,6 +273,8 @@ fn parse_num(s: &str) -> Option<u64> {
 
 /// A counter followed by at most one flag letter (`0r`, `12T`, `0x`).
 fn parse_suffixed(s: &str) -> Option<u64> {
-    let digits = s.strip_suffix(|c: char| c.is_ascii_alphabetic()).unwrap_or(s);
+    let digits = s
+        .strip_suffix(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(s);
     parse_num(digits)
 }

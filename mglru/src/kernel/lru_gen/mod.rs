@@ -18,7 +18,9 @@ pub enum LruGenError {
     #[error("kernel built without CONFIG_LRU_GEN ({0} missing)")]
     NotBuilt(String),
     /// The debugfs file is missing although lru_gen exists.
-    #[error("{0} missing: debugfs not mounted (mount -t debugfs none /sys/kernel/debug) or not root")]
+    #[error(
+        "{0} missing: debugfs not mounted (mount -t debugfs none /sys/kernel/debug) or not root"
+    )]
     DebugfsMissing(String),
     /// A sysfs/debugfs read or write failed.
     #[error(transparent)]
@@ -66,7 +68,9 @@ pub enum LruGenError {
         node: u32,
     },
     /// Aging ran but did not create a generation (newer kernels: EEXIST, e.g. a concurrent aging won).
-    #[error("aging memcg {memcg} node {node}: the aging step did not produce a new generation (EEXIST)")]
+    #[error(
+        "aging memcg {memcg} node {node}: the aging step did not produce a new generation (EEXIST)"
+    )]
     AgingNotDone {
         /// memcg id.
         memcg: u64,

@@ -50,7 +50,11 @@ impl LruGenView {
     pub fn from_listing(listing: &LruGenDebugfs, memcg_id: u64, node: Option<u32>) -> Option<Self> {
         let m = listing.memcg(memcg_id)?;
         let mut gens: Vec<ViewGeneration> = Vec::new();
-        for n in m.nodes.iter().filter(|n| node.is_none_or(|want| want == n.node)) {
+        for n in m
+            .nodes
+            .iter()
+            .filter(|n| node.is_none_or(|want| want == n.node))
+        {
             for g in &n.generations {
                 match gens.iter_mut().find(|v| v.seq == g.seq) {
                     Some(v) => {
@@ -70,7 +74,7 @@ impl LruGenView {
         if gens.is_empty() {
             return None;
         }
-        gens.sort_by(|a, b| b.seq.cmp(&a.seq));
+        gens.sort_by_key(|g| std::cmp::Reverse(g.seq));
         Some(LruGenView {
             memcg_id,
             path: m.path.clone(),
@@ -100,7 +104,12 @@ impl LruGenView {
         for i in 0..self.generations.len().max(engine.len()) {
             let left = self.generations.get(i).map_or_else(
                 || format!("{:44}", ""),
-                |g| format!("{:>6} {:>10} {:>12} {:>12}", g.seq, g.age_ms, g.anon, g.file),
+                |g| {
+                    format!(
+                        "{:>6} {:>10} {:>12} {:>12}",
+                        g.seq, g.age_ms, g.anon, g.file
+                    )
+                },
             );
             let right = engine.get(i).map_or_else(String::new, |e| {
                 format!("{:>8} {:>10} {:>12}", e.label, e.age_ms, e.pages)
