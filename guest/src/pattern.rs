@@ -74,6 +74,8 @@ pub struct PatternParams {
     pub write_p32: u64,
     /// Word offset (0..512) every access uses, or `u64::MAX` to rotate through the page.
     pub fixed_word: u64,
+    /// PhaseShift: phases already elapsed before this epoch (host-driven, time-based shifting).
+    pub phase_base: u64,
 }
 
 /// One access: page within the region, word within the page, read or write.

@@ -11,6 +11,7 @@ pub mod system;
 pub mod ucall;
 pub mod vcpu;
 pub mod vm;
+pub mod workload;
 
 pub use memory::{Backing, MemoryError};
 pub use page_map::{BackingKind, GuestPage, GuestPageMap, PageRange, PAGE_SIZE};

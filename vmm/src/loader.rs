@@ -8,8 +8,6 @@
 //! `.bss`) is copied as a snapshot taken at VM creation, because libc's string functions read
 //! tuning variables from there.
 
-use crate::page_map::PAGE_SIZE;
-
 /// One host mapping to mirror into the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeRegion {
