@@ -46,7 +46,8 @@ pub fn read_u64(path: impl AsRef<Path>) -> Result<u64, KernelFileError> {
     })
 }
 
-/// Writes `value` with a single `write(2)`, as sysfs attributes require.
+/// Writes `value` with a single `write(2)`, as sysfs attributes require. The file is opened with
+/// O_TRUNC like a shell's `>` (kernfs and cgroupfs ignore it; plain files in tests need it).
 pub fn write_str(path: impl AsRef<Path>, value: &str) -> Result<(), KernelFileError> {
     let path = path.as_ref();
     let wrap = |err| KernelFileError {
@@ -56,6 +57,7 @@ pub fn write_str(path: impl AsRef<Path>, value: &str) -> Result<(), KernelFileEr
     };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
+        .truncate(true)
         .open(path)
         .map_err(wrap)?;
     f.write_all(value.as_bytes()).map_err(wrap)

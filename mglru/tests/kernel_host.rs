@@ -1,0 +1,413 @@
+//! Kernel interfaces on the machine running the tests: real pagemap, kpageflags, memcg, DAMON
+//! refusal, soft-dirty and uffd-wp async; page_idle and lru_gen are checked for precise
+//! "unavailable" reasons where the kernel lacks them. A test whose feature is missing prints
+//! `SKIP <test>: <reason>` to stderr and returns.
+
+use agelab_mglru::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonSource, DamonTarget};
+use agelab_mglru::kernel::kpageflags::{Kpageflags, KPF_THP};
+use agelab_mglru::kernel::lru_gen::LruGenControl;
+use agelab_mglru::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
+use agelab_mglru::kernel::page_idle::PageIdleSource;
+use agelab_mglru::kernel::pagemap::{Pagemap, PagemapSource};
+use agelab_mglru::kernel::soft_dirty::SoftDirtySource;
+use agelab_mglru::kernel::uffd_wp::{ScratchMapping, UffdWpAsyncSource};
+use agelab_mglru::AccessSource;
+use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
+
+fn skip(test: &str, reason: impl std::fmt::Display) {
+    eprintln!("SKIP {test}: {reason}");
+}
+
+fn map_of(m: &ScratchMapping) -> GuestPageMap {
+    GuestPageMap::new(vec![PageRange {
+        first_page: 0,
+        pages: m.len() as u64 / PAGE_SIZE,
+        gpa: 0x1_0000_0000,
+        hva: m.addr(),
+        slot: 1,
+        backing: BackingKind::Anonymous,
+    }])
+}
+
+fn set(len: u64, pages: &[u64]) -> PageSet {
+    let mut s = PageSet::new(len);
+    for &p in pages {
+        s.insert(p);
+    }
+    s
+}
+
+#[test]
+fn pagemap_source_reports_present_pages() {
+    let m = ScratchMapping::new(64).unwrap();
+    for p in (0..64).step_by(2) {
+        m.write(p, 1);
+    }
+    let mut src = PagemapSource::new(map_of(&m));
+    src.available().unwrap();
+    let h = src.harvest().unwrap();
+    let even: Vec<u64> = (0..64).step_by(2).collect();
+    assert_eq!(h.accessed, set(64, &even));
+    assert_eq!(h.cost.bytes_read, 64 * 8);
+    assert_eq!(src.last_swapped(), 0);
+    let pm = Pagemap::open_self().unwrap();
+    let pfns = pm.guest_pfns(&map_of(&m)).unwrap();
+    assert!(pfns[0].is_some_and(|p| p != 0), "root sees PFNs");
+    assert!(pfns[1].is_none());
+    let e = pm.read(m.addr(), 1).unwrap()[0];
+    assert!(e.present() && e.exclusive() && !e.file_or_shared());
+}
+
+#[test]
+fn thp_tail_pages_resolve_to_their_head() {
+    const TEST: &str = "thp_tail_pages_resolve_to_their_head";
+    // 4 MiB so that one 2 MiB-aligned window surely lies inside.
+    let m = ScratchMapping::new(1024).unwrap();
+    let aligned = (m.addr() + (2 << 20) - 1) & !((2 << 20) - 1);
+    // SAFETY: advising a range inside our own mapping.
+    let r = unsafe { libc::madvise(aligned as *mut _, 2 << 20, libc::MADV_HUGEPAGE) };
+    assert_eq!(r, 0);
+    let first = ((aligned - m.addr()) / PAGE_SIZE) as usize;
+    for p in first..first + 512 {
+        m.write(p, 1);
+    }
+    let pm = Pagemap::open_self().unwrap();
+    let pfns: Vec<u64> = pm
+        .read(aligned, 512)
+        .unwrap()
+        .iter()
+        .map(|e| e.pfn().unwrap())
+        .collect();
+    let kpf = Kpageflags::open().unwrap();
+    let mut snap = kpf.snapshot(&pfns).unwrap();
+    if kpf.flags(&mut snap, pfns[0]).unwrap() & KPF_THP == 0 {
+        return skip(
+            TEST,
+            "the kernel did not back the MADV_HUGEPAGE range with a THP",
+        );
+    }
+    for (i, &p) in pfns.iter().enumerate() {
+        assert_eq!(kpf.head_of(&mut snap, p).unwrap(), pfns[0], "subpage {i}");
+    }
+}
+
+#[test]
+fn page_idle_source_availability() {
+    const TEST: &str = "page_idle_source_availability";
+    let m = ScratchMapping::new(64).unwrap();
+    for p in 0..64 {
+        m.write(p, 1);
+    }
+    let mut src = PageIdleSource::new(map_of(&m));
+    match src.available() {
+        Err(reason) if !std::path::Path::new("/sys/kernel/mm/page_idle/bitmap").exists() => {
+            assert!(reason.0.contains("CONFIG_IDLE_PAGE_TRACKING"), "{reason}");
+            assert!(src.harvest().is_err());
+            skip(TEST, reason);
+        }
+        Err(reason) => panic!("page_idle present but unavailable: {reason}"),
+        Ok(()) => {
+            src.arm().unwrap();
+            for p in 0..32 {
+                m.read(p);
+            }
+            let h = src.harvest().unwrap();
+            let truth: Vec<u64> = (0..32).collect();
+            let c = h.accessed.confusion(&set(64, &truth));
+            eprintln!("page_idle: {c:?} cost {:?}", h.cost);
+            assert!(c.recall() > 0.9, "{c:?}");
+        }
+    }
+}
+
+#[test]
+fn lru_gen_availability() {
+    const TEST: &str = "lru_gen_availability";
+    let c = LruGenControl::new();
+    match c.available() {
+        Err(reason) if !std::path::Path::new("/sys/kernel/mm/lru_gen").exists() => {
+            assert!(reason.0.contains("CONFIG_LRU_GEN"), "{reason}");
+            assert!(c.caps().is_err());
+            skip(TEST, reason);
+        }
+        Err(reason) => skip(TEST, reason),
+        Ok(()) => {
+            let listing = c.read(false).unwrap();
+            assert!(!listing.memcgs.is_empty());
+            eprintln!("lru_gen caps {}", c.caps().unwrap());
+        }
+    }
+}
+
+#[test]
+fn damon_refuses_a_foreign_kdamond() {
+    const TEST: &str = "damon_refuses_a_foreign_kdamond";
+    let admin = DamonAdmin::new();
+    let nr = "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds";
+    let Ok(before) = std::fs::read_to_string(nr) else {
+        return skip(TEST, "no DAMON sysfs interface");
+    };
+    let ks = admin.kdamonds().unwrap();
+    if !ks.iter().any(|k| k.state == "on") {
+        return skip(TEST, "no foreign kdamond is running on this host");
+    }
+    let err = admin.check().unwrap_err();
+    assert!(matches!(err, DamonError::ForeignRunning { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("is already running and is not ours") && msg.contains("EBUSY"),
+        "{msg}"
+    );
+    let m = ScratchMapping::new(4).unwrap();
+    let mut src = DamonSource::vaddr(map_of(&m), DamonAttrs::default());
+    assert_eq!(src.available().unwrap_err().0, msg);
+    assert!(matches!(
+        src.harvest(),
+        Err(agelab_mglru::HarvestError::Unavailable { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(nr).unwrap(),
+        before,
+        "nr_kdamonds untouched"
+    );
+}
+
+/// Builds a fake DAMON sysfs tree (plain files) with one kdamond slot prepared.
+fn fake_damon_tree(root: &std::path::Path, regions: &[(u64, u64, u64)]) {
+    let k = root.join("kdamonds");
+    let ctx = k.join("0/contexts/0");
+    for d in [
+        ctx.join("monitoring_attrs/intervals"),
+        ctx.join("monitoring_attrs/nr_regions"),
+        ctx.join("targets/0/regions"),
+        ctx.join("schemes/0/tried_regions"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // sysfs attributes exist before they are written; write_str never creates files.
+    for f in [
+        "contexts/nr_contexts",
+        "contexts/0/operations",
+        "contexts/0/monitoring_attrs/intervals/sample_us",
+        "contexts/0/monitoring_attrs/intervals/aggr_us",
+        "contexts/0/monitoring_attrs/intervals/update_us",
+        "contexts/0/monitoring_attrs/nr_regions/min",
+        "contexts/0/monitoring_attrs/nr_regions/max",
+        "contexts/0/targets/nr_targets",
+        "contexts/0/targets/0/pid_target",
+        "contexts/0/schemes/nr_schemes",
+        "contexts/0/schemes/0/action",
+    ] {
+        std::fs::write(k.join("0").join(f), "0\n").unwrap();
+    }
+    std::fs::write(k.join("nr_kdamonds"), "0\n").unwrap();
+    std::fs::write(k.join("0/state"), "off\n").unwrap();
+    std::fs::write(ctx.join("avail_operations"), "vaddr fvaddr paddr\n").unwrap();
+    for (i, (s, e, n)) in regions.iter().enumerate() {
+        let r = ctx.join(format!("schemes/0/tried_regions/{i}"));
+        std::fs::create_dir_all(&r).unwrap();
+        for (f, v) in [("start", s), ("end", e), ("nr_accesses", n), ("age", &3)] {
+            std::fs::write(r.join(f), format!("{v}\n")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn damon_source_configures_maps_regions_and_restores() {
+    let m = ScratchMapping::new(64).unwrap();
+    let a = m.addr();
+    let root = std::env::temp_dir().join(format!("agelab-damon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // Pages 0..4 hot, 4..16 cold, 60..64 hot, and a hot region outside the guest.
+    fake_damon_tree(
+        &root,
+        &[
+            (a - 8 * PAGE_SIZE, a + 4 * PAGE_SIZE, 5),
+            (a + 4 * PAGE_SIZE, a + 16 * PAGE_SIZE, 0),
+            (a + 60 * PAGE_SIZE, a + 80 * PAGE_SIZE, 1),
+        ],
+    );
+    let admin = DamonAdmin::with_root(&root);
+    let mut src = DamonSource::new(
+        map_of(&m),
+        DamonTarget::Vaddr { pid: 42 },
+        DamonAttrs::default(),
+    )
+    .with_admin(admin);
+    src.available().unwrap();
+    let h = src.harvest().unwrap();
+    let hot: Vec<u64> = (0..4).chain(60..64).collect();
+    assert_eq!(h.accessed, set(64, &hot));
+    let k = root.join("kdamonds");
+    let read = |p: &str| std::fs::read_to_string(k.join(p)).unwrap();
+    assert_eq!(read("nr_kdamonds"), "1");
+    assert_eq!(read("0/contexts/0/operations"), "vaddr");
+    assert_eq!(read("0/contexts/0/targets/0/pid_target"), "42");
+    assert_eq!(read("0/contexts/0/schemes/0/action"), "stat");
+    assert_eq!(read("0/state"), "update_schemes_tried_regions");
+    assert!(src.granularity() > PAGE_SIZE);
+    src.stop();
+    assert_eq!(read("0/state"), "off");
+    assert_eq!(read("nr_kdamonds"), "0");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn soft_dirty_source() {
+    const TEST: &str = "soft_dirty_source";
+    let m = ScratchMapping::new(16).unwrap();
+    for p in 0..16 {
+        m.write(p, 1);
+    }
+    let mut src = SoftDirtySource::new(map_of(&m));
+    if let Err(reason) = src.available() {
+        assert!(reason.0.contains("CONFIG_MEM_SOFT_DIRTY") || reason.0.contains("clear"));
+        return skip(TEST, reason);
+    }
+    src.arm().unwrap();
+    m.write(3, 2);
+    m.write(9, 2);
+    let h = src.harvest().unwrap();
+    assert_eq!(h.accessed, set(16, &[3, 9]));
+}
+
+#[test]
+fn uffd_wp_async_source_sees_exactly_the_written_pages() {
+    const TEST: &str = "uffd_wp_async_source_sees_exactly_the_written_pages";
+    let m = ScratchMapping::new(64).unwrap();
+    // Pages 0..48 populated before registration; 48..64 never touched (WP_UNPOPULATED case).
+    for p in 0..48 {
+        m.write(p, 1);
+    }
+    let mut src = UffdWpAsyncSource::new(map_of(&m));
+    if let Err(reason) = src.available() {
+        return skip(TEST, reason);
+    }
+    let h = src.harvest().unwrap();
+    assert!(
+        h.accessed.is_empty(),
+        "nothing written since registration: {:?}",
+        h.accessed
+    );
+    m.write(3, 2);
+    m.write(5, 2);
+    m.write(40, 2);
+    m.write(50, 2);
+    let _ = m.read(7);
+    let _ = m.read(55);
+    let h = src.harvest().unwrap();
+    assert_eq!(h.accessed, set(64, &[3, 5, 40, 50]));
+    assert!(h.cost.ns > 0 && h.cost.bytes_read > 0);
+    let h = src.harvest().unwrap();
+    assert!(h.accessed.is_empty(), "re-protected: {:?}", h.accessed);
+    m.write(5, 3);
+    assert_eq!(src.harvest().unwrap().accessed, set(64, &[5]));
+}
+
+#[test]
+fn memcg_create_move_limit_usage_remove() {
+    const TEST: &str = "memcg_create_move_limit_usage_remove";
+    if !agelab_mglru::kernel::is_root() {
+        return skip(TEST, "needs root");
+    }
+    let name = format!("agelab-test-{}", std::process::id());
+    let cg = match GuestMemcg::create(&name) {
+        Ok(cg) => cg,
+        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, e),
+        Err(e) => panic!("{e}"),
+    };
+    let dir = cg.dir().to_path_buf();
+    assert!(dir.is_dir());
+    assert!(cg.path().ends_with(&format!("/{name}")), "{}", cg.path());
+    // A shell that waits for a go, then fills 16 MiB of shmem: the charge lands in our memcg.
+    let shm = format!("/dev/shm/{name}");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "read go; dd if=/dev/zero of={shm} bs=1M count=16 2>/dev/null; echo done; read end"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    cg.add_process(pid).unwrap();
+    assert_eq!(cg.processes().unwrap(), vec![pid]);
+    let before = cg.usage_bytes().unwrap();
+    use std::io::{BufRead, Write};
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let after = cg.usage_bytes().unwrap();
+    assert!(
+        after >= before + 15 * 1024 * 1024,
+        "usage {before} -> {after}"
+    );
+    let stat = cg.stat().unwrap();
+    assert!(
+        stat.iter().any(|(k, _)| k == "shmem" || k == "file"),
+        "{stat:?}"
+    );
+
+    cg.set_limit(Some(256 << 20)).unwrap();
+    assert_eq!(cg.limit().unwrap(), Some(256 << 20));
+    cg.set_limit(None).unwrap();
+    assert_eq!(cg.limit().unwrap(), None);
+    match cg.version() {
+        CgroupVersion::V1 => assert!(matches!(
+            cg.reclaim(1 << 20),
+            Err(MemcgError::Unsupported { .. })
+        )),
+        CgroupVersion::V2 => {
+            let _ = cg.reclaim(1 << 20);
+        }
+    }
+    let parent = cg.parent_dir().join("cgroup.procs");
+    cg.remove();
+    assert!(!dir.exists(), "memcg removed");
+    let parent_procs = std::fs::read_to_string(parent).unwrap();
+    assert!(
+        parent_procs.lines().any(|l| l.trim() == pid.to_string()),
+        "child moved back to parent"
+    );
+    drop(stdin);
+    child.wait().unwrap();
+    std::fs::remove_file(shm).unwrap();
+}
+
+#[test]
+fn memcg_thread_move_v1() {
+    const TEST: &str = "memcg_thread_move_v1";
+    if !agelab_mglru::kernel::is_root() {
+        return skip(TEST, "needs root");
+    }
+    let name = format!("agelab-thread-{}", std::process::id());
+    let cg = match GuestMemcg::create(&name) {
+        Ok(cg) if cg.version() == CgroupVersion::V1 => cg,
+        Ok(_) => {
+            return skip(
+                TEST,
+                "memory controller is cgroup v2 (whole processes only)",
+            )
+        }
+        Err(e) => return skip(TEST, e),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        tx.send(nix::unistd::gettid().as_raw()).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = rx.recv().unwrap();
+    cg.add_thread(tid).unwrap();
+    let tasks = std::fs::read_to_string(cg.dir().join("tasks")).unwrap();
+    assert_eq!(tasks.trim(), tid.to_string());
+    let dir = cg.dir().to_path_buf();
+    drop(cg);
+    assert!(!dir.exists());
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+}
