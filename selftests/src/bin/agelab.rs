@@ -1,5 +1,6 @@
 //! `agelab`: run guests under KVM while a userspace MGLRU ages their memory.
 
+use agelab::cli;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -16,6 +17,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Boot a guest, run a workload and age its memory.
+    Run(cli::run::RunArgs),
+    /// List workload patterns with their parameters and defaults.
+    Workloads,
     /// Boot QEMU with a lab kernel and run a command inside it.
     Lab(agelab::lab::LabArgs),
 }
@@ -23,6 +28,27 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => match cli::run::run(&args) {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("report serialises")
+                    );
+                } else {
+                    cli::run::print_text(&report);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agelab run: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Command::Workloads => {
+            cli::workloads::print();
+            ExitCode::SUCCESS
+        }
         Command::Lab(args) => match agelab::lab::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {

@@ -1,0 +1,4 @@
+//! Subcommands of the `agelab` binary.
+
+pub mod run;
+pub mod workloads;

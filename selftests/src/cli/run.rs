@@ -1,0 +1,259 @@
+//! `agelab run`: boot a guest, run a workload in epochs, report throughput and exits.
+
+use crate::units::{parse_duration, parse_size};
+use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
+use agelab_vmm::{Backing, MemoryError, Vm, VmConfig, VmError};
+use clap::Args;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Options of `agelab run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Guest test memory (e.g. 512M, 2G).
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub mem: u64,
+    /// Number of vCPUs (one host thread each).
+    #[arg(long, default_value_t = 2)]
+    pub vcpus: usize,
+    /// Workload, `PATTERN[:key=value,...]`; see `agelab workloads`.
+    #[arg(long, default_value = "hotcold:hot=10%,p=90%,op=write", value_parser = parse_workload)]
+    pub workload: WorkloadSpec,
+    /// How long the workload runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Length of one epoch (one aging pass per epoch).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Backing of guest memory: anon, memfd, file:PATH, thp, hugetlb.
+    #[arg(long, default_value = "anon", value_parser = parse_backing)]
+    pub backing: Backing,
+    /// Memslots the test memory is split into.
+    #[arg(long, default_value_t = 1)]
+    pub slots: usize,
+    /// Fill memory with the integrity pattern first and verify every page at the end.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
+    s.parse()
+        .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())
+}
+
+fn parse_backing(s: &str) -> Result<Backing, String> {
+    s.parse().map_err(|e: MemoryError| e.to_string())
+}
+
+/// Errors of `agelab run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The VM could not be created.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The workload failed.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// Verification found corrupted words.
+    #[error("data integrity: {mismatches} of {words} words wrong, first at {first:#x?}")]
+    Integrity {
+        /// Wrong words.
+        mismatches: u64,
+        /// Words checked.
+        words: u64,
+        /// First bad addresses.
+        first: Vec<u64>,
+    },
+}
+
+impl RunError {
+    /// Exit code: 2 for configuration the user can fix, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Vm(VmError::Config(_)) | RunError::Vm(VmError::Memory(_)) => 2,
+            RunError::Workload(WorkloadError::TooSmall { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Per-vCPU totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct VcpuReport {
+    /// Accesses.
+    pub ops: u64,
+    /// Mean ns per access.
+    pub ns_per_access: f64,
+}
+
+/// One epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochReport {
+    /// Accesses by all vCPUs.
+    pub ops: u64,
+    /// Distinct pages read (ground truth).
+    pub pages_read: u64,
+    /// Distinct pages written (ground truth).
+    pub pages_written: u64,
+    /// Epoch wall time in ms.
+    pub ms: f64,
+}
+
+/// Everything `agelab run` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// vCPUs.
+    pub vcpus: usize,
+    /// Test memory bytes.
+    pub mem_bytes: u64,
+    /// Backing.
+    pub backing: String,
+    /// Memslots.
+    pub slots: usize,
+    /// Workload spec, normalised.
+    pub workload: String,
+    /// VM creation time in ms.
+    pub setup_ms: f64,
+    /// Per vCPU.
+    pub vcpu: Vec<VcpuReport>,
+    /// Per epoch.
+    pub epochs: Vec<EpochReport>,
+    /// Exit counters summed over vCPUs.
+    pub exits: serde_json::Map<String, serde_json::Value>,
+    /// Why the run ended.
+    pub exit_reason: String,
+    /// Integrity check result (words wrong), when `--verify`.
+    pub verify_mismatches: Option<u64>,
+}
+
+/// Runs the command.
+pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
+    let cfg = VmConfig {
+        vcpus: args.vcpus,
+        mem_bytes: args.mem,
+        backing: args.backing.clone(),
+        slots: args.slots,
+        heap_bytes: agelab_vmm::workload::heap_bytes(&args.workload, args.mem),
+        ..Default::default()
+    };
+    let vm = Vm::new(cfg)?;
+    let setup = vm.setup_time();
+    let mut wl = Workload::start(vm, args.workload.clone())?;
+    if args.verify {
+        wl.fill()?;
+    }
+    let mut epochs = Vec::new();
+    let mut ops = vec![0u64; args.vcpus];
+    let mut busy = vec![Duration::ZERO; args.vcpus];
+    let t0 = Instant::now();
+    let mut last_progress = Instant::now();
+    while t0.elapsed() < args.duration {
+        let left = args.duration.saturating_sub(t0.elapsed());
+        let r = wl.run_epoch(args.interval.min(left).max(Duration::from_millis(1)))?;
+        let truth = wl.ground_truth(r.epoch).expect("epoch just ran");
+        for v in 0..args.vcpus {
+            ops[v] += r.ops[v];
+            busy[v] += r.elapsed;
+        }
+        epochs.push(EpochReport {
+            ops: r.total_ops(),
+            pages_read: truth.read.count(),
+            pages_written: truth.written.count(),
+            ms: r.elapsed.as_secs_f64() * 1e3,
+        });
+        if !args.json && last_progress.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "  ... {:.0}/{:.0} s",
+                t0.elapsed().as_secs_f64(),
+                args.duration.as_secs_f64()
+            );
+            last_progress = Instant::now();
+        }
+    }
+    let verify_mismatches = if args.verify {
+        let v = wl.verify()?;
+        if v.mismatches > 0 {
+            return Err(RunError::Integrity {
+                mismatches: v.mismatches,
+                words: v.words,
+                first: v.first_bad,
+            });
+        }
+        Some(0)
+    } else {
+        None
+    };
+    let vm = wl.finish()?;
+    let mut exits = serde_json::Map::new();
+    let sum = |f: &dyn Fn(&agelab_vmm::vcpu::ExitCounters) -> u64| {
+        (0..args.vcpus).map(|v| f(vm.exits(v))).sum::<u64>()
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    exits.insert("ucall".into(), sum(&|e| e.ucall.load(Relaxed)).into());
+    exits.insert("intr".into(), sum(&|e| e.intr.load(Relaxed)).into());
+    exits.insert(
+        "dirty_ring_full".into(),
+        sum(&|e| e.ring_full.load(Relaxed)).into(),
+    );
+    exits.insert("fatal".into(), sum(&|e| e.fatal.load(Relaxed)).into());
+    Ok(RunReport {
+        vcpus: args.vcpus,
+        mem_bytes: args.mem,
+        backing: args.backing.to_string(),
+        slots: args.slots,
+        workload: args.workload.to_string(),
+        setup_ms: setup.as_secs_f64() * 1e3,
+        vcpu: (0..args.vcpus)
+            .map(|v| VcpuReport {
+                ops: ops[v],
+                ns_per_access: if ops[v] == 0 {
+                    0.0
+                } else {
+                    busy[v].as_nanos() as f64 / ops[v] as f64
+                },
+            })
+            .collect(),
+        epochs,
+        exits,
+        exit_reason: "completed: every vCPU reported DONE".into(),
+        verify_mismatches,
+    })
+}
+
+/// Prints the report as text.
+pub fn print_text(r: &RunReport) {
+    println!(
+        "agelab run: {} vCPUs, {} MiB {} in {} memslot(s), workload {}",
+        r.vcpus,
+        r.mem_bytes >> 20,
+        r.backing,
+        r.slots,
+        r.workload
+    );
+    println!("setup: {:.1} ms", r.setup_ms);
+    println!(
+        "{:>6} {:>14} {:>12} {:>14} {:>9}",
+        "epoch", "ops", "pages_read", "pages_written", "ms"
+    );
+    for (i, e) in r.epochs.iter().enumerate() {
+        println!(
+            "{:>6} {:>14} {:>12} {:>14} {:>9.1}",
+            i + 1,
+            e.ops,
+            e.pages_read,
+            e.pages_written,
+            e.ms
+        );
+    }
+    for (v, c) in r.vcpu.iter().enumerate() {
+        println!("vcpu {v}: {} ops, {:.2} ns/access", c.ops, c.ns_per_access);
+    }
+    if let Some(m) = r.verify_mismatches {
+        println!("verify: {m} words wrong");
+    }
+    let exits: Vec<String> = r.exits.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("exit: {}; exits: {}", r.exit_reason, exits.join(", "));
+}
