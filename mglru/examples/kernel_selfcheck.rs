@@ -1,0 +1,417 @@
+//! Kernel plumbing self-check, meant to run inside the lab kernels (and anywhere else): every
+//! interface agelab's kernel sources use, exercised for real, printed as KTAP.
+//!
+//! Exit 0 when everything that could run passed, 1 on any failure, 4 when everything was skipped.
+//! `agelab lab --kernel debian-7.2 -- kernel_selfcheck` is the intended use; `--size-mib N` sets the
+//! test memory (default 64).
+
+use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
+use agelab_mglru::kernel::damon::{DamonAttrs, DamonSource};
+use agelab_mglru::kernel::lru_gen::{LruGenControl, LruGenDebugfs, LruGenError};
+use agelab_mglru::kernel::memcg::GuestMemcg;
+use agelab_mglru::kernel::page_idle::PageIdleSource;
+use agelab_mglru::kernel::pagemap::PagemapSource;
+use agelab_mglru::kernel::soft_dirty::SoftDirtySource;
+use agelab_mglru::kernel::uffd_wp::{ScratchMapping, UffdWpAsyncSource};
+use agelab_mglru::AccessSource;
+use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+const HELPER_ENV: &str = "AGELAB_SELFCHECK_SHMEM_HELPER";
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+type Check = fn(usize) -> Outcome;
+
+fn map_of(m: &ScratchMapping) -> GuestPageMap {
+    GuestPageMap::new(vec![PageRange {
+        first_page: 0,
+        pages: m.len() as u64 / PAGE_SIZE,
+        gpa: 0x1_0000_0000,
+        hva: m.addr(),
+        slot: 1,
+        backing: BackingKind::Anonymous,
+    }])
+}
+
+fn half(pages: u64) -> PageSet {
+    let mut s = PageSet::new(pages);
+    s.insert_range(0, pages / 2);
+    s
+}
+
+fn pagemap(pages: usize) -> Outcome {
+    let m = ScratchMapping::new(pages).unwrap();
+    for p in 0..pages / 2 {
+        m.write(p, 1);
+    }
+    let mut src = PagemapSource::new(map_of(&m));
+    match src.harvest() {
+        Ok(h) if h.accessed == half(pages as u64) => {
+            println!("# pagemap: {} pages in {} us", pages, h.cost.ns / 1000);
+            Outcome::Pass
+        }
+        Ok(h) => Outcome::Fail(format!("present {:?}, expected first half", h.accessed)),
+        Err(e) => Outcome::Fail(e.to_string()),
+    }
+}
+
+fn uffd_wp_async(pages: usize) -> Outcome {
+    let m = ScratchMapping::new(pages).unwrap();
+    for p in 0..pages {
+        m.write(p, 1);
+    }
+    let mut src = UffdWpAsyncSource::new(map_of(&m));
+    if let Err(r) = src.available() {
+        return Outcome::Skip(r.0);
+    }
+    for p in 0..pages / 2 {
+        m.write(p, 2);
+    }
+    for p in pages / 2..pages {
+        let _ = m.read(p);
+    }
+    match src.harvest() {
+        Ok(h) if h.accessed == half(pages as u64) => {
+            println!("# uffd-wp async: scan+reprotect {} us", h.cost.ns / 1000);
+            Outcome::Pass
+        }
+        Ok(h) => Outcome::Fail(format!("written {:?}, expected first half", h.accessed)),
+        Err(e) => Outcome::Fail(e.to_string()),
+    }
+}
+
+fn soft_dirty(pages: usize) -> Outcome {
+    let m = ScratchMapping::new(pages).unwrap();
+    for p in 0..pages {
+        m.write(p, 1);
+    }
+    let mut src = SoftDirtySource::new(map_of(&m));
+    if let Err(r) = src.available() {
+        return Outcome::Skip(r.0);
+    }
+    if let Err(e) = src.arm() {
+        return Outcome::Fail(e.to_string());
+    }
+    for p in 0..pages / 2 {
+        m.write(p, 2);
+    }
+    match src.harvest() {
+        Ok(h) if h.accessed == half(pages as u64) => Outcome::Pass,
+        Ok(h) => Outcome::Fail(format!("soft-dirty {:?}, expected first half", h.accessed)),
+        Err(e) => Outcome::Fail(e.to_string()),
+    }
+}
+
+fn page_idle(pages: usize) -> Outcome {
+    let m = ScratchMapping::new(pages).unwrap();
+    for p in 0..pages {
+        m.write(p, 1);
+    }
+    let mut src = PageIdleSource::new(map_of(&m));
+    if let Err(r) = src.available() {
+        return Outcome::Skip(r.0);
+    }
+    if let Err(e) = src.arm() {
+        return Outcome::Fail(e.to_string());
+    }
+    for p in 0..pages / 2 {
+        let _ = m.read(p);
+    }
+    let h = match src.harvest() {
+        Ok(h) => h,
+        Err(e) => return Outcome::Fail(e.to_string()),
+    };
+    let c = h.accessed.confusion(&half(pages as u64));
+    let gib = (pages as f64 * PAGE_SIZE as f64) / f64::from(1u32 << 30);
+    println!(
+        "# page_idle: precision {:.3} recall {:.3}, harvest {:.1} ms/GiB (goal <= 50), read {} B, written {} B, THP tails {}",
+        c.precision(),
+        c.recall(),
+        h.cost.ns as f64 / 1e6 / gib,
+        h.cost.bytes_read,
+        h.cost.bytes_written,
+        src.last_thp_tails()
+    );
+    // Host-side reads of our own memory go through our page tables, so both must be near perfect.
+    if c.recall() < 0.99 || c.precision() < 0.9 {
+        return Outcome::Fail(format!("{c:?}"));
+    }
+    Outcome::Pass
+}
+
+fn damon(pages: usize) -> Outcome {
+    let m = ScratchMapping::new(pages).unwrap();
+    for p in 0..pages {
+        m.write(p, 1);
+    }
+    let attrs = DamonAttrs {
+        sample_us: 1000,
+        aggr_us: 50_000,
+        update_us: 200_000,
+        min_nr_regions: 64,
+        max_nr_regions: 4096,
+    };
+    let mut src = DamonSource::vaddr(map_of(&m), attrs);
+    if let Err(r) = src.available() {
+        return Outcome::Skip(r.0);
+    }
+    if let Err(e) = src.arm() {
+        return Outcome::Fail(e.to_string());
+    }
+    let t = std::time::Instant::now();
+    let mut h = None;
+    while t.elapsed().as_secs() < 3 {
+        for p in 0..pages / 2 {
+            let _ = m.read(p);
+        }
+        if t.elapsed().as_millis() > 1500 && h.is_none() {
+            h = Some(src.harvest());
+        }
+    }
+    src.stop();
+    match h {
+        Some(Ok(h)) => {
+            let c = h.accessed.confusion(&half(pages as u64));
+            println!(
+                "# damon: precision {:.3} recall {:.3}, granularity {} B",
+                c.precision(),
+                c.recall(),
+                src.granularity()
+            );
+            if c.recall() < 0.5 {
+                return Outcome::Fail(format!("{c:?}"));
+            }
+            Outcome::Pass
+        }
+        Some(Err(e)) => Outcome::Fail(e.to_string()),
+        None => Outcome::Fail("no harvest".into()),
+    }
+}
+
+/// Re-executed helper: waits for `go`, maps a shmem file of `pages` pages and touches it, then
+/// re-touches it on every `touch`.
+fn shmem_helper(pages: usize) -> ! {
+    let mut lines = std::io::stdin().lock().lines();
+    let _ = lines.next();
+    let path = format!("/dev/shm/agelab-selfcheck-{}", std::process::id());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let len = pages * PAGE_SIZE as usize;
+    f.set_len(len as u64).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh shared mapping of our own file at a kernel-chosen address.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    let touch = |v: u8| {
+        for p in 0..pages {
+            // SAFETY: inside the mapping created above, which lives until exit.
+            unsafe {
+                base.cast::<u8>()
+                    .add(p * PAGE_SIZE as usize)
+                    .write_volatile(v)
+            };
+        }
+    };
+    touch(1);
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    while let Some(Ok(_)) = lines.next() {
+        touch(2);
+        println!("touched");
+        let _ = std::io::stdout().flush();
+    }
+    std::process::exit(0);
+}
+
+struct Helper {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Helper {
+    fn say(&mut self, word: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{word}").unwrap();
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// (seq, pages) of the generation holding most of the memcg's anon pages on node 0.
+fn dominant(listing: &LruGenDebugfs, id: u64) -> Option<(u64, u64, u64)> {
+    let n = listing.memcg(id)?.node(0)?;
+    let total = n.generations.iter().map(|g| g.anon).sum();
+    n.generations
+        .iter()
+        .max_by_key(|g| g.anon)
+        .map(|g| (g.seq, g.anon, total))
+}
+
+fn lru_gen(pages: usize) -> Outcome {
+    let c = LruGenControl::new();
+    if let Err(r) = c.available() {
+        return Outcome::Skip(r.0);
+    }
+    let run = || -> Result<(), String> {
+        let (caps, _caps_guard) = c.enable_for_run().map_err(|e| e.to_string())?;
+        println!("# lru_gen caps {caps} = {}", caps.names().join(", "));
+        let _ttl = c.set_min_ttl_ms(0).map_err(|e| e.to_string())?;
+        let cg = GuestMemcg::create("agelab-selfcheck").map_err(|e| e.to_string())?;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(HELPER_ENV, pages.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut h = Helper { child, out };
+        cg.add_process(h.child.id() as i32)
+            .map_err(|e| e.to_string())?;
+        if h.say("go") != "ready" {
+            return Err("helper did not start".into());
+        }
+        let listing = c.read(false).map_err(|e| e.to_string())?;
+        let id = cg
+            .lru_gen_id(&listing)
+            .ok_or_else(|| format!("memcg {} not in the lru_gen listing", cg.path()))?;
+        let (mut seq, held, total) = dominant(&listing, id).ok_or("memcg has no node 0")?;
+        println!(
+            "# memcg {} id {id}: gen {seq} holds {held} of {total} pages",
+            cg.path()
+        );
+        if (held as f64) < 0.9 * pages as f64 {
+            return Err(format!(
+                "{held} pages in the dominant generation, expected ~{pages}"
+            ));
+        }
+        for round in 0..3 {
+            let max = c.age_now(id, 0, true).map_err(|e| e.to_string())?;
+            if h.say("touch") != "touched" {
+                return Err("helper did not touch".into());
+            }
+            c.age_now(id, 0, true).map_err(|e| e.to_string())?;
+            let listing = c.read(false).map_err(|e| e.to_string())?;
+            let (now, held, _) = dominant(&listing, id).ok_or("memcg vanished")?;
+            println!("# round {round}: aged from max_seq {max}, dominant gen {seq} -> {now} ({held} pages)");
+            if now <= seq || (held as f64) < 0.9 * pages as f64 {
+                return Err(format!(
+                    "round {round}: dominant gen {seq} -> {now} holding {held}"
+                ));
+            }
+            seq = now;
+        }
+        // errno mapping: a generation newer than max_seq, eviction of a too-young generation.
+        let max = c.max_seq(id, 0).map_err(|e| e.to_string())?;
+        match c.age(id, 0, max + 5, true, true) {
+            Err(LruGenError::AgingGenerationTooNew { .. }) => {}
+            other => return Err(format!("aging max_seq+5: {other:?}")),
+        }
+        match c.evict(id, 0, max, 0, 1) {
+            Err(LruGenError::EvictionGenerationTooNew { .. }) => {}
+            other => return Err(format!("evicting max_seq: {other:?}")),
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(e),
+    }
+}
+
+fn memcg(_pages: usize) -> Outcome {
+    let cg = match GuestMemcg::create("agelab-selfcheck-memcg") {
+        Ok(cg) => cg,
+        Err(e) => return Outcome::Skip(e.to_string()),
+    };
+    let dir = cg.dir().to_path_buf();
+    println!("# memcg {:?} at {}", cg.version(), dir.display());
+    if let Err(e) = cg.usage_bytes() {
+        return Outcome::Fail(e.to_string());
+    }
+    drop(cg);
+    if dir.exists() {
+        return Outcome::Fail(format!("{} left behind", dir.display()));
+    }
+    Outcome::Pass
+}
+
+fn main() {
+    install_signal_cleanup().expect("signal cleanup");
+    install_panic_hook();
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = args
+        .iter()
+        .position(|a| a == "--size-mib")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(64);
+    let pages = mib * 256;
+    if let Ok(p) = std::env::var(HELPER_ENV) {
+        shmem_helper(p.parse().unwrap());
+    }
+    let checks: [(&str, Check); 7] = [
+        ("pagemap_presence", pagemap),
+        ("uffd_wp_async_writes", uffd_wp_async),
+        ("soft_dirty_writes", soft_dirty),
+        ("page_idle_marking", page_idle),
+        ("memcg_create_remove", memcg),
+        ("lru_gen_memcg_aging", lru_gen),
+        ("damon_vaddr_stat", damon),
+    ];
+    println!("KTAP version 1");
+    println!("1..{}", checks.len());
+    let (mut failed, mut skipped) = (0, 0);
+    for (i, (name, f)) in checks.iter().enumerate() {
+        match f(pages) {
+            Outcome::Pass => println!("ok {} {name}", i + 1),
+            Outcome::Skip(r) => {
+                skipped += 1;
+                println!("ok {} {name} # SKIP {r}", i + 1);
+            }
+            Outcome::Fail(r) => {
+                failed += 1;
+                println!("# {name}: {r}");
+                println!("not ok {} {name}", i + 1);
+            }
+        }
+    }
+    println!(
+        "# Totals: pass:{} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0",
+        checks.len() - failed - skipped
+    );
+    std::process::exit(if failed > 0 {
+        1
+    } else if skipped == checks.len() {
+        4
+    } else {
+        0
+    });
+}
