@@ -88,11 +88,18 @@ pub fn parse_deb822_sources(text: &str) -> Vec<HostSource> {
     parse_paragraphs(text)
         .iter()
         .filter(|p| p.words("Types").contains(&"deb"))
-        .filter(|p| !p.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")))
+        .filter(|p| {
+            !p.get("Enabled")
+                .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        })
         .map(|p: &Paragraph| HostSource {
             uris: p.words("URIs").iter().map(|s| s.to_string()).collect(),
             suites: p.words("Suites").iter().map(|s| s.to_string()).collect(),
-            components: p.words("Components").iter().map(|s| s.to_string()).collect(),
+            components: p
+                .words("Components")
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             signed_by: p
                 .get("Signed-By")
                 .filter(|v| !v.contains('\n') && !v.is_empty())
@@ -107,7 +114,10 @@ pub fn parse_one_line_sources(text: &str) -> Vec<HostSource> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
             continue;
         };
         let mut rest = rest.trim_start();
@@ -178,7 +188,8 @@ pub fn sources_for_suite(host: &[HostSource], codename: &str, target: &str) -> V
         for suite in &src.suites {
             let mapped = if suite == codename {
                 target.to_string()
-            } else if let Some(suffix) = suite.strip_prefix(codename).filter(|s| s.starts_with('-')) {
+            } else if let Some(suffix) = suite.strip_prefix(codename).filter(|s| s.starts_with('-'))
+            {
                 if unstable {
                     continue;
                 }
@@ -236,7 +247,13 @@ impl PrivateApt {
             )));
         }
         let dir = cache_root.join("apt").join(format!("{suite}-{arch}"));
-        for sub in ["lists/partial", "archives/partial", "sources.list.d", "preferences.d", "debs"] {
+        for sub in [
+            "lists/partial",
+            "archives/partial",
+            "sources.list.d",
+            "preferences.d",
+            "debs",
+        ] {
             create_dir(&dir.join(sub))?;
         }
         let mut sources = lines.join("\n");
@@ -276,11 +293,6 @@ impl PrivateApt {
             suite: suite.to_string(),
             arch: arch.to_string(),
         })
-    }
-
-    /// The suite this state serves.
-    pub fn suite(&self) -> &str {
-        &self.suite
     }
 
     fn command(&self, program: &str) -> Command {

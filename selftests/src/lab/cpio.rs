@@ -66,7 +66,10 @@ impl<W: Write> CpioWriter<W> {
             EntryKind::CharDev(ma, mi) => (S_IFCHR, 1, (ma, mi)),
         };
         let filesize = u32::try_from(data.len()).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: larger than 4 GiB"))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}: larger than 4 GiB"),
+            )
         })?;
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -94,7 +97,9 @@ impl<W: Write> CpioWriter<W> {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path too long"))?;
         // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
         // rdevmajor, rdevminor, namesize, check: 8 hex digits each.
-        let fields = [ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0];
+        let fields = [
+            ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0,
+        ];
         let mut hdr = String::with_capacity(110);
         hdr.push_str("070701");
         for f in fields {
@@ -127,12 +132,18 @@ mod tests {
         loop {
             assert_eq!(&buf[..6], b"070701");
             let field = |i: usize| {
-                u32::from_str_radix(std::str::from_utf8(&buf[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
-                    .unwrap()
+                u32::from_str_radix(
+                    std::str::from_utf8(&buf[6 + 8 * i..14 + 8 * i]).unwrap(),
+                    16,
+                )
+                .unwrap()
             };
-            let (mode, size, rma, rmi, namesize) = (field(1), field(6), field(9), field(10), field(11));
+            let (mode, size, rma, rmi, namesize) =
+                (field(1), field(6), field(9), field(10), field(11));
             let name_end = 110 + namesize as usize;
-            let name = std::str::from_utf8(&buf[110..name_end - 1]).unwrap().to_string();
+            let name = std::str::from_utf8(&buf[110..name_end - 1])
+                .unwrap()
+                .to_string();
             assert_eq!(buf[name_end - 1], 0);
             let pad4 = |pos: usize| (pos + 3) & !3;
             let consumed = start_len - buf.len();
@@ -152,7 +163,8 @@ mod tests {
     fn round_trip() {
         let mut w = CpioWriter::new(Vec::new());
         w.dir("/dev", 0o755).unwrap();
-        w.entry("/dev/console", EntryKind::CharDev(5, 1), 0o600, &[]).unwrap();
+        w.entry("/dev/console", EntryKind::CharDev(5, 1), 0o600, &[])
+            .unwrap();
         w.file("init", 0o755, b"#!/bin/sh\n").unwrap();
         w.file("/odd", 0o644, b"12345").unwrap();
         w.symlink("/bin/sh", "busybox").unwrap();
@@ -162,10 +174,16 @@ mod tests {
         let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(names, ["dev", "dev/console", "init", "odd", "bin/sh"]);
         assert_eq!(entries[0].1, 0o040_755);
-        assert_eq!((entries[1].1, entries[1].2, entries[1].3), (0o020_600, 5, 1));
+        assert_eq!(
+            (entries[1].1, entries[1].2, entries[1].3),
+            (0o020_600, 5, 1)
+        );
         assert_eq!(entries[2].4, b"#!/bin/sh\n");
         assert_eq!(entries[3].4, b"12345");
-        assert_eq!((entries[4].1, entries[4].4.as_slice()), (0o120_777, &b"busybox"[..]));
+        assert_eq!(
+            (entries[4].1, entries[4].4.as_slice()),
+            (0o120_777, &b"busybox"[..])
+        );
     }
 
     #[test]

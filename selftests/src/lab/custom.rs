@@ -139,11 +139,11 @@ pub fn custom_kernel(
     let _ = fs::remove_dir_all(&build);
     create_dir(&build)?;
     let log = build.join("build.log");
-    let b = Builder {
-        kernel,
-        log: &log,
-    };
-    eprintln!("agelab lab: building {kernel} from {package} {version} (log: {})", log.display());
+    let b = Builder { kernel, log: &log };
+    eprintln!(
+        "agelab lab: building {kernel} from {package} {version} (log: {})",
+        log.display()
+    );
     b.run(
         "unpacking the source",
         Command::new("sh").arg("-c").arg(format!(
@@ -198,7 +198,8 @@ pub fn custom_kernel(
     if std::env::var_os("AGELAB_KEEP_BUILD").is_none() {
         let _ = fs::remove_dir_all(&build);
     }
-    let mut k = cached(spec.name, &dir).ok_or_else(|| b.io(&dir, std::io::ErrorKind::NotFound.into()))?;
+    let mut k =
+        cached(spec.name, &dir).ok_or_else(|| b.io(&dir, std::io::ErrorKind::NotFound.into()))?;
     k.built_in_secs = Some(secs);
     Ok(k)
 }
@@ -271,14 +272,19 @@ mod tests {
     #[test]
     fn options_and_missing() {
         let frag = "# comment\nCONFIG_A=y\n\nCONFIG_B=8\nCONFIG_C=y\n";
-        assert_eq!(fragment_options(frag), ["CONFIG_A=y", "CONFIG_B=8", "CONFIG_C=y"]);
+        assert_eq!(
+            fragment_options(frag),
+            ["CONFIG_A=y", "CONFIG_B=8", "CONFIG_C=y"]
+        );
         let config = "CONFIG_A=y\nCONFIG_B=8\n# CONFIG_C is not set\n";
         assert_eq!(missing_options(frag, config), ["CONFIG_C=y"]);
     }
 
     #[test]
     fn the_x86_fragment_has_what_the_lab_promises() {
-        let frag = super::super::arch::find_arch("x86_64").unwrap().custom_config;
+        let frag = super::super::arch::find_arch("x86_64")
+            .unwrap()
+            .custom_config;
         let opts = fragment_options(frag);
         for o in [
             "CONFIG_LRU_GEN=y",
@@ -290,7 +296,10 @@ mod tests {
             "CONFIG_ZRAM=y",
             "CONFIG_USERFAULTFD=y",
         ] {
-            assert!(opts.contains(&o), "{o} missing from the custom kernel fragment");
+            assert!(
+                opts.contains(&o),
+                "{o} missing from the custom kernel fragment"
+            );
         }
     }
 }

@@ -51,7 +51,8 @@ pub fn parse_paragraphs(text: &str) -> Vec<Paragraph> {
             continue;
         }
         if let Some((k, v)) = line.split_once(':') {
-            cur.fields.push((k.trim().to_string(), v.trim().to_string()));
+            cur.fields
+                .push((k.trim().to_string(), v.trim().to_string()));
         }
     }
     if !cur.fields.is_empty() {
@@ -94,7 +95,10 @@ fn parse_relation(text: &str) -> Option<Relation> {
         .and_then(|(inner, _)| {
             let inner = inner.trim();
             let op_end = inner.find(|c: char| !"<>=".contains(c))?;
-            Some((inner[..op_end].to_string(), inner[op_end..].trim().to_string()))
+            Some((
+                inner[..op_end].to_string(),
+                inner[op_end..].trim().to_string(),
+            ))
         });
     Some(Relation { name, version })
 }
@@ -124,7 +128,10 @@ mod tests {
         assert_eq!(rel.len(), 3);
         assert_eq!(rel[0].len(), 3);
         assert_eq!(rel[0][1].name, "initramfs-tools");
-        assert_eq!(rel[0][1].version, Some((">=".into(), "0.120+deb8u2".into())));
+        assert_eq!(
+            rel[0][1].version,
+            Some((">=".into(), "0.120+deb8u2".into()))
+        );
         assert_eq!(rel[1][0].name, "linux-binary-7.2.13+deb14-amd64");
         assert_eq!(rel[1][0].version, Some(("=".into(), "7.2.13-1".into())));
         assert_eq!(rel[2][0].name, "libc6");

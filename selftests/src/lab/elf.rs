@@ -17,9 +17,21 @@ pub fn inspect(bytes: &[u8]) -> Option<ElfInfo> {
     if bytes.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
-    let u16_at = |off: usize| Some(u16::from_le_bytes(bytes.get(off..off + 2)?.try_into().ok()?));
-    let u32_at = |off: usize| Some(u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?));
-    let u64_at = |off: usize| Some(u64::from_le_bytes(bytes.get(off..off + 8)?.try_into().ok()?));
+    let u16_at = |off: usize| {
+        Some(u16::from_le_bytes(
+            bytes.get(off..off + 2)?.try_into().ok()?,
+        ))
+    };
+    let u32_at = |off: usize| {
+        Some(u32::from_le_bytes(
+            bytes.get(off..off + 4)?.try_into().ok()?,
+        ))
+    };
+    let u64_at = |off: usize| {
+        Some(u64::from_le_bytes(
+            bytes.get(off..off + 8)?.try_into().ok()?,
+        ))
+    };
     let machine = u16_at(18)?;
     let phoff = usize::try_from(u64_at(32)?).ok()?;
     let phentsize = usize::from(u16_at(54)?);

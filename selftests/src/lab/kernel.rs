@@ -129,7 +129,11 @@ pub fn find_kernel(name: &str, arch: &ArchSpec) -> Result<&'static KernelSpec, K
         .ok_or_else(|| KernelError::Unknown {
             name: name.to_string(),
             arch: arch.name.to_string(),
-            known: KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+            known: KERNELS
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
@@ -174,7 +178,9 @@ fn resolve_abi(
         source,
     };
     let flavour = arch.kernel_flavour;
-    let meta = apt.show(&format!("linux-image-{flavour}")).map_err(apt_err)?;
+    let meta = apt
+        .show(&format!("linux-image-{flavour}"))
+        .map_err(apt_err)?;
     let suffix = format!("-{flavour}");
     let dep = parse_relations(meta.get("Depends").unwrap_or_default())
         .into_iter()
@@ -219,7 +225,10 @@ pub fn debian_kernel(
             .ok()
             .and_then(|d| cached_kernel(spec.name, &base.join(d.trim())))
         {
-            eprintln!("agelab lab: warning: {e}\nagelab lab: using cached {} {}", spec.name, k.release);
+            eprintln!(
+                "agelab lab: warning: {e}\nagelab lab: using cached {} {}",
+                spec.name, k.release
+            );
             return Ok(k);
         }
         return Err(apt_err(e));
@@ -296,7 +305,10 @@ fn find_image(root: &Path, abi: &str) -> Option<FoundImage> {
     ]
     .into_iter()
     .find(|p| p.is_file())?;
-    let modules = module_dirs.iter().find(|d| d.join("kernel").is_dir()).cloned();
+    let modules = module_dirs
+        .iter()
+        .find(|d| d.join("kernel").is_dir())
+        .cloned();
     let config = [
         root.join("boot").join(format!("config-{abi}")),
         module_dirs[0].join("config"),

@@ -1,27 +1,448 @@
 //! The lab: boots Debian (or custom-built) kernels under QEMU and runs agelab binaries inside them.
+//!
+//! `agelab lab --kernel debian-7.2 -- CMD ARGS...` fetches the kernel (apt, private state under
+//! `~/.cache/agelab`), assembles an initramfs (busybox, init, the project's static binaries,
+//! kernel modules), boots it under QEMU TCG and returns CMD's exit status; CMD's stdout and
+//! stderr stream back on their own serial ports. `--matrix FILE` runs a list of commands on
+//! several kernels and prints a table; `--bench` measures boot and build times.
 
+mod apt;
+mod arch;
+mod bench;
+mod bins;
+mod cache;
+mod cpio;
+mod custom;
+mod deb822;
+mod elf;
+mod hash;
+mod initramfs;
+mod kernel;
+mod matrix;
+mod modules;
+mod qemu;
+mod status;
+
+pub use apt::AptError;
+pub use bins::StaticBinsError;
+pub use cache::CacheError;
+pub use custom::CustomKernelError;
+pub use initramfs::InitramfsError;
+pub use kernel::KernelError;
+pub use matrix::MatrixError;
+pub use qemu::GuestRunError;
+
+use arch::ArchSpec;
 use clap::Args;
+use kernel::{KernelSource, LabKernel};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Errors of the lab runner.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    /// Placeholder until the lab lands.
-    #[error("the lab is not implemented yet")]
-    NotImplemented,
+    /// A command-line value is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// Finding or fetching a Debian kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Building the custom kernel failed.
+    #[error(transparent)]
+    CustomKernel(#[from] CustomKernelError),
+    /// Building the static binaries failed.
+    #[error(transparent)]
+    StaticBins(#[from] StaticBinsError),
+    /// Assembling the initramfs failed.
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    /// The guest run failed.
+    #[error("{kernel}: {source}")]
+    GuestRun {
+        /// The lab kernel.
+        kernel: String,
+        /// What went wrong.
+        source: GuestRunError,
+    },
+    /// The test matrix could not run.
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    /// Cache bookkeeping failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// `agelab lab` options.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LabArgs {
-    /// Kernel to boot: debian-6.1, debian-6.12, debian-7.2, custom-7.2.
+    /// Kernel to boot: debian-6.1, debian-6.12, debian-7.2, custom-7.2. With --matrix or
+    /// --bench: a comma-separated list, or `all`.
     #[arg(long, default_value = "debian-7.2")]
     pub kernel: String,
+    /// Guest architecture.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+    /// Guest memory (QEMU -m syntax).
+    #[arg(long, default_value = "2G")]
+    pub mem: String,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Limit for the whole run (e.g. 300s, 10m); QEMU is killed after it.
+    #[arg(long, default_value = "300s")]
+    pub timeout: String,
+    /// Limit for the kernel to reach the lab's init.
+    #[arg(long, default_value = "120s")]
+    pub boot_timeout: String,
+    /// Set up zram swap of this size (e.g. 512M) before the command.
+    #[arg(long)]
+    pub zram: Option<String>,
+    /// Directory of static binaries to put on the guest's PATH (default: build the workspace
+    /// static into target/lab).
+    #[arg(long)]
+    pub bins: Option<PathBuf>,
+    /// Extra kernel module to load (with its dependencies); repeatable.
+    #[arg(long = "module")]
+    pub modules: Vec<String>,
+    /// Extra kernel command-line words.
+    #[arg(long, default_value = "")]
+    pub append: String,
+    /// Boot this kernel image instead of a lab kernel (no modules).
+    #[arg(long)]
+    pub kernel_image: Option<PathBuf>,
+    /// Refresh the package lists now instead of trusting ones younger than 12 h.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Rebuild the custom kernel even when cached.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Run the tests listed in FILE on every --kernel and print a kernel × test table.
+    #[arg(long)]
+    pub matrix: Option<PathBuf>,
+    /// Where --matrix writes per-test logs.
+    #[arg(long, default_value = "target/lab-results")]
+    pub results: PathBuf,
+    /// Measure boot-to-command time per kernel and the custom kernel build time.
+    #[arg(long)]
+    pub bench: bool,
     /// Command (and its arguments) to run inside the lab guest.
     #[arg(last = true)]
     pub cmd: Vec<String>,
 }
 
 /// Runs `args.cmd` in the lab; returns the command's exit code.
-pub fn run(_args: &LabArgs) -> Result<i32, LabError> {
-    Err(LabError::NotImplemented)
+pub fn run(args: &LabArgs) -> Result<i32, LabError> {
+    let arch = arch::find_arch(&args.arch).ok_or_else(|| {
+        LabError::Usage(format!(
+            "unknown --arch {}; known: {}",
+            args.arch,
+            arch::ARCHES
+                .iter()
+                .map(|a| a.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    if args.bench {
+        return bench::run(args, arch);
+    }
+    if let Some(file) = &args.matrix {
+        return matrix::run(args, arch, file);
+    }
+    if args.cmd.is_empty() {
+        return Err(LabError::Usage(
+            "no command: agelab lab --kernel NAME -- CMD ARGS...".into(),
+        ));
+    }
+    let lab = Lab::new(args, arch)?;
+    let kernel = lab.kernel(
+        args.kernel_image
+            .as_deref()
+            .map_or(&args.kernel, |_| "image"),
+    )?;
+    let bins = lab.bins()?;
+    let report = lab.boot(
+        &kernel,
+        &bins,
+        &args.cmd,
+        &RunOptions::from_args(args)?,
+        qemu::OutputMode::Stream,
+    )?;
+    Ok(report.0.status)
+}
+
+/// Parses `300s`, `5m`, `1h`, `500ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, LabError> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| LabError::Usage(format!("bad duration {text:?} (e.g. 300s, 5m)")))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(LabError::Usage(format!("bad duration unit in {text:?}"))),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Checks a size like `512M`, `2G` (QEMU -m and zram disksize syntax).
+pub fn check_size(what: &str, text: &str) -> Result<(), LabError> {
+    let digits = text.trim_end_matches(['K', 'M', 'G', 'k', 'm', 'g']);
+    if digits.is_empty()
+        || !digits.chars().all(|c| c.is_ascii_digit())
+        || text.len() - digits.len() > 1
+    {
+        return Err(LabError::Usage(format!(
+            "bad {what} size {text:?} (e.g. 512M, 2G)"
+        )));
+    }
+    Ok(())
+}
+
+/// Per-boot options (command-line defaults, overridable per matrix test).
+#[derive(Debug, Clone)]
+pub(crate) struct RunOptions {
+    mem: String,
+    smp: u32,
+    timeout: Duration,
+    boot_timeout: Duration,
+    zram: Option<String>,
+    modules: Vec<String>,
+    append: String,
+}
+
+impl RunOptions {
+    fn from_args(args: &LabArgs) -> Result<Self, LabError> {
+        check_size("--mem", &args.mem)?;
+        if let Some(z) = &args.zram {
+            check_size("--zram", z)?;
+        }
+        Ok(Self {
+            mem: args.mem.clone(),
+            smp: args.smp,
+            timeout: parse_duration(&args.timeout)?,
+            boot_timeout: parse_duration(&args.boot_timeout)?,
+            zram: args.zram.clone(),
+            modules: args.modules.clone(),
+            append: args.append.clone(),
+        })
+    }
+}
+
+/// A kernel ready to boot plus where its busybox comes from.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedKernel {
+    kernel: LabKernel,
+    suite: &'static str,
+    /// Custom kernels: seconds of the build that just ran, and of the cached build.
+    build_secs: (Option<f64>, Option<f64>),
+}
+
+/// Shared state of one `agelab lab` invocation.
+#[derive(Debug)]
+pub(crate) struct Lab<'a> {
+    args: &'a LabArgs,
+    arch: &'static ArchSpec,
+    cache: PathBuf,
+}
+
+impl<'a> Lab<'a> {
+    fn new(args: &'a LabArgs, arch: &'static ArchSpec) -> Result<Self, LabError> {
+        Ok(Self {
+            args,
+            arch,
+            cache: cache::cache_root()?,
+        })
+    }
+
+    /// Fetches or builds kernel `name` (`image` means `--kernel-image`).
+    fn kernel(&self, name: &str) -> Result<PreparedKernel, LabError> {
+        if let (Some(img), "image") = (&self.args.kernel_image, name) {
+            let image = std::path::absolute(img).unwrap_or_else(|_| img.clone());
+            return Ok(PreparedKernel {
+                kernel: LabKernel {
+                    name: "image".into(),
+                    release: String::new(),
+                    image,
+                    modules: None,
+                },
+                suite: "sid",
+                build_secs: (None, None),
+            });
+        }
+        let spec = kernel::find_kernel(name, self.arch)?;
+        match spec.source {
+            KernelSource::Debian => Ok(PreparedKernel {
+                kernel: kernel::debian_kernel(spec, self.arch, &self.cache, self.args.refresh)?,
+                suite: spec.suite,
+                build_secs: (None, None),
+            }),
+            KernelSource::Custom => {
+                let c = custom::custom_kernel(
+                    spec,
+                    self.arch,
+                    &self.cache,
+                    self.args.refresh,
+                    self.args.rebuild,
+                )?;
+                Ok(PreparedKernel {
+                    kernel: c.kernel,
+                    suite: spec.suite,
+                    build_secs: (c.built_in_secs, c.cold_build_secs),
+                })
+            }
+        }
+    }
+
+    /// The binaries for the guest's PATH.
+    fn bins(&self) -> Result<Vec<PathBuf>, LabError> {
+        let dir = match &self.args.bins {
+            Some(d) => d.clone(),
+            None => bins::build_static_bins(self.arch)?,
+        };
+        Ok(initramfs::executables_in(&dir)?)
+    }
+
+    /// Boots `kernel` with `bins` and runs `argv`; returns the report and the run directory
+    /// (removed on success unless the output was captured).
+    fn boot(
+        &self,
+        k: &PreparedKernel,
+        bins: &[PathBuf],
+        argv: &[String],
+        opts: &RunOptions,
+        output: qemu::OutputMode,
+    ) -> Result<(qemu::BootReport, PathBuf), LabError> {
+        let mut groups: Vec<String> = self
+            .arch
+            .kvm_modules
+            .iter()
+            .map(|(_, m)| m.to_string())
+            .collect();
+        groups.push("zram".into());
+        for m in &opts.modules {
+            if !groups.contains(m) {
+                groups.push(m.clone());
+            }
+        }
+        let base = initramfs::base_archive(
+            &self.cache,
+            &initramfs::BaseSpec {
+                arch: self.arch,
+                kernel: &k.kernel,
+                suite: k.suite,
+                bins,
+                module_groups: &groups,
+            },
+        )?;
+        let run_dir = self.cache.join("runs").join(format!(
+            "{}-{}-{}",
+            k.kernel.name,
+            std::process::id(),
+            RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        cache::create_dir(&run_dir)?;
+        let initrd = run_dir.join("initrd.cpio");
+        let extra = initramfs::run_archive(&initramfs::RunSpec {
+            argv,
+            zram: opts.zram.as_deref(),
+            modules: &opts.modules,
+        })
+        .and_then(|extra| {
+            std::fs::copy(&base, &initrd)?;
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&initrd)?
+                .write_all(&extra)
+        });
+        extra.map_err(|source| CacheError::Io {
+            path: initrd.clone(),
+            source,
+        })?;
+        let result = qemu::boot(&qemu::Boot {
+            arch: self.arch,
+            kernel: &k.kernel.image,
+            initrd: &initrd,
+            mem: &opts.mem,
+            smp: opts.smp,
+            append: &opts.append,
+            timeout: opts.timeout,
+            boot_timeout: opts.boot_timeout,
+            run_dir: &run_dir,
+            output,
+        });
+        let _ = std::fs::remove_file(&initrd);
+        match result {
+            Ok(r) => {
+                if output == qemu::OutputMode::Stream {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                }
+                Ok((r, run_dir))
+            }
+            Err(source) => Err(LabError::GuestRun {
+                kernel: k.kernel.name.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The kernels named by a `--kernel` list (`all` = every kernel in the table).
+fn kernel_list(spec: &str) -> Vec<String> {
+    if spec == "all" {
+        return kernel::KERNELS.iter().map(|k| k.name.to_string()).collect();
+    }
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes a run directory (used by matrix and bench after collecting the output).
+fn remove_run_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert!(check_size("m", "2G").is_ok());
+        assert!(check_size("m", "512M").is_ok());
+        assert!(check_size("m", "4096").is_ok());
+        assert!(check_size("m", "G").is_err());
+        assert!(check_size("m", "1GG").is_err());
+        assert!(check_size("m", "1;reboot").is_err());
+    }
+
+    #[test]
+    fn kernel_lists() {
+        assert_eq!(
+            kernel_list("debian-6.1, debian-7.2"),
+            ["debian-6.1", "debian-7.2"]
+        );
+        assert_eq!(kernel_list("all").len(), kernel::KERNELS.len());
+    }
 }

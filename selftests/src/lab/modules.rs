@@ -174,7 +174,8 @@ mod tests {
 
     #[test]
     fn depends_from_modinfo() {
-        let blob = b"\x7fELF junk\0license=GPL\0depends=kvm,ccp,irqbypass\0retpoline=Y\0name=kvm_amd\0";
+        let blob =
+            b"\x7fELF junk\0license=GPL\0depends=kvm,ccp,irqbypass\0retpoline=Y\0name=kvm_amd\0";
         assert_eq!(modinfo_depends(blob), ["kvm", "ccp", "irqbypass"]);
         assert!(modinfo_depends(b"\0depends=\0name=irqbypass\0").is_empty());
         assert!(modinfo_depends(b"no modinfo").is_empty());

@@ -85,7 +85,10 @@ mod tests {
                 StatusRecord::Booted { uptime: 1.02 },
                 StatusRecord::Warning("insmod kvm-amd.ko failed".into()),
                 StatusRecord::Started { uptime: 1.5 },
-                StatusRecord::Exited { status: 3, uptime: 2.25 },
+                StatusRecord::Exited {
+                    status: 3,
+                    uptime: 2.25
+                },
             ]
         );
     }
@@ -99,7 +102,10 @@ mod tests {
         assert!(parse_records("xagelab-status v1 exit 0 uptime=1\n").is_empty());
         assert_eq!(
             parse_records("agelab-status v1 exit 0 uptime=1\nagelab-status v1 exit 1"),
-            [StatusRecord::Exited { status: 0, uptime: 1.0 }]
+            [StatusRecord::Exited {
+                status: 0,
+                uptime: 1.0
+            }]
         );
     }
 
@@ -114,6 +120,9 @@ mod tests {
             .args(["-c", &script])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|it's|$HOME|*||\"q\"\n|");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a b|it's|$HOME|*||\"q\"\n|"
+        );
     }
 }

@@ -1,0 +1,75 @@
+//! The project's binaries for the lab: built static into their own target directory so the
+//! normal build is not invalidated.
+
+use super::arch::ArchSpec;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Errors of building the static binaries.
+#[derive(Debug, thiserror::Error)]
+pub enum StaticBinsError {
+    /// The source tree this binary was built from is gone.
+    #[error("workspace {0} not found; pass --bins DIR with static binaries")]
+    NoWorkspace(PathBuf),
+    /// cargo failed.
+    #[error(
+        "static build of the workspace for {target} failed ({status}); see cargo's output above"
+    )]
+    Build {
+        /// The Rust target.
+        target: String,
+        /// cargo's exit status.
+        status: String,
+    },
+    /// cargo could not be started.
+    #[error("running cargo: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// The workspace this crate belongs to.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Builds every workspace binary static for `arch` into `target/lab`; returns the directory
+/// holding them.
+pub fn build_static_bins(arch: &ArchSpec) -> Result<PathBuf, StaticBinsError> {
+    let ws = workspace_root();
+    if !ws.join("Cargo.toml").is_file() {
+        return Err(StaticBinsError::NoWorkspace(ws));
+    }
+    let target_dir = ws.join("target/lab");
+    let mut rustflags = std::env::var("AGELAB_LAB_RUSTFLAGS").unwrap_or_default();
+    rustflags.push_str(" -C target-feature=+crt-static");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "agelab lab: building static binaries for {} (target/lab)",
+        arch.rust_target
+    );
+    let status = Command::new(cargo)
+        .current_dir(&ws)
+        .env("RUSTFLAGS", rustflags.trim())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--workspace",
+            "--bins",
+            "--target",
+        ])
+        .arg(arch.rust_target)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .map_err(StaticBinsError::Spawn)?;
+    if !status.success() {
+        return Err(StaticBinsError::Build {
+            target: arch.rust_target.to_string(),
+            status: status.to_string(),
+        });
+    }
+    Ok(target_dir.join(arch.rust_target).join("release"))
+}
