@@ -2,17 +2,21 @@
 //! KVM dirty tracking and binary stats.
 
 pub mod arch;
+pub mod dirty;
 pub mod kvm_raw;
 pub mod loader;
 pub mod memory;
 pub mod page_map;
 pub mod pageset;
+pub mod stats;
 pub mod system;
+pub mod testing;
 pub mod ucall;
 pub mod vcpu;
 pub mod vm;
 pub mod workload;
 
+pub use dirty::{DirtyError, DirtyMode, DirtyOptions, DirtyTracker, HarvestStats, ModeSupport};
 pub use memory::{Backing, MemoryError};
 pub use page_map::{BackingKind, GuestPage, GuestPageMap, PageRange, PAGE_SIZE};
 pub use pageset::{Confusion, PageSet};

@@ -275,7 +275,12 @@ impl HostMapping {
     }
 
     fn shared(file: File, len: usize) -> Result<Self, MemoryError> {
-        // SAFETY: mapping `len` bytes of a file we hold open and sized to at least `len`.
+        Self::shared_at(file, 0, len)
+    }
+
+    /// Maps `len` bytes of `file` from `offset`, shared (one slot of a multi-slot file backing).
+    pub fn shared_at(file: File, offset: u64, len: usize) -> Result<Self, MemoryError> {
+        // SAFETY: mapping `len` bytes at `offset` of a file we hold open and sized to cover them.
         let raw = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -283,7 +288,7 @@ impl HostMapping {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
-                0,
+                offset as libc::off_t,
             )
         };
         if raw == libc::MAP_FAILED {
@@ -312,7 +317,8 @@ fn os(what: &'static str) -> MemoryError {
     }
 }
 
-fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, MemoryError> {
+/// Opens (or creates inside a directory) the file behind a `file:PATH` backing, sized to `len`.
+pub fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, MemoryError> {
     let bad = |why: String| MemoryError::FileBacking {
         path: path.to_path_buf(),
         why,

@@ -4,11 +4,13 @@ use crate::arch::{ArchError, ArchVm, GuestTables, MapSize, PageTables, VcpuRegs}
 use crate::loader::{self, LoaderError};
 use crate::memory::{self, Backing, HostMapping, MemoryError, SlotMapping, HUGE_2M};
 use crate::page_map::{GuestPageMap, PageRange, PAGE_SIZE};
+use crate::stats::{KvmStats, StatsError};
 use crate::system::{SystemMemory, SystemMemoryError};
 use crate::vcpu::{self, ExitCounters, RingFullHandler, VcpuEvent, VcpuShared, VcpuThread};
 use agelab_guest::abi::{SYSTEM_BASE, TEST_BASE, UCALL_MMIO_ADDR};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use std::collections::BTreeMap;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -154,6 +156,8 @@ pub struct Vm {
     page_map: GuestPageMap,
     memslots: Vec<MemslotInfo>,
     config: VmConfig,
+    vm_stats: Option<KvmStats>,
+    vcpu_stats: Vec<Option<KvmStats>>,
     setup_time: Duration,
     code_bytes: u64,
     slots: Vec<SlotMapping>,
@@ -239,8 +243,23 @@ impl Vm {
 
         // Test memory.
         let mut slots = Vec::with_capacity(config.slots);
+        // A file backing is one file for all slots, each slot mapping its own offset.
+        let backing_file = match &config.backing {
+            Backing::File(p) => Some(memory::open_backing_file(p, config.mem_bytes, 0)?),
+            _ => None,
+        };
         for i in 0..config.slots {
-            let mapping = HostMapping::new(&config.backing, slot_bytes, i)?;
+            let mapping = match &backing_file {
+                Some(f) => HostMapping::shared_at(
+                    f.try_clone().map_err(|err| MemoryError::Os {
+                        what: "dup(backing file)",
+                        err,
+                    })?,
+                    i as u64 * slot_bytes,
+                    slot_bytes as usize,
+                )?,
+                None => HostMapping::new(&config.backing, slot_bytes, i)?,
+            };
             slots.push(SlotMapping {
                 slot: i as u32 + 1,
                 gpa: TEST_BASE + i as u64 * slot_bytes,
@@ -369,6 +388,8 @@ impl Vm {
                 })
                 .collect(),
         );
+        let vm_stats = KvmStats::open(&vm_fd).ok();
+        let vcpu_stats = pending_fds.iter().map(|f| KvmStats::open(f).ok()).collect();
         let epoch = Instant::now();
         let shared = (0..config.vcpus)
             .map(|_| Arc::new(VcpuShared::new(epoch)))
@@ -393,6 +414,8 @@ impl Vm {
             memory,
             page_map,
             memslots,
+            vm_stats,
+            vcpu_stats,
             setup_time: t0.elapsed(),
             code_bytes,
             config,
@@ -596,6 +619,25 @@ impl Vm {
         }
     }
 
+    /// KVM binary stats of the VM and of each vCPU, read now.
+    pub fn stats(&self) -> Result<VmStats, StatsError> {
+        let vm = match &self.vm_stats {
+            Some(s) => s.read()?,
+            None => KvmStats::open(&*self.vm_fd)?.read()?,
+        };
+        let vcpus = self
+            .vcpu_stats
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(KvmStats::read)
+                    .transpose()
+                    .map(Option::unwrap_or_default)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(VmStats { vm, vcpus })
+    }
+
     /// Registers of a vCPU that was never started (diagnostics).
     pub fn pending_regs(&self, vcpu: usize) -> Option<VcpuRegs> {
         self.pending_fds.get(vcpu).map(VcpuRegs::read)
@@ -630,6 +672,15 @@ fn watchdog(
             }
         }
     }
+}
+
+/// KVM binary stats, name → value, for the VM and each vCPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmStats {
+    /// VM-wide stats (e.g. `pages_4k`, `remote_tlb_flush`).
+    pub vm: BTreeMap<String, u64>,
+    /// Per-vCPU stats (e.g. `exits`, `pf_taken`), empty where unsupported.
+    pub vcpus: Vec<BTreeMap<String, u64>>,
 }
 
 fn set_memslot(vm: &VmFd, m: &MemslotInfo, flags: u32) -> Result<(), VmError> {
