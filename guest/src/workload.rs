@@ -183,3 +183,42 @@ fn verify(w: &mut VcpuWork) {
     w.mismatches = bad;
     w.ops = pages;
 }
+
+/// The benchmark loop: `iters` sweeps reading one word of each of `pages` pages from `base`.
+/// Runs unchanged in the guest (at CPL3) and natively on the host, so the two can be compared.
+#[inline(never)]
+pub fn touch_loop(base: u64, pages: u64, iters: u64) -> u64 {
+    let mut sum = 0u64;
+    let mut it = 0;
+    while it < iters {
+        let mut p = 0;
+        while p < pages {
+            let ptr = (base + p * 4096 + (it & 511) * 8) as *const u64;
+            // SAFETY: callers pass a mapped region of at least `pages` pages.
+            sum = sum.wrapping_add(unsafe { read_volatile(ptr) });
+            p += 1;
+        }
+        it += 1;
+    }
+    sum
+}
+
+/// Guest entry for [`touch_loop`]: reports the checksum by SYNC(1) and finishes.
+pub extern "C" fn touch_loop_main(pages: u64, iters: u64) -> ! {
+    let sum = touch_loop(crate::abi::TEST_BASE, pages, iters);
+    ucall::sync(1, &[sum]);
+    ucall::done()
+}
+
+/// Guest entry that writes one word to each of `pages` pages (first touch), then finishes.
+pub extern "C" fn first_touch_main(pages: u64, _: u64) -> ! {
+    ucall::sync(1, &[]);
+    let mut p = 0;
+    while p < pages {
+        // SAFETY: test memory of at least `pages` pages is mapped at TEST_BASE.
+        unsafe { write_volatile((crate::abi::TEST_BASE + p * 4096) as *mut u64, p) };
+        p += 1;
+    }
+    ucall::sync(2, &[]);
+    ucall::done()
+}

@@ -21,6 +21,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// List workload patterns with their parameters and defaults.
     Workloads,
+    /// Foundation and workload benchmarks (guest vs native loop, first touch, patterns).
+    Bench,
     /// Boot QEMU with a lab kernel and run a command inside it.
     Lab(agelab::lab::LabArgs),
 }
@@ -43,6 +45,13 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("agelab run: {e}");
                 ExitCode::from(e.exit_code())
+            }
+        },
+        Command::Bench => match cli::bench::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("agelab bench: {e}");
+                ExitCode::from(1)
             }
         },
         Command::Workloads => {

@@ -1,4 +1,5 @@
 //! Subcommands of the `agelab` binary.
 
+pub mod bench;
 pub mod run;
 pub mod workloads;
