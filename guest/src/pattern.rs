@@ -158,11 +158,10 @@ impl<'a> Generator<'a> {
                 }
             }
             4 => {
-                let phase = if self.p.phase_ops == 0 {
-                    0
-                } else {
-                    i / self.p.phase_ops
-                };
+                let phase = self
+                    .p
+                    .phase_base
+                    .wrapping_add(i.checked_div(self.p.phase_ops).unwrap_or(0));
                 let start = phase.wrapping_mul(self.p.shift);
                 let off = self.rng.below(self.p.window.min(n));
                 if n == 0 {

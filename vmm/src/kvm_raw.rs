@@ -1,5 +1,6 @@
-//! Raw KVM ioctls that kvm-ioctls 0.25 does not wrap: KVM_CLEAR_DIRTY_LOG, the dirty ring
-//! (enable, mmap, reset) and KVM_GET_STATS_FD. Every number lives next to the struct it passes.
+//! Raw KVM ioctls that kvm-ioctls 0.25 does not wrap (KVM_CLEAR_DIRTY_LOG, the dirty ring: enable,
+//! mmap, reset; KVM_GET_STATS_FD) or wraps with an allocation per call (KVM_GET_DIRTY_LOG, here
+//! into a caller's buffer). Every number lives next to the struct it passes.
 
 use kvm_ioctls::{VcpuFd, VmFd};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -33,6 +34,20 @@ pub struct KvmClearDirtyLog {
     pub dirty_bitmap: u64,
 }
 
+/// `struct kvm_dirty_log` (the union member is the bitmap pointer).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct KvmDirtyLog {
+    /// Memslot (with address space id in the high 16 bits).
+    pub slot: u32,
+    /// Padding.
+    pub padding: u32,
+    /// Bitmap the kernel fills: one bit per page of the slot, in whole `u64` words.
+    pub dirty_bitmap: u64,
+}
+
+/// KVM_GET_DIRTY_LOG.
+pub const KVM_GET_DIRTY_LOG: u64 = iow(0x42, std::mem::size_of::<KvmDirtyLog>() as u64);
 /// KVM_CLEAR_DIRTY_LOG.
 pub const KVM_CLEAR_DIRTY_LOG: u64 = iowr(0xc0, std::mem::size_of::<KvmClearDirtyLog>() as u64);
 /// KVM_RESET_DIRTY_RINGS.
@@ -110,6 +125,39 @@ pub fn enable_dirty_ring(vm: &VmFd, entries: u32) -> Result<u32, kvm_ioctls::Err
     }
     enable_cap(vm, cap, bytes)?;
     Ok(cap)
+}
+
+/// Words of dirty bitmap KVM reads or writes for a slot of `pages` pages.
+pub fn bitmap_words(pages: u64) -> usize {
+    usize::try_from(pages.div_ceil(64)).expect("memslot too large for this host")
+}
+
+/// KVM_GET_DIRTY_LOG of `slot` (of `pages` pages) into `bitmap`, without allocating.
+///
+/// Without manual protection KVM also re-protects the pages it reports; with
+/// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 it does not (see [`clear_dirty_log`]).
+pub fn get_dirty_log(
+    vm: &VmFd,
+    slot: u32,
+    pages: u64,
+    bitmap: &mut [u64],
+) -> Result<(), kvm_ioctls::Error> {
+    assert!(bitmap.len() >= bitmap_words(pages), "bitmap too short");
+    let arg = KvmDirtyLog {
+        slot,
+        padding: 0,
+        dirty_bitmap: bitmap.as_mut_ptr() as u64,
+    };
+    // SAFETY: KVM_GET_DIRTY_LOG writes `bitmap_words(npages)` words to the bitmap pointer; the
+    // caller states the slot's size and the buffer is at least that long (asserted). The VM fd is
+    // valid and KVM fails with ENOENT for an unknown slot rather than writing anything.
+    check(unsafe { libc::ioctl(vm.as_raw_fd(), KVM_GET_DIRTY_LOG as _, &arg) }).map(|_| ())
+}
+
+/// Enables KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with `flags` ([`MANUAL_PROTECT_ENABLE`], optionally
+/// with [`INITIALLY_SET`]); must precede enabling dirty logging on the slots it should affect.
+pub fn enable_manual_protect(vm: &VmFd, flags: u64) -> Result<(), kvm_ioctls::Error> {
+    enable_cap(vm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags)
 }
 
 /// KVM_CLEAR_DIRTY_LOG over `num_pages` pages from `first_page` of `slot`, clearing the pages

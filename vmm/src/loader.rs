@@ -148,7 +148,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 
     #[test]
     fn live_process_has_its_own_text() {
-        let here = live_process_has_its_own_text as usize as u64;
+        let here = live_process_has_its_own_text as *const () as usize as u64;
         let r = code_regions().unwrap();
         assert!(r
             .iter()

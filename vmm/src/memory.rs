@@ -164,7 +164,7 @@ impl HostMapping {
     /// Maps `len` bytes with `backing`; `index` names the slot for memfd and file names.
     pub fn new(backing: &Backing, len: u64, index: usize) -> Result<Self, MemoryError> {
         let align = backing.alignment();
-        if len == 0 || len % align != 0 {
+        if len == 0 || !len.is_multiple_of(align) {
             return Err(MemoryError::BadSize {
                 size: len,
                 backing: backing.to_string(),

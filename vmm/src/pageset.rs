@@ -105,7 +105,7 @@ impl PageSet {
         let end = start.saturating_add(count).min(self.len);
         let mut p = start;
         while p < end {
-            if p % 64 == 0 && end - p >= 64 {
+            if p.is_multiple_of(64) && end - p >= 64 {
                 self.words[(p / 64) as usize] = u64::MAX;
                 p += 64;
             } else {

@@ -207,7 +207,7 @@ impl Vm {
                 .max(if config.slots > 1 { HUGE_2M } else { PAGE_SIZE });
         let slot_bytes = config.mem_bytes / config.slots as u64;
         if config.mem_bytes == 0
-            || slot_bytes % align != 0
+            || !slot_bytes.is_multiple_of(align)
             || slot_bytes * config.slots as u64 != config.mem_bytes
         {
             return Err(MemoryError::BadSize {
@@ -346,7 +346,7 @@ impl Vm {
         let huge = config
             .guest_huge_pages
             .unwrap_or(matches!(config.backing, Backing::Thp | Backing::HugeTlb));
-        let size = if huge && slot_bytes % HUGE_2M == 0 {
+        let size = if huge && slot_bytes.is_multiple_of(HUGE_2M) {
             MapSize::Size2M
         } else {
             MapSize::Size4K

@@ -76,7 +76,7 @@ pub fn replay_into(e: &VcpuEpoch, read: &mut PageSet, written: &mut PageSet) {
         }
         i += 1;
         // Once every page of the region is in the set(s) the op kinds can reach, nothing changes.
-        if i % 65_536 == 0 {
+        if i.is_multiple_of(65_536) {
             let full_w = w_seen >= region || p.write_p32 == 0;
             let full_r = r_seen >= region || p.write_p32 >= 1 << 32;
             if full_w && full_r {
