@@ -181,6 +181,9 @@ fn fake_damon_tree(root: &std::path::Path, regions: &[(u64, u64, u64)]) {
         ctx.join("monitoring_attrs/nr_regions"),
         ctx.join("targets/0/regions"),
         ctx.join("schemes/0/tried_regions"),
+        ctx.join("schemes/0/access_pattern/sz"),
+        ctx.join("schemes/0/access_pattern/nr_accesses"),
+        ctx.join("schemes/0/access_pattern/age"),
     ] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -197,6 +200,12 @@ fn fake_damon_tree(root: &std::path::Path, regions: &[(u64, u64, u64)]) {
         "contexts/0/targets/0/pid_target",
         "contexts/0/schemes/nr_schemes",
         "contexts/0/schemes/0/action",
+        "contexts/0/schemes/0/access_pattern/sz/min",
+        "contexts/0/schemes/0/access_pattern/sz/max",
+        "contexts/0/schemes/0/access_pattern/nr_accesses/min",
+        "contexts/0/schemes/0/access_pattern/nr_accesses/max",
+        "contexts/0/schemes/0/access_pattern/age/min",
+        "contexts/0/schemes/0/access_pattern/age/max",
     ] {
         std::fs::write(k.join("0").join(f), "0\n").unwrap();
     }
@@ -244,6 +253,10 @@ fn damon_source_configures_maps_regions_and_restores() {
     assert_eq!(read("0/contexts/0/operations"), "vaddr");
     assert_eq!(read("0/contexts/0/targets/0/pid_target"), "42");
     assert_eq!(read("0/contexts/0/schemes/0/action"), "stat");
+    assert_eq!(
+        read("0/contexts/0/schemes/0/access_pattern/nr_accesses/max"),
+        "4294967295"
+    );
     assert_eq!(read("0/state"), "update_schemes_tried_regions");
     assert!(src.granularity() > PAGE_SIZE);
     src.stop();

@@ -21,6 +21,9 @@ use std::time::Instant;
 /// The DAMON sysfs admin directory.
 pub const DAMON_ADMIN: &str = "/sys/kernel/mm/damon/admin";
 
+/// DAMON modules that run their own kdamonds outside the sysfs admin tree.
+const DAMON_MODULES: [&str; 3] = ["damon_stat", "damon_reclaim", "damon_lru_sort"];
+
 /// Errors from DAMON.
 #[derive(Debug, thiserror::Error)]
 pub enum DamonError {
@@ -38,6 +41,15 @@ pub enum DamonError {
         /// Its pid as sysfs reports it.
         pid: String,
     },
+    /// A DAMON module (e.g. DAMON_STAT, on by default in Debian 7.x) runs an exclusive context.
+    #[error("the {module} module is enabled ({module}.enabled=Y) and runs an exclusive kdamond that is not ours; DAMON then refuses to start sysfs kdamonds (EBUSY); boot with {module}.enabled=N or disable it to use DAMON here")]
+    ModuleRunning {
+        /// Module name.
+        module: &'static str,
+    },
+    /// Starting the kdamond returned EBUSY for a reason not detected beforehand.
+    #[error("starting the kdamond: EBUSY (another DAMON user runs an exclusive context)")]
+    StartBusy,
     /// Someone else configured kdamonds (stopped).
     #[error("{nr} kdamond(s) are configured by someone else (stopped); creating ours would rewrite nr_kdamonds and discard their setup")]
     ForeignConfigured {
@@ -182,6 +194,14 @@ impl DamonAdmin {
         if !super::is_root() {
             return Err(DamonError::NotRoot);
         }
+        // DAMON modules run kdamonds invisible in the admin tree; an enabled one that started
+        // exclusively (damon_stat does) makes every sysfs `on` fail with EBUSY.
+        for module in DAMON_MODULES {
+            let enabled = read_trimmed(format!("/sys/module/{module}/parameters/enabled"));
+            if enabled.is_ok_and(|v| v == "Y") {
+                return Err(DamonError::ModuleRunning { module });
+            }
+        }
         let ks = self.kdamonds()?;
         if let Some(k) = ks.iter().find(|k| k.state == "on") {
             return Err(DamonError::ForeignRunning {
@@ -218,7 +238,10 @@ impl DamonAdmin {
         );
         let k = Kdamond { dir, guard };
         k.configure(target, attrs)?;
-        write_str(k.dir.join("state"), "on")?;
+        write_str(k.dir.join("state"), "on").map_err(|e| match e.errno() {
+            Some(libc::EBUSY) => DamonError::StartBusy,
+            _ => e.into(),
+        })?;
         Ok(k)
     }
 }
@@ -261,9 +284,19 @@ impl Kdamond {
                 }
             }
         }
-        // The access pattern defaults to "everything", which is what a stat scheme should see.
         write_str(ctx.join("schemes/nr_schemes"), "1")?;
         write_str(ctx.join("schemes/0/action"), "stat")?;
+        // The pattern defaults differ by kernel (7.2 defaults nr_accesses to 0..0, which would hide
+        // every accessed region), so the stat scheme is told to match everything.
+        let pat = ctx.join("schemes/0/access_pattern");
+        for (what, max) in [
+            ("sz", u64::MAX),
+            ("nr_accesses", u64::from(u32::MAX)),
+            ("age", u64::from(u32::MAX)),
+        ] {
+            write_str(pat.join(what).join("max"), &max.to_string())?;
+            write_str(pat.join(what).join("min"), "0")?;
+        }
         Ok(())
     }
 
@@ -490,6 +523,8 @@ impl AccessSource for DamonSource {
             | DamonError::ForeignConfigured { .. }
             | DamonError::NotBuilt(_)
             | DamonError::NotRoot
+            | DamonError::ModuleRunning { .. }
+            | DamonError::StartBusy
             | DamonError::OpsUnavailable { .. }) => HarvestError::Unavailable {
                 source_name: "damon".into(),
                 reason: e.to_string(),
