@@ -1,7 +1,11 @@
 //! A userspace multi-generational LRU for guest memory, fed by pluggable access sources.
 
+pub mod engine;
 pub mod host_guard;
 pub mod kernel;
 pub mod source;
+pub mod sources;
 
 pub use source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
+pub use engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope};
+pub use sources::{OracleSource, ScriptedSource};

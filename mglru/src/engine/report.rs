@@ -1,0 +1,185 @@
+//! Reports: a text table in the spirit of `/sys/kernel/debug/lru_gen` and JSON-ready structs.
+//!
+//! The kernel prints one line per generation, `<seq> <age_ms> <anon_pages> <file_pages>`; guest
+//! memory has one type, so the table has one page column plus MiB, and per-tier lines like
+//! `lru_gen_full`.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Engine;
+
+/// One generation in JSON: `{"seq": N, "age_ms": N, "pages": N}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GenerationJson {
+    /// Sequence number.
+    pub seq: u32,
+    /// Age in ms.
+    pub age_ms: u64,
+    /// Pages in it.
+    pub pages: u64,
+}
+
+/// One source in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceJson {
+    /// Source name.
+    pub name: String,
+    /// Usable on this host.
+    pub available: bool,
+    /// Why not, empty when available.
+    pub reason: String,
+    /// Precision over the judged passes; `null` when no truth was given.
+    pub precision: Option<f64>,
+    /// Recall over the judged passes; `null` when no truth was given.
+    pub recall: Option<f64>,
+    /// Mean wall time of one harvest, ns.
+    pub harvest_ns: u64,
+    /// Failed harvests.
+    pub errors: u64,
+}
+
+/// The aging's cost in JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgingJson {
+    /// Passes run.
+    pub passes: u64,
+    /// Mean bookkeeping per pass per GiB of guest memory, ns.
+    pub ns_per_gib: u64,
+}
+
+/// One tier in JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierJson {
+    /// Tier index.
+    pub tier: usize,
+    /// Protected from eviction right now.
+    pub protected: bool,
+    /// Pages evicted from it over the run.
+    pub evicted: u64,
+    /// Pages eviction skipped because it was protected, over the run.
+    pub skipped: u64,
+    /// Refaults of pages evicted from it, over the run.
+    pub refaulted: u64,
+}
+
+/// The engine's state in JSON-ready form.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EngineReport {
+    /// Generations, oldest first.
+    pub generations: Vec<GenerationJson>,
+    /// Sources, in the order added.
+    pub sources: Vec<SourceJson>,
+    /// Aging cost.
+    pub aging: AgingJson,
+    /// Tiers.
+    pub tiers: Vec<TierJson>,
+    /// Pages marked reclaimed and not back.
+    pub reclaimed: u64,
+}
+
+impl EngineReport {
+    /// Snapshot of `engine` at `now`.
+    pub fn from_engine(engine: &Engine, now: Instant) -> Self {
+        let gens = engine.generations();
+        let first_protected = engine.tiers().first_protected();
+        EngineReport {
+            generations: gens
+                .generations()
+                .map(|g| GenerationJson {
+                    seq: g.seq,
+                    age_ms: millis(now.saturating_duration_since(g.born)),
+                    pages: g.pages,
+                })
+                .collect(),
+            sources: engine
+                .sources()
+                .map(|s| SourceJson {
+                    name: s.name.clone(),
+                    available: s.available,
+                    reason: s.reason.clone().unwrap_or_default(),
+                    precision: s.precision(),
+                    recall: s.recall(),
+                    harvest_ns: s.mean_harvest_ns(),
+                    errors: s.errors,
+                })
+                .collect(),
+            aging: AgingJson {
+                passes: engine.passes(),
+                ns_per_gib: engine.ns_per_gib(),
+            },
+            tiers: engine
+                .tiers()
+                .lifetime()
+                .iter()
+                .enumerate()
+                .map(|(tier, c)| TierJson {
+                    tier,
+                    protected: tier >= first_protected,
+                    evicted: c.evicted,
+                    skipped: c.protected,
+                    refaulted: c.refaulted,
+                })
+                .collect(),
+            reclaimed: gens.reclaimed(),
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The per-pass table: a header line, one line per generation, one per tier.
+pub fn generations_table(engine: &Engine, now: Instant) -> String {
+    let gens = engine.generations();
+    let first_protected = engine.tiers().first_protected();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "pass {}  min_seq {}  max_seq {}  pages {}  resident {}  reclaimed {}",
+        engine.passes(),
+        gens.min_seq(),
+        gens.max_seq(),
+        gens.len(),
+        gens.resident(),
+        gens.reclaimed()
+    );
+    let _ = writeln!(
+        s,
+        "{:>10} {:>12} {:>12} {:>10}",
+        "seq", "age_ms", "pages", "MiB"
+    );
+    for g in gens.generations() {
+        let _ = writeln!(
+            s,
+            "{:>10} {:>12} {:>12} {:>10.1}",
+            g.seq,
+            millis(now.saturating_duration_since(g.born)),
+            g.pages,
+            g.pages as f64 * 4096.0 / (1 << 20) as f64
+        );
+    }
+    let life = engine.tiers().lifetime();
+    for (t, life) in life.iter().enumerate() {
+        let pos = engine.tiers().ctrl_pos(t);
+        let _ = writeln!(
+            s,
+            "{:>10} tier {t}: evicted {} skipped {} refaulted {}  ctrl {}/{}{}",
+            "",
+            life.evicted,
+            life.protected,
+            life.refaulted,
+            pos.refaulted,
+            pos.total,
+            if t >= first_protected {
+                "  protected"
+            } else {
+                ""
+            }
+        );
+    }
+    s
+}
