@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::pass::AgingPass;
 use super::Engine;
 
 /// One generation in JSON: `{"seq": N, "age_ms": N, "pages": N}`.
@@ -180,6 +181,52 @@ pub fn generations_table(engine: &Engine, now: Instant) -> String {
                 ""
             }
         );
+    }
+    s
+}
+
+/// One line per pass: what opened, what moved, what it cost, and per-source precision/recall.
+pub fn pass_summary(pass: &AgingPass) -> String {
+    let mut s = format!(
+        "pass {:>5}  gens {}..={}{}  accessed {:>9}  promoted {:>9}  refaults {:>6}  bookkeeping {:>8.1} us",
+        pass.pass,
+        pass.min_seq,
+        pass.max_seq,
+        if pass.opened.is_some() { " (new)" } else { "      " },
+        pass.accessed,
+        pass.promotion.promoted,
+        pass.promotion.refaulted,
+        pass.bookkeeping_ns as f64 / 1e3
+    );
+    if let Some(c) = pass.union_confusion {
+        let _ = write!(s, "  union P {:.3} R {:.3}", c.precision(), c.recall());
+    }
+    for src in &pass.sources {
+        let _ = write!(s, "  | {}", src.name);
+        match (&src.error, src.harvested, src.confusion) {
+            (Some(e), _, _) => {
+                let _ = write!(s, " error: {e}");
+            }
+            (None, false, _) => s.push_str(" unavailable"),
+            (None, true, Some(c)) => {
+                let _ = write!(
+                    s,
+                    " {} pages P {:.3} R {:.3} {:.1} us",
+                    src.accessed,
+                    c.precision(),
+                    c.recall(),
+                    src.wall_ns as f64 / 1e3
+                );
+            }
+            (None, true, None) => {
+                let _ = write!(
+                    s,
+                    " {} pages {:.1} us",
+                    src.accessed,
+                    src.wall_ns as f64 / 1e3
+                );
+            }
+        }
     }
     s
 }
