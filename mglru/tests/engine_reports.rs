@@ -166,3 +166,17 @@ fn oracle_from_closure_and_channel() {
     assert!(o.harvest().is_err());
     assert!(o.available().is_err());
 }
+
+/// Writes a sample heatmap when `AGELAB_HEATMAP_OUT` names a file (for eyeballing the SVG).
+#[test]
+fn sample_heatmap_file() {
+    let Ok(path) = std::env::var("AGELAB_HEATMAP_OUT") else {
+        return;
+    };
+    let (e, _) = run(true);
+    std::fs::write(
+        path,
+        e.heatmap().unwrap().to_svg("sample: pages 0..256 hot"),
+    )
+    .unwrap();
+}

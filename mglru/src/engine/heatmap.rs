@@ -90,7 +90,8 @@ impl AgeHeatmap {
         const BOTTOM: usize = 40;
         let cell_w = (1200 / self.columns.len().max(1)).clamp(1, 12);
         let cell_h = if self.rows <= 128 { 3 } else { 1 };
-        let width = LEFT + cell_w * self.columns.len() + 20;
+        // Wide enough for the caption even with few passes.
+        let width = (LEFT + cell_w * self.columns.len() + 20).max(760);
         let height = TOP + cell_h * self.rows + BOTTOM;
         let max_age = self
             .columns

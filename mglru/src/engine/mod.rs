@@ -287,6 +287,9 @@ impl Engine {
     pub fn record_refaults(&mut self, pages: &PageSet) -> Result<u64, EngineError> {
         let tiers = &mut self.tiers;
         let promotion = self.gens.promote(pages, |p| tiers.on_refault(p))?;
+        for _ in 0..self.gens.drop_empty_oldest() {
+            self.tiers.carryover();
+        }
         Ok(promotion.refaulted)
     }
 
