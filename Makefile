@@ -33,11 +33,30 @@ bench: build
 	$(AGELAB) bench
 
 # --- lab (owned by selftests/src/lab) ---
-lab-test:
-	@true
+## The lab boots real kernels under QEMU TCG (see selftests/lab/README.md). `make test` uses the
+## three Debian kernels only (downloads, ~5 s boots); the custom kernel (a ~3 min build on
+## 2 cores, cached afterwards) is part of `make lab`.
+LAB_TEST_KERNELS ?= debian-6.1,debian-6.12,debian-7.2
+LAB_KERNELS ?= debian-6.1,debian-6.12,debian-7.2,custom-7.2
+LAB_MATRIX ?= selftests/lab/matrix.txt
+LAB_RESULTS ?= target/lab-results
+.PHONY: bench-lab
 
-lab:
-	@true
+## The lab runner's own tests (integration tests selftests/tests/lab_*.rs: they also run in
+## `make unit`, so `make test` skips them here) and the lab matrix on the Debian kernels.
+lab-test: build
+ifeq ($(filter test,$(MAKECMDGOALS)),)
+	$(CARGO) test --release -p agelab --test lab_kernels --test lab_runner
+endif
+	$(AGELAB) lab --kernel $(LAB_TEST_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
+
+## Every lab kernel × every test of the lab matrix, as a table (logs in $(LAB_RESULTS)).
+lab: build
+	$(AGELAB) lab --kernel $(LAB_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
+
+## Boot-to-command time per lab kernel and the custom kernel's build time (cold, recorded).
+bench-lab: build
+	$(AGELAB) lab --bench --kernel $(LAB_KERNELS)
 # --- end lab ---
 
 clean:

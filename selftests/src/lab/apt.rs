@@ -478,4 +478,36 @@ mod tests {
         assert_eq!(os_release_codename(text).as_deref(), Some("bookworm"));
         assert_eq!(os_release_codename("ID=debian\n"), None);
     }
+
+    #[test]
+    fn missing_package_error_names_package_and_suite() {
+        let e = AptError::Download {
+            package: "linux-binary-9.9".into(),
+            suite: "sid".into(),
+            stderr: "E: connection refused".into(),
+        };
+        assert!(e
+            .to_string()
+            .contains("linux-binary-9.9 from Debian suite sid"));
+        if Command::new("apt-get").arg("--version").output().is_err() {
+            println!("SKIP: apt-get not installed");
+            return;
+        }
+        let cache = super::super::cache::cache_root().unwrap();
+        let apt = match PrivateApt::open(&cache, "sid", "amd64") {
+            Ok(a) => a,
+            Err(e) => return println!("SKIP: {e}"),
+        };
+        if let Err(e) = apt.update(false) {
+            return println!("SKIP: no Debian mirror reachable: {e}");
+        }
+        let err = apt
+            .download("agelab-no-such-package")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("agelab-no-such-package") && err.contains("sid"),
+            "{err}"
+        );
+    }
 }

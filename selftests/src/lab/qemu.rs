@@ -29,19 +29,29 @@ pub enum GuestRunError {
         /// The spawn error.
         source: std::io::Error,
     },
-    /// QEMU exited before the command finished, without a kernel panic.
-    #[error("QEMU exited ({status}) before the command finished{qemu}\n--- console (last lines) ---\n{tail}")]
+    /// QEMU failed (e.g. could not load the kernel image).
+    #[error("QEMU failed ({status}){stage}: {qemu}\n--- console (last lines) ---\n{tail}")]
     QemuFailed {
         /// QEMU's exit status.
         status: String,
-        /// QEMU's own messages (e.g. "could not load kernel"), prefixed for display.
+        /// " before the kernel reached init (is the kernel image valid?)" when it did not.
+        stage: &'static str,
+        /// QEMU's own messages (e.g. "linux kernel too old to load a ram disk").
         qemu: String,
         /// Console tail.
         tail: String,
     },
+    /// The guest stopped (reset, halt) before the kernel reached the lab's init.
+    #[error("the guest stopped before the kernel reached the lab's init (corrupt or unbootable kernel image?)\n--- console (last lines) ---\n{tail}")]
+    NoInit {
+        /// Console tail.
+        tail: String,
+    },
     /// The guest kernel panicked before the command finished.
-    #[error("the guest kernel panicked before the command finished\n--- console (last lines) ---\n{tail}")]
+    #[error("the guest kernel panicked before the command finished: {reason}\n--- console (last lines) ---\n{tail}")]
     KernelPanic {
+        /// The panic line (`Kernel panic - not syncing: ...`).
+        reason: String,
         /// Console tail.
         tail: String,
     },
@@ -180,6 +190,9 @@ pub fn console_tail(text: &str, n: usize) -> String {
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
         .collect();
+    if lines.is_empty() {
+        return "(no console output)".into();
+    }
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -351,21 +364,27 @@ pub fn boot(boot: &Boot<'_>) -> Result<BootReport, GuestRunError> {
     }
     let console = fs::read_to_string(dir.join("console")).unwrap_or_default();
     let tail = console_tail(&console, TAIL_LINES);
-    if console.contains("Kernel panic") {
-        return Err(GuestRunError::KernelPanic { tail });
+    if let Some(line) = console.lines().find(|l| l.contains("Kernel panic")) {
+        let reason = line[line.find("Kernel panic").unwrap_or(0)..]
+            .trim_end()
+            .to_string();
+        return Err(GuestRunError::KernelPanic { reason, tail });
     }
-    if !qemu_status.success() || !booted {
+    if !qemu_status.success() {
         let msg = fs::read_to_string(&qemu_log).unwrap_or_default();
-        let msg = msg.trim();
         return Err(GuestRunError::QemuFailed {
             status: qemu_status.to_string(),
-            qemu: if msg.is_empty() {
-                String::new()
+            stage: if booted {
+                ""
             } else {
-                format!(": {msg}")
+                " before the kernel reached init (is the kernel image valid?)"
             },
+            qemu: msg.trim().to_string(),
             tail,
         });
+    }
+    if !booted {
+        return Err(GuestRunError::NoInit { tail });
     }
     Err(GuestRunError::NoExitStatus { tail })
 }
@@ -379,6 +398,7 @@ mod tests {
         let text = "a\r\n\r\nb\nc\n\n";
         assert_eq!(console_tail(text, 2), "b\nc");
         assert_eq!(console_tail(text, 10), "a\nb\nc");
+        assert_eq!(console_tail("\r\n", 10), "(no console output)");
     }
 
     #[test]
