@@ -7,5 +7,5 @@ pub mod source;
 pub mod sources;
 
 pub use source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
-pub use engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope};
+pub use engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth};
 pub use sources::{OracleSource, ScriptedSource};

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
 
-use crate::source::AccessSource;
+use crate::source::{AccessSource, Observes};
 
 pub use eviction::{Candidate, EvictionCandidates, EvictionScope};
 pub use generations::{Generation, Generations, GenerationsError, Promotion, NOT_RESIDENT};
@@ -142,10 +142,27 @@ impl Engine {
         self.run_pass_at(truth, None)
     }
 
+    /// Runs one pass judged against split ground truth: each source is compared with what it can
+    /// observe (a write-only source with the pages written, a read-only one with the pages read,
+    /// the others with every page accessed); aging uses the union.
+    pub fn run_pass_split(&mut self, truth: &PassTruth) -> Result<AgingPass, EngineError> {
+        let accessed = truth.accessed();
+        self.run_pass_inner(Some(&accessed), Some(truth), None)
+    }
+
     /// [`run_pass`](Self::run_pass) with an explicit clock for the aging step (`None`: now).
     pub fn run_pass_at(
         &mut self,
         truth: Option<&PageSet>,
+        now: Option<Instant>,
+    ) -> Result<AgingPass, EngineError> {
+        self.run_pass_inner(truth, None, now)
+    }
+
+    fn run_pass_inner(
+        &mut self,
+        truth: Option<&PageSet>,
+        split: Option<&PassTruth>,
         now: Option<Instant>,
     ) -> Result<AgingPass, EngineError> {
         let pages = self.gens.len();
@@ -162,7 +179,11 @@ impl Engine {
 
         let t = Instant::now();
         self.accessed.clear();
+        // Residency (present/swapped) is not an access signal: it never promotes a page.
         for slot in &self.sources {
+            if slot.stats.observes == Some(Observes::Presence) {
+                continue;
+            }
             if let Some((set, _)) = &slot.harvest {
                 self.accessed.union_with(set);
             }
@@ -178,7 +199,16 @@ impl Engine {
         if let Some(truth) = truth {
             let t = Instant::now();
             for (slot, sp) in self.sources.iter_mut().zip(source_passes.iter_mut()) {
-                slot.judge(sp, truth);
+                if slot.stats.observes == Some(Observes::Presence) {
+                    slot.harvest = None;
+                    continue;
+                }
+                let t = match (split, slot.stats.observes) {
+                    (Some(s), Some(Observes::Writes)) => &s.written,
+                    (Some(s), Some(Observes::Reads)) => &s.read,
+                    _ => truth,
+                };
+                slot.judge(sp, t);
                 slot.harvest = None;
             }
             pass.validation_ns += elapsed_ns(t);
@@ -386,5 +416,23 @@ impl Engine {
     /// The age below which pages are never offered for eviction.
     pub fn min_ttl(&self) -> Duration {
         self.config.policy.min_ttl
+    }
+}
+
+/// Ground truth of one pass, split by kind of access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassTruth {
+    /// Pages read since the previous pass.
+    pub read: PageSet,
+    /// Pages written since the previous pass.
+    pub written: PageSet,
+}
+
+impl PassTruth {
+    /// Pages accessed either way.
+    pub fn accessed(&self) -> PageSet {
+        let mut a = self.read.clone();
+        a.union_with(&self.written);
+        a
     }
 }

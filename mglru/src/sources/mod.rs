@@ -1,8 +1,12 @@
-//! Access sources that need no kernel interface: the ground-truth oracle for validation runs and
-//! a scripted source for tests. Kernel-backed sources live in [`crate::kernel`].
+//! Access sources that are not a single kernel interface: KVM dirty tracking, the ground-truth
+//! oracle for validation runs, a scripted source for tests, and the catalog that builds sources
+//! by name. Kernel-backed sources live in [`crate::kernel`].
 
+pub mod catalog;
+pub mod kvm_dirty;
 pub mod oracle;
 pub mod scripted;
 
+pub use kvm_dirty::{KvmDirtySource, UnavailableSource};
 pub use oracle::OracleSource;
 pub use scripted::{ScriptStep, ScriptedSource};

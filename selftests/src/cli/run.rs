@@ -1,6 +1,9 @@
 //! `agelab run`: boot a guest, run a workload in epochs, report throughput and exits.
 
 use crate::units::{parse_duration, parse_size};
+use agelab_mglru::engine::report::{pass_summary, EngineReport};
+use agelab_mglru::sources::catalog;
+use agelab_mglru::{Engine, EngineConfig, EngineError, OracleSource, PassTruth};
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, MemoryError, Vm, VmConfig, VmError};
 use clap::Args;
@@ -17,7 +20,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2)]
     pub vcpus: usize,
     /// Workload, `PATTERN[:key=value,...]`; see `agelab workloads`.
-    #[arg(long, default_value = "hotcold:hot=10%,p=90%,op=write", value_parser = parse_workload)]
+    #[arg(long, default_value = "hotcold:hot=10%,p=100%,op=write", value_parser = parse_workload)]
     pub workload: WorkloadSpec,
     /// How long the workload runs.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -34,6 +37,19 @@ pub struct RunArgs {
     /// Fill memory with the integrity pattern first and verify every page at the end.
     #[arg(long)]
     pub verify: bool,
+    /// Access sources feeding the aging engine (comma-separated; `auto` = every source that can
+    /// see accesses here; `oracle` adds the ground truth itself, for validation runs).
+    #[arg(long, default_value = "auto", value_parser = parse_sources)]
+    pub sources: SourceList,
+    /// Number of generations the engine keeps (2..=16).
+    #[arg(long, default_value_t = 4)]
+    pub gens: usize,
+    /// Write a heatmap of page age over time (guest address × time) to this SVG file.
+    #[arg(long)]
+    pub svg: Option<std::path::PathBuf>,
+    /// Print only the final engine table, not one per aging pass.
+    #[arg(long)]
+    pub quiet: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -42,6 +58,16 @@ pub struct RunArgs {
 fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
     s.parse()
         .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())
+}
+
+/// A checked list of access source names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceList(pub Vec<String>);
+
+fn parse_sources(s: &str) -> Result<SourceList, String> {
+    catalog::parse_list(s)
+        .map(SourceList)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_backing(s: &str) -> Result<Backing, String> {
@@ -57,6 +83,18 @@ pub enum RunError {
     /// The workload failed.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
+    /// The aging engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The SVG could not be written.
+    #[error("writing {path}: {err}")]
+    Svg {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        err: std::io::Error,
+    },
     /// Verification found corrupted words.
     #[error("data integrity: {mismatches} of {words} words wrong, first at {first:#x?}")]
     Integrity {
@@ -74,7 +112,8 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Vm(VmError::Config(_)) | RunError::Vm(VmError::Memory(_)) => 2,
-            RunError::Workload(WorkloadError::TooSmall { .. }) => 2,
+            RunError::Workload(WorkloadError::TooSmall { .. })
+            | RunError::Engine(EngineError::Policy(_)) => 2,
             _ => 1,
         }
     }
@@ -127,6 +166,15 @@ pub struct RunReport {
     pub exit_reason: String,
     /// Integrity check result (words wrong), when `--verify`.
     pub verify_mismatches: Option<u64>,
+    /// The engine: generations, sources (precision/recall), aging cost, tiers.
+    #[serde(flatten)]
+    pub engine: EngineReport,
+    /// Final engine table (debugfs style).
+    #[serde(skip)]
+    pub table: String,
+    /// Working-set histogram as text.
+    #[serde(skip)]
+    pub histogram: String,
 }
 
 /// Runs the command.
@@ -137,10 +185,32 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         backing: args.backing.clone(),
         slots: args.slots,
         heap_bytes: agelab_vmm::workload::heap_bytes(&args.workload, args.mem),
+        dirty_ring_entries: catalog::wants_dirty_ring(&args.sources.0).then_some(4096),
         ..Default::default()
     };
-    let vm = Vm::new(cfg)?;
+    let mut vm = Vm::new(cfg)?;
     let setup = vm.setup_time();
+    let map = vm.page_map().clone();
+    let pages = map.len();
+    let config = EngineConfig {
+        policy: agelab_mglru::AgingPolicy {
+            max_gens: args.gens,
+            ..Default::default()
+        },
+        heatmap_rows: args.svg.as_ref().map(|_| 256),
+        ..Default::default()
+    };
+    let mut engine = Engine::new(map, config)?;
+    for s in catalog::build(&args.sources.0, &mut vm) {
+        engine.add_source(s);
+    }
+    let oracle = if args.sources.0.iter().any(|s| s == "oracle") {
+        let (tx, rx) = std::sync::mpsc::channel();
+        engine.add_source(Box::new(OracleSource::from_channel(pages, rx)));
+        Some(tx)
+    } else {
+        None
+    };
     let mut wl = Workload::start(vm, args.workload.clone())?;
     if args.verify {
         wl.fill()?;
@@ -154,6 +224,18 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         let left = args.duration.saturating_sub(t0.elapsed());
         let r = wl.run_epoch(args.interval.min(left).max(Duration::from_millis(1)))?;
         let truth = wl.ground_truth(r.epoch).expect("epoch just ran");
+        let split = PassTruth {
+            read: truth.read.clone(),
+            written: truth.written.clone(),
+        };
+        if let Some(tx) = &oracle {
+            let _ = tx.send(split.accessed());
+        }
+        let pass = engine.run_pass_split(&split)?;
+        if !args.json && !args.quiet {
+            println!("{}", pass_summary(&pass));
+            println!("{}", engine.table());
+        }
         for v in 0..args.vcpus {
             ops[v] += r.ops[v];
             busy[v] += r.elapsed;
@@ -187,6 +269,13 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         None
     };
     let vm = wl.finish()?;
+    if let (Some(path), Some(h)) = (&args.svg, engine.heatmap()) {
+        let title = format!("agelab: page age over time — {}", args.workload);
+        std::fs::write(path, h.to_svg(&title)).map_err(|err| RunError::Svg {
+            path: path.clone(),
+            err,
+        })?;
+    }
     let mut exits = serde_json::Map::new();
     let sum = |f: &dyn Fn(&agelab_vmm::vcpu::ExitCounters) -> u64| {
         (0..args.vcpus).map(|v| f(vm.exits(v))).sum::<u64>()
@@ -220,6 +309,9 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         exits,
         exit_reason: "completed: every vCPU reported DONE".into(),
         verify_mismatches,
+        engine: engine.report(),
+        table: engine.table(),
+        histogram: engine.histogram().to_text(),
     })
 }
 
@@ -251,6 +343,28 @@ pub fn print_text(r: &RunReport) {
     for (v, c) in r.vcpu.iter().enumerate() {
         println!("vcpu {v}: {} ops, {:.2} ns/access", c.ops, c.ns_per_access);
     }
+    println!("\nfinal generations:\n{}", r.table);
+    println!("working set by age:\n{}", r.histogram);
+    println!(
+        "{:<16} {:>9} {:>10} {:>8} {:>12}  reason",
+        "source", "available", "precision", "recall", "harvest_us"
+    );
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
+    for s in &r.engine.sources {
+        println!(
+            "{:<16} {:>9} {:>10} {:>8} {:>12.1}  {}",
+            s.name,
+            if s.available { "yes" } else { "no" },
+            pct(s.precision),
+            pct(s.recall),
+            s.harvest_ns as f64 / 1e3,
+            s.reason
+        );
+    }
+    println!(
+        "aging: {} passes, bookkeeping {} ns per GiB per pass",
+        r.engine.aging.passes, r.engine.aging.ns_per_gib
+    );
     if let Some(m) = r.verify_mismatches {
         println!("verify: {m} words wrong");
     }

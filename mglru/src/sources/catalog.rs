@@ -1,0 +1,124 @@
+//! The catalog of access sources by name, and the default set for a VM.
+//!
+//! Names: `kvm-dirty-log`, `kvm-clear-log`, `kvm-dirty-ring`, `pagemap`, `page_idle`, `soft-dirty`,
+//! `uffd-wp`, `damon-vaddr`, `oracle` (validation only). `auto` means every source that can see
+//! accesses: the KVM dirty log plus every kernel source, each listed with its reason when
+//! unavailable. `pagemap` reports residency, not accesses: it is listed but never promotes pages.
+
+use super::kvm_dirty::{KvmDirtySource, UnavailableSource};
+use crate::kernel::damon::{DamonAttrs, DamonSource};
+use crate::kernel::page_idle::PageIdleSource;
+use crate::kernel::pagemap::PagemapSource;
+use crate::kernel::soft_dirty::SoftDirtySource;
+use crate::kernel::uffd_wp::UffdWpAsyncSource;
+use crate::source::{AccessSource, Observes};
+use agelab_vmm::dirty::{DirtyMode, DirtyOptions, DirtyTracker};
+use agelab_vmm::Vm;
+
+/// Errors naming sources.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogError {
+    /// The name is not a known source.
+    #[error("unknown access source '{name}' (known: {known})")]
+    Unknown {
+        /// The name given.
+        name: String,
+        /// Known names.
+        known: String,
+    },
+}
+
+/// Every source name `build` understands.
+pub const SOURCE_NAMES: &[&str] = &[
+    "kvm-dirty-log",
+    "kvm-clear-log",
+    "kvm-dirty-ring",
+    "pagemap",
+    "page_idle",
+    "soft-dirty",
+    "uffd-wp",
+    "damon-vaddr",
+    "oracle",
+];
+
+/// Sources `auto` expands to.
+pub const AUTO_SOURCES: &[&str] = &["kvm-clear-log", "page_idle", "soft-dirty", "damon-vaddr"];
+
+/// Parses a comma-separated list (`auto` expands); checks every name.
+pub fn parse_list(list: &str) -> Result<Vec<String>, CatalogError> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name == "auto" {
+            out.extend(AUTO_SOURCES.iter().map(|s| s.to_string()));
+        } else if SOURCE_NAMES.contains(&name) {
+            out.push(name.to_string());
+        } else {
+            return Err(CatalogError::Unknown {
+                name: name.into(),
+                known: format!("auto, {}", SOURCE_NAMES.join(", ")),
+            });
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// Whether `names` needs the VM built with a dirty ring.
+pub fn wants_dirty_ring(names: &[String]) -> bool {
+    names.iter().any(|n| n == "kvm-dirty-ring")
+}
+
+/// Builds the named sources for `vm` (before its vCPUs start). `oracle` is skipped: the caller
+/// wires it to its ground truth. A source that cannot be set up becomes an
+/// [`UnavailableSource`] carrying the reason.
+pub fn build(names: &[String], vm: &mut Vm) -> Vec<Box<dyn AccessSource>> {
+    let map = vm.page_map().clone();
+    let mut out: Vec<Box<dyn AccessSource>> = Vec::new();
+    for name in names {
+        let source: Box<dyn AccessSource> = match name.as_str() {
+            "kvm-dirty-log" | "kvm-clear-log" | "kvm-dirty-ring" => {
+                let mode = match name.as_str() {
+                    "kvm-dirty-log" => DirtyMode::GetLog,
+                    "kvm-clear-log" => DirtyMode::ClearLog,
+                    _ => DirtyMode::Ring,
+                };
+                let tracker = DirtyTracker::new(vm, DirtyOptions::new(mode)).and_then(|mut t| {
+                    t.set_logging_all(vm, true)?;
+                    Ok(t)
+                });
+                match tracker {
+                    Ok(t) => Box::new(KvmDirtySource::new(t)),
+                    Err(e) => Box::new(UnavailableSource::new(
+                        name,
+                        Observes::Writes,
+                        e.to_string(),
+                    )),
+                }
+            }
+            "pagemap" => Box::new(PagemapSource::new(map.clone())),
+            "page_idle" => Box::new(PageIdleSource::new(map.clone())),
+            "soft-dirty" => Box::new(SoftDirtySource::new(map.clone())),
+            "uffd-wp" => Box::new(UffdWpAsyncSource::new(map.clone())),
+            "damon-vaddr" => Box::new(DamonSource::vaddr(map.clone(), DamonAttrs::default())),
+            _ => continue,
+        };
+        out.push(source);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_and_reject_unknown_names() {
+        assert_eq!(
+            parse_list("pagemap, oracle").unwrap(),
+            vec!["pagemap", "oracle"]
+        );
+        assert_eq!(parse_list("auto").unwrap().len(), AUTO_SOURCES.len());
+        let e = parse_list("pagemap,bogus").unwrap_err().to_string();
+        assert!(e.contains("unknown access source 'bogus'"), "{e}");
+    }
+}
