@@ -59,5 +59,10 @@ bench-lab: build
 	$(AGELAB) lab --bench --kernel $(LAB_KERNELS)
 # --- end lab ---
 
+## aarch64: every binary and the vmm test binaries, static, cross-built in a cached Debian sid
+## chroot (~/.cache/agelab/arm64-chroot) into target/aarch64-unknown-linux-gnu/release.
+cross-arm64:
+	selftests/arm64/cross.sh all
+
 clean:
 	$(CARGO) clean

@@ -296,6 +296,13 @@ impl VcpuThread {
                         Flow::End => return Ok(()),
                     }
                 }
+                // aarch64: the EL1 vector code reports an exception (x86_64: never).
+                VcpuExit::MmioWrite(addr, _) if crate::arch::is_exception_report(addr) => {
+                    return Err(VcpuError::Shutdown {
+                        vcpu,
+                        regs: self.regs(),
+                    })
+                }
                 VcpuExit::MmioWrite(addr, data) => {
                     format!("MMIO write of {} bytes to {addr:#x}", data.len())
                 }

@@ -117,7 +117,15 @@ fn abort_carries_file_line_and_message() {
 
 extern "C" fn guest_triple_fault(_: u64, _: u64) -> ! {
     // SAFETY: deliberately faults: ud2 raises #UD, and with no IDT that becomes a triple fault.
-    unsafe { std::arch::asm!("ud2", options(noreturn)) }
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!("ud2", options(noreturn))
+    }
+    // SAFETY: deliberately faults: udf is undefined; the EL1 vector code reports it.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!("udf #0", options(noreturn))
+    }
 }
 
 #[test]
@@ -132,7 +140,12 @@ fn triple_fault_is_reported_with_rip() {
                 rip >= entry && rip < entry + 64,
                 "rip {rip:#x} not at the ud2 in {entry:#x}"
             );
-            assert!(e.to_string().contains("rip="), "{e}");
+            let want = if cfg!(target_arch = "x86_64") {
+                "rip="
+            } else {
+                "esr="
+            };
+            assert!(e.to_string().contains(want), "{e}");
         }
         e => panic!("{e:?}"),
     }
