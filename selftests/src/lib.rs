@@ -4,5 +4,6 @@
 //! (the aging engine); this crate ties them into commands and scenarios.
 
 pub mod cli;
+pub mod ktap;
 pub mod lab;
 pub mod units;

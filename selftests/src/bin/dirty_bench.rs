@@ -1,0 +1,291 @@
+//! dirty_bench: harvest cost per GiB for each dirty tracking mode, with nothing dirty and with
+//! everything dirty, split into time in KVM ioctls and userspace processing on top of it; then
+//! the same scenario through dirty_log_perf_test for the guest's dirtying time per page.
+//!
+//! Usage: dirty_bench [-b bytes] [-r clean_repeats] [-d dirty_repeats]
+
+use agelab::ktap::{self, ts};
+use agelab::units::parse_size;
+use agelab_guest::ucall;
+use agelab_vmm::dirty::DirtyMode;
+use agelab_vmm::{DirtyOptions, DirtyTracker, HarvestStats, PageSet, VcpuEvent, Vm, VmConfig};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: dirty_bench [-b bytes (default 1G)] [-r clean harvests (default 200)] \
+[-d dirty rounds (default 3)]";
+
+/// Guest: writes the host's reply value into every page of `[base, base + pages * 4096)` per round.
+extern "C" fn guest_dirty_all(base: u64, pages: u64) -> ! {
+    let mut round = ucall::sync(1, &[]);
+    while round != 0 {
+        let mut p = 0u64;
+        while p < pages {
+            // SAFETY: `p < pages`, inside the identity-mapped test memory.
+            unsafe {
+                core::ptr::write_volatile(
+                    base.wrapping_add(p.wrapping_mul(4096)) as *mut u64,
+                    round,
+                )
+            };
+            p = p.wrapping_add(1);
+        }
+        round = ucall::sync(1, &[round]);
+    }
+    ucall::done()
+}
+
+fn round(vm: &Vm, value: u64) -> Result<Duration, String> {
+    let t = Instant::now();
+    vm.resume(0, value).map_err(|e| e.to_string())?;
+    match vm
+        .next_event(Duration::from_secs(300))
+        .map_err(|e| e.to_string())?
+    {
+        VcpuEvent::Sync { stage: 1, .. } => Ok(t.elapsed()),
+        other => Err(format!("unexpected vCPU event {other:?}")),
+    }
+}
+
+/// Per-GiB figures of a series of harvests.
+struct Row {
+    ioctl_us: f64,
+    user_us: f64,
+    pages: f64,
+    extra: String,
+}
+
+fn per_gib(st: &HarvestStats, n: u64, gib: f64) -> Row {
+    let n = n as f64;
+    Row {
+        ioctl_us: st.ioctl_ns() as f64 / n / 1e3 / gib,
+        user_us: st.user_ns as f64 / n / 1e3 / gib,
+        pages: st.pages as f64 / n,
+        extra: if st.ring_full_entries > 0 {
+            format!(
+                "; + {:.0} us/GiB draining {:.0} entries on ring-full exits",
+                st.ring_full_ns as f64 / n / 1e3 / gib,
+                st.ring_full_entries as f64 / n
+            )
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// Medians of a series of cheap harvests (a noisy shared host makes means meaningless there).
+fn median_per_gib(series: &[HarvestStats], gib: f64) -> Row {
+    let med = |f: &dyn Fn(&HarvestStats) -> u64| {
+        let mut v: Vec<u64> = series.iter().map(f).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64
+    };
+    Row {
+        ioctl_us: med(&|s| s.ioctl_ns()) / 1e3 / gib,
+        user_us: med(&|s| s.user_ns) / 1e3 / gib,
+        pages: med(&|s| s.pages),
+        extra: String::new(),
+    }
+}
+
+fn bench_mode(
+    mode: DirtyMode,
+    bytes: u64,
+    clean_n: u64,
+    dirty_n: u64,
+) -> Result<(Row, Row, Row), String> {
+    let kvm = agelab_vmm::vm::open_kvm().map_err(|e| e.to_string())?;
+    let ring = (mode == DirtyMode::Ring).then(|| DirtyMode::max_ring_entries(&kvm));
+    let mut vm = Vm::new(VmConfig {
+        mem_bytes: bytes,
+        dirty_ring_entries: ring,
+        ..VmConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let mut tracker =
+        DirtyTracker::new(&mut vm, DirtyOptions::new(mode)).map_err(|e| e.to_string())?;
+    let pages = vm.page_map().len();
+    let base = vm.page_map().page(0).map(|p| p.gpa).unwrap_or_default();
+    vm.start(guest_dirty_all as *const () as usize, |_| [base, pages])
+        .map_err(|e| e.to_string())?;
+    match vm
+        .next_event(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?
+    {
+        VcpuEvent::Sync { stage: 1, .. } => {}
+        other => return Err(format!("unexpected vCPU event {other:?}")),
+    }
+    round(&vm, 1)?; // populate
+    tracker
+        .set_logging_all(&vm, true)
+        .map_err(|e| e.to_string())?;
+    let mut out = PageSet::new(pages);
+    tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+
+    // Nothing dirty: steady state into a reused set, then through `harvest()` (fresh set each).
+    let mut clean = Vec::new();
+    for _ in 0..clean_n {
+        clean.push(tracker.harvest_into(&mut out).map_err(|e| e.to_string())?);
+    }
+    let mut fresh = Vec::new();
+    for _ in 0..clean_n {
+        let set = tracker.harvest().map_err(|e| e.to_string())?;
+        fresh.push(tracker.last_stats());
+        if !set.is_empty() {
+            return Err(format!(
+                "{} pages dirty with the guest stopped",
+                set.count()
+            ));
+        }
+    }
+    // Everything dirty.
+    let mut dirty = HarvestStats::default();
+    for r in 0..dirty_n {
+        round(&vm, r + 2)?;
+        let st = tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
+        if out.count() != pages {
+            return Err(format!(
+                "all {pages} pages written, {} harvested",
+                out.count()
+            ));
+        }
+        dirty.add(&st);
+    }
+    let _ = vm.resume(0, 0);
+    Ok((
+        median_per_gib(&clean, gib),
+        median_per_gib(&fresh, gib),
+        per_gib(&dirty, dirty_n, gib),
+    ))
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let bad = |m: String| -> ! { ktap::usage_error("dirty_bench", &m, USAGE) };
+    let mut bytes = 1u64 << 30;
+    let (mut clean_n, mut dirty_n) = (200u64, 3u64);
+    for (c, v) in ktap::getopt(&argv, "b:r:d:h").unwrap_or_else(|e| bad(e)) {
+        let v = v.unwrap_or_default();
+        let num = || match v.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => bad(format!("-{c}: invalid count '{v}'")),
+        };
+        match c {
+            'b' => {
+                bytes =
+                    parse_size(&v).unwrap_or_else(|e| bad(format!("-b: invalid size '{v}': {e}")))
+            }
+            'r' => clean_n = num(),
+            'd' => dirty_n = num(),
+            _ => {
+                println!("{USAGE}");
+                return;
+            }
+        }
+    }
+    let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));
+    println!(
+        "dirty tracking harvest cost, {} MiB of guest memory, figures per GiB",
+        bytes >> 20
+    );
+    println!(
+        "{:<11} {:<22} {:>12} {:>12} {:>7} {:>9}",
+        "mode", "scenario", "ioctl us", "user us", "user%", "pages"
+    );
+    let mut failed = false;
+    let mut modes = Vec::new();
+    for mode in DirtyMode::ALL {
+        let s = mode.support(&kvm);
+        if !s.available {
+            println!("{:<11} SKIP: {}", mode.name(), s.detail);
+            continue;
+        }
+        modes.push(mode);
+        match bench_mode(mode, bytes, clean_n, dirty_n) {
+            Ok((clean, fresh, dirty)) => {
+                for (name, r) in [
+                    ("clean, median (reuse)", clean),
+                    ("clean, median (fresh)", fresh),
+                    ("all dirty, mean", dirty),
+                ] {
+                    let pct = if r.ioctl_us > 0.0 {
+                        100.0 * r.user_us / r.ioctl_us
+                    } else {
+                        0.0
+                    };
+                    println!(
+                        "{:<11} {:<22} {:>12.1} {:>12.2} {:>6.1}% {:>9.0}{}",
+                        mode.name(),
+                        name,
+                        r.ioctl_us,
+                        r.user_us,
+                        pct,
+                        r.pages,
+                        r.extra
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("{:<11} FAILED: {e}", mode.name());
+            }
+        }
+    }
+    println!(
+        "note: in dirty-ring mode collecting entries is the work itself (userspace by design); the"
+    );
+    println!("      ioctl column there is KVM_RESET_DIRTY_RINGS only, so user% is not an overhead figure.");
+
+    // The same scenario through dirty_log_perf_test: the guest's dirtying time per page.
+    let perf = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("dirty_log_perf_test")));
+    let size = format!("{}M", bytes >> 20);
+    for mode in modes {
+        let Some(perf) = &perf else { break };
+        let t = Instant::now();
+        match std::process::Command::new(perf)
+            .args(["-b", &size, "-v", "1", "-i", "3", "-M", mode.name()])
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let line = |key: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(key))
+                        .map(|l| l[key.len()..].trim().to_string())
+                        .unwrap_or_else(|| "?".into())
+                };
+                println!(
+                    "dirty_log_perf_test -b {size} -i 3 -M {:<10}: guest dirtying time per page {}; get dirty log avg {}; clear avg {} (ran {})",
+                    mode.name(),
+                    line("Guest dirtying time per page:"),
+                    line("Get dirty log over").split("(Avg ").nth(1).unwrap_or("?").trim_end_matches(')'),
+                    line("Clear dirty log over").split("(Avg ").nth(1).unwrap_or("?").trim_end_matches(')'),
+                    ts(t.elapsed())
+                );
+            }
+            Ok(o) => {
+                failed = true;
+                println!(
+                    "dirty_log_perf_test -M {} failed ({}): {}",
+                    mode.name(),
+                    o.status,
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                );
+            }
+            Err(e) => {
+                failed = true;
+                println!("cannot run {}: {e}", perf.display());
+            }
+        }
+    }
+    std::process::exit(if failed {
+        ktap::EXIT_FAIL
+    } else {
+        ktap::EXIT_PASS
+    })
+}

@@ -1,0 +1,192 @@
+//! kselftest conventions for the selftest binaries: KTAP output (plan, `ok`/`not ok`, `# SKIP`
+//! directives, `#` diagnostics), the exit codes (0 pass, 1 fail, 4 skip; 2 for usage errors here),
+//! kernel-style timestamps and a getopt-style option scanner.
+
+use std::io::Write;
+use std::time::Duration;
+
+/// Exit code: every test passed.
+pub const EXIT_PASS: i32 = 0;
+/// Exit code: a test failed.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: bad command line (kselftest's XFAIL slot; these binaries never report XFAIL).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the test was skipped (missing host feature).
+pub const EXIT_SKIP: i32 = 4;
+
+/// A KTAP report: prints the header and plan, numbers the results and picks the exit code.
+#[derive(Debug)]
+pub struct Ktap {
+    planned: usize,
+    next: usize,
+    pass: usize,
+    fail: usize,
+    skip: usize,
+}
+
+impl Ktap {
+    /// Prints `TAP version 13` and the plan `1..planned`.
+    pub fn new(planned: usize) -> Self {
+        println!("TAP version 13");
+        println!("1..{planned}");
+        flush();
+        Ktap {
+            planned,
+            next: 1,
+            pass: 0,
+            fail: 0,
+            skip: 0,
+        }
+    }
+
+    /// Prints a diagnostic line (`# text`).
+    pub fn diag(&self, text: &str) {
+        diag(text);
+    }
+
+    /// Reports test `desc` as passed or failed.
+    pub fn result(&mut self, passed: bool, desc: &str) {
+        if passed {
+            self.pass += 1;
+            println!("ok {} {desc}", self.next);
+        } else {
+            self.fail += 1;
+            println!("not ok {} {desc}", self.next);
+        }
+        self.next += 1;
+        flush();
+    }
+
+    /// Reports test `desc` as skipped for `reason`.
+    pub fn skip(&mut self, desc: &str, reason: &str) {
+        self.skip += 1;
+        println!("ok {} {desc} # SKIP {reason}", self.next);
+        self.next += 1;
+        flush();
+    }
+
+    /// Exit code: 1 if any test failed, 4 if all were skipped, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.fail > 0 || self.next - 1 != self.planned {
+            EXIT_FAIL
+        } else if self.skip > 0 && self.pass == 0 {
+            EXIT_SKIP
+        } else {
+            EXIT_PASS
+        }
+    }
+
+    /// Prints the kselftest totals line and exits with [`Ktap::exit_code`].
+    pub fn finish(self) -> ! {
+        let missing = self.planned.saturating_sub(self.next - 1);
+        println!(
+            "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:{missing}",
+            self.pass, self.fail, self.skip
+        );
+        flush();
+        std::process::exit(self.exit_code())
+    }
+}
+
+/// Prints a diagnostic line (`# text`).
+pub fn diag(text: &str) {
+    for line in text.lines() {
+        println!("# {line}");
+    }
+    flush();
+}
+
+/// Skips the whole binary: `1..0 # SKIP reason`, exit 4.
+pub fn skip_all(reason: &str) -> ! {
+    println!("TAP version 13");
+    println!("1..0 # SKIP {reason}");
+    flush();
+    std::process::exit(EXIT_SKIP)
+}
+
+/// Reports a bad command line on stderr (one line naming the problem, then the usage) and exits 2.
+pub fn usage_error(prog: &str, msg: &str, usage: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "{prog}: {msg}\n{usage}");
+    std::process::exit(EXIT_USAGE)
+}
+
+/// Formats a duration like the kernel selftests' `%ld.%.9lds`.
+pub fn ts(d: Duration) -> String {
+    format!("{}.{:09}s", d.as_secs(), d.subsec_nanos())
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}
+
+/// Scans `args` getopt-style against `spec` (`"b:v:h"`: a letter followed by `:` takes a value,
+/// given as `-b 1G` or `-b1G`). Returns `(letter, value)` pairs in order, or a message naming
+/// the bad option.
+pub fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, String> {
+    let takes = |c: char| -> Option<bool> {
+        let i = spec.find(c)?;
+        Some(spec[i + c.len_utf8()..].starts_with(':'))
+    };
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(rest) = a.strip_prefix('-').filter(|r| !r.is_empty()) else {
+            return Err(format!("unexpected argument '{a}'"));
+        };
+        let mut chars = rest.chars();
+        let c = chars.next().unwrap_or('-');
+        match takes(c).filter(|_| c != ':') {
+            None => return Err(format!("unknown option '-{c}'")),
+            Some(false) => {
+                if chars.next().is_some() {
+                    return Err(format!("option '-{c}' takes no value (got '{a}')"));
+                }
+                out.push((c, None));
+            }
+            Some(true) => {
+                let inline: String = chars.collect();
+                let v = if inline.is_empty() {
+                    it.next()
+                        .cloned()
+                        .ok_or_else(|| format!("option '-{c}' needs a value"))?
+                } else {
+                    inline
+                };
+                out.push((c, Some(v)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn getopt_values_and_flags() {
+        let got = getopt(&args("-b 1G -v2 -h"), "b:v:h").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ('b', Some("1G".into())),
+                ('v', Some("2".into())),
+                ('h', None)
+            ]
+        );
+        assert!(getopt(&args("-x"), "b:").unwrap_err().contains("-x"));
+        assert!(getopt(&args("-b"), "b:")
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(getopt(&args("stray"), "b:").is_err());
+    }
+
+    #[test]
+    fn kernel_timestamps() {
+        assert_eq!(ts(Duration::from_nanos(1_000_000_123)), "1.000000123s");
+    }
+}
