@@ -40,6 +40,24 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<PathBuf, StaticBinsError> {
     if !ws.join("Cargo.toml").is_file() {
         return Err(StaticBinsError::NoWorkspace(ws));
     }
+    if let Some(script) = arch.cross_build {
+        eprintln!(
+            "agelab lab: cross-building static binaries for {} ({script})",
+            arch.rust_target
+        );
+        let status = Command::new(ws.join(script))
+            .arg("bins")
+            .current_dir(&ws)
+            .status()
+            .map_err(StaticBinsError::Spawn)?;
+        if !status.success() {
+            return Err(StaticBinsError::Build {
+                target: arch.rust_target.to_string(),
+                status: status.to_string(),
+            });
+        }
+        return Ok(ws.join("target").join(arch.rust_target).join("release"));
+    }
     let target_dir = ws.join("target/lab");
     let mut rustflags = std::env::var("AGELAB_LAB_RUSTFLAGS").unwrap_or_default();
     rustflags.push_str(" -C target-feature=+crt-static");

@@ -283,6 +283,9 @@ impl<'a> Lab<'a> {
                 suite: spec.suite,
                 build_secs: (None, None),
             }),
+            KernelSource::Custom if self.arch.custom_config.is_empty() => Err(LabError::Usage(
+                format!("{name}: no custom kernel for {} yet", self.arch.name),
+            )),
             KernelSource::Custom => {
                 let c = custom::custom_kernel(
                     spec,

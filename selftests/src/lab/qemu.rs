@@ -226,8 +226,11 @@ pub fn qemu_command(boot: &Boot<'_>) -> Command {
     for (i, name) in ["console", "stdout", "stderr", "status"].iter().enumerate() {
         let path = boot.run_dir.join(name);
         cmd.arg("-chardev")
-            .arg(format!("file,id=port{i},path={}", qemu_path(&path)))
-            .args(["-serial", &format!("chardev:port{i}")]);
+            .arg(format!("file,id=port{i},path={}", qemu_path(&path)));
+        match arch.channel_device {
+            Some(dev) if i > 0 => cmd.args(["-device", &format!("{dev},chardev=port{i}")]),
+            _ => cmd.args(["-serial", &format!("chardev:port{i}")]),
+        };
     }
     cmd
 }
@@ -399,6 +402,35 @@ mod tests {
         assert_eq!(console_tail(text, 2), "b\nc");
         assert_eq!(console_tail(text, 10), "a\nb\nc");
         assert_eq!(console_tail("\r\n", 10), "(no console output)");
+    }
+
+    #[test]
+    fn arm64_channels_are_pci_serial_ports() {
+        let arch = super::super::arch::find_arch("arm64").unwrap();
+        let b = Boot {
+            arch,
+            kernel: Path::new("/k"),
+            initrd: Path::new("/i"),
+            mem: "2G",
+            smp: 2,
+            append: "",
+            timeout: Duration::from_secs(1),
+            boot_timeout: Duration::from_secs(1),
+            run_dir: Path::new("/r"),
+            output: OutputMode::Capture,
+        };
+        let joined = qemu_command(&b)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("-M virt,virtualization=on"), "{joined}");
+        assert!(joined.contains("-serial chardev:port0"), "{joined}");
+        assert!(
+            joined.contains("-device pci-serial,chardev=port3"),
+            "{joined}"
+        );
+        assert!(joined.contains("console=ttyAMA0"), "{joined}");
     }
 
     #[test]
