@@ -29,8 +29,11 @@ unit:
 selftests: build
 	selftests/run_selftests.sh target/release
 
+## Benchmarks: ratios measured side by side in one run (never asserted as timed tests).
 bench: build
 	$(AGELAB) bench
+	target/release/dirty_bench
+	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
 # --- lab (owned by selftests/src/lab) ---
 ## The lab boots real kernels under QEMU TCG (see selftests/lab/README.md). `make test` uses the
