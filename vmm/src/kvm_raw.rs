@@ -63,6 +63,8 @@ pub const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
 pub const KVM_CAP_DIRTY_LOG_RING: u32 = 192;
 /// KVM_CAP_DIRTY_LOG_RING_ACQ_REL.
 pub const KVM_CAP_DIRTY_LOG_RING_ACQ_REL: u32 = 223;
+/// KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP.
+pub const KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP: u32 = 225;
 /// KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE.
 pub const MANUAL_PROTECT_ENABLE: u64 = 1;
 /// KVM_DIRTY_LOG_INITIALLY_SET.
@@ -124,6 +126,12 @@ pub fn enable_dirty_ring(vm: &VmFd, entries: u32) -> Result<u32, kvm_ioctls::Err
         return Err(errno::Error::new(libc::EOPNOTSUPP));
     }
     enable_cap(vm, cap, bytes)?;
+    // arm64 (the only architecture offering it) forces 4 KiB stage-2 mappings only for slots
+    // with a dirty bitmap; without one, a write to a 2 MiB block (THP-backed memory) makes the
+    // whole block writable and logs only its first page. The bitmap must exist before memslots.
+    if check_cap(vm, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP) > 0 {
+        enable_cap(vm, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0)?;
+    }
     Ok(cap)
 }
 
