@@ -1,0 +1,3 @@
+//! Scenarios shared by cargo integration tests and kselftest-style binaries.
+
+pub mod foundation;
