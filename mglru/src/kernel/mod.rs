@@ -14,6 +14,7 @@ pub mod pagemap;
 pub mod pfn_runs;
 pub mod soft_dirty;
 pub mod sysfs;
+pub mod uffd;
 pub mod uffd_wp;
 
 pub use damon::{DamonAdmin, DamonError, DamonSource, DamonTarget, TriedRegion};

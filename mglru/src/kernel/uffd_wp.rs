@@ -10,44 +10,14 @@
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-const UFFD_API: u64 = 0xAA;
-const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
-const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-
-/// `struct uffdio_api`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-/// `struct uffdio_range`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct UffdioRange {
-    start: u64,
-    len: u64,
-}
-
-/// `struct uffdio_register`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct UffdioRegister {
-    range: UffdioRange,
-    mode: u64,
-    ioctls: u64,
-}
-
-nix::ioctl_readwrite!(uffdio_api, 0xAA, 0x3F, UffdioApi);
-nix::ioctl_readwrite!(uffdio_register, 0xAA, 0x00, UffdioRegister);
-nix::ioctl_read!(uffdio_unregister, 0xAA, 0x01, UffdioRange);
+use super::uffd::{
+    uffdio_api, uffdio_register, uffdio_unregister, UffdError, UffdioApi, UffdioRange,
+    UffdioRegister, UFFDIO_REGISTER_MODE_WP, UFFD_API, UFFD_FEATURE_WP_ASYNC,
+    UFFD_FEATURE_WP_HUGETLBFS_SHMEM, UFFD_FEATURE_WP_UNPOPULATED,
+};
 
 /// PAGEMAP_SCAN categories.
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
@@ -304,6 +274,16 @@ impl UffdWpAsync {
         Ok(())
     }
 
+    /// A duplicate of the userfaultfd (for undo actions that unregister on a signal).
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        self.uffd.try_clone()
+    }
+
+    /// Registered ranges `(start, end)`.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
     /// Calls `f(start, end)` for every range written since the last scan, and re-protects them.
     pub fn scan(&mut self, mut f: impl FnMut(u64, u64)) -> Result<u64, UffdWpError> {
         let mut calls = 0;
@@ -370,15 +350,12 @@ impl Drop for UffdWpAsync {
 }
 
 fn open_uffd() -> Result<OwnedFd, UffdWpError> {
-    // SAFETY: userfaultfd(2) takes only flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    if fd < 0 {
-        return Err(UffdWpError::Open {
-            err: nix::Error::last(),
-        });
-    }
-    // SAFETY: `fd` was just returned by the kernel and is owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    super::uffd::open_raw().map_err(|e| match e {
+        UffdError::Open { err } => UffdWpError::Open { err },
+        _ => UffdWpError::Open {
+            err: nix::Error::EINVAL,
+        },
+    })
 }
 
 /// Checks uffd-wp async + PAGEMAP_SCAN end to end on a scratch page.

@@ -6,6 +6,8 @@ pub mod catalog;
 pub mod kvm_dirty;
 pub mod oracle;
 pub mod scripted;
+pub mod uffd_minor;
+pub mod uffd_wp;
 
 pub use kvm_dirty::{KvmDirtySource, UnavailableSource};
 pub use oracle::OracleSource;

@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "uffd-minor";
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// How the MINOR source samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,9 +40,9 @@ pub struct UffdMinorConfig {
     pub budget_faults_per_sec: Option<u64>,
     /// Seed of the sampling generator (a run is reproducible from it).
     pub seed: u64,
-    /// Expected time between harvests, used to size the first sample (later ones use the
-    /// measured interval).
-    pub interval_hint: Duration,
+    /// Time between harvests, to size samples: `None` measures it (the first sample assumes
+    /// 1 s); `Some` when the caller harvests on a fixed period.
+    pub interval: Option<Duration>,
 }
 
 impl Default for UffdMinorConfig {
@@ -52,7 +50,7 @@ impl Default for UffdMinorConfig {
         UffdMinorConfig {
             budget_faults_per_sec: None,
             seed: 1,
-            interval_hint: Duration::from_secs(1),
+            interval: None,
         }
     }
 }
@@ -104,6 +102,9 @@ pub struct UffdMinorStats {
     pub minor_faults: u64,
     /// Of the faults, MISSING ones (a hole: first touch of a never-allocated page).
     pub missing_faults: u64,
+    /// Of the MINOR faults, those whose page another fault had already mapped (two vCPUs, or a
+    /// fault retried).
+    pub already_mapped: u64,
     /// Arming passes.
     pub arms: u64,
     /// Pages armed, summed over passes.
@@ -121,6 +122,7 @@ pub struct UffdMinorStats {
 struct KindCounters {
     minor: AtomicU64,
     missing: AtomicU64,
+    already_mapped: AtomicU64,
 }
 
 /// Guest page accesses (reads and writes) from userfaultfd MINOR faults on shmem memory.
@@ -165,7 +167,10 @@ impl UffdMinorSource {
                 }
                 if m.flags & UFFD_PAGEFAULT_FLAG_MINOR != 0 {
                     k.minor.fetch_add(1, Ordering::Relaxed);
-                    u.continue_page(page, PAGE_SIZE)
+                    if u.continue_page(page, PAGE_SIZE)? {
+                        k.already_mapped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
                 } else {
                     k.missing.fetch_add(1, Ordering::Relaxed);
                     u.zero_page(page, PAGE_SIZE)
@@ -203,7 +208,7 @@ impl UffdMinorSource {
             armed: PageSet::new(map.len()),
             rng: SplitMix64::new(config.seed),
             armed_at: Instant::now(),
-            next_interval: config.interval_hint,
+            next_interval: config.interval.unwrap_or(Duration::from_secs(1)),
             rearm: true,
             stats: UffdMinorStats::default(),
         };
@@ -263,6 +268,7 @@ impl UffdMinorSource {
             fault: self.thread.stats(),
             minor_faults: self.kinds.minor.load(Ordering::Relaxed),
             missing_faults: self.kinds.missing.load(Ordering::Relaxed),
+            already_mapped: self.kinds.already_mapped.load(Ordering::Relaxed),
             sample_size: self.armed.count(),
             ..self.stats
         }
@@ -361,10 +367,10 @@ fn check_backing(map: &GuestPageMap) -> Result<(), UffdMinorError> {
             BackingKind::HugeTlb => return Err(not_shared("private anonymous MAP_HUGETLB memory")),
             BackingKind::Memfd => {}
             BackingKind::File(p) => match nix::sys::statfs::statfs(p.as_path()) {
-                Ok(fs) if fs.filesystem_type().0 as i64 == HUGETLBFS_MAGIC => {
+                Ok(fs) if fs.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC => {
                     return Err(UffdMinorError::Hugetlbfs { slot: r.slot })
                 }
-                Ok(fs) if fs.filesystem_type().0 as i64 != TMPFS_MAGIC => {
+                Ok(fs) if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC => {
                     return Err(not_shared(&format!(
                         "a file on a non-shmem filesystem ({})",
                         p.display()
@@ -428,7 +434,11 @@ impl AccessSource for UffdMinorSource {
         let observed = std::mem::replace(&mut self.armed, PageSet::new(self.map.len()));
         let observed = (observed.count() < self.map.len()).then_some(observed);
         if self.rearm {
-            self.next_interval = interval.max(Duration::from_millis(1));
+            self.next_interval = self
+                .config
+                .interval
+                .unwrap_or(interval)
+                .max(Duration::from_millis(1));
             self.arm().map_err(|e| HarvestError::Other {
                 source_name: NAME.into(),
                 message: e.to_string(),
