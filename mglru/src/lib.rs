@@ -3,6 +3,9 @@
 pub mod engine;
 pub mod host_guard;
 pub mod kernel;
+pub mod lru_gen_run;
+pub mod reclaim;
+pub mod selfcheck;
 pub mod source;
 pub mod sources;
 

@@ -1,0 +1,408 @@
+//! Self-check results: per source and kind, precision and recall, and the accuracy gate.
+
+use super::Kind;
+use crate::source::{Harvest, Observes};
+use agelab_vmm::{PageSet, PAGE_SIZE};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One source measured on one kind of access.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindResult {
+    /// The kind.
+    pub kind: Kind,
+    /// Pages the source should report (what it can see of the accessed sets).
+    pub expected: u64,
+    /// Pages it reported.
+    pub reported: u64,
+    /// Reported pages that were expected / reported (1.0 when nothing was reported).
+    pub precision: Option<f64>,
+    /// Expected pages that were reported / expected (`None` when nothing was expected).
+    pub recall: Option<f64>,
+    /// Recall on the read set (sources that see reads only).
+    pub read_recall: Option<f64>,
+    /// Recall on the write set (sources that see writes only).
+    pub write_recall: Option<f64>,
+    /// Untouched pages reported accessed.
+    pub untouched_reported: u64,
+    /// Guest rounds over the sets before the harvest.
+    pub rounds: u64,
+    /// Harvest wall time in ns.
+    pub harvest_ns: u64,
+    /// Harvest cost scaled to one GiB of guest memory, in ms.
+    pub ms_per_gib: f64,
+    /// Bytes the source's granularity spans (region size for DAMON).
+    pub granularity: u64,
+    /// Why the measurement failed, if it did.
+    pub error: Option<String>,
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+fn recall_on(h: &PageSet, truth: &PageSet) -> Option<f64> {
+    let c = h.confusion(truth);
+    ratio(c.true_pos, c.true_pos + c.false_neg)
+}
+
+impl KindResult {
+    /// Judges harvest `h` of a source observing `observes` against the known sets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge(
+        kind: Kind,
+        observes: Observes,
+        h: &Harvest,
+        read: &PageSet,
+        write: &PageSet,
+        mem_bytes: u64,
+        rounds: u64,
+        granularity: u64,
+    ) -> Self {
+        let sees_reads = matches!(observes, Observes::Reads | Observes::Both);
+        let sees_writes = matches!(observes, Observes::Writes | Observes::Both);
+        let mut expected = PageSet::new(read.capacity());
+        if sees_reads {
+            expected.union_with(read);
+        }
+        if sees_writes {
+            expected.union_with(write);
+        }
+        let c = h.accessed.confusion(&expected);
+        let mut untouched = h.accessed.clone();
+        untouched.subtract(read);
+        untouched.subtract(write);
+        let gib = (mem_bytes.max(PAGE_SIZE)) as f64 / f64::from(1u32 << 30);
+        KindResult {
+            kind,
+            expected: expected.count(),
+            reported: h.accessed.count(),
+            precision: Some(ratio(c.true_pos, c.true_pos + c.false_pos).unwrap_or(1.0)),
+            recall: ratio(c.true_pos, c.true_pos + c.false_neg),
+            read_recall: if sees_reads {
+                recall_on(&h.accessed, read)
+            } else {
+                None
+            },
+            write_recall: if sees_writes {
+                recall_on(&h.accessed, write)
+            } else {
+                None
+            },
+            untouched_reported: untouched.count(),
+            rounds,
+            harvest_ns: h.cost.ns,
+            ms_per_gib: h.cost.ns as f64 / 1e6 / gib,
+            granularity,
+            error: None,
+        }
+    }
+
+    /// A measurement that could not be made.
+    pub fn failed(kind: Kind, error: String) -> Self {
+        KindResult {
+            kind,
+            expected: 0,
+            reported: 0,
+            precision: None,
+            recall: None,
+            read_recall: None,
+            write_recall: None,
+            untouched_reported: 0,
+            rounds: 0,
+            harvest_ns: 0,
+            ms_per_gib: 0.0,
+            granularity: 0,
+            error: Some(error),
+        }
+    }
+}
+
+/// One source over every kind.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceResult {
+    /// The name it was asked for by.
+    pub source: String,
+    /// What it observes.
+    pub observes: &'static str,
+    /// Whether it could run here.
+    pub available: bool,
+    /// Why not, or why it is not judged.
+    pub reason: String,
+    /// Per kind.
+    pub kinds: Vec<KindResult>,
+}
+
+impl SourceResult {
+    /// A source about to be measured.
+    pub fn new(name: &str, observes: Observes) -> Self {
+        SourceResult {
+            source: name.into(),
+            observes: observes.as_str(),
+            available: true,
+            reason: String::new(),
+            kinds: Vec::new(),
+        }
+    }
+
+    /// A source that cannot run here.
+    pub fn unavailable(name: &str, observes: Observes, reason: &str) -> Self {
+        SourceResult {
+            available: false,
+            reason: reason.into(),
+            ..Self::new(name, observes)
+        }
+    }
+
+    /// A source that runs but is not an access source (residency).
+    pub fn not_judged(name: &str, observes: Observes, reason: &str) -> Self {
+        SourceResult {
+            reason: reason.into(),
+            ..Self::new(name, observes)
+        }
+    }
+
+    /// The lowest recall over the kinds, with the kind and which set it was measured on.
+    pub fn worst_recall(&self) -> Option<(f64, Kind, &'static str)> {
+        let mut worst: Option<(f64, Kind, &'static str)> = None;
+        for k in &self.kinds {
+            for (v, set) in [(k.read_recall, "read set"), (k.write_recall, "write set")] {
+                if let Some(v) = v {
+                    if worst.is_none_or(|w| v < w.0) {
+                        worst = Some((v, k.kind, set));
+                    }
+                }
+            }
+        }
+        worst
+    }
+}
+
+/// A source whose recall is below what the run requires.
+#[derive(Debug, thiserror::Error)]
+pub enum AccuracyError {
+    /// Recall below the threshold.
+    #[error("--require-accurate: source {source_name} has recall {recall:.1}% on the {set} ({kind} workload), below the required {required:.1}%")]
+    RecallTooLow {
+        /// Source name.
+        source_name: String,
+        /// Its recall, in percent.
+        recall: f64,
+        /// Required recall, in percent.
+        required: f64,
+        /// Which set.
+        set: &'static str,
+        /// Which workload kind.
+        kind: &'static str,
+    },
+    /// A measurement failed outright.
+    #[error(
+        "--require-accurate: source {source_name} could not be measured ({kind} workload): {error}"
+    )]
+    Failed {
+        /// Source name.
+        source_name: String,
+        /// Which workload kind.
+        kind: &'static str,
+        /// What failed.
+        error: String,
+    },
+}
+
+/// The whole self-check.
+#[derive(Clone, Debug, Serialize)]
+pub struct SelfcheckReport {
+    /// Test memory of the self-check VM.
+    pub mem_bytes: u64,
+    /// Its backing.
+    pub backing: String,
+    /// Pages.
+    pub pages: u64,
+    /// Pages in the read set.
+    pub read_set: u64,
+    /// Pages in the write set.
+    pub write_set: u64,
+    /// Time to fault every page in, in ms.
+    pub fault_in_ms: f64,
+    /// Whole self-check, in ms.
+    pub total_ms: f64,
+    /// Per source.
+    pub sources: Vec<SourceResult>,
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
+impl SelfcheckReport {
+    /// Fails on the first available source whose recall on a set it can see is below `min`.
+    pub fn require_recall(&self, min: f64) -> Result<(), AccuracyError> {
+        for s in self.sources.iter().filter(|s| s.available) {
+            if let Some(k) = s.kinds.iter().find(|k| k.error.is_some()) {
+                return Err(AccuracyError::Failed {
+                    source_name: s.source.clone(),
+                    kind: k.kind.as_str(),
+                    error: k.error.clone().unwrap_or_default(),
+                });
+            }
+            if let Some((recall, kind, set)) = s.worst_recall() {
+                if recall < min {
+                    return Err(AccuracyError::RecallTooLow {
+                        source_name: s.source.clone(),
+                        recall: recall * 100.0,
+                        required: min * 100.0,
+                        set,
+                        kind: kind.as_str(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table: one row per source and kind.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "self-check: {} MiB {}, read set {} pages, write set {} pages, {} untouched; fault-in {:.0} ms, total {:.0} ms",
+            self.mem_bytes >> 20,
+            self.backing,
+            self.read_set,
+            self.write_set,
+            self.pages - self.read_set - self.write_set,
+            self.fault_in_ms,
+            self.total_ms
+        );
+        let _ = writeln!(
+            s,
+            "{:<14} {:<6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10}  note",
+            "source",
+            "kind",
+            "expected",
+            "reported",
+            "precision",
+            "recall",
+            "read_rec",
+            "write_rec",
+            "untouched",
+            "ms/GiB"
+        );
+        for src in &self.sources {
+            if src.kinds.is_empty() {
+                let what = if src.available {
+                    "not judged"
+                } else {
+                    "unavailable"
+                };
+                let _ = writeln!(s, "{:<14} {:<6} {what}: {}", src.source, "-", src.reason);
+                continue;
+            }
+            for k in &src.kinds {
+                if let Some(e) = &k.error {
+                    let _ = writeln!(s, "{:<14} {:<6} failed: {e}", src.source, k.kind.as_str());
+                    continue;
+                }
+                let mut note = String::new();
+                if k.granularity > PAGE_SIZE {
+                    let _ = write!(
+                        note,
+                        "regions ~{} KiB, {} rounds",
+                        k.granularity >> 10,
+                        k.rounds
+                    );
+                }
+                if src.source == "page_idle" && k.recall.is_some_and(|r| r < 0.99) {
+                    note.push_str("lossy: accesses through KVM lost");
+                }
+                let _ = writeln!(
+                    s,
+                    "{:<14} {:<6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10.2}  {note}",
+                    src.source,
+                    k.kind.as_str(),
+                    k.expected,
+                    k.reported,
+                    pct(k.precision),
+                    pct(k.recall),
+                    pct(k.read_recall),
+                    pct(k.write_recall),
+                    k.untouched_reported,
+                    k.ms_per_gib,
+                );
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::HarvestCost;
+
+    fn set(pages: u64, r: std::ops::Range<u64>) -> PageSet {
+        let mut s = PageSet::new(pages);
+        s.insert_range(r.start, r.end - r.start);
+        s
+    }
+
+    #[test]
+    fn judging_splits_recall_by_set_and_counts_untouched() {
+        let (read, write) = (set(16, 0..4), set(16, 4..8));
+        let mut got = set(16, 0..2);
+        got.insert_range(4, 4);
+        got.insert(12);
+        let h = Harvest {
+            accessed: got,
+            observed: None,
+            cost: HarvestCost::default(),
+        };
+        let k = KindResult::judge(
+            Kind::Mixed,
+            Observes::Both,
+            &h,
+            &read,
+            &write,
+            1 << 30,
+            1,
+            4096,
+        );
+        assert_eq!((k.expected, k.reported, k.untouched_reported), (8, 7, 1));
+        assert_eq!(k.read_recall, Some(0.5));
+        assert_eq!(k.write_recall, Some(1.0));
+        assert_eq!(k.precision, Some(6.0 / 7.0));
+        let w = KindResult::judge(
+            Kind::Mixed,
+            Observes::Writes,
+            &h,
+            &read,
+            &write,
+            1 << 30,
+            1,
+            4096,
+        );
+        assert_eq!(w.read_recall, None);
+        assert_eq!(w.recall, Some(1.0));
+        assert_eq!(w.precision, Some(4.0 / 7.0));
+        let r = SelfcheckReport {
+            mem_bytes: 1 << 20,
+            backing: "anon".into(),
+            pages: 16,
+            read_set: 4,
+            write_set: 4,
+            fault_in_ms: 0.0,
+            total_ms: 0.0,
+            sources: vec![SourceResult {
+                kinds: vec![k],
+                ..SourceResult::new("page_idle", Observes::Both)
+            }],
+        };
+        let e = r.require_recall(0.99).unwrap_err().to_string();
+        assert!(
+            e.contains("page_idle has recall 50.0% on the read set"),
+            "{e}"
+        );
+        r.require_recall(0.5).unwrap();
+        assert!(r.table().contains("lossy"));
+    }
+}
