@@ -2,6 +2,8 @@
 
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::{pass_summary, EngineReport};
+use agelab_mglru::lru_gen_run::{engine_generations, KernelAging};
+use agelab_mglru::selfcheck::{self, AccuracyError, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog;
 use agelab_mglru::{Engine, EngineConfig, EngineError, OracleSource, PassTruth};
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
@@ -53,6 +55,30 @@ pub struct RunArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Skip the startup self-check of the sources against a guest's known read and write sets.
+    #[arg(long, conflicts_with = "require_accurate")]
+    pub no_selfcheck: bool,
+    /// Fail (exit 1) when a source's self-check recall is below RECALL (0..1, or a percentage).
+    #[arg(long, value_name = "RECALL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "0.99", value_parser = parse_recall)]
+    pub require_accurate: Option<f64>,
+}
+
+fn parse_recall(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|e| format!("{s}: {e}"))?;
+    let v = if s.ends_with('%') || v > 1.0 {
+        v / 100.0
+    } else {
+        v
+    };
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}: recall must be within 0..1 (or 0%..100%)"))
+    }
 }
 
 fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
@@ -95,6 +121,12 @@ pub enum RunError {
         #[source]
         err: std::io::Error,
     },
+    /// The self-check could not run.
+    #[error(transparent)]
+    Selfcheck(#[from] SelfcheckError),
+    /// A source is less accurate than `--require-accurate` asks.
+    #[error(transparent)]
+    Inaccurate(#[from] AccuracyError),
     /// Verification found corrupted words.
     #[error("data integrity: {mismatches} of {words} words wrong, first at {first:#x?}")]
     Integrity {
@@ -169,6 +201,10 @@ pub struct RunReport {
     /// The engine: generations, sources (precision/recall), aging cost, tiers.
     #[serde(flatten)]
     pub engine: EngineReport,
+    /// The startup self-check of the sources.
+    pub selfcheck: Option<SelfcheckReport>,
+    /// The kernel's lru_gen generations of the VM's memcg beside the engine's, after the run.
+    pub kernel_lru_gen: Option<String>,
     /// Final engine table (debugfs style).
     #[serde(skip)]
     pub table: String,
@@ -179,6 +215,38 @@ pub struct RunReport {
 
 /// Runs the command.
 pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
+    // Before any thread exists: memcg, lru_gen knobs and kdamonds are restored on SIGINT/SIGTERM.
+    if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
+        eprintln!("agelab run: {e}");
+    }
+    let selfcheck = if args.no_selfcheck {
+        None
+    } else {
+        let r = selfcheck::run(&selfcheck::SelfcheckOptions {
+            mem_bytes: args.mem.min(64 << 20),
+            backing: args.backing.clone(),
+            sources: selfcheck::sources_for_run(&args.sources.0),
+            ..Default::default()
+        })?;
+        if !args.json {
+            println!("{}", r.table());
+        }
+        if let Some(min) = args.require_accurate {
+            r.require_recall(min)?;
+        }
+        Some(r)
+    };
+    // The kernel's own aging of the VM's memory, shown beside the engine's when lru_gen is here.
+    let mut kernel_aging = match KernelAging::available() {
+        Ok(()) => match KernelAging::start(&format!("agelab-run-{}", std::process::id())) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                eprintln!("agelab run: kernel lru_gen view off: {e}");
+                None
+            }
+        },
+        Err(_) => None,
+    };
     let cfg = VmConfig {
         vcpus: args.vcpus,
         mem_bytes: args.mem,
@@ -232,9 +300,15 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             let _ = tx.send(split.accessed());
         }
         let pass = engine.run_pass_split(&split)?;
+        let kernel_view = kernel_aging.as_mut().map(|k| k.age());
         if !args.json && !args.quiet {
             println!("{}", pass_summary(&pass));
             println!("{}", engine.table());
+            match &kernel_view {
+                Some(Ok(v)) => println!("{}", v.side_by_side(&engine_generations(&engine))),
+                Some(Err(e)) => println!("kernel lru_gen: {e}"),
+                None => {}
+            }
         }
         for v in 0..args.vcpus {
             ops[v] += r.ops[v];
@@ -269,6 +343,15 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         None
     };
     let vm = wl.finish()?;
+    let kernel_lru_gen = kernel_aging.as_ref().and_then(|k| {
+        let v = k.view().ok()?;
+        Some(format!(
+            "{}forced aging: {:.2} ms per pass (caps {})",
+            v.side_by_side(&engine_generations(&engine)),
+            k.ns_per_pass() as f64 / 1e6,
+            k.caps()
+        ))
+    });
     if let (Some(path), Some(h)) = (&args.svg, engine.heatmap()) {
         let title = format!("agelab: page age over time — {}", args.workload);
         std::fs::write(path, h.to_svg(&title)).map_err(|err| RunError::Svg {
@@ -309,6 +392,8 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         exits,
         exit_reason: "completed: every vCPU reported DONE".into(),
         verify_mismatches,
+        selfcheck,
+        kernel_lru_gen,
         engine: engine.report(),
         table: engine.table(),
         histogram: engine.histogram().to_text(),
@@ -345,6 +430,9 @@ pub fn print_text(r: &RunReport) {
     }
     println!("\nfinal generations:\n{}", r.table);
     println!("working set by age:\n{}", r.histogram);
+    if let Some(k) = &r.kernel_lru_gen {
+        println!("kernel lru_gen vs engine:\n{k}");
+    }
     println!(
         "{:<16} {:>9} {:>10} {:>8} {:>12}  reason",
         "source", "available", "precision", "recall", "harvest_us"
