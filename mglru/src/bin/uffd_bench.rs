@@ -128,7 +128,7 @@ fn minor(a: &Args) {
         a.reps
     );
     println!(
-        "{:>8} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>7} {:>7} {:>23} {:>6}",
+        "{:>8} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>7} {:>7} {:>23} {:>6} {:>7}",
         "budget/s",
         "sample",
         "faults/s",
@@ -137,10 +137,12 @@ fn minor(a: &Args) {
         "ns/acc 0",
         "ns/acc T",
         "ratio",
+        "us lost/f",
         "recall",
         "prec",
         "est. accessed [95% CI]",
-        "truth"
+        "truth",
+        "covered"
     );
     for &budget in &a.budgets {
         let mut src = UffdMinorSource::new(
@@ -158,6 +160,7 @@ fn minor(a: &Args) {
         let (mut base_ns, mut trk_ns, mut faults, mut cpu, mut wall) = (0.0, 0.0, 0, 0, 0.0);
         let (mut tp, mut fp, mut fneg, mut sample, mut dup) = (0, 0, 0, 0, 0);
         let mut last_est = None;
+        let (mut trk_ops, mut covered) = (0u64, 0);
         for _ in 0..a.reps {
             base_ns += ns_per_access(&w.run_epoch(a.epoch).expect("epoch"));
             src.set_rearm(true);
@@ -169,6 +172,7 @@ fn minor(a: &Args) {
             let s1 = src.stats().fault;
             dup += src.stats().already_mapped - d0;
             trk_ns += ns_per_access(&r);
+            trk_ops += r.total_ops();
             faults += s1.faults - s0.faults;
             cpu += s1.cpu_ns - s0.cpu_ns;
             wall += r.elapsed.as_secs_f64();
@@ -183,13 +187,17 @@ fn minor(a: &Args) {
             let c = h.accessed.confusion(&armed_truth);
             (tp, fp, fneg) = (tp + c.true_pos, fp + c.false_pos, fneg + c.false_neg);
             let est = AccessEstimate::of_group(&PageSet::full(pages), &h, Z95);
+            covered += usize::from(est.covers(truth.count()));
             last_est = Some((est, truth.count()));
         }
         let reps = a.reps as f64;
         let (est, truth) = last_est.expect("at least one rep");
         let (lo, hi) = est.pages_interval();
+        // Guest time lost per fault: vCPU time of the tracked epochs minus what their accesses
+        // cost untracked.
+        let lost_ns = wall * a.vcpus as f64 * 1e9 - trk_ops as f64 * (base_ns / reps);
         println!(
-            "{:>8} {:>8} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>9.2} {:>7.2} {:>7.3} {:>7.3} {:>23} {:>6}{}",
+            "{:>8} {:>8} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>9.2} {:>7.2} {:>9.1} {:>7.3} {:>7.3} {:>23} {:>6} {:>7}",
             fmt_budget(budget),
             sample / a.reps as u64,
             faults as f64 / wall,
@@ -198,11 +206,12 @@ fn minor(a: &Args) {
             base_ns / reps,
             trk_ns / reps,
             trk_ns / base_ns,
+            lost_ns / 1e3 / faults.max(1) as f64,
             tp as f64 / (tp + fneg).max(1) as f64,
             tp as f64 / (tp + fp).max(1) as f64,
             format!("{:.0} [{:.0}, {:.0}]", est.pages(), lo, hi),
             truth,
-            if est.covers(truth) { "" } else { "  (outside)" }
+            format!("{covered}/{}", a.reps)
         );
         if dup > 0 {
             println!(
@@ -325,8 +334,11 @@ fn hold(a: &Args) {
     println!("armed {}", std::process::id());
     std::io::stdout().flush().ok();
     let t = Instant::now();
-    loop {
-        w.run_epoch(a.epoch).expect("epoch");
+    for n in 1.. {
+        let r = w.run_epoch(a.epoch).expect("epoch");
+        let faults = src.lock().map(|s| s.stats().fault.faults).unwrap_or(0);
+        println!("epoch {n} accesses {} faults {faults}", r.total_ops());
+        std::io::stdout().flush().ok();
         if t.elapsed() > Duration::from_secs(600) {
             break;
         }
