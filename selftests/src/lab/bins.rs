@@ -33,9 +33,9 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Builds every workspace binary static for `arch` into `target/lab`; returns the directory
-/// holding them.
-pub fn build_static_bins(arch: &ArchSpec) -> Result<PathBuf, StaticBinsError> {
+/// Builds every workspace binary and example static for `arch` into `target/lab`; returns the
+/// directories holding them (`release` and `release/examples`).
+pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsError> {
     let ws = workspace_root();
     if !ws.join("Cargo.toml").is_file() {
         return Err(StaticBinsError::NoWorkspace(ws));
@@ -56,7 +56,8 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<PathBuf, StaticBinsError> {
                 status: status.to_string(),
             });
         }
-        return Ok(ws.join("target").join(arch.rust_target).join("release"));
+        let release = ws.join("target").join(arch.rust_target).join("release");
+        return Ok(vec![release.join("examples"), release]);
     }
     let target_dir = ws.join("target/lab");
     let mut rustflags = std::env::var("AGELAB_LAB_RUSTFLAGS").unwrap_or_default();
@@ -76,6 +77,7 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<PathBuf, StaticBinsError> {
             "--release",
             "--workspace",
             "--bins",
+            "--examples",
             "--target",
         ])
         .arg(arch.rust_target)
@@ -89,5 +91,24 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<PathBuf, StaticBinsError> {
             status: status.to_string(),
         });
     }
-    Ok(target_dir.join(arch.rust_target).join("release"))
+    let release = target_dir.join(arch.rust_target).join("release");
+    Ok(vec![release.join("examples"), release])
+}
+
+/// True for cargo's hashed copies of examples (`name-0123456789abcdef`), which duplicate `name`.
+pub fn is_hashed_artifact(name: &str) -> bool {
+    name.rsplit_once('-')
+        .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_artifacts() {
+        assert!(is_hashed_artifact("kernel_selfcheck-0123456789abcdef"));
+        assert!(!is_hashed_artifact("kernel_selfcheck"));
+        assert!(!is_hashed_artifact("dirty-log-test"));
+    }
 }

@@ -303,13 +303,25 @@ impl<'a> Lab<'a> {
         }
     }
 
-    /// The binaries for the guest's PATH.
+    /// The binaries for the guest's PATH (a later directory wins on a name clash).
     fn bins(&self) -> Result<Vec<PathBuf>, LabError> {
-        let dir = match &self.args.bins {
-            Some(d) => d.clone(),
+        let dirs = match &self.args.bins {
+            Some(d) => vec![d.clone()],
             None => bins::build_static_bins(self.arch)?,
         };
-        Ok(initramfs::executables_in(&dir)?)
+        let mut by_name = std::collections::BTreeMap::new();
+        for dir in dirs
+            .iter()
+            .filter(|d| d.is_dir() || self.args.bins.is_some())
+        {
+            for f in initramfs::executables_in(dir)? {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                if let Some(name) = name.filter(|n| !bins::is_hashed_artifact(n)) {
+                    by_name.insert(name, f);
+                }
+            }
+        }
+        Ok(by_name.into_values().collect())
     }
 
     /// Boots `kernel` with `bins` and runs `argv`; returns the report and the run directory

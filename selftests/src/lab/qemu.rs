@@ -219,7 +219,9 @@ pub fn qemu_command(boot: &Boot<'_>) -> Command {
         .arg("-initrd")
         .arg(boot.initrd);
     let append = format!(
-        "console={} quiet panic=-1 {} {}",
+        // damon_stat (7.x, on by default in Debian) runs an exclusive kdamond that makes DAMON's
+        // sysfs interface refuse new ones (EBUSY); the lab tests DAMON, so keep it off.
+        "console={} quiet panic=-1 damon_stat.enabled=N {} {}",
         arch.console, arch.cmdline, boot.append
     );
     cmd.args(["-append", append.trim()]);
@@ -457,6 +459,8 @@ mod tests {
         assert!(joined.contains("-accel tcg"));
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("file,id=port3,path=/run,,dir/status -serial chardev:port3"));
-        assert!(args.contains(&"console=ttyS0 quiet panic=-1 8250.nr_uarts=4".to_string()));
+        assert!(args.contains(
+            &"console=ttyS0 quiet panic=-1 damon_stat.enabled=N 8250.nr_uarts=4".to_string()
+        ));
     }
 }
