@@ -12,6 +12,7 @@ pub mod memcg;
 pub mod page_idle;
 pub mod pagemap;
 pub mod pfn_runs;
+pub mod swap;
 pub mod soft_dirty;
 pub mod sysfs;
 pub mod uffd;

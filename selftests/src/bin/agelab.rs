@@ -25,6 +25,8 @@ enum Command {
     Bench,
     /// Boot QEMU with a lab kernel and run a command inside it.
     Lab(agelab::lab::LabArgs),
+    /// Proactive reclaim: policies, refault SLO controller, zram swap, benchmark table/SVG/JSON.
+    Reclaim(cli::reclaim::ReclaimArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,23 @@ fn main() -> ExitCode {
             cli::workloads::print();
             ExitCode::SUCCESS
         }
+        Command::Reclaim(args) => match cli::reclaim::run(&args) {
+            Ok(report) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("report serialises")
+                    );
+                } else {
+                    cli::reclaim::print_text(&report);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("agelab reclaim: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Lab(args) => match agelab::lab::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {

@@ -1,0 +1,246 @@
+//! The reclaim benchmark: workloads × policies × repetitions, mean and 95% confidence interval.
+
+use serde::Serialize;
+
+use super::policy::PolicyKind;
+use super::run::{run_once, ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+use agelab_vmm::workload::WorkloadSpec;
+
+/// Two-sided 95% Student-t quantiles for 1..=30 degrees of freedom (then 1.96).
+const T95: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+];
+
+/// Mean and 95% confidence half-width of a sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct MeanCi {
+    /// Mean.
+    pub mean: f64,
+    /// Half-width of the 95% confidence interval (Student t); 0 for one sample.
+    pub ci95: f64,
+    /// Samples.
+    pub n: usize,
+}
+
+impl MeanCi {
+    /// From samples.
+    pub fn of(xs: &[f64]) -> Self {
+        let n = xs.len();
+        if n == 0 {
+            return MeanCi::default();
+        }
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        if n == 1 {
+            return MeanCi { mean, ci95: 0.0, n };
+        }
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let t = T95.get(n - 2).copied().unwrap_or(1.96);
+        MeanCi {
+            mean,
+            ci95: t * (var / n as f64).sqrt(),
+            n,
+        }
+    }
+
+    /// `mean ± ci` with `digits` decimals.
+    pub fn fmt(&self, digits: usize) -> String {
+        format!("{:.*}±{:.*}", digits, self.mean, digits, self.ci95)
+    }
+}
+
+/// One policy on one workload, over the repetitions.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicySummary {
+    /// Policy.
+    pub policy: String,
+    /// Memory saved, MiB.
+    pub saved_mib: MeanCi,
+    /// Guest RSS at the end, MiB.
+    pub rss_mib: MeanCi,
+    /// Swap used, MiB.
+    pub swap_mib: MeanCi,
+    /// Cold pages reclaimed, %.
+    pub cold_reclaimed_pct: MeanCi,
+    /// Working-set pages out at the end, %.
+    pub ws_reclaimed_pct: MeanCi,
+    /// Guest throughput relative to `none` (mean of `none` = 100%).
+    pub throughput_pct: MeanCi,
+    /// Refaults per run.
+    pub refaults: MeanCi,
+    /// Refaults, % of working set per minute.
+    pub refault_pct_ws_min: MeanCi,
+    /// Aging CPU time per run, ms.
+    pub aging_cpu_ms: MeanCi,
+    /// Reclaim CPU time per run, ms.
+    pub reclaim_cpu_ms: MeanCi,
+    /// Integrity: total wrong words over every repetition (must be 0).
+    pub verify_mismatches: u64,
+    /// Sources the engine had.
+    pub sources: Vec<String>,
+}
+
+/// One workload's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadSummary {
+    /// The workload.
+    pub workload: String,
+    /// Per policy, in the order run.
+    pub policies: Vec<PolicySummary>,
+}
+
+/// The benchmark's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Repetitions per cell.
+    pub reps: usize,
+    /// Guest memory, bytes.
+    pub mem_bytes: u64,
+    /// Backing.
+    pub backing: String,
+    /// Run length, s.
+    pub duration_s: f64,
+    /// Interval, ms.
+    pub interval_ms: f64,
+    /// Age gate, s.
+    pub min_age_s: f64,
+    /// Controller parameters.
+    pub controller: super::controller::ControllerConfig,
+    /// Per workload.
+    pub workloads: Vec<WorkloadSummary>,
+    /// Every run, for re-analysis.
+    pub runs: Vec<ReclaimRunReport>,
+}
+
+/// Runs every policy on every workload `reps` times, interleaving policies within a repetition so
+/// slow drifts of the shared host hit every policy alike. `progress` sees each finished run.
+pub fn run_bench(
+    base: &ReclaimRunConfig,
+    workloads: &[WorkloadSpec],
+    policies: &[PolicyKind],
+    reps: usize,
+    mut progress: impl FnMut(&ReclaimRunReport),
+) -> Result<BenchReport, ReclaimRunError> {
+    let mut runs = Vec::new();
+    let mut summaries = Vec::new();
+    for w in workloads {
+        let mut per: Vec<Vec<ReclaimRunReport>> = vec![Vec::new(); policies.len()];
+        for _ in 0..reps {
+            for (i, &p) in policies.iter().enumerate() {
+                let cfg = ReclaimRunConfig {
+                    workload: w.clone(),
+                    policy: p,
+                    ..base.clone()
+                };
+                let r = run_once(&cfg)?;
+                progress(&r);
+                per[i].push(r);
+            }
+        }
+        let none_ops = policies
+            .iter()
+            .position(|&p| p == PolicyKind::None)
+            .map(|i| MeanCi::of(&per[i].iter().map(|r| r.ops_per_sec).collect::<Vec<_>>()).mean);
+        let mut ps = Vec::new();
+        for (i, &p) in policies.iter().enumerate() {
+            let rs = &per[i];
+            let f = |g: &dyn Fn(&ReclaimRunReport) -> f64| {
+                MeanCi::of(&rs.iter().map(g).collect::<Vec<_>>())
+            };
+            let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+            let pct = |a: u64, b: u64| {
+                if b == 0 {
+                    0.0
+                } else {
+                    a as f64 * 100.0 / b as f64
+                }
+            };
+            ps.push(PolicySummary {
+                policy: p.name().into(),
+                saved_mib: f(&|r| mib(r.saved)),
+                rss_mib: f(&|r| mib(r.rss_end)),
+                swap_mib: f(&|r| mib(r.swap_used)),
+                cold_reclaimed_pct: f(&|r| pct(r.cold_reclaimed, r.cold_pages)),
+                ws_reclaimed_pct: f(&|r| pct(r.ws_reclaimed, r.ws_pages)),
+                throughput_pct: f(&|r| match none_ops {
+                    Some(n) if n > 0.0 => r.ops_per_sec / n * 100.0,
+                    _ => 0.0,
+                }),
+                refaults: f(&|r| r.refaults as f64),
+                refault_pct_ws_min: f(&|r| r.refault_pct_ws_min),
+                aging_cpu_ms: f(&|r| r.aging_cpu_ns as f64 / 1e6),
+                reclaim_cpu_ms: f(&|r| r.reclaim_cpu_ns as f64 / 1e6),
+                verify_mismatches: rs.iter().map(|r| r.verify_mismatches).sum(),
+                sources: rs.first().map(|r| r.sources.clone()).unwrap_or_default(),
+            });
+        }
+        summaries.push(WorkloadSummary {
+            workload: w.to_string(),
+            policies: ps,
+        });
+        runs.extend(per.into_iter().flatten());
+    }
+    Ok(BenchReport {
+        reps,
+        mem_bytes: base.mem_bytes,
+        backing: base.backing.to_string(),
+        duration_s: base.duration.as_secs_f64(),
+        interval_ms: base.interval.as_secs_f64() * 1e3,
+        min_age_s: base.min_age.as_secs_f64(),
+        controller: base.controller,
+        workloads: summaries,
+        runs,
+    })
+}
+
+/// The results as a Markdown table (one block per workload).
+pub fn table(r: &BenchReport) -> String {
+    let mut s = String::new();
+    for w in &r.workloads {
+        s.push_str(&format!(
+            "\n{} — {} MiB {}, {} reps, {:.0} s, mean ± 95% CI\n\n",
+            w.workload,
+            r.mem_bytes >> 20,
+            r.backing,
+            r.reps,
+            r.duration_s
+        ));
+        s.push_str("| policy | saved MiB | cold reclaimed % | WS out % | throughput % | refaults | refaults %WS/min | aging CPU ms | reclaim CPU ms | verify |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        for p in &w.policies {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                p.policy,
+                p.saved_mib.fmt(1),
+                p.cold_reclaimed_pct.fmt(1),
+                p.ws_reclaimed_pct.fmt(1),
+                p.throughput_pct.fmt(1),
+                p.refaults.fmt(0),
+                p.refault_pct_ws_min.fmt(2),
+                p.aging_cpu_ms.fmt(1),
+                p.reclaim_cpu_ms.fmt(1),
+                if p.verify_mismatches == 0 {
+                    "ok".to_string()
+                } else {
+                    format!("{} WRONG", p.verify_mismatches)
+                }
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_ci_matches_hand_computation() {
+        let m = MeanCi::of(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(m.mean, 3.0);
+        // s = sqrt(2.5), t(4) = 2.776, ci = 2.776 * sqrt(2.5/5)
+        assert!((m.ci95 - 2.776 * 0.5f64.sqrt()).abs() < 1e-9);
+        assert_eq!(MeanCi::of(&[7.0]).ci95, 0.0);
+    }
+}

@@ -1,0 +1,601 @@
+//! One reclaim run: a guest workload under one policy, with the controller, refault detection
+//! and the integrity check.
+//!
+//! Sequence: (kernel policies: create a memcg and move this process in, so guest memory is
+//! charged there) → VM and sources → `Workload::fill()` → epochs of `interval`; after each the
+//! loop (guest paused between epochs) scans residency for refaults, runs an aging pass, asks the
+//! controller for a step, picks victims and reclaims them → measure RSS and swap →
+//! `Workload::verify()` (any mismatch fails the run) → guest exits.
+
+use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
+use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError, PAGE_SIZE};
+use std::time::{Duration, Instant};
+
+use super::action::{ReclaimAction, ReclaimActionError, Reclaimer};
+use super::controller::{ControlStep, ControllerConfig, ReclaimController};
+use super::policy::{FifoVictims, PolicyKind, RandomVictims};
+use super::refault::{RefaultDetector, ResidencyError};
+use crate::engine::{AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth};
+use crate::kernel::lru_gen::{LruGenControl, LruGenError};
+use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
+use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
+use crate::source::{AccessSource, Observes};
+use crate::sources::uffd_minor::{UffdMinorConfig, UffdMinorSource};
+use crate::sources::{catalog, OracleSource, UnavailableSource};
+
+/// Everything about one run.
+#[derive(Clone, Debug)]
+pub struct ReclaimRunConfig {
+    /// Guest test memory, bytes.
+    pub mem_bytes: u64,
+    /// vCPUs.
+    pub vcpus: usize,
+    /// Backing of guest memory.
+    pub backing: Backing,
+    /// The workload.
+    pub workload: WorkloadSpec,
+    /// How long the workload runs (after fill).
+    pub duration: Duration,
+    /// One epoch = one control interval.
+    pub interval: Duration,
+    /// Who picks the victims.
+    pub policy: PolicyKind,
+    /// How the chosen pages are reclaimed.
+    pub action: ReclaimAction,
+    /// The controller.
+    pub controller: ControllerConfig,
+    /// Age gate: engine policies only offer pages idle this long; no policy reclaims before the
+    /// run is this old.
+    pub min_age: Duration,
+    /// Engine generations.
+    pub gens: usize,
+    /// Pages not accessed during the last `cold_window` of the run count as cold when scoring.
+    pub cold_window: Duration,
+    /// Seed of the random policy.
+    pub seed: u64,
+}
+
+impl Default for ReclaimRunConfig {
+    fn default() -> Self {
+        ReclaimRunConfig {
+            mem_bytes: 256 << 20,
+            vcpus: 1,
+            backing: Backing::Anon,
+            workload: "hotcold:hot=20%,p=100%,op=read"
+                .parse()
+                .expect("default workload parses"),
+            duration: Duration::from_secs(15),
+            interval: Duration::from_millis(250),
+            policy: PolicyKind::EngineDirty,
+            action: ReclaimAction::PageOut,
+            controller: ControllerConfig::default(),
+            min_age: Duration::from_secs(2),
+            gens: 8,
+            cold_window: Duration::from_secs(5),
+            seed: 1,
+        }
+    }
+}
+
+/// Errors of a reclaim run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReclaimRunError {
+    /// The VM could not be created.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The workload failed.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A reclaim action failed (including "no swap").
+    #[error(transparent)]
+    Action(#[from] ReclaimActionError),
+    /// Reading residency failed.
+    #[error(transparent)]
+    Residency(#[from] ResidencyError),
+    /// Swap state could not be read.
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    /// The memcg for a kernel policy failed.
+    #[error("{policy}: {err}")]
+    Memcg {
+        /// Policy.
+        policy: PolicyKind,
+        /// Cause.
+        #[source]
+        err: MemcgError,
+    },
+    /// lru_gen is missing or refused a command.
+    #[error("lru-gen: {0}")]
+    LruGen(#[from] LruGenError),
+    /// The memcg is not visible in the lru_gen listing.
+    #[error("lru-gen: memcg {0} not found in /sys/kernel/debug/lru_gen")]
+    LruGenMemcg(String),
+    /// Verification found wrong guest data: reclaim lost or corrupted pages.
+    #[error("DATA INTEGRITY FAILURE under {policy}: {mismatches} of {words} words wrong, first at {first:#x?}")]
+    Integrity {
+        /// Policy.
+        policy: PolicyKind,
+        /// Wrong words.
+        mismatches: u64,
+        /// Words checked.
+        words: u64,
+        /// First bad guest addresses.
+        first: Vec<u64>,
+    },
+}
+
+/// One control interval.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IntervalRecord {
+    /// Seconds since the workload started.
+    pub t: f64,
+    /// Guest ops in the epoch.
+    pub ops: u64,
+    /// Resident guest pages after the interval's reclaim.
+    pub resident: u64,
+    /// Refaults found this interval.
+    pub refaults: u64,
+    /// Pages actually reclaimed this interval.
+    pub reclaimed: u64,
+    /// The controller.
+    pub control: ControlStep,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReclaimRunReport {
+    /// Policy.
+    pub policy: String,
+    /// Workload, normalised.
+    pub workload: String,
+    /// Backing.
+    pub backing: String,
+    /// Guest pages.
+    pub pages: u64,
+    /// Guest ops during the run.
+    pub ops: u64,
+    /// Guest time (sum of epoch wall times), s.
+    pub guest_secs: f64,
+    /// ops / guest_secs.
+    pub ops_per_sec: f64,
+    /// Resident guest memory after fill, bytes.
+    pub rss_start: u64,
+    /// Resident guest memory at the end (before verify), bytes.
+    pub rss_end: u64,
+    /// Swap in use by this run at the end (from /proc/swaps, delta), bytes.
+    pub swap_used: u64,
+    /// RAM the zram device holds for it (mm_stat mem_used_total delta), bytes; 0 for non-zram.
+    pub zram_mem: u64,
+    /// Memory saved: RSS drop minus zram's RAM, bytes.
+    pub saved: u64,
+    /// Cold pages at the end (not accessed during the last `cold_window`).
+    pub cold_pages: u64,
+    /// Of them, out of memory at the end.
+    pub cold_reclaimed: u64,
+    /// Working set at the end (accessed during the last `cold_window`).
+    pub ws_pages: u64,
+    /// Of them, out of memory at the end.
+    pub ws_reclaimed: u64,
+    /// Pages reclaimed (seen leaving memory), total.
+    pub reclaimed: u64,
+    /// Refaults (residency scans plus pages the sources saw while out).
+    pub refaults: u64,
+    /// Refaults per minute, percent of the working set.
+    pub refault_pct_ws_min: f64,
+    /// CPU time of aging (harvest + engine), ns.
+    pub aging_cpu_ns: u64,
+    /// CPU time of reclaim (residency scans, selection, madvise, kernel commands), ns.
+    pub reclaim_cpu_ns: u64,
+    /// madvise calls.
+    pub madvise_calls: u64,
+    /// Words the verify pass found wrong (must be 0).
+    pub verify_mismatches: u64,
+    /// Sources the engine used, with availability.
+    pub sources: Vec<String>,
+    /// Per interval.
+    pub intervals: Vec<IntervalRecord>,
+}
+
+/// Thread CPU time now, ns.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec the call fills in; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Source names of the `engine-all` policy besides uffd-minor (added first, not in the catalog):
+/// every source in the catalog that reports accesses
+/// (the KVM dirty log through CLEAR_DIRTY_LOG; the dirty ring excludes the dirty log, pagemap is
+/// residency only, the oracle is not a real source). Unavailable ones stay listed with a reason.
+pub fn all_source_names() -> Vec<String> {
+    catalog::SOURCE_NAMES
+        .iter()
+        .filter(|n| {
+            !matches!(
+                **n,
+                "oracle" | "pagemap" | "kvm-dirty-ring" | "kvm-dirty-log"
+            )
+        })
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The userfaultfd MINOR source (guest reads and writes on shmem), arming every page each
+/// interval, or an unavailable placeholder with the reason.
+fn uffd_minor_source(map: &agelab_vmm::GuestPageMap, interval: Duration) -> Box<dyn AccessSource> {
+    let made = UffdMinorSource::supported(map)
+        .map_err(|u| u.0)
+        .and_then(|()| {
+            UffdMinorSource::new(
+                map,
+                UffdMinorConfig {
+                    budget_faults_per_sec: None,
+                    seed: 1,
+                    interval: Some(interval),
+                },
+            )
+            .map_err(|e| e.to_string())
+        });
+    match made {
+        Ok(s) => Box::new(s),
+        Err(reason) => Box::new(UnavailableSource::new("uffd-minor", Observes::Both, reason)),
+    }
+}
+
+/// The kernel-side reclaimer of the kernel policies.
+struct KernelReclaim {
+    policy: PolicyKind,
+    memcg: GuestMemcg,
+    lru_gen: Option<(LruGenControl, u64)>,
+    _caps_guard: Option<crate::host_guard::RestoreGuard>,
+    limit: Option<u64>,
+}
+
+impl KernelReclaim {
+    fn new(policy: PolicyKind) -> Result<Self, ReclaimRunError> {
+        let memcg_err = |err| ReclaimRunError::Memcg { policy, err };
+        let name = format!("agelab-reclaim-{}", std::process::id());
+        let memcg = GuestMemcg::create(&name).map_err(memcg_err)?;
+        if policy == PolicyKind::MemcgReclaim && memcg.version() != CgroupVersion::V2 {
+            return Err(memcg_err(MemcgError::Unsupported {
+                what: "memory.reclaim",
+                version: memcg.version(),
+                hint: "use --policy memcg-limit on cgroup v1 hosts",
+            }));
+        }
+        memcg
+            .add_process(std::process::id() as i32)
+            .map_err(memcg_err)?;
+        let mut caps_guard = None;
+        let lru_gen = if policy == PolicyKind::LruGen {
+            let ctl = LruGenControl::new();
+            let (_, g) = ctl.enable_for_run()?;
+            caps_guard = Some(g);
+            let id = memcg
+                .lru_gen_id(&ctl.read(false)?)
+                .ok_or_else(|| ReclaimRunError::LruGenMemcg(memcg.path().to_string()))?;
+            Some((ctl, id))
+        } else {
+            None
+        };
+        Ok(KernelReclaim {
+            policy,
+            memcg,
+            lru_gen,
+            _caps_guard: caps_guard,
+            limit: None,
+        })
+    }
+
+    /// Reclaims about `pages` pages the kernel's way; `backoff` raises a limit instead.
+    fn step(&mut self, pages: u64, backoff: bool, cap: u64) -> Result<(), ReclaimRunError> {
+        let policy = self.policy;
+        let memcg_err = |err| ReclaimRunError::Memcg { policy, err };
+        match self.policy {
+            PolicyKind::LruGen => {
+                if pages == 0 {
+                    return Ok(());
+                }
+                let (ctl, id) = self.lru_gen.as_ref().expect("lru-gen set up");
+                let old = ctl.age_now(*id, 0, true)?;
+                // Evict every generation but the two youngest, up to `pages` pages; 200 = anon
+                // (and shmem) only, which is what guest memory is.
+                ctl.evict(*id, 0, (old + 1).saturating_sub(2), 200, pages)?;
+            }
+            PolicyKind::MemcgLimit => {
+                let usage = self.memcg.usage_bytes().map_err(memcg_err)?;
+                let cur = self.limit.unwrap_or(usage);
+                let next = if backoff {
+                    cur.saturating_add(cap * PAGE_SIZE)
+                } else {
+                    cur.min(usage).saturating_sub(pages * PAGE_SIZE)
+                };
+                // EBUSY: the kernel could not reclaim down to it; keep the previous limit.
+                if self.memcg.set_limit(Some(next)).is_ok() {
+                    self.limit = Some(next);
+                }
+            }
+            PolicyKind::MemcgReclaim => {
+                if pages > 0 {
+                    // EAGAIN: less was reclaimed than asked; the residency scan sees what went.
+                    let _ = self.memcg.reclaim(pages * PAGE_SIZE);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KernelReclaim {
+    fn drop(&mut self) {
+        if self.limit.is_some() {
+            let _ = self.memcg.set_limit(None);
+        }
+    }
+}
+
+/// Active zram device backing swap, if the swap is zram (its RAM cost counts against savings).
+fn swap_zram() -> Option<ZramDevice> {
+    let s = SwapStatus::read().ok()?;
+    s.areas.iter().find_map(|a| {
+        a.filename
+            .strip_prefix("/dev/zram")
+            .and_then(|n| n.parse().ok())
+            .map(ZramDevice::new)
+    })
+}
+
+/// Runs one policy; see the module docs.
+pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunError> {
+    let mut kernel = if cfg.policy.needs_memcg() {
+        Some(KernelReclaim::new(cfg.policy)?)
+    } else {
+        None
+    };
+    let source_names: Vec<String> = match cfg.policy {
+        PolicyKind::EngineDirty => vec!["kvm-clear-log".into()],
+        PolicyKind::EngineAll => all_source_names(),
+        _ => Vec::new(),
+    };
+    let mut vm = Vm::new(VmConfig {
+        vcpus: cfg.vcpus,
+        mem_bytes: cfg.mem_bytes,
+        backing: cfg.backing.clone(),
+        heap_bytes: agelab_vmm::workload::heap_bytes(&cfg.workload, cfg.mem_bytes),
+        ..Default::default()
+    })?;
+    let map = vm.page_map().clone();
+    let pages = map.len();
+    // Checks for swap before anything runs: a clear error instead of a run that reclaims nothing.
+    let mut reclaimer = if cfg.policy.reclaims() && kernel.is_none() {
+        let mut r = Reclaimer::new(map.clone(), cfg.action)?;
+        let files: Vec<(u32, &std::fs::File)> = vm
+            .test_slots()
+            .iter()
+            .filter_map(|s| s.mapping.file.as_ref().map(|f| (s.slot, f)))
+            .collect();
+        r.set_alias_files(&files)?;
+        Some(r)
+    } else {
+        None
+    };
+    if kernel.is_some() {
+        // Kernel reclaim of swap-backed memory needs swap just the same.
+        Reclaimer::new(map.clone(), ReclaimAction::PageOut)?;
+    }
+    let mut engine = if cfg.policy.uses_engine() {
+        let ec = EngineConfig {
+            policy: AgingPolicy {
+                max_gens: cfg.gens,
+                min_ttl: cfg.min_age,
+                ..AgingPolicy::default()
+            },
+            ..EngineConfig::default()
+        };
+        Some(Engine::new(map.clone(), ec)?)
+    } else {
+        None
+    };
+    let mut oracle_tx = None;
+    if let Some(e) = engine.as_mut() {
+        if cfg.policy == PolicyKind::EngineAll {
+            // First: a VMA takes one userfaultfd, and reads (MINOR) matter more than uffd-wp's
+            // writes, which the dirty log already sees.
+            e.add_source(uffd_minor_source(&map, cfg.interval));
+        }
+        for s in catalog::build(&source_names, &mut vm) {
+            e.add_source(s);
+        }
+        if cfg.policy == PolicyKind::Oracle {
+            let (tx, rx) = std::sync::mpsc::channel();
+            e.add_source(Box::new(OracleSource::from_channel(pages, rx)));
+            oracle_tx = Some(tx);
+        }
+    }
+    let mut wl = Workload::start(vm, cfg.workload.clone())?;
+    wl.fill()?;
+    let fill_epoch = wl.epoch();
+    let zram = swap_zram();
+    let swap0 = SwapStatus::read()?.used_kib();
+    let zram0 = zram
+        .as_ref()
+        .and_then(|z| z.mm_stat().ok())
+        .unwrap_or_default();
+    let mut detector = RefaultDetector::new(map.clone())?;
+    let rss_start = detector.resident().count() * PAGE_SIZE;
+    let mut ctrl = ReclaimController::new(cfg.controller, pages);
+    let mut random = RandomVictims::new(cfg.seed);
+    let mut fifo = FifoVictims::new(pages);
+    let mut rep = ReclaimRunReport {
+        policy: cfg.policy.name().into(),
+        workload: cfg.workload.to_string(),
+        backing: cfg.backing.to_string(),
+        pages,
+        rss_start,
+        ..Default::default()
+    };
+    let mut epochs: Vec<(u64, Instant)> = Vec::new();
+    let t0 = Instant::now();
+    let mut guest = Duration::ZERO;
+    while t0.elapsed() < cfg.duration {
+        let r = wl.run_epoch(cfg.interval)?;
+        guest += r.elapsed;
+        rep.ops += r.total_ops();
+        epochs.push((r.epoch, Instant::now()));
+
+        // Refaults the residency scan sees, then the aging pass (whose sources may see more).
+        let c0 = thread_cpu_ns();
+        let step = detector.step()?;
+        let mut refaults = step.refaulted.count();
+        fifo.refaulted(&step.refaulted);
+        let c1 = thread_cpu_ns();
+        if let Some(e) = engine.as_mut() {
+            e.record_refaults(&step.refaulted)?;
+            e.mark_reclaimed(step.evicted.iter())?;
+            let truth = wl.ground_truth(r.epoch).expect("epoch just ran");
+            let split = PassTruth {
+                read: truth.read.clone(),
+                written: truth.written.clone(),
+            };
+            if let Some(tx) = &oracle_tx {
+                let _ = tx.send(split.accessed());
+            }
+            let pass = e.run_pass_split(&split)?;
+            refaults += pass.promotion.refaulted;
+        }
+        let c2 = thread_cpu_ns();
+        rep.aging_cpu_ns += c2 - c1;
+
+        // The controller's working-set estimate: what the engine saw within ws_window, else
+        // every resident page.
+        let ws_est = match engine.as_ref() {
+            Some(e) => {
+                let g = e.generations();
+                let now = Instant::now();
+                g.generations()
+                    .filter(|x| g.idle_at_least(x.seq, now) < cfg.controller.ws_window)
+                    .map(|x| x.pages)
+                    .sum()
+            }
+            None => detector.resident().count(),
+        };
+        let control = ctrl.step(r.elapsed, refaults, ws_est);
+        let mut reclaimed = 0;
+        if cfg.policy.reclaims() && t0.elapsed() >= cfg.min_age {
+            let n = control.pages as usize;
+            if let Some(k) = kernel.as_mut() {
+                let cap = (cfg.controller.max_step_pct / 100.0 * pages as f64) as u64;
+                k.step(control.pages, control.error < 0.0, cap)?;
+                reclaimed = detector.step()?.evicted.count();
+            } else if n > 0 {
+                let victims: Vec<u64> = match cfg.policy {
+                    PolicyKind::Random => random.select(n, detector.resident()),
+                    PolicyKind::Fifo => fifo.select(n, detector.resident()),
+                    _ => {
+                        let e = engine.as_mut().expect("engine policy");
+                        let scope = EvictionScope {
+                            oldest_gens: cfg.gens.saturating_sub(1).max(1),
+                        };
+                        e.eviction_candidates(scope)
+                            .take(n)
+                            .map(|c| c.page.index)
+                            .collect()
+                    }
+                };
+                if !victims.is_empty() {
+                    let rc = reclaimer.as_mut().expect("reclaiming policy");
+                    let a = rc.apply(&victims)?;
+                    rep.madvise_calls += a.madvise_calls;
+                    let gone = detector.confirm(&victims)?;
+                    reclaimed = gone.len() as u64;
+                    if let Some(e) = engine.as_mut() {
+                        e.mark_reclaimed(gone.iter().copied())?;
+                    }
+                }
+            }
+        }
+        rep.reclaim_cpu_ns += (c1 - c0) + (thread_cpu_ns() - c2);
+        rep.refaults += refaults;
+        rep.reclaimed += reclaimed;
+        rep.intervals.push(IntervalRecord {
+            t: t0.elapsed().as_secs_f64(),
+            ops: r.total_ops(),
+            resident: detector.resident().count(),
+            refaults,
+            reclaimed,
+            control,
+        });
+    }
+    // Final accounting before verify reads every page back in.
+    let last = detector.step()?;
+    rep.refaults += last.refaulted.count();
+    rep.rss_end = detector.resident().count() * PAGE_SIZE;
+    rep.swap_used = SwapStatus::read()?.used_kib().saturating_sub(swap0) * 1024;
+    rep.zram_mem = zram
+        .as_ref()
+        .and_then(|z| z.mm_stat().ok())
+        .map_or(0, |m| m.mem_used_total.saturating_sub(zram0.mem_used_total));
+    rep.saved = rep
+        .rss_start
+        .saturating_sub(rep.rss_end)
+        .saturating_sub(rep.zram_mem);
+    let end = epochs.last().map_or_else(Instant::now, |e| e.1);
+    let mut ws = PageSet::new(pages);
+    for &(k, at) in epochs.iter().rev() {
+        if end.duration_since(at) > cfg.cold_window {
+            break;
+        }
+        if let Some(t) = wl.ground_truth(k) {
+            ws.union_with(&t.read);
+            ws.union_with(&t.written);
+        }
+    }
+    let out = detector.out();
+    rep.ws_pages = ws.count();
+    let mut ws_out = ws.clone();
+    ws_out.intersect_with(out);
+    rep.ws_reclaimed = ws_out.count();
+    let mut cold = PageSet::full(pages);
+    cold.subtract(&ws);
+    rep.cold_pages = cold.count();
+    cold.intersect_with(out);
+    rep.cold_reclaimed = cold.count();
+    rep.guest_secs = guest.as_secs_f64();
+    rep.ops_per_sec = rep.ops as f64 / rep.guest_secs.max(1e-9);
+    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    rep.refault_pct_ws_min = rep.refaults as f64 / (rep.ws_pages.max(1) as f64) / minutes * 100.0;
+    if let Some(e) = engine.as_ref() {
+        rep.sources = e
+            .sources()
+            .map(|s| match &s.reason {
+                None => s.name.clone(),
+                Some(r) => format!("{} (unavailable: {r})", s.name),
+            })
+            .collect();
+    }
+    let _ = fill_epoch;
+    let v = wl.verify()?;
+    rep.verify_mismatches = v.mismatches;
+    if v.mismatches > 0 {
+        return Err(ReclaimRunError::Integrity {
+            policy: cfg.policy,
+            mismatches: v.mismatches,
+            words: v.words,
+            first: v.first_bad,
+        });
+    }
+    let vm = wl.finish()?;
+    // Drop the engine (its sources hold VM resources) before the VM, then the memcg.
+    drop(engine);
+    drop(vm);
+    drop(kernel.take());
+    Ok(rep)
+}

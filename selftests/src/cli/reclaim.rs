@@ -1,0 +1,238 @@
+//! `agelab reclaim`: proactive reclaim of a guest's memory under one or more policies, with the
+//! refault SLO controller, zram swap for the run, and a benchmark table / JSON / SVG.
+
+use crate::units::{parse_duration, parse_size};
+use agelab_mglru::host_guard;
+use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZramSwap};
+use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
+use agelab_mglru::reclaim::{
+    parse_policies, plot, ControllerConfig, PolicyKind, ReclaimAction, ReclaimRunConfig,
+    ReclaimRunError,
+};
+use agelab_vmm::workload::WorkloadSpec;
+use agelab_vmm::{Backing, MemoryError};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options of `agelab reclaim`.
+#[derive(Debug, Clone, Args)]
+pub struct ReclaimArgs {
+    /// Policies, comma-separated: none, random, fifo, engine-dirty, engine-all, oracle, lru-gen,
+    /// memcg-limit, memcg-reclaim; `bench` = the first six, `all` = every one.
+    #[arg(long, default_value = "bench", value_parser = parse_policy_list)]
+    pub policy: PolicyList,
+    /// Workload (repeatable); default: a read-heavy hot/cold and a phase-shift workload.
+    #[arg(long, value_parser = parse_workload)]
+    pub workload: Vec<WorkloadSpec>,
+    /// Repetitions per policy and workload (≥ 5 for confidence intervals worth reading).
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Guest test memory.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub mem: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: usize,
+    /// Backing of guest memory: anon, memfd, file:PATH, thp.
+    #[arg(long, default_value = "memfd", value_parser = parse_backing)]
+    pub backing: Backing,
+    /// Length of each run.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Control interval (one workload epoch).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Age gate: engine policies only reclaim pages idle this long; nothing is reclaimed earlier.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub min_age: Duration,
+    /// Engine generations.
+    #[arg(long, default_value_t = 8)]
+    pub gens: usize,
+    /// Scoring: pages untouched during the last WINDOW of a run are cold.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub cold_window: Duration,
+    /// pageout (MADV_PAGEOUT) or cold (MADV_COLD).
+    #[arg(long, default_value = "pageout", value_parser = parse_action)]
+    pub action: ReclaimAction,
+    /// SLO: refaults per minute, percent of the working set.
+    #[arg(long, default_value_t = 0.2)]
+    pub slo: f64,
+    /// Cap: percent of guest memory per step period (TMO: 1 per 6 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_step: f64,
+    /// Period of the cap.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub step_period: Duration,
+    /// Proportional gain.
+    #[arg(long, default_value_t = 0.5)]
+    pub kp: f64,
+    /// Integral gain, per second.
+    #[arg(long, default_value_t = 0.25)]
+    pub ki: f64,
+    /// Working-set window of the controller's refault rate.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub ws_window: Duration,
+    /// Set up /dev/zram0 as swap of this size for the run when no swap is active (removed
+    /// afterwards on every exit path). Existing swap is used as is.
+    #[arg(long, value_parser = parse_size)]
+    pub zram: Option<u64>,
+    /// Write the plot to this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A checked list of policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyList(pub Vec<PolicyKind>);
+
+fn parse_policy_list(s: &str) -> Result<PolicyList, String> {
+    parse_policies(s).map(PolicyList).map_err(|e| e.to_string())
+}
+
+fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
+    s.parse()
+        .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())
+}
+
+fn parse_backing(s: &str) -> Result<Backing, String> {
+    s.parse().map_err(|e: MemoryError| e.to_string())
+}
+
+fn parse_action(s: &str) -> Result<ReclaimAction, String> {
+    match s {
+        "pageout" => Ok(ReclaimAction::PageOut),
+        "cold" => Ok(ReclaimAction::Cold),
+        _ => Err(format!("'{s}': expected pageout or cold")),
+    }
+}
+
+/// The default workloads: read-heavy hot/cold (the dirty log cannot see it) and a phase shift.
+pub const DEFAULT_WORKLOADS: &[&str] = &[
+    "hotcold:hot=20%,p=100%,op=read",
+    "phase:ws=20%,shift=10%,every=3s,op=mix",
+];
+
+/// Errors of `agelab reclaim`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReclaimCliError {
+    /// Swap setup failed.
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    /// A run failed.
+    #[error(transparent)]
+    Run(#[from] ReclaimRunError),
+    /// Signal cleanup could not be installed.
+    #[error(transparent)]
+    Guard(#[from] host_guard::HostGuardError),
+    /// The SVG could not be written.
+    #[error("writing {path}: {err}")]
+    Svg {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        err: std::io::Error,
+    },
+}
+
+/// Runs the command; returns the report (printed by the caller).
+pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
+    // Before any thread exists (the VM's vCPU threads come later): SIGINT then restores zram,
+    // memcgs and lru_gen knobs.
+    host_guard::install_signal_cleanup()?;
+    host_guard::install_panic_hook();
+    let _swap = match args.zram {
+        Some(bytes) if !SwapStatus::read()?.any() => {
+            let z = ZramSwap::setup(0, bytes, Duration::from_secs(600))?;
+            if !args.json {
+                eprintln!(
+                    "agelab reclaim: {} set up as {} MiB swap for this run",
+                    z.device().dev(),
+                    bytes >> 20
+                );
+            }
+            Some(z)
+        }
+        Some(_) => {
+            if !args.json {
+                eprintln!("agelab reclaim: swap already active, --zram not needed: using it");
+            }
+            None
+        }
+        None => None,
+    };
+    let workloads: Vec<WorkloadSpec> = if args.workload.is_empty() {
+        DEFAULT_WORKLOADS
+            .iter()
+            .map(|w| w.parse().expect("default workloads parse"))
+            .collect()
+    } else {
+        args.workload.clone()
+    };
+    let base = ReclaimRunConfig {
+        mem_bytes: args.mem,
+        vcpus: args.vcpus,
+        backing: args.backing.clone(),
+        workload: workloads[0].clone(),
+        duration: args.duration,
+        interval: args.interval,
+        policy: PolicyKind::None,
+        action: args.action,
+        controller: ControllerConfig {
+            slo_pct_per_min: args.slo,
+            max_step_pct: args.max_step,
+            step_period: args.step_period,
+            kp: args.kp,
+            ki: args.ki,
+            ws_window: args.ws_window,
+            ..ControllerConfig::default()
+        },
+        min_age: args.min_age,
+        gens: args.gens,
+        cold_window: args.cold_window,
+        seed: 1,
+    };
+    let json = args.json;
+    let report = run_bench(&base, &workloads, &args.policy.0, args.reps.max(1), |r| {
+        if !json {
+            eprintln!(
+                "  {:<13} {:<40} saved {:>6.1} MiB, cold out {:>5.1}%, refaults {:>6}, {:.3e} ops/s, verify ok",
+                r.policy,
+                r.workload,
+                r.saved as f64 / (1u64 << 20) as f64,
+                if r.cold_pages == 0 { 0.0 } else { r.cold_reclaimed as f64 * 100.0 / r.cold_pages as f64 },
+                r.refaults,
+                r.ops_per_sec
+            );
+        }
+    })?;
+    if let Some(path) = &args.svg {
+        std::fs::write(path, plot::to_svg(&report)).map_err(|err| ReclaimCliError::Svg {
+            path: path.clone(),
+            err,
+        })?;
+    }
+    Ok(report)
+}
+
+/// Prints the report as text.
+pub fn print_text(r: &BenchReport) {
+    let c = &r.controller;
+    println!(
+        "agelab reclaim: controller PI kp {} ki {}/s, SLO {}% of WS/min, cap {}% per {:?}, age gate {:.1} s, interval {:.0} ms",
+        c.kp, c.ki, c.slo_pct_per_min, c.max_step_pct, c.step_period, r.min_age_s, r.interval_ms
+    );
+    print!("{}", table(r));
+    for w in &r.workloads {
+        for p in &w.policies {
+            if !p.sources.is_empty() {
+                println!("{} sources: {}", p.policy, p.sources.join("; "));
+            }
+        }
+        break;
+    }
+}
