@@ -111,6 +111,16 @@ fn ns_per_access(r: &agelab_vmm::workload::EpochResult) -> f64 {
     r.elapsed.as_nanos() as f64 * r.ops.len() as f64 / r.total_ops().max(1) as f64
 }
 
+/// KVM page faults taken so far, all vCPUs (0 where KVM has no binary stats).
+fn kvm_faults(w: &Workload) -> u64 {
+    w.vm().stats().map_or(0, |s| {
+        s.vcpus
+            .iter()
+            .map(|v| v.get("pf_taken").copied().unwrap_or(0))
+            .sum()
+    })
+}
+
 fn fmt_budget(b: Option<u64>) -> String {
     b.map_or("all".into(), |b| b.to_string())
 }
@@ -128,7 +138,7 @@ fn minor(a: &Args) {
         a.reps
     );
     println!(
-        "{:>8} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>7} {:>7} {:>23} {:>6} {:>7}",
+        "{:>8} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>23} {:>6} {:>7}",
         "budget/s",
         "sample",
         "faults/s",
@@ -138,6 +148,8 @@ fn minor(a: &Args) {
         "ns/acc T",
         "ratio",
         "us lost/f",
+        "kvm pf 0",
+        "kvm pf T",
         "recall",
         "prec",
         "est. accessed [95% CI]",
@@ -160,15 +172,19 @@ fn minor(a: &Args) {
         let (mut base_ns, mut trk_ns, mut faults, mut cpu, mut wall) = (0.0, 0.0, 0, 0, 0.0);
         let (mut tp, mut fp, mut fneg, mut sample, mut dup) = (0, 0, 0, 0, 0);
         let mut last_est = None;
-        let (mut trk_ops, mut covered) = (0u64, 0);
+        let (mut trk_ops, mut covered, mut pf0, mut pft) = (0u64, 0, 0, 0);
         for _ in 0..a.reps {
+            let k0 = kvm_faults(&w);
             base_ns += ns_per_access(&w.run_epoch(a.epoch).expect("epoch"));
+            pf0 += kvm_faults(&w) - k0;
             src.set_rearm(true);
             let _ = src.harvest();
             sample += src.armed().count();
             let d0 = src.stats().already_mapped;
             let s0 = src.stats().fault;
+            let k0 = kvm_faults(&w);
             let r = w.run_epoch(a.epoch).expect("epoch");
+            pft += kvm_faults(&w) - k0;
             let s1 = src.stats().fault;
             dup += src.stats().already_mapped - d0;
             trk_ns += ns_per_access(&r);
@@ -197,7 +213,7 @@ fn minor(a: &Args) {
         // cost untracked.
         let lost_ns = wall * a.vcpus as f64 * 1e9 - trk_ops as f64 * (base_ns / reps);
         println!(
-            "{:>8} {:>8} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>9.2} {:>7.2} {:>9.1} {:>7.3} {:>7.3} {:>23} {:>6} {:>7}",
+            "{:>8} {:>8} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>9.2} {:>7.2} {:>9.1} {:>9} {:>9} {:>7.3} {:>7.3} {:>23} {:>6} {:>7}",
             fmt_budget(budget),
             sample / a.reps as u64,
             faults as f64 / wall,
@@ -207,6 +223,8 @@ fn minor(a: &Args) {
             trk_ns / reps,
             trk_ns / base_ns,
             lost_ns / 1e3 / faults.max(1) as f64,
+            pf0 / a.reps as u64,
+            pft / a.reps as u64,
             tp as f64 / (tp + fneg).max(1) as f64,
             tp as f64 / (tp + fp).max(1) as f64,
             format!("{:.0} [{:.0}, {:.0}]", est.pages(), lo, hi),
