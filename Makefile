@@ -62,6 +62,24 @@ bench-lab: build
 	$(AGELAB) lab --bench --kernel $(LAB_KERNELS)
 # --- end lab ---
 
+## Access sources × lab kernels (issue 7): precision, recall and harvest cost per GiB per pass for
+## read-only, write-only and mixed guests, one table (per-kernel logs in $(LAB_RESULTS)).
+LAB_SOURCES_MEM ?= 256M
+.PHONY: lab-sources
+lab-sources: build
+	@mkdir -p $(LAB_RESULTS)
+	@for k in $$(echo $(LAB_KERNELS) | tr , ' '); do \
+	  echo "lab-sources: $$k" >&2; \
+	  $(AGELAB) lab --kernel $$k --append damon_stat.enabled=N --timeout 1200s -- \
+	    source_matrix --mem $(LAB_SOURCES_MEM) --label $$k >$(LAB_RESULTS)/sources-$$k.log 2>&1 \
+	    || echo "lab-sources: $$k failed, see $(LAB_RESULTS)/sources-$$k.log" >&2; \
+	done
+	@echo "| kernel | source | workload | precision | recall | ms/GiB per pass | note |"
+	@echo "|---|---|---|---|---|---|---|"
+	@for k in $$(echo $(LAB_KERNELS) | tr , ' '); do \
+	  tr -d '\r' <$(LAB_RESULTS)/sources-$$k.log | grep '^| ' | grep -v -e '^| kernel |' -e '^|---'; \
+	done
+
 ## aarch64: every binary and the vmm test binaries, static, cross-built in a cached Debian sid
 ## chroot (~/.cache/agelab/arm64-chroot) into target/aarch64-unknown-linux-gnu/release.
 cross-arm64:
