@@ -80,6 +80,13 @@ lab-sources: build
 	  tr -d '\r' <$(LAB_RESULTS)/sources-$$k.log | grep '^| ' | grep -v -e '^| kernel |' -e '^|---'; \
 	done
 
+## Proactive reclaim: 6 policies × read-heavy hot/cold and phase-shift guests, 5 reps each, with
+## zram swap for the run (restored afterwards): table, target/bench-reclaim.{svg,json}.
+.PHONY: bench-reclaim
+bench-reclaim: build
+	$(AGELAB) reclaim --reps 5 --duration 10s --max-step 10 --step-period 1s --zram 1G \
+		--svg target/bench-reclaim.svg --json-out target/bench-reclaim.json
+
 ## aarch64: every binary and the vmm test binaries, static, cross-built in a cached Debian sid
 ## chroot (~/.cache/agelab/arm64-chroot) into target/aarch64-unknown-linux-gnu/release.
 cross-arm64:

@@ -83,6 +83,9 @@ pub struct ReclaimArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
 }
 
 /// A checked list of policies.
@@ -128,7 +131,7 @@ pub enum ReclaimCliError {
     /// Signal cleanup could not be installed.
     #[error(transparent)]
     Guard(#[from] host_guard::HostGuardError),
-    /// The SVG could not be written.
+    /// The SVG or JSON file could not be written.
     #[error("writing {path}: {err}")]
     Svg {
         /// The path.
@@ -212,6 +215,13 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
     })?;
     if let Some(path) = &args.svg {
         std::fs::write(path, plot::to_svg(&report)).map_err(|err| ReclaimCliError::Svg {
+            path: path.clone(),
+            err,
+        })?;
+    }
+    if let Some(path) = &args.json_out {
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        std::fs::write(path, text).map_err(|err| ReclaimCliError::Svg {
             path: path.clone(),
             err,
         })?;
