@@ -342,8 +342,11 @@ pub fn stats_fd_is_readable() -> ScenarioResult {
     Ok(Outcome::Pass)
 }
 
+/// A named scenario.
+pub type Scenario = (&'static str, fn() -> ScenarioResult);
+
 /// Every scenario with its name, in order.
-pub const ALL: &[(&str, fn() -> ScenarioResult)] = &[
+pub const ALL: &[Scenario] = &[
     (
         "guest and host see each other's writes",
         guest_and_host_see_each_others_writes,
