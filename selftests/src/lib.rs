@@ -3,6 +3,7 @@
 //! The machinery lives in `agelab-vmm` (KVM), `agelab-guest` (guest code) and `agelab-mglru`
 //! (the aging engine); this crate ties them into commands and scenarios.
 
+pub mod access_tracking;
 pub mod cli;
 pub mod ktap;
 pub mod lab;

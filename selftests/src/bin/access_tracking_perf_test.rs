@@ -1,0 +1,374 @@
+//! access_tracking_perf_test: the cost and the accuracy of KVM access tracking, after the kernel
+//! selftest of the same name (tools/testing/selftests/kvm/access_tracking_perf_test.c).
+//!
+//! Every vCPU touches every page of its region; the host times each phase and, between phases,
+//! makes guest memory idle through lru_gen aging of the test's memcg (preferred when `enabled`
+//! has 0x3) or the page_idle bitmap. Both reach KVM only through the clear_young MMU notifier.
+//! Phase lines are the kernel's (`%-30s: %ld.%09lds`); the checks are KTAP results:
+//! - lru_gen: every test page is accounted to the memcg; after each aging the generation holding
+//!   > 90% of the test's pages is newer than before (> 50% with a warning in warn mode);
+//! - page_idle: < 1% of pages without a PFN; < 10% of pages still idle after the guest touched
+//!   them (a warning in warn mode).
+//!
+//! One addition to the kernel test: after "Reading from idle memory" a last aging/marking
+//! verifies the reads too (the kernel only times them); its time is a `#` line, not a phase.
+//!
+//! Exit codes: 0 pass, 1 fail, 4 skip (no KVM; neither lru_gen nor page_idle — the control
+//! phases are still run and timed, the checks are reported as SKIP; no huge pages for
+//! `-s hugetlb`), 2 for a bad command line (the kernel's getopt tests exit 1 through a failed
+//! assertion; a distinct code lets scripts tell usage errors from test failures).
+
+use agelab::access_tracking::env::{detect_tracking, idle_check_unreliable, TrackingMode};
+use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
+use agelab::access_tracking::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
+use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
+use agelab::access_tracking::{fail, phase_line, skip_all};
+use agelab::ktap::{self, Ktap};
+use agelab::units::parse_size;
+use agelab_vmm::{Backing, MemoryError};
+use std::time::Instant;
+
+const NAME: &str = "access_tracking_perf_test";
+
+const USAGE: &str =
+    "usage: access_tracking_perf_test [-h] [-b vcpu_bytes] [-v vcpus] [-o] [-s mem_type] [-w warn]
+  -h: display this help message
+  -b: memory each vCPU touches, e.g. 64M or 1G (default: 1G)
+  -v: number of vCPUs (default: 1)
+  -o: overlap guest memory accesses instead of partitioning them per vCPU
+  -s: backing: anon | memfd | thp | hugetlb | file:PATH (default: anon)
+  -w: more than 10% of pages still idle/old after the guest touched them: 0 = fail, >0 = warn
+      only (default: warn when running nested or with NUMA balancing on, else fail)";
+
+struct Args {
+    cfg: MemstressConfig,
+    warn_only: Option<bool>,
+}
+
+fn parse_args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let bad = |m: String| -> ! { ktap::usage_error(NAME, &m, USAGE) };
+    let mut a = Args {
+        cfg: MemstressConfig {
+            vcpus: 1,
+            bytes_per_vcpu: 1 << 30,
+            overlap: false,
+            backing: Backing::Anon,
+        },
+        warn_only: None,
+    };
+    for (c, v) in ktap::getopt(&argv, "hb:v:os:w:").unwrap_or_else(|e| bad(e)) {
+        let v = v.unwrap_or_default();
+        match c {
+            'b' => {
+                a.cfg.bytes_per_vcpu = match parse_size(&v) {
+                    Ok(n) if n >= 4096 => n,
+                    Ok(n) => bad(format!("-b: {n} bytes is less than one 4 KiB page")),
+                    Err(e) => bad(format!("-b: invalid size '{v}': {e}")),
+                }
+            }
+            'v' => {
+                a.cfg.vcpus = match v.parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => n,
+                    _ => bad(format!("-v: invalid number of vCPUs '{v}': expected 1..256")),
+                }
+            }
+            'o' => a.cfg.overlap = true,
+            's' => {
+                a.cfg.backing = v
+                    .parse()
+                    .unwrap_or_else(|e: MemoryError| bad(format!("-s: {e}")))
+            }
+            'w' => {
+                a.warn_only = match v.parse::<u32>() {
+                    Ok(n) => Some(n > 0),
+                    Err(_) => bad(format!(
+                        "-w: invalid idle pages warning mode '{v}': expected a non-negative number (0 = fail, >0 = warn)"
+                    )),
+                }
+            }
+            _ => {
+                println!("{USAGE}");
+                std::process::exit(ktap::EXIT_PASS);
+            }
+        }
+    }
+    a
+}
+
+/// State of the idle checks between phases.
+struct Tracker {
+    mode: Option<TrackingMode>,
+    warn_only: bool,
+    memcg: Option<MemcgAging>,
+    marker: Option<IdleMarker>,
+    test_pages: u64,
+    last_gen: Option<u64>,
+}
+
+impl Tracker {
+    /// The kernel's `too_many_idle_pages()`: fail, or warn in warn mode.
+    fn too_many_idle(&self, k: &mut Ktap, desc: &str, who: &str, idle: u64, total: u64) {
+        let msg = format!("{who}Too many pages still idle ({idle} out of {total})");
+        if self.warn_only {
+            k.diag(&format!(
+                "WARNING: {msg}, this will affect performance results."
+            ));
+            k.result(true, desc);
+        } else {
+            k.diag(&msg);
+            k.result(false, desc);
+        }
+    }
+
+    /// The kernel's `find_generation()`: the generation holding > 90% of the test's pages, or in
+    /// warn mode > 50% with a warning. `Err` is a failed check.
+    fn find_generation(&self, k: &Ktap, g: &MemcgGenerations) -> Result<u64, String> {
+        let ninety = self.test_pages * 9 / 10;
+        if let Some(seq) = g.find_generation(ninety) {
+            return Ok(seq);
+        }
+        let msg = format!("Could not find a generation with 90% of guest memory ({ninety} pages); generations seq:pages {}", g.describe());
+        if !self.warn_only {
+            return Err(msg);
+        }
+        k.diag(&format!(
+            "WARNING: {msg}. Performance results may not be accurate."
+        ));
+        g.find_generation(self.test_pages / 2).ok_or_else(|| {
+            format!(
+                "Could not find a generation with 50% of guest memory ({} pages)",
+                self.test_pages / 2
+            )
+        })
+    }
+
+    /// Ages (lru_gen) or marks idle (page_idle) and checks what the previous phase's accesses
+    /// left behind. `phase` is false for the extra verification after the last phase.
+    fn mark_idle(&mut self, k: &mut Ktap, ms: &Memstress, desc: &str, phase: bool) {
+        match self.mode {
+            None => k.skip(
+                desc,
+                "no access tracking (neither lru_gen nor page_idle) on this kernel",
+            ),
+            Some(TrackingMode::LruGen(_)) => {
+                let memcg = self.memcg.as_ref().expect("lru_gen mode has a memcg");
+                let (g, took) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
+                let new_gen = match self.find_generation(k, &g) {
+                    Ok(s) => s,
+                    Err(msg) => {
+                        k.diag(&msg);
+                        k.result(false, desc);
+                        return;
+                    }
+                };
+                report_time(phase, "Mark memory idle (lru_gen)", took);
+                k.diag(&format!("generations seq:pages {}", g.describe()));
+                let last = self.last_gen.unwrap_or(0);
+                if self.last_gen.is_some() && new_gen <= last {
+                    let idle = g.in_gen(last).min(self.test_pages);
+                    self.too_many_idle(k, desc, "", idle, self.test_pages);
+                } else {
+                    k.result(true, desc);
+                }
+                self.last_gen = Some(new_gen);
+            }
+            Some(TrackingMode::PageIdle) => {
+                let marker = self.marker.as_ref().expect("page_idle mode has a marker");
+                let t = Instant::now();
+                let reports = mark_vcpus_idle(marker, ms);
+                report_time(phase, "Mark memory idle (page_idle)", t.elapsed());
+                let mut ok = true;
+                for (v, r) in reports.iter().enumerate() {
+                    k.diag(&format!(
+                        "vCPU{v}: {} pages, {} without PFN, {} still idle",
+                        r.pages, r.no_pfn, r.still_idle
+                    ));
+                    if r.too_many_without_pfn() {
+                        k.diag(&format!(
+                            "vCPU {v}: No PFN for {} out of {} pages.",
+                            r.no_pfn, r.pages
+                        ));
+                        ok = false;
+                    }
+                }
+                let bad: Vec<_> = reports
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.too_many_still_idle())
+                    .collect();
+                if !ok {
+                    k.result(false, desc);
+                } else if let Some((v, r)) = bad.first() {
+                    let who = if ms.regions().len() > 1 && reports.len() > 1 {
+                        format!("vCPU{v}: ")
+                    } else {
+                        String::new()
+                    };
+                    self.too_many_idle(k, desc, &who, r.still_idle, r.pages);
+                } else {
+                    k.result(true, desc);
+                }
+            }
+        }
+    }
+}
+
+fn report_time(phase: bool, name: &str, d: std::time::Duration) {
+    if phase {
+        phase_line(name, d);
+    } else {
+        ktap::diag(&format!("verification pass: {}", ktap::ts(d)));
+    }
+}
+
+/// Marks each vCPU's region idle from its own thread, as the kernel's vCPU threads do (with
+/// overlap, vCPU 0 marks the shared region).
+fn mark_vcpus_idle(marker: &IdleMarker, ms: &Memstress) -> Vec<IdleMarkReport> {
+    let map = ms.vm().page_map();
+    let regions = if ms.regions().first().map(|r| &r.pages) == ms.regions().get(1).map(|r| &r.pages)
+    {
+        &ms.regions()[..1]
+    } else {
+        ms.regions()
+    };
+    std::thread::scope(|s| {
+        let hs: Vec<_> = regions
+            .iter()
+            .map(|r| s.spawn(|| marker.mark_region(map, r.pages.clone())))
+            .collect();
+        hs.into_iter()
+            .map(|h| match h.join() {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => fail(&format!("page_idle marking: {e}")),
+                Err(_) => fail("page_idle marking thread panicked"),
+            })
+            .collect()
+    })
+}
+
+fn access(ms: &Memstress, a: Access, name: &str) {
+    let d = ms
+        .run(GuestCmd::sweep(a))
+        .unwrap_or_else(|e| fail(&format!("{name}: {e}")));
+    phase_line(name, d);
+}
+
+fn main() {
+    if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
+        fail(&e.to_string());
+    }
+    let a = parse_args();
+    if let Err(e) = agelab_vmm::vm::open_kvm() {
+        skip_all(&e.to_string());
+    }
+    let unreliable = idle_check_unreliable();
+    let warn_only = a.warn_only.unwrap_or(unreliable.is_some());
+    let mode = detect_tracking();
+    let plan = match mode {
+        Ok(TrackingMode::LruGen(_)) => 4,
+        _ => 3,
+    };
+    let mut k = Ktap::new(plan);
+    k.diag(&format!(
+        "{} vCPU(s) x {} MiB{}, backing {}, CPL3 4K guest pages",
+        a.cfg.vcpus,
+        a.cfg.bytes_per_vcpu >> 20,
+        if a.cfg.overlap { " (overlapping)" } else { "" },
+        a.cfg.backing
+    ));
+    match (a.warn_only, unreliable) {
+        (None, Some(why)) => k.diag(&format!(
+            "Skipping idle page count sanity check (warn only), because {why}"
+        )),
+        (Some(true), _) => k.diag("idle page count check: warn only (-w)"),
+        _ => k.diag("idle page count check: fail on too many idle pages"),
+    }
+    let mut t = Tracker {
+        mode: mode.as_ref().ok().copied(),
+        warn_only,
+        memcg: None,
+        marker: None,
+        test_pages: 0,
+        last_gen: None,
+    };
+    match &mode {
+        Ok(TrackingMode::LruGen(caps)) => {
+            k.diag(&format!("Using lru_gen for aging (enabled {caps})"));
+            // Joined before the VM exists, so every guest page is charged to this memcg.
+            let memcg = MemcgAging::create_and_join(NAME)
+                .unwrap_or_else(|e| skip_all(&format!("could not create and join memcg: {e}")));
+            k.diag(&format!(
+                "Created cgroup {} (lru_gen memcg id {})",
+                memcg.path(),
+                memcg.id()
+            ));
+            t.memcg = Some(memcg);
+        }
+        Ok(TrackingMode::PageIdle) => {
+            k.diag("Using page_idle for aging");
+            t.marker = Some(IdleMarker::open().unwrap_or_else(|e| fail(&e.to_string())));
+        }
+        Err(why) => k.diag(&format!(
+            "No access tracking: {why}; only the control phases are timed"
+        )),
+    }
+
+    let mut ms = Memstress::new(&a.cfg).unwrap_or_else(|e| {
+        if e.is_host_limit() {
+            skip_all(&e.to_string())
+        }
+        fail(&e.to_string())
+    });
+    t.test_pages = ms.test_pages();
+    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+
+    access(&ms, Access::Write, "Populating memory");
+    if let Some(memcg) = &t.memcg {
+        // After population aging may not move pages to a newer generation; one pass now makes
+        // every later pass do so.
+        k.diag("Initial aging pass (lru_gen)");
+        let (g, _) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
+        let ok = g.total() >= t.test_pages;
+        if !ok {
+            k.diag(&format!(
+                "Not all pages accounted for (looking for {}, memcg holds {}). Was the memcg set up correctly?",
+                t.test_pages,
+                g.total()
+            ));
+        }
+        k.result(ok, "lru_gen accounts for every test page in the memcg");
+        access(&ms, Access::Write, "Re-populating memory");
+        let g = memcg.read().unwrap_or_else(|e| fail(&e.to_string()));
+        t.last_gen = Some(t.find_generation(&k, &g).unwrap_or_else(|m| fail(&m)));
+    }
+    access(&ms, Access::Write, "Writing to populated memory");
+    access(&ms, Access::Read, "Reading from populated memory");
+
+    let m = t.mode.map_or("aging", TrackingMode::name);
+    t.mark_idle(
+        &mut k,
+        &ms,
+        &format!("{m}: accesses to populated memory seen"),
+        true,
+    );
+    access(&ms, Access::Write, "Writing to idle memory");
+    t.mark_idle(
+        &mut k,
+        &ms,
+        &format!("{m}: writes to idle memory seen"),
+        true,
+    );
+    access(&ms, Access::Read, "Reading from idle memory");
+    t.mark_idle(
+        &mut k,
+        &ms,
+        &format!("{m}: reads from idle memory seen"),
+        false,
+    );
+
+    drop(ms);
+    // Ktap::finish exits without running destructors: restore the host (memcg removal) first.
+    agelab_mglru::host_guard::run_pending();
+    k.finish()
+}
