@@ -1,16 +1,18 @@
 //! The catalog of access sources by name, and the default set for a VM.
 //!
-//! Names: `kvm-dirty-log`, `kvm-clear-log`, `kvm-dirty-ring`, `pagemap`, `page_idle`, `soft-dirty`,
-//! `uffd-wp`, `damon-vaddr`, `oracle` (validation only). `auto` means every source that can see
-//! accesses: the KVM dirty log plus every kernel source, each listed with its reason when
-//! unavailable. `pagemap` reports residency, not accesses: it is listed but never promotes pages.
+//! Names: `kvm-dirty-log`, `kvm-clear-log`, `kvm-dirty-ring`, `uffd-minor`, `uffd-wp`, `pagemap`,
+//! `page_idle`, `soft-dirty`, `damon-vaddr`, `oracle` (validation only). `auto` means every source
+//! that can see accesses: the KVM dirty log, userfaultfd minor faults (reads and writes, on
+//! shmem-backed memory) and every kernel source, each listed with its reason when unavailable.
+//! `pagemap` reports residency, not accesses: it is listed but never promotes pages.
 
 use super::kvm_dirty::{KvmDirtySource, UnavailableSource};
+use super::uffd_minor::{UffdMinorConfig, UffdMinorSource};
+use super::uffd_wp::{UffdWpMode, UffdWpSource};
 use crate::kernel::damon::{DamonAttrs, DamonSource};
 use crate::kernel::page_idle::PageIdleSource;
 use crate::kernel::pagemap::PagemapSource;
 use crate::kernel::soft_dirty::SoftDirtySource;
-use crate::kernel::uffd_wp::UffdWpAsyncSource;
 use crate::source::{AccessSource, Observes};
 use agelab_vmm::dirty::{DirtyMode, DirtyOptions, DirtyTracker};
 use agelab_vmm::Vm;
@@ -33,6 +35,7 @@ pub const SOURCE_NAMES: &[&str] = &[
     "kvm-dirty-log",
     "kvm-clear-log",
     "kvm-dirty-ring",
+    "uffd-minor",
     "pagemap",
     "page_idle",
     "soft-dirty",
@@ -42,7 +45,22 @@ pub const SOURCE_NAMES: &[&str] = &[
 ];
 
 /// Sources `auto` expands to.
-pub const AUTO_SOURCES: &[&str] = &["kvm-clear-log", "page_idle", "soft-dirty", "damon-vaddr"];
+pub const AUTO_SOURCES: &[&str] = &[
+    "kvm-clear-log",
+    "uffd-minor",
+    "page_idle",
+    "soft-dirty",
+    "damon-vaddr",
+];
+
+/// Settings of the sources that take any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// uffd-minor: guest faults per second allowed (`None`: arm every page each pass).
+    pub fault_budget: Option<u64>,
+    /// Time between harvests (sizes uffd-minor samples).
+    pub interval: Option<std::time::Duration>,
+}
 
 /// Parses a comma-separated list (`auto` expands); checks every name.
 pub fn parse_list(list: &str) -> Result<Vec<String>, CatalogError> {
@@ -72,6 +90,11 @@ pub fn wants_dirty_ring(names: &[String]) -> bool {
 /// wires it to its ground truth. A source that cannot be set up becomes an
 /// [`UnavailableSource`] carrying the reason.
 pub fn build(names: &[String], vm: &mut Vm) -> Vec<Box<dyn AccessSource>> {
+    build_with(names, vm, BuildOptions::default())
+}
+
+/// [`build`] with source settings.
+pub fn build_with(names: &[String], vm: &mut Vm, opts: BuildOptions) -> Vec<Box<dyn AccessSource>> {
     let map = vm.page_map().clone();
     let mut out: Vec<Box<dyn AccessSource>> = Vec::new();
     for name in names {
@@ -98,7 +121,25 @@ pub fn build(names: &[String], vm: &mut Vm) -> Vec<Box<dyn AccessSource>> {
             "pagemap" => Box::new(PagemapSource::new(map.clone())),
             "page_idle" => Box::new(PageIdleSource::new(map.clone())),
             "soft-dirty" => Box::new(SoftDirtySource::new(map.clone())),
-            "uffd-wp" => Box::new(UffdWpAsyncSource::new(map.clone())),
+            "uffd-minor" => {
+                let config = UffdMinorConfig {
+                    budget_faults_per_sec: opts.fault_budget,
+                    interval: opts.interval,
+                    ..Default::default()
+                };
+                match UffdMinorSource::new(&map, config) {
+                    Ok(s) => Box::new(s),
+                    Err(e) => Box::new(UnavailableSource::new(name, Observes::Both, e.to_string())),
+                }
+            }
+            "uffd-wp" => match UffdWpSource::new(&map, UffdWpMode::Auto) {
+                Ok(s) => Box::new(s),
+                Err(e) => Box::new(UnavailableSource::new(
+                    name,
+                    Observes::Writes,
+                    e.to_string(),
+                )),
+            },
             "damon-vaddr" => Box::new(DamonSource::vaddr(map.clone(), DamonAttrs::default())),
             _ => continue,
         };

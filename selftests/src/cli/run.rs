@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Guest test memory (e.g. 512M, 2G).
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub mem: u64,
     /// Number of vCPUs (one host thread each).
     #[arg(long, default_value_t = 2)]
     pub vcpus: usize,
     /// Workload, `PATTERN[:key=value,...]`; see `agelab workloads`.
-    #[arg(long, default_value = "hotcold:hot=10%,p=100%,op=write", value_parser = parse_workload)]
+    #[arg(long, default_value = "hotcold:hot=10%,p=100%,op=read", value_parser = parse_workload)]
     pub workload: WorkloadSpec,
     /// How long the workload runs.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub interval: Duration,
     /// Backing of guest memory: anon, memfd, file:PATH, thp, hugetlb.
-    #[arg(long, default_value = "anon", value_parser = parse_backing)]
+    #[arg(long, default_value = "memfd", value_parser = parse_backing)]
     pub backing: Backing,
     /// Memslots the test memory is split into.
     #[arg(long, default_value_t = 1)]
@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// see accesses here; `oracle` adds the ground truth itself, for validation runs).
     #[arg(long, default_value = "auto", value_parser = parse_sources)]
     pub sources: SourceList,
+    /// uffd-minor: guest faults per second allowed; pages are then sampled uniformly each pass
+    /// (default: arm every page, exact).
+    #[arg(long)]
+    pub fault_budget: Option<u64>,
     /// Number of generations the engine keeps (2..=16).
     #[arg(long, default_value_t = 4)]
     pub gens: usize,
@@ -269,7 +273,14 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         ..Default::default()
     };
     let mut engine = Engine::new(map, config)?;
-    for s in catalog::build(&args.sources.0, &mut vm) {
+    for s in catalog::build_with(
+        &args.sources.0,
+        &mut vm,
+        catalog::BuildOptions {
+            fault_budget: args.fault_budget,
+            interval: Some(args.interval),
+        },
+    ) {
         engine.add_source(s);
     }
     let oracle = if args.sources.0.iter().any(|s| s == "oracle") {
