@@ -12,7 +12,9 @@
 #                                        -> target/aarch64-unknown-linux-gnu/release/tests/
 #   setup  only create the chroot;  shell: a shell in the chroot with the repo at /src
 # Environment: AGELAB_ARM64_CHROOT (default ~/.cache/agelab/arm64-chroot),
-#   CROSS_TEST_PACKAGES, CROSS_JOBS (default 2).
+#   CROSS_TEST_PACKAGES, CROSS_JOBS (default 2),
+#   CROSS_SOURCE=REV (e.g. HEAD): build that commit (git archive) instead of the working tree,
+#   e.g. while others have half-done edits in a shared checkout. Outputs land in target/ alike.
 set -euo pipefail
 
 TARGET=aarch64-unknown-linux-gnu
@@ -67,17 +69,28 @@ setup() {
     mv "$tmp" "$CHROOT"
 }
 
+# The tree mounted at /src: the working tree, or an export of commit $CROSS_SOURCE.
+SRC=$REPO
+if [ -n "${CROSS_SOURCE:-}" ]; then
+    SRC=$(dirname "$CHROOT")/arm64-src
+    rm -rf "$SRC"
+    mkdir -p "$SRC/target" "$REPO/target"
+    git -C "$REPO" archive "$CROSS_SOURCE" | tar -x -C "$SRC"
+    echo "cross-arm64: building $CROSS_SOURCE ($(git -C "$REPO" rev-parse --short "$CROSS_SOURCE"))" >&2
+fi
+
 # Runs a command in chroot $1 inside a private mount namespace, so the bind mounts vanish with it.
 in_chroot() {
     local root=$1
     shift
     unshare --mount --propagation private -- sh -c '
-        root=$1 repo=$2; shift 2
+        root=$1 src=$2 repo=$3; shift 3
         mount --bind /dev "$root/dev" && mount -t proc proc "$root/proc" &&
-        mkdir -p "$root/src" && mount --bind "$repo" "$root/src" &&
+        mkdir -p "$root/src" && mount --bind "$src" "$root/src" &&
+        if [ "$src" != "$repo" ]; then mount --bind "$repo/target" "$root/src/target"; fi &&
         exec chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
             CARGO_HOME=/cargo-home SSL_CERT_FILE="$SSL" CARGO_HTTP_CAINFO="$SSL" "$@"' \
-        sh "$root" "$REPO" "$@"
+        sh "$root" "$SRC" "$REPO" "$@"
 }
 
 cargo_env=(
@@ -112,20 +125,31 @@ build_tests() {
     local pkgs=() p
     for p in ${CROSS_TEST_PACKAGES:-agelab-vmm}; do pkgs+=(-p "$p"); done
     mkdir -p "$OUT/tests"
-    # Test executables are named <target>-<hash>; copy them as <package>.<target>.
-    cross_cargo test --release --target $TARGET "${pkgs[@]}" --no-run --message-format=json |
-        sed -n 's/.*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p' |
+    # Test executables are named <target>-<hash>: copy them as <target>.
+    local json
+    json=$(cross_cargo test --release --target $TARGET "${pkgs[@]}" --no-run --message-format=json)
+    echo "$json" | grep '"executable":"' | sed -n 's/.*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p' |
         while read -r name exe; do
             cp -f "$REPO/${exe#/src/}" "$OUT/tests/$name"
             echo "cross-arm64: tests/$name" >&2
         done
 }
 
+# Plain sequences, not `&&` lists: `set -e` must stop at the first failing step.
 case $MODE in
-setup) setup ;;
-bins) setup && build_bins ;;
-tests) setup && build_tests ;;
-all) setup && build_bins && build_tests ;;
-shell) setup && SSL=/etc/ssl/certs/ca-certificates.crt && export SSL && in_chroot "$CHROOT" bash ;;
+setup | bins | tests | all | shell) setup ;;
 *) die "unknown mode $MODE (bins|tests|all|setup|shell)" ;;
+esac
+case $MODE in
+bins) build_bins ;;
+tests) build_tests ;;
+all)
+    build_bins
+    build_tests
+    ;;
+shell)
+    SSL=/etc/ssl/certs/ca-certificates.crt
+    export SSL
+    in_chroot "$CHROOT" bash
+    ;;
 esac
