@@ -306,6 +306,13 @@ impl PrivateApt {
         Ok(CacheLock::acquire(&self.dir.join("agelab.lock"))?)
     }
 
+    /// When the package lists were last refreshed.
+    pub fn lists_updated_at(&self) -> Option<SystemTime> {
+        fs::metadata(self.dir.join("updated"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Runs `apt-get update` unless the lists are younger than 12 hours (or `force`).
     pub fn update(&self, force: bool) -> Result<(), AptError> {
         let _lock = self.lock()?;

@@ -105,12 +105,33 @@ pub fn custom_kernel(
     let package = format!("linux-source-{}", spec.series);
     let base = cache.join("kernels").join(arch.name).join(spec.name);
     let apt = PrivateApt::open(cache, spec.suite, arch.deb_arch).map_err(apt_err)?;
-    let version = match apt.update(refresh).and_then(|()| apt.show(&package)) {
+    let mut h = CacheHasher::default();
+    h.field(RECIPE_VERSION.as_bytes());
+    h.field(arch.name.as_bytes());
+    h.field(arch.custom_config.as_bytes());
+    let same_config = |d: &String| d.ends_with(&format!("-{}", h.hex()));
+    let updated = apt.update(refresh);
+    if !rebuild && updated.is_ok() {
+        // Same lists and same config as the last resolution: no apt-cache runs needed.
+        let fresh = super::kernel::resolved_since(&base.join("current"), apt.lists_updated_at());
+        if let Some(k) = fresh
+            .filter(same_config)
+            .and_then(|d| cached(spec.name, &base.join(d)))
+        {
+            return Ok(k);
+        }
+    }
+    let version = match updated.and_then(|()| apt.show(&package)) {
         Ok(p) => p.get("Version").unwrap_or_default().to_string(),
         Err(e) => {
-            // Offline: reuse the last build of this name if there is one.
-            let last = fs::read_to_string(base.join("current")).ok();
-            match last.and_then(|d| cached(spec.name, &base.join(d.trim()))) {
+            // Offline: reuse the last build of this name and config if there is one.
+            let last = fs::read_to_string(base.join("current"))
+                .ok()
+                .map(|d| d.trim().to_string());
+            match last
+                .filter(same_config)
+                .and_then(|d| cached(spec.name, &base.join(d)))
+            {
                 Some(k) => {
                     eprintln!("agelab lab: warning: {e}\nagelab lab: using cached {kernel}");
                     return Ok(k);
@@ -119,10 +140,6 @@ pub fn custom_kernel(
             }
         }
     };
-    let mut h = CacheHasher::default();
-    h.field(RECIPE_VERSION.as_bytes());
-    h.field(arch.name.as_bytes());
-    h.field(arch.custom_config.as_bytes());
     let key = format!("{version}-{}", h.hex());
     let dir = base.join(&key);
     create_dir(&base)?;

@@ -233,6 +233,12 @@ pub fn debian_kernel(
         }
         return Err(apt_err(e));
     }
+    // Resolution costs several apt-cache runs; it can only change when the lists do.
+    if let Some(k) = resolved_since(&current, apt.lists_updated_at())
+        .and_then(|d| cached_kernel(spec.name, &base.join(d)))
+    {
+        return Ok(k);
+    }
     let abi = resolve_abi(spec, arch, &apt)?;
     let dir = base.join(&abi);
     let _lock = CacheLock::acquire(&base.join("fetch.lock"))?;
@@ -272,6 +278,14 @@ pub fn debian_kernel(
         packages: packages.join(" "),
         suite: spec.suite.to_string(),
     })
+}
+
+/// The entry named by `current` if it was written after the package lists were refreshed.
+pub fn resolved_since(current: &Path, lists: Option<std::time::SystemTime>) -> Option<String> {
+    let written = fs::metadata(current).and_then(|m| m.modified()).ok()?;
+    (written >= lists?)
+        .then(|| fs::read_to_string(current).ok())?
+        .map(|d| d.trim().to_string())
 }
 
 fn cached_kernel(name: &str, dir: &Path) -> Option<LabKernel> {

@@ -460,7 +460,8 @@ mod tests {
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("file,id=port3,path=/run,,dir/status -serial chardev:port3"));
         assert!(args.contains(
-            &"console=ttyS0 quiet panic=-1 damon_stat.enabled=N 8250.nr_uarts=4".to_string()
+            &"console=ttyS0 quiet panic=-1 damon_stat.enabled=N 8250.nr_uarts=4 no_timer_check"
+                .to_string()
         ));
     }
 }
