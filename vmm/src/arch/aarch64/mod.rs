@@ -130,7 +130,7 @@ impl ArchVm {
         let hwcap = unsafe { libc::getauxval(libc::AT_HWCAP) };
         // SAFETY: as above.
         let hwcap2 = unsafe { libc::getauxval(libc::AT_HWCAP2) };
-        let sve = hwcap & libc::HWCAP_SVE as u64 != 0 && vm.check_extension(Cap::ArmSve);
+        let sve = hwcap & libc::HWCAP_SVE != 0 && vm.check_extension(Cap::ArmSve);
         if sve {
             init.features[0] |= 1 << KVM_ARM_VCPU_SVE;
         }
