@@ -62,6 +62,12 @@ bench-lab: build
 	$(AGELAB) lab --bench --kernel $(LAB_KERNELS)
 # --- end lab ---
 
+## Secondary-MMU aging selftests on the host and every lab kernel: phase times, guest slowdown
+## per aging source, TLB loss per source (logs in target/bench-selftests).
+.PHONY: bench-selftests
+bench-selftests: build
+	KERNELS="$(LAB_KERNELS)" selftests/access_tracking_bench.sh
+
 ## Access sources × lab kernels (issue 7): precision, recall and harvest cost per GiB per pass for
 ## read-only, write-only and mixed guests, one table (per-kernel logs in $(LAB_RESULTS)).
 LAB_SOURCES_MEM ?= 256M

@@ -267,7 +267,7 @@ impl AccessObserver for PageIdleObserver {
     }
 }
 
-/// lru_gen: arm ages; observe ages again and counts the youngest generation.
+/// lru_gen: arm ages; observe ages again and counts the pages that pass found young.
 #[derive(Debug)]
 pub struct LruGenObserver<'a>(pub &'a MemcgAging);
 
@@ -280,7 +280,7 @@ impl AccessObserver for LruGenObserver<'_> {
     }
     fn observe(&mut self) -> Result<Observed, String> {
         let (g, _) = self.0.age().map_err(|e| e.to_string())?;
-        Ok(Observed::Count(g.in_gen(g.max_seq().unwrap_or(0))))
+        Ok(Observed::Count(g.found_young()))
     }
 }
 

@@ -60,6 +60,14 @@ impl MemcgGenerations {
         self.pages.keys().next_back().copied()
     }
 
+    /// Pages the last aging pass found young: a forced pass moves young pages into the then
+    /// youngest generation and then opens a new, empty one, so they sit in `max_seq - 1`.
+    pub fn found_young(&self) -> u64 {
+        self.max_seq()
+            .and_then(|m| m.checked_sub(1))
+            .map_or(0, |s| self.in_gen(s))
+    }
+
     /// The oldest generation holding more than `pages` pages (`lru_gen_find_generation`).
     pub fn find_generation(&self, pages: u64) -> Option<u64> {
         self.pages
@@ -123,8 +131,8 @@ impl MemcgAging {
 
     /// Current generations of the memcg.
     pub fn read(&self) -> Result<MemcgGenerations, MemcgAgingError> {
-        Ok(generations_of(&self.ctl.read(false)?, self.id)
-            .ok_or_else(|| MemcgAgingError::NotListed(self.path().to_string()))?)
+        generations_of(&self.ctl.read(false)?, self.id)
+            .ok_or_else(|| MemcgAgingError::NotListed(self.path().to_string()))
     }
 
     /// One forced aging pass on every node (`+ id node max_seq 1 1`); returns the generations
@@ -175,6 +183,7 @@ mod tests {
         assert_eq!(g.find_generation(5), Some(4));
         assert_eq!(g.find_generation(950), None);
         assert_eq!(g.max_seq(), Some(6));
+        assert_eq!(g.found_young(), 950);
         assert_eq!(g.older_than(6), 960);
         assert_eq!(g.describe(), "4:10 5:950 6:40");
     }
