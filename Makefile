@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 AGELAB := target/release/agelab
 
-.PHONY: all build run test check fmt clippy unit selftests bench lab lab-test cross-arm64 clean
+.PHONY: all build run test check fmt clippy unit selftests bench lab lab-test cross-arm64 lab-arm64 clean
 
 all: build
 
@@ -97,6 +97,11 @@ bench-reclaim: build
 ## chroot (~/.cache/agelab/arm64-chroot) into target/aarch64-unknown-linux-gnu/release.
 cross-arm64:
 	selftests/arm64/cross.sh all
+
+## The lab matrix on Debian's arm64 kernel (qemu-system-aarch64 with EL2), aarch64 binaries.
+lab-arm64: cross-arm64 build
+	$(AGELAB) lab --arch arm64 --kernel debian-7.2 --matrix $(LAB_MATRIX) \
+		--bins target/aarch64-unknown-linux-gnu/release --results $(LAB_RESULTS)-arm64
 
 clean:
 	$(CARGO) clean
