@@ -166,8 +166,10 @@ pub struct Reclaimer {
     action: ReclaimAction,
     /// Per range: msync before paging out (file on a real filesystem).
     sync_first: Vec<bool>,
-    /// Per range: a second shared mapping of the same file, `(addr, len)`.
-    alias: Vec<Option<(u64, u64)>>,
+    /// Per range: a second shared mapping of the same memfd, `(addr, len, fd)`.
+    alias: Vec<Option<(u64, u64, libc::c_int)>>,
+    /// The memfds behind the aliases (kept open for re-mapping).
+    alias_files: Vec<std::fs::File>,
     total: ActionReport,
 }
 
@@ -177,7 +179,7 @@ unsafe impl Send for Reclaimer {}
 
 impl Drop for Reclaimer {
     fn drop(&mut self) {
-        for &(addr, len) in self.alias.iter().flatten() {
+        for &(addr, len, _) in self.alias.iter().flatten() {
             // SAFETY: (addr, len) is a mapping this reclaimer created with mmap and nobody else
             // references.
             unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
@@ -213,6 +215,7 @@ impl Reclaimer {
             action,
             sync_first,
             alias,
+            alias_files: Vec::new(),
             total: ActionReport::default(),
         })
     }
@@ -252,7 +255,12 @@ impl Reclaimer {
                     err: nix::Error::last(),
                 });
             }
-            self.alias[ri] = Some((addr as u64, len));
+            let f = f.try_clone().map_err(|e| ReclaimActionError::Alias {
+                slot: r.slot,
+                err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+            })?;
+            self.alias[ri] = Some((addr as u64, len, f.as_raw_fd()));
+            self.alias_files.push(f);
         }
         Ok(())
     }
@@ -308,9 +316,9 @@ impl Reclaimer {
             }
             madvise(hva, len, self.action)?;
             rep.madvise_calls += 1;
-            if let (Some((base, _)), ReclaimAction::PageOut) = (self.alias[ri], self.action) {
+            if let (Some((base, _, fd)), ReclaimAction::PageOut) = (self.alias[ri], self.action) {
                 let off = (first - r.first_page) * PAGE_SIZE;
-                rep.madvise_calls += pageout_resident_via(base + off, hva, len)?;
+                rep.madvise_calls += pageout_resident_via(base + off, fd, off, hva, len)?;
             }
             i = j;
         }
@@ -325,7 +333,13 @@ impl Reclaimer {
 
 /// Pages out the still-resident pages of guest run `[hva, hva+len)` through the alias at
 /// `alias`; returns madvise calls made.
-fn pageout_resident_via(alias: u64, hva: u64, len: u64) -> Result<u64, ReclaimActionError> {
+fn pageout_resident_via(
+    alias: u64,
+    fd: libc::c_int,
+    off: u64,
+    hva: u64,
+    len: u64,
+) -> Result<u64, ReclaimActionError> {
     let n = (len / PAGE_SIZE) as usize;
     let mut vec = vec![0u8; n];
     // SAFETY: [hva, hva+len) is a live guest mapping and `vec` holds one byte per page.
@@ -354,9 +368,30 @@ fn pageout_resident_via(alias: u64, hva: u64, len: u64) -> Result<u64, ReclaimAc
             madvise(a, l, ReclaimAction::PageOut)?;
             calls += 2;
         }
+        unmap_alias_ptes(a, l, fd, off + i as u64 * PAGE_SIZE);
         i = j;
     }
     Ok(calls)
+}
+
+/// Drops the alias's page-table entries for `[a, a+l)` (file offset `off` of memfd `fd`) by
+/// mapping the same range over it again: `MAP_FIXED` replaces the old PTEs while the page cache
+/// and swap keep the data. A page left mapped here would count as shared with the guest
+/// mapping, and `MADV_PAGEOUT` skips shared pages: the next pageout through the guest mapping
+/// would silently fail.
+fn unmap_alias_ptes(a: u64, l: u64, fd: libc::c_int, off: u64) {
+    // SAFETY: [a, a+l) lies inside the reclaimer's own alias mapping, which nothing else
+    // references; the replacement maps the same memfd range read-only, so the view is unchanged.
+    unsafe {
+        libc::mmap(
+            a as *mut libc::c_void,
+            l as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            off as libc::off_t,
+        );
+    }
 }
 
 fn msync(hva: u64, len: u64) -> Result<(), ReclaimActionError> {

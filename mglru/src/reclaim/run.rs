@@ -15,7 +15,9 @@ use super::action::{ReclaimAction, ReclaimActionError, Reclaimer};
 use super::controller::{ControlStep, ControllerConfig, ReclaimController};
 use super::policy::{FifoVictims, PolicyKind, RandomVictims};
 use super::refault::{RefaultDetector, ResidencyError};
-use crate::engine::{AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth};
+use crate::engine::{
+    AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration, PassTruth,
+};
 use crate::kernel::lru_gen::{LruGenControl, LruGenError};
 use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
 use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
@@ -322,11 +324,9 @@ impl KernelReclaim {
                     self.limit = Some(next);
                 }
             }
-            PolicyKind::MemcgReclaim => {
-                if pages > 0 {
-                    // EAGAIN: less was reclaimed than asked; the residency scan sees what went.
-                    let _ = self.memcg.reclaim(pages * PAGE_SIZE);
-                }
+            PolicyKind::MemcgReclaim if pages > 0 => {
+                // EAGAIN: less was reclaimed than asked; the residency scan sees what went.
+                let _ = self.memcg.reclaim(pages * PAGE_SIZE);
             }
             _ => {}
         }
@@ -396,6 +396,12 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             policy: AgingPolicy {
                 max_gens: cfg.gens,
                 min_ttl: cfg.min_age,
+                // The window must hold pages idle for min_age: with one generation per pass the
+                // oldest one's idle time is only (gens - 1) intervals and the age gate would never
+                // open. One generation per min_age / (gens - 3) leaves a margin of two.
+                new_generation: NewGeneration::AfterInterval(
+                    (cfg.min_age / (cfg.gens.max(4) as u32 - 3)).max(cfg.interval),
+                ),
                 ..AgingPolicy::default()
             },
             ..EngineConfig::default()

@@ -237,12 +237,11 @@ pub fn print_text(r: &BenchReport) {
         c.kp, c.ki, c.slo_pct_per_min, c.max_step_pct, c.step_period, r.min_age_s, r.interval_ms
     );
     print!("{}", table(r));
-    for w in &r.workloads {
+    if let Some(w) = r.workloads.first() {
         for p in &w.policies {
             if !p.sources.is_empty() {
                 println!("{} sources: {}", p.policy, p.sources.join("; "));
             }
         }
-        break;
     }
 }
