@@ -200,16 +200,23 @@ pub fn custom_kernel(
         &mut make(&[&format!("-j{jobs}"), arch.kbuild_target]),
     )?;
     let secs = started.elapsed().as_secs_f64();
-    let _ = fs::remove_dir_all(&dir);
-    create_dir(&dir)?;
+    // Filled aside and renamed into place: concurrent runs never see a half-written entry.
+    let staged = base.join(format!("{key}.new"));
+    let _ = fs::remove_dir_all(&staged);
+    create_dir(&staged)?;
     let image = build.join(arch.kbuild_image);
-    fs::copy(&image, dir.join("vmlinuz")).map_err(|e| b.io(&image, e))?;
-    fs::copy(&config_path, dir.join("config")).map_err(|e| b.io(&config_path, e))?;
-    let _ = fs::copy(&log, dir.join("build.log"));
+    fs::copy(&image, staged.join("vmlinuz")).map_err(|e| b.io(&image, e))?;
+    fs::copy(&config_path, staged.join("config")).map_err(|e| b.io(&config_path, e))?;
+    let _ = fs::copy(&log, staged.join("build.log"));
     let release = fs::read_to_string(build.join("include/config/kernel.release"))
         .unwrap_or_else(|_| version.clone());
-    write_atomic(&dir.join("build-seconds"), format!("{secs:.1}").as_bytes())?;
-    write_atomic(&dir.join("release"), release.trim().as_bytes())?;
+    write_atomic(
+        &staged.join("build-seconds"),
+        format!("{secs:.1}").as_bytes(),
+    )?;
+    write_atomic(&staged.join("release"), release.trim().as_bytes())?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&staged, &dir).map_err(|e| b.io(&dir, e))?;
     write_atomic(&base.join("current"), key.as_bytes())?;
     // The tree is ~1.5 GB and nothing reuses it: the key changes with source or config.
     if std::env::var_os("AGELAB_KEEP_BUILD").is_none() {
