@@ -146,10 +146,16 @@ fn aging_scenario(k: &mut Ktap, memcg: &MemcgAging, cfg: &MemstressConfig) -> bo
         g1.describe()
     ));
     let seen = young_a >= set * 9 / 10;
-    k.result(
-        seen,
-        "pages only the guest touched reach the youngest generation",
-    );
+    let desc1 = "pages only the guest touched reach the youngest generation";
+    let desc2 = "pages the guest stops touching age out of the youngest generation";
+    if let (Some(why), false) = (predates_secondary_mmu_aging(), seen) {
+        // Not a regression: this kernel's aging walk never asks KVM. Both checks are reported
+        // as skips carrying the finding, and the scenario stops here.
+        k.skip(desc1, &why);
+        k.skip(desc2, &why);
+        return false;
+    }
+    k.result(seen, desc1);
 
     guest_reads(&ms, quarter, quarter);
     let g2 = age(memcg);
@@ -164,11 +170,22 @@ fn aging_scenario(k: &mut Ktap, memcg: &MemcgAging, cfg: &MemstressConfig) -> bo
     if !b_young {
         k.diag("B was not seen young, so A's ageing out says nothing");
     }
-    k.result(
-        b_young && a_aged,
-        "pages the guest stops touching age out of the youngest generation",
-    );
+    k.result(b_young && a_aged, desc2);
     seen
+}
+
+/// Why this kernel is not expected to age through the secondary MMU: it is older than 6.12, the
+/// oldest kernel measured to do so in the lab (6.1: guest-only accesses invisible; 6.12 and
+/// 7.2: seen). A miss on 6.12 or later is a failure.
+fn predates_secondary_mmu_aging() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let release = release.trim();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < (6, 12)).then(|| {
+        format!("Linux {release} predates MGLRU aging through the secondary MMU (seen from 6.12 on in the lab): guest-only accesses are invisible to lru_gen here")
+    })
 }
 
 /// Measures one source's cost; `None` with the reason when it cannot run here.
