@@ -222,7 +222,7 @@ pub fn all_source_names() -> Vec<String> {
         .filter(|n| {
             !matches!(
                 **n,
-                "oracle" | "pagemap" | "kvm-dirty-ring" | "kvm-dirty-log"
+                "oracle" | "pagemap" | "kvm-dirty-ring" | "kvm-dirty-log" | "uffd-minor"
             )
         })
         .map(|s| s.to_string())
