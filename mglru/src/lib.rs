@@ -9,6 +9,8 @@ pub mod selfcheck;
 pub mod source;
 pub mod sources;
 
+pub use engine::{
+    AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth,
+};
 pub use source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
-pub use engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth};
 pub use sources::{OracleSource, ScriptedSource};
