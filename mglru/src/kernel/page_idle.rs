@@ -100,14 +100,30 @@ impl PageIdleBitmap {
     /// Reads `run` of words.
     pub fn read_run(&self, run: WordRun) -> Result<Vec<u64>, PageIdleError> {
         let mut buf = vec![0u8; run.words as usize * 8];
-        self.file
-            .read_exact_at(&mut buf, run.first_word * 8)
-            .map_err(|err| PageIdleError::Bitmap {
-                op: "read",
-                first_pfn: run.first_pfn(),
-                words: run.words,
-                err,
-            })?;
+        // The kernel stops at max_pfn rounded down to a whole word, so a run ending in the last,
+        // partial word reads short; the frames it could not report stay 0 ("not idle", i.e.
+        // reported accessed), which errs towards keeping pages young.
+        let mut done = 0;
+        while done < buf.len() {
+            match self
+                .file
+                .read_at(&mut buf[done..], run.first_word * 8 + done as u64)
+            {
+                // Also a run starting in that partial word: nothing to read at all.
+                Ok(0) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(PageIdleError::Bitmap {
+                        op: "read",
+                        first_pfn: run.first_pfn(),
+                        words: run.words,
+                        err,
+                    })
+                }
+            }
+        }
         Ok(buf
             .chunks_exact(8)
             .map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk")))
