@@ -80,7 +80,6 @@ fn hot_pages_young_cold_pages_old_through_the_dirty_log() {
 /// that epoch, page for page, for every pattern (and for mixed epochs, the written part).
 #[test]
 fn written_truth_equals_dirty_log_for_every_pattern() {
-    use agelab_mglru::AccessSource;
     for spec in [
         "seq-write:ops=3000",
         "uniform:op=write",
