@@ -216,6 +216,38 @@ impl Generations {
         (s != NOT_RESIDENT).then_some(s)
     }
 
+    /// The resident pages of the `n` oldest generations (never the youngest, where accessed pages
+    /// land), without side effects: what a sampling source arms so it watches the pages whose
+    /// age is in question (unlike eviction candidates, no tier protection moves pages).
+    pub fn pages_in_oldest(&self, n: usize) -> PageSet {
+        let mut out = PageSet::new(self.len());
+        let Some(last) = self.oldest_last_seq(n) else {
+            return out;
+        };
+        // Stored numbers below min_seq read as min_seq (merged), NOT_RESIDENT is above any seq.
+        for (wi, word) in out.words_mut().iter_mut().enumerate() {
+            let base = wi * 64;
+            let chunk = &self.seqs[base..(base + 64).min(self.seqs.len())];
+            for (bit, &s) in chunk.iter().enumerate() {
+                if s <= last {
+                    *word |= 1 << bit;
+                }
+            }
+        }
+        out
+    }
+
+    /// The youngest sequence number among the `n` oldest generations, the youngest generation
+    /// excluded; `None` when `n` is 0 or only the youngest generation exists.
+    pub fn oldest_last_seq(&self, n: usize) -> Option<u32> {
+        let n = u32::try_from(n).ok().filter(|&n| n > 0)?;
+        let last = self
+            .min_seq
+            .saturating_add(n - 1)
+            .min(self.max_seq.checked_sub(1)?);
+        (last >= self.min_seq).then_some(last)
+    }
+
     /// Opens a generation born at `now`, merging the two oldest first when the window is full.
     /// Returns how many times `min_seq` advanced (0 or 1).
     pub fn open_generation(&mut self, now: Instant) -> u32 {

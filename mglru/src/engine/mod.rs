@@ -344,6 +344,14 @@ impl Engine {
         )
     }
 
+    /// Resident pages of the `n` oldest generations (never the youngest), with no side effects:
+    /// the set a sampling source arms to watch the eviction candidates' ages (see
+    /// [`Generations::pages_in_oldest`]; [`eviction_candidates`](Self::eviction_candidates) would
+    /// move protected-tier pages).
+    pub fn pages_in_oldest(&self, n: usize) -> PageSet {
+        self.gens.pages_in_oldest(n)
+    }
+
     /// The generations.
     pub fn generations(&self) -> &Generations {
         &self.gens

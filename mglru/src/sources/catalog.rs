@@ -7,7 +7,7 @@
 //! `pagemap` reports residency, not accesses: it is listed but never promotes pages.
 
 use super::kvm_dirty::{KvmDirtySource, UnavailableSource};
-use super::uffd_minor::{UffdMinorConfig, UffdMinorSource};
+use super::uffd_minor::{ArmPolicy, GuidedArming, UffdMinorConfig, UffdMinorSource};
 use super::uffd_wp::{UffdWpMode, UffdWpSource};
 use crate::kernel::damon::{DamonAttrs, DamonSource};
 use crate::kernel::page_idle::PageIdleSource;
@@ -60,6 +60,9 @@ pub struct BuildOptions {
     pub fault_budget: Option<u64>,
     /// Time between harvests (sizes uffd-minor samples).
     pub interval: Option<std::time::Duration>,
+    /// uffd-minor arming; `None`: every page, or `fault_budget`'s sample. A guided policy
+    /// (`oldest`) needs [`build_guided`], which returns the [`GuidedArming`] to drive.
+    pub uffd_arm: Option<ArmPolicy>,
 }
 
 /// Parses a comma-separated list (`auto` expands); checks every name.
@@ -93,9 +96,21 @@ pub fn build(names: &[String], vm: &mut Vm) -> Vec<Box<dyn AccessSource>> {
     build_with(names, vm, BuildOptions::default())
 }
 
-/// [`build`] with source settings.
+/// [`build`] with source settings. A guided uffd-minor arming is dropped here, so the source
+/// arms by itself (every page, or `fault_budget`'s sample): use [`build_guided`] for it.
 pub fn build_with(names: &[String], vm: &mut Vm, opts: BuildOptions) -> Vec<Box<dyn AccessSource>> {
+    build_guided(names, vm, opts).0
+}
+
+/// [`build_with`], also returning the uffd-minor arming to drive after each aging pass
+/// ([`GuidedArming::arm_from`]) when `opts.uffd_arm` is guided and the source was built.
+pub fn build_guided(
+    names: &[String],
+    vm: &mut Vm,
+    opts: BuildOptions,
+) -> (Vec<Box<dyn AccessSource>>, Option<GuidedArming>) {
     let map = vm.page_map().clone();
+    let mut guide = None;
     let mut out: Vec<Box<dyn AccessSource>> = Vec::new();
     for name in names {
         let source: Box<dyn AccessSource> = match name.as_str() {
@@ -123,12 +138,18 @@ pub fn build_with(names: &[String], vm: &mut Vm, opts: BuildOptions) -> Vec<Box<
             "soft-dirty" => Box::new(SoftDirtySource::new(map.clone())),
             "uffd-minor" => {
                 let config = UffdMinorConfig {
-                    budget_faults_per_sec: opts.fault_budget,
+                    budget_faults_per_sec: opts.uffd_arm.map_or(opts.fault_budget, |a| a.budget()),
                     interval: opts.interval,
                     ..Default::default()
                 };
                 match UffdMinorSource::new(&map, config) {
-                    Ok(s) => Box::new(s),
+                    Ok(mut s) => {
+                        if let Some(p) = opts.uffd_arm.filter(ArmPolicy::is_guided) {
+                            guide = GuidedArming::from_policy(s.guide(), p, config.seed)
+                                .map(|g| g.with_faults(s.fault_count()));
+                        }
+                        Box::new(s)
+                    }
                     Err(e) => Box::new(UnavailableSource::new(name, Observes::Both, e.to_string())),
                 }
             }
@@ -145,7 +166,7 @@ pub fn build_with(names: &[String], vm: &mut Vm, opts: BuildOptions) -> Vec<Box<
         };
         out.push(source);
     }
-    out
+    (out, guide)
 }
 
 #[cfg(test)]

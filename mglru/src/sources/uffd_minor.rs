@@ -9,11 +9,15 @@
 //!
 //! Each harvest returns the armed pages that faulted since they were armed and arms a new
 //! sample: all pages, or a uniform random sample sized to a fault budget per second
-//! (see [`sample`] for the estimates and their intervals).
+//! (see [`sample`] for the estimates and their intervals). Or the caller decides: with a
+//! [`UffdArmer`] from [`UffdMinorSource::guide`], harvests stop re-arming and the caller arms an
+//! explicit page set after each aging pass — [`guided::GuidedArming`] arms the engine's oldest
+//! generations, as the kernel only checks the accessed bits of old pages.
 //!
 //! Private anonymous memory is refused: `MADV_DONTNEED` would free its pages, and MINOR mode
 //! exists only for shmem and hugetlbfs.
 
+pub mod guided;
 pub mod sample;
 
 use crate::host_guard::{HostRestore, RestoreGuard};
@@ -26,9 +30,10 @@ use crate::kernel::uffd::{
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_guest::rng::SplitMix64;
 use agelab_vmm::{BackingKind, GuestPageMap, PageSet, PAGE_SIZE};
+pub use guided::{ArmPolicy, ArmPolicyError, GuidedArming, GuidedStats};
 pub use sample::{uniform_sample, AccessEstimate, Z95, Z99};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const NAME: &str = "uffd-minor";
@@ -80,6 +85,17 @@ pub enum UffdMinorError {
     /// A userfaultfd call failed.
     #[error("uffd-minor: {0}")]
     Uffd(#[from] UffdError),
+    /// An armer outlived its source.
+    #[error("uffd-minor: the source was dropped; nothing left to arm")]
+    Closed,
+    /// An armed set sized for other memory.
+    #[error("uffd-minor: armed set covers {got} pages, guest memory has {expected}")]
+    SetCapacity {
+        /// Capacity of the set passed in.
+        got: u64,
+        /// Guest pages.
+        expected: u64,
+    },
     /// Dropping page-table entries failed.
     #[error("uffd-minor: madvise(MADV_DONTNEED) {hva:#x}+{len:#x}: {err}")]
     Arm {
@@ -115,6 +131,187 @@ pub struct UffdMinorStats {
     pub arm_ns: u64,
     /// Size of the current sample.
     pub sample_size: u64,
+    /// Arming passes made by a [`UffdArmer`] (explicit page sets).
+    pub guided_arms: u64,
+    /// Pages a guided arming mapped back in without a fault (left the armed set untouched).
+    pub pages_released: u64,
+}
+
+/// A live view of a source's fault counts, usable after the source moved into an engine.
+#[derive(Clone, Debug)]
+pub struct UffdFaultCount {
+    kinds: Arc<KindCounters>,
+}
+
+impl UffdFaultCount {
+    /// MINOR faults so far (armed pages touched, and stray touches of pages left unmapped).
+    pub fn minor(&self) -> u64 {
+        self.kinds.minor.load(Ordering::Relaxed)
+    }
+
+    /// MISSING faults so far (first touches of holes).
+    pub fn missing(&self) -> u64 {
+        self.kinds.missing.load(Ordering::Relaxed)
+    }
+
+    /// Every fault the guest took.
+    pub fn total(&self) -> u64 {
+        self.minor() + self.missing()
+    }
+}
+
+/// What the source arms and how, shared with its [`UffdArmer`]s.
+#[derive(Debug)]
+struct Arming {
+    map: GuestPageMap,
+    uffd: Arc<Userfaultfd>,
+    /// Pages whose page-table entries are dropped and whose first touch the next harvest
+    /// reports.
+    armed: PageSet,
+    armed_at: Instant,
+    /// Live armers: while any exists, harvests do not re-arm by themselves.
+    armers: usize,
+    /// The source is gone (ranges unregistered): arming would only cost the guest faults.
+    closed: bool,
+    stats: UffdMinorStats,
+}
+
+impl Arming {
+    /// Drops the page-table entries of `set` (the data stays in the page cache).
+    fn zap(&mut self, set: &PageSet) -> Result<(), UffdMinorError> {
+        let t = Instant::now();
+        let mut calls = 0;
+        let mut res = Ok(());
+        for_each_hva_run(&self.map, set, |hva, len| {
+            calls += 1;
+            // SAFETY: `hva..hva+len` lies inside a registered shared (shmem) guest mapping that
+            // this process keeps mapped; MADV_DONTNEED there only drops page-table entries, the
+            // data stays in the page cache (check_backing refused private memory).
+            let rc = unsafe {
+                libc::madvise(hva as *mut libc::c_void, len as usize, libc::MADV_DONTNEED)
+            };
+            if rc != 0 && res.is_ok() {
+                res = Err(UffdMinorError::Arm {
+                    hva,
+                    len,
+                    err: nix::Error::last(),
+                });
+            }
+        });
+        self.stats.arms += 1;
+        self.stats.pages_armed += set.count();
+        self.stats.madvise_calls += calls;
+        self.stats.arm_ns += t.elapsed().as_nanos() as u64;
+        res
+    }
+
+    /// Maps `set` back in without faults (UFFDIO_CONTINUE); pages already mapped or never
+    /// allocated are skipped. Returns the pages mapped.
+    fn release(&mut self, set: &PageSet) -> u64 {
+        let u = &self.uffd;
+        let mut mapped = 0;
+        for_each_hva_run(&self.map, set, |hva, len| {
+            match u.continue_page(hva, len) {
+                Ok(false) => mapped += len / PAGE_SIZE,
+                // The run stopped at a page already mapped (or a hole): page by page.
+                _ => {
+                    for p in (hva..hva + len).step_by(PAGE_SIZE as usize) {
+                        if let Ok(false) = u.continue_page(p, PAGE_SIZE) {
+                            mapped += 1;
+                        }
+                    }
+                }
+            }
+        });
+        self.stats.pages_released += mapped;
+        mapped
+    }
+}
+
+/// What one explicit arming did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArmOutcome {
+    /// Pages armed for the next interval (the next harvest's observed set).
+    pub armed: u64,
+    /// Of them, pages whose entries had to be dropped (the rest were still armed and untouched).
+    pub zapped: u64,
+    /// Pages that left the armed set untouched and were mapped back in (no stray fault later).
+    pub released: u64,
+    /// Wall time, ns.
+    pub ns: u64,
+}
+
+/// Arms explicit page sets of a [`UffdMinorSource`] that an engine owns; see
+/// [`UffdMinorSource::guide`]. Dropping the last armer hands arming back to the source.
+#[derive(Debug)]
+pub struct UffdArmer {
+    shared: Arc<Mutex<Arming>>,
+}
+
+impl UffdArmer {
+    /// Arms exactly `next` for the next interval: the next harvest reports which of its pages
+    /// the guest touched, and observes only them.
+    ///
+    /// Pages armed before, not in `next` and not touched are still unmapped; those for which
+    /// `may_release` says yes are mapped back in so their next touch costs no fault. Reclaimed
+    /// (swapped-out) pages must be refused there: mapping them back would swap them in.
+    pub fn arm_only(
+        &self,
+        next: &PageSet,
+        mut may_release: impl FnMut(u64) -> bool,
+    ) -> Result<ArmOutcome, UffdMinorError> {
+        let t = Instant::now();
+        let mut a = lock(&self.shared);
+        if a.closed {
+            return Err(UffdMinorError::Closed);
+        }
+        if next.capacity() != a.map.len() {
+            return Err(UffdMinorError::SetCapacity {
+                got: next.capacity(),
+                expected: a.map.len(),
+            });
+        }
+        // `armed` holds exactly the pages still unmapped since their arming (the harvest took
+        // out those that faulted): only the difference needs a syscall either way.
+        let mut leaving = a.armed.clone();
+        leaving.subtract(next);
+        let mut release = PageSet::new(leaving.capacity());
+        for p in leaving.iter().filter(|&p| may_release(p)) {
+            release.insert(p);
+        }
+        let mut zap = next.clone();
+        zap.subtract(&a.armed);
+        let res = a.zap(&zap);
+        let released = a.release(&release);
+        a.stats.guided_arms += 1;
+        a.armed = next.clone();
+        a.armed_at = Instant::now();
+        res?;
+        Ok(ArmOutcome {
+            armed: next.count(),
+            zapped: zap.count(),
+            released,
+            ns: t.elapsed().as_nanos() as u64,
+        })
+    }
+
+    /// Pages armed now.
+    pub fn armed(&self) -> PageSet {
+        lock(&self.shared).armed.clone()
+    }
+}
+
+impl Drop for UffdArmer {
+    fn drop(&mut self) {
+        let mut a = lock(&self.shared);
+        a.armers = a.armers.saturating_sub(1);
+    }
+}
+
+/// Locks the arming state; a panic elsewhere cannot leave it inconsistent (each update is a
+/// plain assignment), so a poisoned lock is used as is.
+fn lock(m: &Mutex<Arming>) -> MutexGuard<'_, Arming> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Fault-path counters shared with the fault thread's handler.
@@ -137,12 +334,10 @@ pub struct UffdMinorSource {
     guard: Option<RestoreGuard>,
     thread: FaultThread,
     uffd: Arc<Userfaultfd>,
-    armed: PageSet,
+    arming: Arc<Mutex<Arming>>,
     rng: SplitMix64,
-    armed_at: Instant,
     next_interval: Duration,
     rearm: bool,
-    stats: UffdMinorStats,
 }
 
 impl UffdMinorSource {
@@ -204,13 +399,19 @@ impl UffdMinorSource {
             kinds,
             guard,
             thread,
+            arming: Arc::new(Mutex::new(Arming {
+                map: map.clone(),
+                uffd: uffd.clone(),
+                armed: PageSet::new(map.len()),
+                armed_at: Instant::now(),
+                armers: 0,
+                closed: false,
+                stats: UffdMinorStats::default(),
+            })),
             uffd,
-            armed: PageSet::new(map.len()),
             rng: SplitMix64::new(config.seed),
-            armed_at: Instant::now(),
             next_interval: config.interval.unwrap_or(Duration::from_secs(1)),
             rearm: true,
-            stats: UffdMinorStats::default(),
         };
         s.arm()?;
         Ok(s)
@@ -230,9 +431,27 @@ impl UffdMinorSource {
         Ok(())
     }
 
+    /// A live view of the fault counters (stays valid once the source is in an engine).
+    pub fn fault_count(&self) -> UffdFaultCount {
+        UffdFaultCount {
+            kinds: self.kinds.clone(),
+        }
+    }
+
     /// Pages armed now (the sample the next harvest reports on).
-    pub fn armed(&self) -> &PageSet {
-        &self.armed
+    pub fn armed(&self) -> PageSet {
+        lock(&self.arming).armed.clone()
+    }
+
+    /// Hands arming to the caller: while the returned armer (or a clone made by calling this
+    /// again) lives, harvests report on what was armed without re-arming, and the caller arms
+    /// the next interval's pages with [`UffdArmer::arm_only`] (typically after each aging pass,
+    /// from the engine's generations: [`GuidedArming`]). The current arming stays until then.
+    pub fn guide(&mut self) -> UffdArmer {
+        lock(&self.arming).armers += 1;
+        UffdArmer {
+            shared: self.arming.clone(),
+        }
     }
 
     /// Changes the fault budget from the next arming on.
@@ -250,8 +469,9 @@ impl UffdMinorSource {
     /// pages left unmapped (holes never allocated: their first touch is a MISSING fault).
     pub fn disarm(&mut self) -> u64 {
         let u = &self.uffd;
+        let a = lock(&self.arming);
         let mut left = 0;
-        for_each_hva_run(&self.map, &self.armed, |hva, len| {
+        for_each_hva_run(&self.map, &a.armed, |hva, len| {
             // Page by page: a run stops at its first page already mapped.
             for p in (hva..hva + len).step_by(PAGE_SIZE as usize) {
                 if u.continue_page(p, PAGE_SIZE).is_err() {
@@ -264,13 +484,14 @@ impl UffdMinorSource {
 
     /// Counters so far.
     pub fn stats(&self) -> UffdMinorStats {
+        let a = lock(&self.arming);
         UffdMinorStats {
             fault: self.thread.stats(),
             minor_faults: self.kinds.minor.load(Ordering::Relaxed),
             missing_faults: self.kinds.missing.load(Ordering::Relaxed),
             already_mapped: self.kinds.already_mapped.load(Ordering::Relaxed),
-            sample_size: self.armed.count(),
-            ..self.stats
+            sample_size: a.armed.count(),
+            ..a.stats
         }
     }
 
@@ -286,32 +507,11 @@ impl UffdMinorSource {
 
     /// Draws a fresh sample and drops its pages' mappings.
     fn arm(&mut self) -> Result<(), UffdMinorError> {
-        let t = Instant::now();
         let sample = uniform_sample(self.map.len(), self.sample_size(), &mut self.rng);
-        let mut calls = 0;
-        let mut res = Ok(());
-        for_each_hva_run(&self.map, &sample, |hva, len| {
-            calls += 1;
-            // SAFETY: `hva..hva+len` lies inside a registered shared (shmem) guest mapping that
-            // this process keeps mapped; MADV_DONTNEED there only drops page-table entries, the
-            // data stays in the page cache (check_backing refused private memory).
-            let rc = unsafe {
-                libc::madvise(hva as *mut libc::c_void, len as usize, libc::MADV_DONTNEED)
-            };
-            if rc != 0 && res.is_ok() {
-                res = Err(UffdMinorError::Arm {
-                    hva,
-                    len,
-                    err: nix::Error::last(),
-                });
-            }
-        });
-        self.stats.arms += 1;
-        self.stats.pages_armed += sample.count();
-        self.stats.madvise_calls += calls;
-        self.stats.arm_ns += t.elapsed().as_nanos() as u64;
-        self.armed = sample;
-        self.armed_at = Instant::now();
+        let mut a = lock(&self.arming);
+        let res = a.zap(&sample);
+        a.armed = sample;
+        a.armed_at = Instant::now();
         res
     }
 }
@@ -319,8 +519,9 @@ impl UffdMinorSource {
 impl Drop for UffdMinorSource {
     fn drop(&mut self) {
         // Unregister first (wakes any blocked vCPU, which then maps the page itself), then the
-        // thread stops (its own field drop).
+        // thread stops (its own field drop). Armers still alive then refuse to arm.
         self.guard.take();
+        lock(&self.arming).closed = true;
         self.thread.stop();
     }
 }
@@ -426,14 +627,25 @@ impl AccessSource for UffdMinorSource {
 
     fn harvest(&mut self) -> Result<Harvest, HarvestError> {
         let t = Instant::now();
-        let interval = self.armed_at.elapsed();
+        let mut a = lock(&self.arming);
+        let interval = a.armed_at.elapsed();
         // Faults of pages not in the sample (armed in an earlier interval, or holes) are
         // resolved too but not reported: only the sample was observed.
         let mut accessed = self.record.take();
-        accessed.intersect_with(&self.armed);
-        let observed = std::mem::replace(&mut self.armed, PageSet::new(self.map.len()));
+        accessed.intersect_with(&a.armed);
+        let guided = a.armers > 0;
+        let observed = if guided {
+            // The pages not touched are still unmapped, so still armed: until the armer arms
+            // the next set, a touch of one is a fault the next harvest reports.
+            let mut still = a.armed.clone();
+            still.subtract(&accessed);
+            std::mem::replace(&mut a.armed, still)
+        } else {
+            std::mem::replace(&mut a.armed, PageSet::new(self.map.len()))
+        };
+        drop(a);
         let observed = (observed.count() < self.map.len()).then_some(observed);
-        if self.rearm {
+        if self.rearm && !guided {
             self.next_interval = self
                 .config
                 .interval

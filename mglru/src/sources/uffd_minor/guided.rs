@@ -1,0 +1,281 @@
+//! Engine-guided arming: watch only the pages whose age is in question.
+//!
+//! Arming every page each interval makes every hot page fault every interval (tens of µs each
+//! on a nested host), which costs a read-heavy guest most of its throughput. The kernel does not
+//! look at young pages either: its aging and eviction check the accessed bits of old pages.
+//! [`GuidedArming`] does the same with userfaultfd: after each aging pass it arms the resident
+//! pages of the engine's `gens` oldest generations (the eviction candidates), plus optionally a
+//! uniform sample of the younger ones for estimates. A page not armed keeps its generation, so
+//! it drifts older as generations open; once it reaches the armed generations its next touch
+//! faults and promotes it again. A hot page then faults once per trip through the window rather
+//! than once per interval, and cold pages — armed, never touched — cost nothing.
+//!
+//! What the harvests report is exact for the armed pages (observed set = armed set), so the
+//! engine judges the source only there, and [`AccessEstimate`](super::AccessEstimate) on a
+//! younger generation extrapolates from its sampled part.
+
+use super::{uniform_sample, ArmOutcome, UffdArmer, UffdFaultCount, UffdMinorError};
+use crate::engine::Generations;
+use agelab_guest::rng::SplitMix64;
+use agelab_vmm::PageSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// Which pages uffd-minor arms each interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArmPolicy {
+    /// Every page, every interval: exact, but every hot page faults every interval.
+    All,
+    /// A uniform sample sized to this many guest faults per second.
+    Sample {
+        /// Faults per second.
+        budget_faults_per_sec: u64,
+    },
+    /// The resident pages of the engine's `gens` oldest generations (never the youngest), plus
+    /// `younger_sample` pages drawn uniformly from the younger resident ones.
+    Oldest {
+        /// Oldest generations armed (≥ 1).
+        gens: usize,
+        /// Younger pages sampled each interval (0: none).
+        younger_sample: u64,
+    },
+}
+
+impl Default for ArmPolicy {
+    /// `oldest:2`.
+    fn default() -> Self {
+        ArmPolicy::Oldest {
+            gens: 2,
+            younger_sample: 0,
+        }
+    }
+}
+
+impl ArmPolicy {
+    /// Whether the engine's generations choose the armed pages (a [`GuidedArming`] is needed).
+    pub fn is_guided(&self) -> bool {
+        matches!(self, ArmPolicy::Oldest { .. })
+    }
+
+    /// The fault budget of self-arming policies (`None`: every page, or guided).
+    pub fn budget(&self) -> Option<u64> {
+        match self {
+            ArmPolicy::Sample {
+                budget_faults_per_sec,
+            } => Some(*budget_faults_per_sec),
+            _ => None,
+        }
+    }
+}
+
+/// An `--uffd-arm` value that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("uffd arming '{0}': expected all, sample:BUDGET (faults/s), oldest[:N] or oldest:N+S (N oldest generations, S younger pages sampled)")]
+pub struct ArmPolicyError(pub String);
+
+impl FromStr for ArmPolicy {
+    type Err = ArmPolicyError;
+
+    fn from_str(s: &str) -> Result<Self, ArmPolicyError> {
+        let bad = || ArmPolicyError(s.to_string());
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k.trim(), Some(a.trim())),
+            None => (s.trim(), None),
+        };
+        match (kind, arg) {
+            ("all", None) => Ok(ArmPolicy::All),
+            ("sample", Some(b)) => {
+                let budget_faults_per_sec = b.parse().ok().filter(|&b| b > 0).ok_or_else(bad)?;
+                Ok(ArmPolicy::Sample {
+                    budget_faults_per_sec,
+                })
+            }
+            ("oldest", None) => Ok(ArmPolicy::default()),
+            ("oldest", Some(a)) => {
+                let (g, y) = a.split_once('+').unwrap_or((a, "0"));
+                let gens = g.parse().ok().filter(|&g| g > 0).ok_or_else(bad)?;
+                let younger_sample = y.parse().map_err(|_| bad())?;
+                Ok(ArmPolicy::Oldest {
+                    gens,
+                    younger_sample,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for ArmPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArmPolicy::All => f.write_str("all"),
+            ArmPolicy::Sample {
+                budget_faults_per_sec,
+            } => write!(f, "sample:{budget_faults_per_sec}"),
+            ArmPolicy::Oldest {
+                gens,
+                younger_sample: 0,
+            } => write!(f, "oldest:{gens}"),
+            ArmPolicy::Oldest {
+                gens,
+                younger_sample,
+            } => write!(f, "oldest:{gens}+{younger_sample}"),
+        }
+    }
+}
+
+/// Totals of a [`GuidedArming`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GuidedStats {
+    /// Armings.
+    pub arms: u64,
+    /// Pages armed, summed over armings.
+    pub pages_armed: u64,
+    /// Of them, younger pages sampled.
+    pub younger_sampled: u64,
+    /// Pages whose entries were dropped, summed (the rest stayed armed from before).
+    pub pages_zapped: u64,
+    /// Pages mapped back in when they left the armed set untouched.
+    pub pages_released: u64,
+    /// Wall time of the armings, ns.
+    pub ns: u64,
+    /// Guest faults on the source so far (0 when not attached).
+    pub faults: u64,
+}
+
+/// Arms a uffd-minor source from an engine's generations after each pass; see the module docs.
+#[derive(Debug)]
+pub struct GuidedArming {
+    armer: UffdArmer,
+    faults: Option<UffdFaultCount>,
+    gens: usize,
+    younger_sample: u64,
+    rng: SplitMix64,
+    stats: GuidedStats,
+}
+
+impl GuidedArming {
+    /// Arms through `armer` the pages of the `gens` oldest generations plus `younger_sample`
+    /// younger ones drawn with `seed`.
+    pub fn new(armer: UffdArmer, gens: usize, younger_sample: u64, seed: u64) -> Self {
+        GuidedArming {
+            armer,
+            faults: None,
+            gens: gens.max(1),
+            younger_sample,
+            rng: SplitMix64::new(seed),
+            stats: GuidedStats::default(),
+        }
+    }
+
+    /// From a policy; `None` unless it is [`ArmPolicy::Oldest`].
+    pub fn from_policy(armer: UffdArmer, policy: ArmPolicy, seed: u64) -> Option<Self> {
+        match policy {
+            ArmPolicy::Oldest {
+                gens,
+                younger_sample,
+            } => Some(Self::new(armer, gens, younger_sample, seed)),
+            _ => None,
+        }
+    }
+
+    /// The pages the next interval should watch: the oldest generations' resident pages and a
+    /// uniform sample of the younger resident ones.
+    pub fn select(&mut self, generations: &Generations) -> (PageSet, u64) {
+        let mut next = generations.pages_in_oldest(self.gens);
+        let mut sampled = 0;
+        if self.younger_sample > 0 {
+            let younger: Vec<u64> = (0..generations.len())
+                .filter(|&p| !next.contains(p) && generations.seq_of(p).is_some())
+                .collect();
+            let pick = uniform_sample(younger.len() as u64, self.younger_sample, &mut self.rng);
+            for i in pick.iter() {
+                next.insert(younger[i as usize]);
+                sampled += 1;
+            }
+        }
+        (next, sampled)
+    }
+
+    /// Arms the next interval's pages (call after each aging pass). Pages leaving the armed set
+    /// untouched are mapped back in unless reclaimed (not resident in `generations`).
+    pub fn arm_from(&mut self, generations: &Generations) -> Result<ArmOutcome, UffdMinorError> {
+        let (next, sampled) = self.select(generations);
+        let out = self
+            .armer
+            .arm_only(&next, |p| generations.seq_of(p).is_some())?;
+        self.stats.arms += 1;
+        self.stats.pages_armed += out.armed;
+        self.stats.younger_sampled += sampled;
+        self.stats.pages_zapped += out.zapped;
+        self.stats.pages_released += out.released;
+        self.stats.ns += out.ns;
+        Ok(out)
+    }
+
+    /// Totals so far (with the guest's faults when [`with_faults`](Self::with_faults) was given
+    /// the source's counters).
+    pub fn stats(&self) -> GuidedStats {
+        GuidedStats {
+            faults: self.faults.as_ref().map_or(0, UffdFaultCount::total),
+            ..self.stats
+        }
+    }
+
+    /// Attaches the source's fault counters, reported in [`stats`](Self::stats).
+    pub fn with_faults(mut self, faults: UffdFaultCount) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Oldest generations armed.
+    pub fn gens(&self) -> usize {
+        self.gens
+    }
+
+    /// The armer (for its current set).
+    pub fn armer(&self) -> &UffdArmer {
+        &self.armer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::InitialPlacement;
+    use std::time::Instant;
+
+    #[test]
+    fn policies_parse_and_print() {
+        for s in ["all", "sample:5000", "oldest:2", "oldest:3+200"] {
+            assert_eq!(s.parse::<ArmPolicy>().unwrap().to_string(), s);
+        }
+        assert_eq!("oldest".parse::<ArmPolicy>().unwrap(), ArmPolicy::default());
+        for bad in [
+            "", "some", "sample", "sample:0", "oldest:0", "oldest:x", "all:3",
+        ] {
+            assert!(bad.parse::<ArmPolicy>().is_err(), "{bad}");
+        }
+        assert!(ArmPolicy::default().is_guided() && !ArmPolicy::All.is_guided());
+    }
+
+    #[test]
+    fn oldest_generations_exclude_youngest_and_reclaimed() {
+        let now = Instant::now();
+        let mut g = Generations::new(10, 4, InitialPlacement::Youngest, now);
+        // Everything starts in the youngest generation: nothing old to arm.
+        assert!(g.pages_in_oldest(2).is_empty());
+        g.open_generation(now);
+        g.open_generation(now);
+        let mut hot = PageSet::new(10);
+        hot.insert_range(0, 3);
+        g.promote(&hot, |_| {}).unwrap();
+        g.reclaim(9).unwrap();
+        // Pages 3..9 sit in min_seq + 1 (seq 1, min 0); 0..3 in max_seq.
+        let old = g.pages_in_oldest(2);
+        assert_eq!(old.iter().collect::<Vec<_>>(), (3..9).collect::<Vec<_>>());
+        assert!(g.pages_in_oldest(1).is_empty(), "min_seq itself is empty");
+        assert_eq!(g.pages_in_oldest(16), old, "never the youngest");
+        assert!(g.oldest_last_seq(0).is_none());
+    }
+}
