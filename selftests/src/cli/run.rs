@@ -5,6 +5,7 @@ use agelab_mglru::engine::report::{pass_summary, EngineReport};
 use agelab_mglru::lru_gen_run::{engine_generations, KernelAging};
 use agelab_mglru::selfcheck::{self, AccuracyError, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog;
+use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
 use agelab_mglru::{Engine, EngineConfig, EngineError, OracleSource, PassTruth};
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, MemoryError, Vm, VmConfig, VmError};
@@ -47,6 +48,11 @@ pub struct RunArgs {
     /// (default: arm every page, exact).
     #[arg(long)]
     pub fault_budget: Option<u64>,
+    /// uffd-minor arming: `all` (every page each pass), `sample:BUDGET` (faults/s),
+    /// `oldest[:N]` (the engine's N oldest generations, so hot young pages do not fault every
+    /// pass) or `oldest:N+S` (plus S younger pages sampled). `--fault-budget` means `sample:`.
+    #[arg(long, default_value = "oldest:2", value_parser = parse_uffd_arm)]
+    pub uffd_arm: ArmPolicy,
     /// Number of generations the engine keeps (2..=16).
     #[arg(long, default_value_t = 4)]
     pub gens: usize,
@@ -83,6 +89,11 @@ fn parse_recall(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{s}: recall must be within 0..1 (or 0%..100%)"))
     }
+}
+
+fn parse_uffd_arm(s: &str) -> Result<ArmPolicy, String> {
+    s.parse()
+        .map_err(|e: agelab_mglru::sources::uffd_minor::ArmPolicyError| e.to_string())
 }
 
 fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
@@ -128,6 +139,9 @@ pub enum RunError {
     /// The self-check could not run.
     #[error(transparent)]
     Selfcheck(#[from] SelfcheckError),
+    /// Guided uffd-minor arming failed.
+    #[error(transparent)]
+    UffdArm(#[from] UffdMinorError),
     /// A source is less accurate than `--require-accurate` asks.
     #[error(transparent)]
     Inaccurate(#[from] AccuracyError),
@@ -207,6 +221,10 @@ pub struct RunReport {
     pub engine: EngineReport,
     /// The startup self-check of the sources.
     pub selfcheck: Option<SelfcheckReport>,
+    /// uffd-minor arming (`--uffd-arm`) and, when guided, what it armed and the guest's faults.
+    pub uffd_arm: String,
+    /// Totals of guided arming (`--uffd-arm oldest...`).
+    pub uffd_guided: Option<GuidedStats>,
     /// The kernel's lru_gen generations of the VM's memcg beside the engine's, after the run.
     pub kernel_lru_gen: Option<String>,
     /// Final engine table (debugfs style).
@@ -273,15 +291,26 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         ..Default::default()
     };
     let mut engine = Engine::new(map, config)?;
-    for s in catalog::build_with(
+    let uffd_arm = match args.fault_budget {
+        Some(b) => ArmPolicy::Sample {
+            budget_faults_per_sec: b,
+        },
+        None => args.uffd_arm,
+    };
+    let (sources, mut guide) = catalog::build_guided(
         &args.sources.0,
         &mut vm,
         catalog::BuildOptions {
             fault_budget: args.fault_budget,
             interval: Some(args.interval),
+            uffd_arm: Some(uffd_arm),
         },
-    ) {
+    );
+    for s in sources {
         engine.add_source(s);
+    }
+    if let Some(g) = guide.as_mut() {
+        g.arm_from(engine.generations())?;
     }
     let oracle = if args.sources.0.iter().any(|s| s == "oracle") {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -311,6 +340,9 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             let _ = tx.send(split.accessed());
         }
         let pass = engine.run_pass_split(&split)?;
+        if let Some(g) = guide.as_mut() {
+            g.arm_from(engine.generations())?;
+        }
         let kernel_view = kernel_aging.as_mut().map(|k| k.age());
         if !args.json && !args.quiet {
             println!("{}", pass_summary(&pass));
@@ -403,6 +435,8 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         exits,
         exit_reason: "completed: every vCPU reported DONE".into(),
         verify_mismatches,
+        uffd_arm: uffd_arm.to_string(),
+        uffd_guided: guide.as_ref().map(|g| g.stats()),
         selfcheck,
         kernel_lru_gen,
         engine: engine.report(),
@@ -464,6 +498,15 @@ pub fn print_text(r: &RunReport) {
         "aging: {} passes, bookkeeping {} ns per GiB per pass",
         r.engine.aging.passes, r.engine.aging.ns_per_gib
     );
+    if let Some(g) = &r.uffd_guided {
+        println!(
+            "uffd-minor arming {}: {} armings, {:.0} pages armed per pass, {} guest faults",
+            r.uffd_arm,
+            g.arms,
+            g.pages_armed as f64 / g.arms.max(1) as f64,
+            g.faults
+        );
+    }
     if let Some(m) = r.verify_mismatches {
         println!("verify: {m} words wrong");
     }
