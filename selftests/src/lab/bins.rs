@@ -61,7 +61,8 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsErro
     }
     let target_dir = ws.join("target/lab");
     let mut rustflags = std::env::var("AGELAB_LAB_RUSTFLAGS").unwrap_or_default();
-    rustflags.push_str(" -C target-feature=+crt-static");
+    // Debug info would make the initramfs hundreds of MB, slow to unpack under TCG; symbols stay.
+    rustflags.push_str(" -C target-feature=+crt-static -C strip=debuginfo");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
         "agelab lab: building static binaries for {} (target/lab)",

@@ -197,6 +197,11 @@ pub fn base_archive(cache: &Path, spec: &BaseSpec<'_>) -> Result<PathBuf, Initra
     let path = dir.join(format!("{}-{}.cpio", spec.kernel.name, key.hex()));
     let _lock = CacheLock::acquire(&dir.join("build.lock"))?;
     if path.is_file() {
+        // Marks it recently used for the pruning below.
+        let _ = fs::File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         return Ok(path);
     }
     let mut w = CpioWriter::new(Vec::new());
@@ -300,7 +305,37 @@ pub fn base_archive(cache: &Path, spec: &BaseSpec<'_>) -> Result<PathBuf, Initra
     }
     let bytes = w.finish().map_err(io)?;
     write_atomic(&path, &bytes)?;
+    prune(&dir, &format!("{}-", spec.kernel.name), KEEP_PER_KERNEL);
     Ok(path)
+}
+
+/// Base archives kept per kernel (each rebuild of the binaries makes a new one).
+const KEEP_PER_KERNEL: usize = 3;
+
+/// Deletes all but the `keep` most recently used `<prefix><hash>.cpio` archives in `dir`,
+/// sparing any used in the last ten minutes (a concurrent run may be about to copy it).
+fn prune(dir: &Path, prefix: &str, keep: usize) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(".cpio"))
+                .is_some_and(|hash| hash.len() == 16 && !hash.contains('-'))
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    found.sort_by_key(|(mtime, _)| std::cmp::Reverse(*mtime));
+    let now = std::time::SystemTime::now();
+    for (mtime, path) in found.into_iter().skip(keep) {
+        let idle = now.duration_since(mtime).unwrap_or_default();
+        if idle > std::time::Duration::from_secs(600) {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// Per-run options for the guest's init.
@@ -329,4 +364,41 @@ pub fn run_archive(spec: &RunSpec<'_>) -> std::io::Result<Vec<u8>> {
     );
     w.file("/agelab/env", 0o644, env.as_bytes())?;
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn prune_keeps_recent_archives_of_that_kernel_only() {
+        let dir = std::env::temp_dir().join(format!("agelab-prune-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let now = SystemTime::now();
+        let mk = |name: &str, age_s: u64| {
+            let p = dir.join(name);
+            let f = fs::File::create(&p).unwrap();
+            f.set_modified(now - Duration::from_secs(age_s)).unwrap();
+        };
+        for (i, age) in [5000u64, 4000, 3000, 2000, 100].iter().enumerate() {
+            mk(&format!("debian-6.1-{i:016x}.cpio"), *age);
+        }
+        mk("debian-6.12-0000000000000000.cpio", 9000);
+        prune(&dir, "debian-6.1-", 2);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "debian-6.1-0000000000000003.cpio",
+                "debian-6.1-0000000000000004.cpio",
+                "debian-6.12-0000000000000000.cpio"
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

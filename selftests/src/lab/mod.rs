@@ -254,11 +254,9 @@ pub(crate) struct Lab<'a> {
 
 impl<'a> Lab<'a> {
     fn new(args: &'a LabArgs, arch: &'static ArchSpec) -> Result<Self, LabError> {
-        Ok(Self {
-            args,
-            arch,
-            cache: cache::cache_root()?,
-        })
+        let cache = cache::cache_root()?;
+        prune_runs(&cache.join("runs"));
+        Ok(Self { args, arch, cache })
     }
 
     /// Fetches or builds kernel `name` (`image` means `--kernel-image`).
@@ -421,6 +419,25 @@ fn kernel_list(spec: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Deletes run directories (kept after failures) older than a day.
+fn prune_runs(runs: &Path) {
+    let Ok(rd) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let day = Duration::from_secs(24 * 3600);
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Removes a run directory (used by matrix and bench after collecting the output).
