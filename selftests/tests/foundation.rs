@@ -29,10 +29,10 @@ fn abort_carries_file_line_and_message() {
 }
 
 #[test]
-fn triple_fault_is_reported_with_rip() {
+fn guest_fault_is_reported_with_rip() {
     run(
-        "triple fault",
-        foundation::triple_fault_is_reported_with_rip(),
+        "guest fault",
+        foundation::guest_fault_is_reported_with_rip(),
     );
 }
 

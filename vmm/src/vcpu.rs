@@ -63,6 +63,14 @@ pub enum VcpuError {
         /// Registers.
         regs: Box<VcpuRegs>,
     },
+    /// A CPU exception in guest code, caught by the guest's exception vectors.
+    #[error("vCPU {vcpu}: guest exception: {regs}")]
+    Exception {
+        /// vCPU index.
+        vcpu: usize,
+        /// Registers, with the exception frame.
+        regs: Box<VcpuRegs>,
+    },
     /// KVM_EXIT_INTERNAL_ERROR.
     #[error("vCPU {vcpu}: KVM internal error, suberror {suberror}: {regs}")]
     InternalError {
@@ -130,6 +138,7 @@ impl VcpuError {
     pub fn vcpu(&self) -> usize {
         match self {
             VcpuError::Shutdown { vcpu, .. }
+            | VcpuError::Exception { vcpu, .. }
             | VcpuError::InternalError { vcpu, .. }
             | VcpuError::FailEntry { vcpu, .. }
             | VcpuError::UnexpectedExit { vcpu, .. }
@@ -143,6 +152,7 @@ impl VcpuError {
     pub fn regs(&self) -> Option<&VcpuRegs> {
         match self {
             VcpuError::Shutdown { regs, .. }
+            | VcpuError::Exception { regs, .. }
             | VcpuError::InternalError { regs, .. }
             | VcpuError::FailEntry { regs, .. }
             | VcpuError::UnexpectedExit { regs, .. }
@@ -296,12 +306,15 @@ impl VcpuThread {
                         Flow::End => return Ok(()),
                     }
                 }
-                // aarch64: the EL1 vector code reports an exception (x86_64: never).
-                VcpuExit::MmioWrite(addr, _) if crate::arch::is_exception_report(addr) => {
-                    return Err(VcpuError::Shutdown {
-                        vcpu,
-                        regs: self.regs(),
-                    })
+                // The guest's exception vectors (x86 IDT stubs, aarch64 EL1 vectors) report a fault.
+                VcpuExit::MmioWrite(addr, data) if crate::arch::is_exception_report(addr) => {
+                    let mut b = [0u8; 8];
+                    let n = data.len().min(8);
+                    b[..n].copy_from_slice(&data[..n]);
+                    let frame = u64::from_le_bytes(b);
+                    let mut regs = self.regs();
+                    crate::arch::decode_exception(&mut regs, &self.mem, frame);
+                    return Err(VcpuError::Exception { vcpu, regs });
                 }
                 VcpuExit::MmioWrite(addr, data) => {
                     format!("MMIO write of {} bytes to {addr:#x}", data.len())

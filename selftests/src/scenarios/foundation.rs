@@ -1,5 +1,5 @@
 //! Foundation scenarios on real /dev/kvm: values by ucall, memory seen both ways, parallel
-//! vCPUs, ABORT with file:line, triple fault with RIP, watchdog, every backing, stats.
+//! vCPUs, ABORT with file:line, a guest fault with its RIP, watchdog, every backing, stats.
 //!
 //! Each scenario returns `Ok(Outcome)` or an error message saying what was expected and what was
 //! seen. The cargo integration tests (`selftests/tests/foundation.rs`) and the kselftest-style
@@ -177,7 +177,7 @@ pub fn abort_carries_file_line_and_message() -> ScenarioResult {
     }
 }
 
-extern "C" fn guest_triple_fault(_: u64, _: u64) -> ! {
+extern "C" fn guest_faults(_: u64, _: u64) -> ! {
     // SAFETY: deliberately faults: an undefined instruction with no guest exception handler.
     #[cfg(target_arch = "x86_64")]
     unsafe {
@@ -190,10 +190,12 @@ extern "C" fn guest_triple_fault(_: u64, _: u64) -> ! {
     }
 }
 
-/// A deliberate fault stops the vCPU with an error carrying its registers (RIP at the fault).
-pub fn triple_fault_is_reported_with_rip() -> ScenarioResult {
+/// A deliberate fault (invalid opcode) stops the vCPU with an error naming the exception and
+/// carrying the registers, with RIP at the faulting instruction — also on SVM/VMX KVM, which
+/// reset a vCPU after a triple fault.
+pub fn guest_fault_is_reported_with_rip() -> ScenarioResult {
     let mut vm = vm(1)?;
-    let entry = guest_triple_fault as *const () as usize as u64;
+    let entry = guest_faults as *const () as usize as u64;
     vm.start(entry as usize, |_| [0, 0]).map_err(err)?;
     match next(&vm)? {
         VcpuEvent::Failed(e) => {
@@ -204,6 +206,11 @@ pub fn triple_fault_is_reported_with_rip() -> ScenarioResult {
             check!(
                 pc >= entry && pc < entry + 64,
                 "pc {pc:#x} is not at the faulting instruction near {entry:#x}: {e}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            check!(
+                matches!(e, VcpuError::Exception { .. }) && e.to_string().contains("#UD"),
+                "expected an invalid-opcode exception report, got: {e}"
             );
             Ok(Outcome::Pass)
         }
@@ -357,8 +364,8 @@ pub const ALL: &[Scenario] = &[
         abort_carries_file_line_and_message,
     ),
     (
-        "a triple fault is reported with RIP",
-        triple_fault_is_reported_with_rip,
+        "a guest fault is reported with its RIP",
+        guest_fault_is_reported_with_rip,
     ),
     (
         "the watchdog stops a spinning guest",

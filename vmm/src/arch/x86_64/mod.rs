@@ -3,8 +3,11 @@
 //! The host builds everything a CPL3 guest needs — 4-level page tables, a GDT with 64-bit user
 //! segments and a TSS — and enters the vCPU directly in user mode with KVM_SET_SREGS. No guest
 //! kernel runs: guest code at CPL0 is emulated instruction by instruction on paravirtual KVM
-//! (kvm_pvm), while CPL3 runs natively there and on VMX/SVM. There is no IDT: any exception
-//! ends in a triple fault, which the VMM reports with the vCPU's registers.
+//! (kvm_pvm), while CPL3 runs natively there and on VMX/SVM. A minimal IDT catches the 32 CPU
+//! exceptions: each stub (a few CPL0 instructions, emulated on kvm_pvm — only ever run on a
+//! crash) stores the address of its exception frame to an unbacked doorbell page, so the VMM
+//! reports the vector, error code and faulting RIP. Without it, real SVM/VMX KVM would turn the
+//! fault into a triple fault and reset the registers (RIP 0xfff0) before the VMM could read them.
 
 pub mod paging;
 
@@ -13,6 +16,7 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_xcrs, CpuId, KVM_MAX_CPUI
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 pub use paging::{MapSize, PageTables};
 use std::fmt;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Errors of x86_64 vCPU and VM setup.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,56 @@ const SEL_USER_DATA: u16 = 0x18 | 3;
 const SEL_USER_CODE: u16 = 0x20 | 3;
 const SEL_TSS: u16 = 0x28;
 const TSS_SIZE: u64 = 0x68;
+const SEL_KERNEL_CODE: u64 = 0x08;
+
+/// Guest-physical doorbell the exception stubs store their frame address to: in the ucall
+/// doorbell page (mapped, backed by no memslot), as on aarch64.
+pub const EXCEPTION_MMIO_ADDR: u64 = agelab_guest::abi::UCALL_MMIO_ADDR + 0x800;
+/// Number of IDT entries: the architectural exceptions.
+const IDT_ENTRIES: u64 = 32;
+/// Bytes per exception stub.
+const STUB_BYTES: u64 = 16;
+/// Bytes of the CPL0 stack the exception stubs run on.
+const EXCEPTION_STACK: u64 = 16 << 10;
+
+/// Whether the CPU pushes an error code for `vector`.
+fn has_error_code(vector: u64) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Name of an exception vector, for reports.
+pub fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#MF(9)", "#TS", "#NP",
+        "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24",
+        "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("#??")
+}
+
+/// Machine code of the exception stubs (one 16-byte slot per vector) followed by the common tail
+/// `mov [EXCEPTION_MMIO_ADDR], rsp; jmp $`. Each stub pushes a zero error code where the CPU
+/// pushes none, then the vector, so every frame reads: vector, error, rip, cs, rflags, rsp, ss.
+fn exception_stubs() -> Vec<u8> {
+    let common = IDT_ENTRIES * STUB_BYTES;
+    let mut code = Vec::with_capacity((common + 16) as usize);
+    for v in 0..IDT_ENTRIES {
+        let start = code.len();
+        if !has_error_code(v) {
+            code.extend_from_slice(&[0x6a, 0x00]); // push 0
+        }
+        code.extend_from_slice(&[0x6a, v as u8]); // push vector
+        let rel = common as i64 - (code.len() as i64 + 5);
+        code.push(0xe9); // jmp rel32 common
+        code.extend_from_slice(&(rel as i32).to_le_bytes());
+        code.resize(start + STUB_BYTES as usize, 0xcc);
+    }
+    // mov qword [disp32], rsp
+    code.extend_from_slice(&[0x48, 0x89, 0x24, 0x25]);
+    code.extend_from_slice(&(EXCEPTION_MMIO_ADDR as u32).to_le_bytes());
+    code.extend_from_slice(&[0xeb, 0xfe]); // jmp $
+    code
+}
 
 const CR0_PE: u64 = 1;
 const CR0_MP: u64 = 1 << 1;
@@ -81,6 +135,7 @@ pub struct GuestTables {
     pub page_tables: PageTables,
     gdt: u64,
     tss: u64,
+    idt: u64,
 }
 
 /// Per-VM architecture state.
@@ -137,10 +192,27 @@ impl ArchVm {
         mem.write_u64(gdt + 6 * 8, tss >> 32);
         // TSS: no I/O bitmap (its offset points past the limit), so CPL3 port I/O always faults.
         mem.write_u64(tss + 0x60, (TSS_SIZE << 48) & 0xffff_0000_0000_0000);
+        // Exception stubs, their CPL0 stack (TSS.rsp0, at the unaligned offset 4) and the IDT.
+        let stubs = exception_stubs();
+        let code = mem.alloc(stubs.len() as u64, 4096)?;
+        mem.write_bytes(code, &stubs);
+        let stack = mem.alloc(EXCEPTION_STACK, 4096)?;
+        mem.write_bytes(tss + 4, &(stack + EXCEPTION_STACK).to_le_bytes());
+        let idt = mem.alloc(IDT_ENTRIES * 16, 4096)?;
+        for v in 0..IDT_ENTRIES {
+            let handler = code + v * STUB_BYTES;
+            let lo = (handler & 0xffff)
+                | (SEL_KERNEL_CODE << 16)
+                | (0x8e << 40)
+                | (((handler >> 16) & 0xffff) << 48);
+            mem.write_u64(idt + v * 16, lo);
+            mem.write_u64(idt + v * 16 + 8, handler >> 32);
+        }
         Ok(GuestTables {
             page_tables,
             gdt,
             tss,
+            idt,
         })
     }
 
@@ -203,8 +275,8 @@ impl ArchVm {
         };
         sregs.gdt.base = tables.gdt;
         sregs.gdt.limit = 7 * 8 - 1;
-        sregs.idt.base = 0;
-        sregs.idt.limit = 0;
+        sregs.idt.base = tables.idt;
+        sregs.idt.limit = (IDT_ENTRIES * 16 - 1) as u16;
         sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
         sregs.cr3 = tables.page_tables.root();
         sregs.cr4 =
@@ -255,10 +327,37 @@ impl ArchVm {
     }
 }
 
-/// Whether a guest MMIO store to `addr` reports a guest exception. Never on x86_64: with no IDT,
-/// every exception ends in a triple fault (KVM_EXIT_SHUTDOWN).
-pub fn is_exception_report(_addr: u64) -> bool {
-    false
+/// Whether a guest MMIO store to `addr` reports a guest exception (from the IDT stubs).
+pub fn is_exception_report(addr: u64) -> bool {
+    addr == EXCEPTION_MMIO_ADDR
+}
+
+/// An exception caught by the IDT stubs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExceptionFrame {
+    /// Vector (6 = #UD, 13 = #GP, 14 = #PF...).
+    pub vector: u64,
+    /// Error code (0 where the CPU pushes none).
+    pub error_code: u64,
+    /// RIP of the faulting instruction.
+    pub rip: u64,
+    /// RSP at the fault.
+    pub rsp: u64,
+}
+
+/// Completes `regs` of a vCPU stopped in an exception stub with the frame the stub stored
+/// (`frame_gva`, identity-mapped system memory).
+pub fn decode_exception(regs: &mut VcpuRegs, mem: &GuestMemoryMmap, frame_gva: u64) {
+    let word = |i: u64| {
+        mem.read_obj::<u64>(GuestAddress(frame_gva + 8 * i))
+            .unwrap_or(0)
+    };
+    regs.exception = Some(ExceptionFrame {
+        vector: word(0),
+        error_code: word(1),
+        rip: word(2),
+        rsp: word(5),
+    });
 }
 
 fn host_xcr0() -> u64 {
@@ -283,6 +382,8 @@ pub struct VcpuRegs {
     pub control: [u64; 5],
     /// CS selector (its low bits are the CPL).
     pub cs: u16,
+    /// The exception that stopped the guest, when the IDT stubs caught one.
+    pub exception: Option<ExceptionFrame>,
 }
 
 impl VcpuRegs {
@@ -294,22 +395,35 @@ impl VcpuRegs {
             regs,
             control: [s.cr0, s.cr2, s.cr3, s.cr4, s.efer],
             cs: s.cs.selector,
+            exception: None,
         }
     }
 
-    /// The instruction pointer.
+    /// The instruction pointer: the faulting instruction after a guest exception.
     pub fn pc(&self) -> u64 {
-        self.regs.rip
+        self.exception.map_or(self.regs.rip, |e| e.rip)
     }
 
-    /// The stack pointer.
+    /// The stack pointer (at the fault, after a guest exception).
     pub fn sp(&self) -> u64 {
-        self.regs.rsp
+        self.exception.map_or(self.regs.rsp, |e| e.rsp)
     }
 }
 
 impl fmt::Display for VcpuRegs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = self.exception {
+            write!(
+                f,
+                "exception {} (vector {}, error code {:#x}) at rip={:#x} rsp={:#x} cr2={:#x}; in the handler: ",
+                exception_name(e.vector),
+                e.vector,
+                e.error_code,
+                e.rip,
+                e.rsp,
+                self.control[1]
+            )?;
+        }
         let r = &self.regs;
         write!(
             f,
