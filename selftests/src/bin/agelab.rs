@@ -29,54 +29,56 @@ enum Command {
     Reclaim(cli::reclaim::ReclaimArgs),
 }
 
+/// Prints a command's report (JSON or text) or its one-line error, and turns it into the exit
+/// code (`error_code` for failures).
+fn finish<R: serde::Serialize, E: std::fmt::Display>(
+    command: &str,
+    result: Result<R, E>,
+    json: bool,
+    print_text: impl FnOnce(&R),
+    error_code: impl FnOnce(&E) -> u8,
+) -> ExitCode {
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serialises")
+                );
+            } else {
+                print_text(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agelab {command}: {e}");
+            ExitCode::from(error_code(&e))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => match cli::run::run(&args) {
-            Ok(report) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).expect("report serialises")
-                    );
-                } else {
-                    cli::run::print_text(&report);
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("agelab run: {e}");
-                ExitCode::from(e.exit_code())
-            }
-        },
-        Command::Bench => match cli::bench::run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("agelab bench: {e}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Run(args) => finish(
+            "run",
+            cli::run::run(&args),
+            args.json,
+            cli::run::print_text,
+            |e| e.exit_code(),
+        ),
+        Command::Reclaim(args) => finish(
+            "reclaim",
+            cli::reclaim::run(&args),
+            args.json,
+            cli::reclaim::print_text,
+            |_| 1,
+        ),
+        Command::Bench => finish("bench", cli::bench::run(), false, |_| {}, |_| 1),
         Command::Workloads => {
             cli::workloads::print();
             ExitCode::SUCCESS
         }
-        Command::Reclaim(args) => match cli::reclaim::run(&args) {
-            Ok(report) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).expect("report serialises")
-                    );
-                } else {
-                    cli::reclaim::print_text(&report);
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("agelab reclaim: {e}");
-                ExitCode::from(1)
-            }
-        },
         Command::Lab(args) => match agelab::lab::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
