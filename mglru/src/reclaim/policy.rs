@@ -5,7 +5,9 @@
 //! - `fifo`: pages in the order they entered memory (fill order, refaulted pages rejoin at the
 //!   tail) — what a reclaimer without any access information does best.
 //! - `engine-dirty`: the userspace MGLRU fed by the KVM dirty log only (sees writes, not reads).
-//! - `engine-all`: the engine fed by every access source available on the host.
+//! - `engine-all`: the engine fed by every access source available on the host; uffd-minor arms
+//!   only the engine's oldest generations after each pass (guided arming) and eviction takes
+//!   only pages it watched through the last interval.
 //! - `oracle`: the engine fed by the workload's exact ground truth (upper bound for the engine).
 //! - `lru-gen`: the kernel's own MGLRU: the VM runs in a memcg, each interval ages it with the
 //!   debugfs `+` command and evicts the controller's step with `-` (lab kernels).

@@ -22,7 +22,7 @@ use crate::kernel::lru_gen::{LruGenControl, LruGenError};
 use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
 use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
 use crate::source::{AccessSource, Observes};
-use crate::sources::uffd_minor::{UffdMinorConfig, UffdMinorSource};
+use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
 use crate::sources::{catalog, OracleSource, UnavailableSource};
 
 /// Everything about one run.
@@ -94,6 +94,9 @@ pub enum ReclaimRunError {
     /// A reclaim action failed (including "no swap").
     #[error(transparent)]
     Action(#[from] ReclaimActionError),
+    /// Arming uffd-minor from the engine's generations failed.
+    #[error(transparent)]
+    UffdArm(#[from] UffdMinorError),
     /// Reading residency failed.
     #[error(transparent)]
     Residency(#[from] ResidencyError),
@@ -193,6 +196,8 @@ pub struct ReclaimRunReport {
     pub reclaim_cpu_ns: u64,
     /// madvise calls.
     pub madvise_calls: u64,
+    /// Guest uffd-minor faults during the run (after fill), `engine-all` only.
+    pub uffd_faults: Option<u64>,
     /// Words the verify pass found wrong (must be 0).
     pub verify_mismatches: u64,
     /// Sources the engine used, with availability.
@@ -229,9 +234,26 @@ pub fn all_source_names() -> Vec<String> {
         .collect()
 }
 
-/// The userfaultfd MINOR source (guest reads and writes on shmem), arming every page each
-/// interval, or an unavailable placeholder with the reason.
-fn uffd_minor_source(map: &agelab_vmm::GuestPageMap, interval: Duration) -> Box<dyn AccessSource> {
+/// Generations of the engine whose pages `engine-all` arms with uffd-minor after each pass.
+/// Pages of younger generations are not watched (a hot page faults once per trip down the
+/// window, not once per interval); eviction takes only pages of these generations that were
+/// armed and untouched through the last [`ENGINE_ALL_IDLE_INTERVALS`] intervals.
+pub const ENGINE_ALL_ARM_GENS: usize = 2;
+
+/// `engine-all` evicts only pages uffd-minor watched untouched through this many consecutive
+/// intervals: one interval is not enough when the guest spent it stalled on a fault storm.
+pub const ENGINE_ALL_IDLE_INTERVALS: u8 = 4;
+
+/// `engine-all` arms at most guest pages / this many new pages per pass (storms are spread).
+pub const ENGINE_ALL_ADMIT_DIV: u64 = 8;
+
+/// The userfaultfd MINOR source (guest reads and writes on shmem), with the arming the engine
+/// drives (its [`ENGINE_ALL_ARM_GENS`] oldest generations), or an unavailable placeholder with
+/// the reason.
+fn uffd_minor_source(
+    map: &agelab_vmm::GuestPageMap,
+    interval: Duration,
+) -> (Box<dyn AccessSource>, Option<GuidedArming>) {
     let made = UffdMinorSource::supported(map)
         .map_err(|u| u.0)
         .and_then(|()| {
@@ -246,8 +268,16 @@ fn uffd_minor_source(map: &agelab_vmm::GuestPageMap, interval: Duration) -> Box<
             .map_err(|e| e.to_string())
         });
     match made {
-        Ok(s) => Box::new(s),
-        Err(reason) => Box::new(UnavailableSource::new("uffd-minor", Observes::Both, reason)),
+        Ok(mut s) => {
+            let guide = GuidedArming::new(s.guide(), ENGINE_ALL_ARM_GENS, 0, 1)
+                .with_faults(s.fault_count())
+                .with_admit_limit(Some(map.len() / ENGINE_ALL_ADMIT_DIV));
+            (Box::new(s), Some(guide))
+        }
+        Err(reason) => (
+            Box::new(UnavailableSource::new("uffd-minor", Observes::Both, reason)),
+            None,
+        ),
     }
 }
 
@@ -411,11 +441,14 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         None
     };
     let mut oracle_tx = None;
+    let mut guide = None;
     if let Some(e) = engine.as_mut() {
         if cfg.policy == PolicyKind::EngineAll {
             // First: a VMA takes one userfaultfd, and reads (MINOR) matter more than uffd-wp's
             // writes, which the dirty log already sees.
-            e.add_source(uffd_minor_source(&map, cfg.interval));
+            let (src, g) = uffd_minor_source(&map, cfg.interval);
+            e.add_source(src);
+            guide = g;
         }
         for s in catalog::build(&source_names, &mut vm) {
             e.add_source(s);
@@ -429,6 +462,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let mut wl = Workload::start(vm, cfg.workload.clone())?;
     wl.fill()?;
     let fill_epoch = wl.epoch();
+    let faults0 = guide.as_ref().map_or(0, |g| g.stats().faults);
     let zram = swap_zram();
     let swap0 = SwapStatus::read()?.used_kib();
     let zram0 = zram
@@ -507,10 +541,22 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
                     PolicyKind::Fifo => fifo.select(n, detector.resident()),
                     _ => {
                         let e = engine.as_mut().expect("engine policy");
+                        // Guided uffd-minor watches only the oldest generations: evict only
+                        // pages it watched untouched through the last interval (still armed
+                        // after the harvest), whatever merges and emptied generations did to
+                        // the window since it armed them.
+                        let watched = guide
+                            .as_ref()
+                            .map(|g| g.watched_idle(ENGINE_ALL_IDLE_INTERVALS));
+                        let oldest_gens = match guide {
+                            Some(_) => ENGINE_ALL_ARM_GENS,
+                            None => cfg.gens - 1,
+                        };
                         let scope = EvictionScope {
-                            oldest_gens: cfg.gens.saturating_sub(1).max(1),
+                            oldest_gens: oldest_gens.max(1),
                         };
                         e.eviction_candidates(scope)
+                            .filter(|c| watched.as_ref().is_none_or(|w| w.contains(c.page.index)))
                             .take(n)
                             .map(|c| c.page.index)
                             .collect()
@@ -528,7 +574,13 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
                 }
             }
         }
-        rep.reclaim_cpu_ns += (c1 - c0) + (thread_cpu_ns() - c2);
+        let c3 = thread_cpu_ns();
+        rep.reclaim_cpu_ns += (c1 - c0) + (c3 - c2);
+        if let (Some(g), Some(e)) = (guide.as_mut(), engine.as_ref()) {
+            // After reclaim: the armed set is the oldest generations' resident pages.
+            g.arm_from(e.generations())?;
+            rep.aging_cpu_ns += thread_cpu_ns() - c3;
+        }
         rep.refaults += refaults;
         rep.reclaimed += reclaimed;
         rep.intervals.push(IntervalRecord {
@@ -587,6 +639,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             })
             .collect();
     }
+    rep.uffd_faults = guide.as_ref().map(|g| g.stats().faults - faults0);
     let _ = fill_epoch;
     let v = wl.verify()?;
     rep.verify_mismatches = v.mismatches;

@@ -148,6 +148,10 @@ pub struct GuidedStats {
 pub struct GuidedArming {
     armer: UffdArmer,
     faults: Option<UffdFaultCount>,
+    /// Per page: consecutive intervals it was armed and not touched (saturating).
+    idle_intervals: Vec<u8>,
+    /// At most this many pages newly armed per pass (`None`: no limit).
+    admit_limit: Option<u64>,
     gens: usize,
     younger_sample: u64,
     rng: SplitMix64,
@@ -158,9 +162,12 @@ impl GuidedArming {
     /// Arms through `armer` the pages of the `gens` oldest generations plus `younger_sample`
     /// younger ones drawn with `seed`.
     pub fn new(armer: UffdArmer, gens: usize, younger_sample: u64, seed: u64) -> Self {
+        let pages = armer.armed().capacity();
         GuidedArming {
             armer,
             faults: None,
+            idle_intervals: vec![0; usize::try_from(pages).unwrap_or(0)],
+            admit_limit: None,
             gens: gens.max(1),
             younger_sample,
             rng: SplitMix64::new(seed),
@@ -197,10 +204,56 @@ impl GuidedArming {
         (next, sampled)
     }
 
+    /// Limits the pages newly armed per pass to `limit`, drawn uniformly among those due. Hot
+    /// pages promoted together drift down the window together and would all fault in the same
+    /// interval; a guest stalled on a fault storm cannot touch what it uses, so those pages would
+    /// look idle. The limit spreads both the storm and the pages (later trips are staggered).
+    pub fn with_admit_limit(mut self, limit: Option<u64>) -> Self {
+        self.admit_limit = limit;
+        self
+    }
+
+    /// Pages armed now that stayed untouched through at least `intervals` consecutive intervals
+    /// up to the last harvest (call between the harvest and [`arm_from`](Self::arm_from)): the
+    /// pages whose idleness was watched, not inferred.
+    pub fn watched_idle(&self, intervals: u8) -> PageSet {
+        let mut out = self.armer.armed();
+        let drop: Vec<u64> = out
+            .iter()
+            .filter(|&p| self.idle_intervals[p as usize].saturating_add(1) < intervals)
+            .collect();
+        for p in drop {
+            out.remove(p);
+        }
+        out
+    }
+
     /// Arms the next interval's pages (call after each aging pass). Pages leaving the armed set
     /// untouched are mapped back in unless reclaimed (not resident in `generations`).
     pub fn arm_from(&mut self, generations: &Generations) -> Result<ArmOutcome, UffdMinorError> {
-        let (next, sampled) = self.select(generations);
+        // Still armed after the harvest = armed through the last interval and not touched.
+        let still = self.armer.armed();
+        for (p, n) in self.idle_intervals.iter_mut().enumerate() {
+            *n = if still.contains(p as u64) {
+                n.saturating_add(1)
+            } else {
+                0
+            };
+        }
+        let (mut next, sampled) = self.select(generations);
+        if let Some(limit) = self.admit_limit {
+            let mut new = next.clone();
+            new.subtract(&still);
+            if new.count() > limit {
+                let due: Vec<u64> = new.iter().collect();
+                let keep = uniform_sample(due.len() as u64, limit, &mut self.rng);
+                for (i, &p) in due.iter().enumerate() {
+                    if !keep.contains(i as u64) {
+                        next.remove(p);
+                    }
+                }
+            }
+        }
         let out = self
             .armer
             .arm_only(&next, |p| generations.seq_of(p).is_some())?;
