@@ -335,10 +335,15 @@ impl VcpuThread {
                     // filled for KVM_EXIT_INTERNAL_ERROR.
                     let suberror =
                         unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                    let mut regs = self.regs();
+                    if let Some(frame) = crate::arch::stuck_exception_report(&regs, &self.mem) {
+                        crate::arch::decode_exception(&mut regs, &self.mem, frame);
+                        return Err(VcpuError::Exception { vcpu, regs });
+                    }
                     return Err(VcpuError::InternalError {
                         vcpu,
                         suberror,
-                        regs: self.regs(),
+                        regs,
                     });
                 }
                 VcpuExit::FailEntry(reason, _) => {

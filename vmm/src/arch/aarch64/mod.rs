@@ -218,3 +218,9 @@ impl ArchVm {
 /// Completes `regs` after an exception report. On aarch64 the EL1 vector code leaves everything
 /// in system registers, which [`VcpuRegs::read`] already decodes, so there is nothing to add.
 pub fn decode_exception(_regs: &mut VcpuRegs, _mem: &vm_memory::GuestMemoryMmap, _report: u64) {}
+
+/// The frame address when a vCPU stopped on an exception report's doorbell store without the
+/// MMIO exit completing (an x86 nested-virtualisation quirk; never on aarch64).
+pub fn stuck_exception_report(_regs: &VcpuRegs, _mem: &vm_memory::GuestMemoryMmap) -> Option<u64> {
+    None
+}

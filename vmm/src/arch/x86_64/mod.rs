@@ -91,25 +91,47 @@ pub fn exception_name(vector: u64) -> &'static str {
     NAMES.get(vector as usize).copied().unwrap_or("#??")
 }
 
-/// Machine code of the exception stubs (one 16-byte slot per vector) followed by the common tail
-/// `mov [EXCEPTION_MMIO_ADDR], rsp; jmp $`. Each stub pushes a zero error code where the CPU
-/// pushes none, then the vector, so every frame reads: vector, error, rip, cs, rflags, rsp, ss.
-fn exception_stubs() -> Vec<u8> {
-    let common = IDT_ENTRIES * STUB_BYTES;
-    let mut code = Vec::with_capacity((common + 16) as usize);
+/// Machine code of the exception stubs (one 16-byte slot per vector), the common CPL0 tail, and
+/// the CPL3 reporter, laid out from guest address `base`; `report_stack_top` is a user stack.
+///
+/// Each stub pushes a zero error code where the CPU pushes none, then the vector. The CPL0 tail
+/// pops both, swaps the faulting RIP in the `iretq` frame for the reporter's address and returns
+/// to CPL3: the report itself is a CPL3 MMIO store, like every ucall, because an MMIO exit taken
+/// by CPL0 code right after an injected exception is refused by newer SVM KVM (internal error,
+/// "event delivery"). The reporter moves to its own stack (the faulting one may be the fault),
+/// pushes faulting RSP, RIP, error code and vector, and stores the frame's address to the
+/// doorbell.
+fn exception_stubs(base: u64, report_stack_top: u64) -> Vec<u8> {
+    let tail = IDT_ENTRIES * STUB_BYTES;
+    let mut code = Vec::with_capacity((tail + 64) as usize);
     for v in 0..IDT_ENTRIES {
         let start = code.len();
         if !has_error_code(v) {
             code.extend_from_slice(&[0x6a, 0x00]); // push 0
         }
         code.extend_from_slice(&[0x6a, v as u8]); // push vector
-        let rel = common as i64 - (code.len() as i64 + 5);
-        code.push(0xe9); // jmp rel32 common
+        let rel = tail as i64 - (code.len() as i64 + 5);
+        code.push(0xe9); // jmp rel32 tail
         code.extend_from_slice(&(rel as i32).to_le_bytes());
         code.resize(start + STUB_BYTES as usize, 0xcc);
     }
-    // mov qword [disp32], rsp
-    code.extend_from_slice(&[0x48, 0x89, 0x24, 0x25]);
+    // CPL0 tail: 5 + 1 + 1 + 4 + 10 + 4 + 2 bytes.
+    let reporter = base + tail + 27;
+    code.push(0x5f); // pop rdi (vector)
+    code.push(0x5e); // pop rsi (error code)
+    code.extend_from_slice(&[0x48, 0x8b, 0x14, 0x24]); // mov rdx, [rsp] (faulting rip)
+    code.extend_from_slice(&[0x48, 0xb8]); // mov rax, imm64
+    code.extend_from_slice(&reporter.to_le_bytes());
+    code.extend_from_slice(&[0x48, 0x89, 0x04, 0x24]); // mov [rsp], rax
+    code.extend_from_slice(&[0x48, 0xcf]); // iretq
+    code.extend_from_slice(&[0x90, 0x90, 0x90]); // pad to the reporter
+    debug_assert_eq!(code.len() as u64, tail + 27);
+    // CPL3 reporter.
+    code.extend_from_slice(&[0x48, 0x89, 0xe1]); // mov rcx, rsp (faulting rsp)
+    code.extend_from_slice(&[0x48, 0xbc]); // mov rsp, imm64
+    code.extend_from_slice(&report_stack_top.to_le_bytes());
+    code.extend_from_slice(&[0x51, 0x52, 0x56, 0x57]); // push rcx, rdx, rsi, rdi
+    code.extend_from_slice(&[0x48, 0x89, 0x24, 0x25]); // mov qword [disp32], rsp
     code.extend_from_slice(&(EXCEPTION_MMIO_ADDR as u32).to_le_bytes());
     code.extend_from_slice(&[0xeb, 0xfe]); // jmp $
     code
@@ -193,8 +215,9 @@ impl ArchVm {
         // TSS: no I/O bitmap (its offset points past the limit), so CPL3 port I/O always faults.
         mem.write_u64(tss + 0x60, (TSS_SIZE << 48) & 0xffff_0000_0000_0000);
         // Exception stubs, their CPL0 stack (TSS.rsp0, at the unaligned offset 4) and the IDT.
-        let stubs = exception_stubs();
-        let code = mem.alloc(stubs.len() as u64, 4096)?;
+        let report_stack = mem.alloc(4096, 4096)?;
+        let code = mem.alloc(4096, 4096)?;
+        let stubs = exception_stubs(code, report_stack + 4096);
         mem.write_bytes(code, &stubs);
         let stack = mem.alloc(EXCEPTION_STACK, 4096)?;
         mem.write_bytes(tss + 4, &(stack + EXCEPTION_STACK).to_le_bytes());
@@ -332,6 +355,19 @@ pub fn is_exception_report(addr: u64) -> bool {
     addr == EXCEPTION_MMIO_ADDR
 }
 
+/// The frame address when a vCPU stopped on the reporter's doorbell store itself: some nested
+/// setups (SVM KVM 7.2 under QEMU TCG) refuse that MMIO exit with an "event delivery" internal
+/// error instead of completing it, but the vCPU then sits exactly on the store, with RSP at the
+/// frame, so the report is still complete.
+pub fn stuck_exception_report(regs: &VcpuRegs, mem: &GuestMemoryMmap) -> Option<u64> {
+    let mut insn = [0u8; 8];
+    mem.read_slice(&mut insn, GuestAddress(regs.regs.rip))
+        .ok()?;
+    let mut want = [0x48, 0x89, 0x24, 0x25, 0, 0, 0, 0];
+    want[4..].copy_from_slice(&(EXCEPTION_MMIO_ADDR as u32).to_le_bytes());
+    (insn == want).then_some(regs.regs.rsp)
+}
+
 /// An exception caught by the IDT stubs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExceptionFrame {
@@ -345,8 +381,8 @@ pub struct ExceptionFrame {
     pub rsp: u64,
 }
 
-/// Completes `regs` of a vCPU stopped in an exception stub with the frame the stub stored
-/// (`frame_gva`, identity-mapped system memory).
+/// Completes `regs` of a vCPU stopped in the exception reporter with the frame it stored
+/// (`frame_gva`, identity-mapped system memory): vector, error code, RIP, RSP.
 pub fn decode_exception(regs: &mut VcpuRegs, mem: &GuestMemoryMmap, frame_gva: u64) {
     let word = |i: u64| {
         mem.read_obj::<u64>(GuestAddress(frame_gva + 8 * i))
@@ -356,7 +392,7 @@ pub fn decode_exception(regs: &mut VcpuRegs, mem: &GuestMemoryMmap, frame_gva: u
         vector: word(0),
         error_code: word(1),
         rip: word(2),
-        rsp: word(5),
+        rsp: word(3),
     });
 }
 
