@@ -53,7 +53,11 @@ pub const ARCHES: &[ArchSpec] = &[
         qemu: "qemu-system-x86_64",
         // The host's /dev/kvm is paravirtual (kvm_pvm) and cannot run QEMU's KVM accelerator;
         // TCG's `max` CPU exposes SVM with NPT, so the guest kernel's KVM works (nested).
-        qemu_machine: &["-M", "q35", "-cpu", "max", "-accel", "tcg"],
+        // Single-threaded TCG: with one host thread per vCPU (MTTCG), Debian 7.2 guests crash now
+        // and then in code the kernel is live-patching (static keys flipped by `lru_gen/enabled`:
+        // "Fatal exception in interrupt" at a half-written jump). Round-robin vCPUs cost little on
+        // this 2-core host and make the lab deterministic about it.
+        qemu_machine: &["-M", "q35", "-cpu", "max", "-accel", "tcg,thread=single"],
         console: "ttyS0",
         channels: ["ttyS1", "ttyS2", "ttyS3"],
         channel_device: None,

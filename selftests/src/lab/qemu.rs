@@ -456,7 +456,7 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let joined = args.join(" ");
-        assert!(joined.contains("-accel tcg"));
+        assert!(joined.contains("-accel tcg"), "{joined}");
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("file,id=port3,path=/run,,dir/status -serial chardev:port3"));
         assert!(args.contains(
