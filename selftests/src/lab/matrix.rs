@@ -237,11 +237,15 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
         results.push(row);
     }
     print!("{}", render_table(&kernels, &tests, &results));
-    let bad = results
-        .iter()
-        .flatten()
-        .any(|o| matches!(o, Outcome::Fail(_) | Outcome::Error));
-    Ok(i32::from(bad))
+    let count = |f: fn(&Outcome) -> bool| results.iter().flatten().filter(|o| f(o)).count();
+    let failed = count(|o| matches!(o, Outcome::Fail(_) | Outcome::Error));
+    // The plain closing line test runners print, so CI logs read the same as cargo's.
+    println!(
+        "lab: {} passed, {failed} failed, {} skipped",
+        count(|o| *o == Outcome::Pass),
+        count(|o| *o == Outcome::Skip)
+    );
+    Ok(i32::from(failed > 0))
 }
 
 #[cfg(test)]
