@@ -364,7 +364,7 @@ pub const ALL: &[Scenario] = &[
         abort_carries_file_line_and_message,
     ),
     (
-        "a guest fault is reported with its RIP",
+        "a guest fault is reported with its faulting PC",
         guest_fault_is_reported_with_rip,
     ),
     (
