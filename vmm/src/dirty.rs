@@ -395,6 +395,38 @@ impl RingShared {
     }
 }
 
+/// Re-protects pages `first_page..end_page` (`first_page` a multiple of 64) of `slot` whose bits
+/// are set in the slot's fetched `bitmap`, with one KVM_CLEAR_DIRTY_LOG, and accounts for it.
+fn clear_range(
+    vm_fd: &VmFd,
+    slot: u32,
+    first_page: u64,
+    end_page: u64,
+    bitmap: &[u64],
+    split: &mut Split,
+    st: &mut HarvestStats,
+) -> Result<(), DirtyError> {
+    let w0 = (first_page / 64) as usize;
+    let w1 = kvm_raw::bitmap_words(end_page);
+    let (r, ns) = split.ioctl(|| {
+        kvm_raw::clear_dirty_log(
+            vm_fd,
+            slot,
+            first_page,
+            (end_page - first_page) as u32,
+            &bitmap[w0..w1],
+        )
+    });
+    r.map_err(|err| DirtyError::Kvm {
+        what: "KVM_CLEAR_DIRTY_LOG",
+        slot,
+        err,
+    })?;
+    st.clear_ns += ns;
+    st.ioctls += 1;
+    Ok(())
+}
+
 /// Tracks writes to a VM's test memory; every harvest returns the pages written since the last.
 #[derive(Debug)]
 pub struct DirtyTracker {
@@ -688,24 +720,7 @@ impl DirtyTracker {
                 let mut first_page = 0;
                 while first_page < s.pages {
                     let end_page = (first_page + step).min(s.pages);
-                    let w0 = (first_page / 64) as usize;
-                    let w1 = kvm_raw::bitmap_words(end_page);
-                    let (r, ns) = split.ioctl(|| {
-                        kvm_raw::clear_dirty_log(
-                            &self.vm_fd,
-                            s.slot,
-                            first_page,
-                            (end_page - first_page) as u32,
-                            &bitmap[w0..w1],
-                        )
-                    });
-                    r.map_err(|err| DirtyError::Kvm {
-                        what: "KVM_CLEAR_DIRTY_LOG",
-                        slot: s.slot,
-                        err,
-                    })?;
-                    st.clear_ns += ns;
-                    st.ioctls += 1;
+                    clear_range(&self.vm_fd, s.slot, first_page, end_page, bitmap, split, st)?;
                     first_page = end_page;
                 }
             } else if clear {
@@ -724,24 +739,7 @@ impl DirtyTracker {
                     }
                     let first_page = start as u64 * BLOCK_PAGES;
                     let end_page = (b as u64 * BLOCK_PAGES).min(s.pages);
-                    let w0 = start * BLOCK_WORDS;
-                    let w1 = kvm_raw::bitmap_words(end_page);
-                    let (r, ns) = split.ioctl(|| {
-                        kvm_raw::clear_dirty_log(
-                            &self.vm_fd,
-                            s.slot,
-                            first_page,
-                            (end_page - first_page) as u32,
-                            &bitmap[w0..w1],
-                        )
-                    });
-                    r.map_err(|err| DirtyError::Kvm {
-                        what: "KVM_CLEAR_DIRTY_LOG",
-                        slot: s.slot,
-                        err,
-                    })?;
-                    st.clear_ns += ns;
-                    st.ioctls += 1;
+                    clear_range(&self.vm_fd, s.slot, first_page, end_page, bitmap, split, st)?;
                 }
             }
             if !s.aligned {

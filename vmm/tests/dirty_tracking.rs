@@ -57,6 +57,15 @@ struct Rig {
 
 impl Rig {
     fn new(mode: DirtyMode, config: VmConfig, initially_set: bool) -> Option<Rig> {
+        Self::new_with(mode, config, initially_set, false)
+    }
+
+    fn new_with(
+        mode: DirtyMode,
+        config: VmConfig,
+        initially_set: bool,
+        clear_dirty_runs_only: bool,
+    ) -> Option<Rig> {
         let kvm = agelab_vmm::vm::open_kvm().unwrap();
         let support = mode.support(&kvm);
         if !support.available {
@@ -66,6 +75,7 @@ impl Rig {
         let mut vm = Vm::new(config).unwrap();
         let mut opts = DirtyOptions::new(mode);
         opts.initially_set = initially_set;
+        opts.clear_dirty_runs_only = clear_dirty_runs_only;
         // Small clear ranges so multi-range clears are exercised.
         opts.max_clear_pages = 4096;
         let tracker = DirtyTracker::new(&mut vm, opts).unwrap();
@@ -159,6 +169,23 @@ fn each_mode_harvest_equals_written_set() {
         assert!(t.ioctls >= 5, "{mode}: {t:?}");
         rig.vm.resume(0, 0).unwrap();
     }
+}
+
+#[test]
+fn clear_log_dirty_runs_only_is_exact() {
+    let mode = DirtyMode::ClearLog;
+    let Some(mut rig) = Rig::new_with(mode, config(mode, 32, 2, 4096), false, true) else {
+        return;
+    };
+    rig.tracker.set_logging_all(&rig.vm, true).unwrap();
+    assert!(rig.tracker.harvest().unwrap().is_empty());
+    for r in 1..=4u64 {
+        let count = [1500, 1, 0, 3000][(r - 1) as usize];
+        let want = rig.round(r, r * 104_729, count);
+        let got = rig.tracker.harvest().unwrap();
+        assert_same(mode, &format!("runs-only round {r}"), &got, &want);
+    }
+    rig.vm.resume(0, 0).unwrap();
 }
 
 #[test]
