@@ -365,10 +365,7 @@ impl Workload {
                 table: self.table.as_ref().map(|t| t.1.clone()),
             });
         }
-        while self.history.len() < self.epoch as usize - 1 {
-            self.history.push(Vec::new());
-        }
-        self.history.push(record);
+        self.record_epoch(record);
         Ok(EpochResult {
             epoch: self.epoch,
             ops,
@@ -401,10 +398,7 @@ impl Workload {
                 table: None,
             });
         }
-        while self.history.len() < self.epoch as usize - 1 {
-            self.history.push(Vec::new());
-        }
-        self.history.push(record);
+        self.record_epoch(record);
         Ok(t0.elapsed())
     }
 
@@ -429,12 +423,16 @@ impl Workload {
         }
         r.first_bad.sort_unstable();
         r.first_bad.truncate(8);
-        // A verify epoch reads every page.
-        let reads: Vec<VcpuEpoch> = Vec::new();
-        while self.history.len() < self.epoch as usize {
-            self.history.push(reads.clone());
-        }
+        // A verify epoch reads every page: an empty record says so to `ground_truth`.
+        self.record_epoch(Vec::new());
         Ok(r)
+    }
+
+    /// Records what each vCPU did in the current epoch (empty: every page read, see
+    /// [`Workload::ground_truth`]).
+    fn record_epoch(&mut self, record: Vec<VcpuEpoch>) {
+        self.history.resize(self.epoch as usize - 1, Vec::new());
+        self.history.push(record);
     }
 
     /// Partitions for fill/verify: the whole test memory split between vCPUs.
