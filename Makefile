@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 AGELAB := target/release/agelab
 
-.PHONY: all build run test check fmt clippy unit selftests bench lab lab-test cross-arm64 lab-arm64 clean
+.PHONY: all build run setup test check fmt clippy unit selftests bench lab lab-test cross-arm64 lab-arm64 clean
 
 all: build
 
@@ -14,8 +14,16 @@ build:
 run: build
 	$(AGELAB) run
 
-## Everything: formatting, lints, unit and integration tests on real /dev/kvm, selftests, lab smoke.
-test: fmt clippy unit selftests lab-test
+## Installs what the tests and the lab need and is missing (Debian packages, QEMU matching the
+## machine's qemu-utils, rustfmt/clippy); installs nothing when everything is present.
+setup:
+	selftests/setup/deps.sh
+	@$(CARGO) fmt --version >/dev/null 2>&1 && $(CARGO) clippy --version >/dev/null 2>&1 \
+		|| rustup component add rustfmt clippy
+
+## Everything: set-up, formatting, lints, unit and integration tests on real /dev/kvm, selftests,
+## the lab matrix on the Debian kernels.
+test: setup fmt clippy unit selftests lab-test
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -54,7 +62,7 @@ endif
 	$(AGELAB) lab --kernel $(LAB_TEST_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
 
 ## Every lab kernel × every test of the lab matrix, as a table (logs in $(LAB_RESULTS)).
-lab: build
+lab: setup build
 	$(AGELAB) lab --kernel $(LAB_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
 
 ## Boot-to-command time per lab kernel and the custom kernel's build time (cold, recorded).

@@ -20,6 +20,7 @@ mod initramfs;
 mod kernel;
 mod matrix;
 mod modules;
+mod prereq;
 mod qemu;
 mod status;
 
@@ -30,6 +31,7 @@ pub use custom::CustomKernelError;
 pub use initramfs::InitramfsError;
 pub use kernel::KernelError;
 pub use matrix::MatrixError;
+pub use prereq::MissingPrerequisites;
 pub use qemu::GuestRunError;
 
 use arch::ArchSpec;
@@ -70,6 +72,9 @@ pub enum LabError {
     /// Cache bookkeeping failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// Host tools the lab needs are missing (checked once, before anything runs).
+    #[error(transparent)]
+    Prerequisites(#[from] MissingPrerequisites),
 }
 
 /// `agelab lab` options.
@@ -143,6 +148,12 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
                 .join(", ")
         ))
     })?;
+    let kernels = if args.kernel_image.is_some() {
+        Vec::new()
+    } else {
+        kernel_list(&args.kernel)
+    };
+    prereq::check(arch, &kernels)?;
     if args.bench {
         return bench::run(args, arch);
     }
