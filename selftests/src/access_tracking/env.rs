@@ -63,9 +63,11 @@ pub fn numa_balancing_enabled() -> bool {
 
 /// Why idle-page checks only warn here (the kernel's `access_tracking_unreliable()`), if so.
 pub fn idle_check_unreliable() -> Option<&'static str> {
-    if running_nested() {
-        Some("the test is run nested (CPUID hypervisor bit)")
-    } else if numa_balancing_enabled() {
+    // Nesting alone does not make the check warn-only (the kernel's test does): in the lab,
+    // nested under QEMU TCG, agelab measured the signal exact (recall 100%: TCG flushes its TLB
+    // often), and a warn-only check cannot fail on a kernel whose aging ignores KVM. On nested
+    // hardware with large TLBs pass `-w 1` to get the kernel's behaviour.
+    if numa_balancing_enabled() {
         Some("NUMA balancing is enabled")
     } else {
         None

@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod env;
+pub mod kvm_trace;
 pub mod lru_gen;
 pub mod memstress;
 pub mod page_idle;

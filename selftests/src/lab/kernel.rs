@@ -91,6 +91,9 @@ pub struct KernelSpec {
     pub series: &'static str,
     /// Packaged or custom-built.
     pub source: KernelSource,
+    /// Custom kernels: patch sets (directories under `selftests/lab/patches/`) applied to the
+    /// source in this order, each patch set's `*.patch` files in name order.
+    pub patches: &'static [&'static str],
 }
 
 /// The kernel table (all architectures share it; packages are per Debian architecture).
@@ -100,24 +103,37 @@ pub const KERNELS: &[KernelSpec] = &[
         suite: "bookworm",
         series: "6.1",
         source: KernelSource::Debian,
+        patches: &[],
     },
     KernelSpec {
         name: "debian-6.12",
         suite: "trixie",
         series: "6.12",
         source: KernelSource::Debian,
+        patches: &[],
     },
     KernelSpec {
         name: "debian-7.2",
         suite: "sid",
         series: "7.2",
         source: KernelSource::Debian,
+        patches: &[],
     },
     KernelSpec {
         name: "custom-7.2",
         suite: "sid",
         series: "7.2",
         source: KernelSource::Custom,
+        patches: &[],
+    },
+    // The negative control: MGLRU's walk and look-around never ask secondary MMUs (KVM) for
+    // young bits. Every verdict about secondary-MMU aging must come out "not seen" here.
+    KernelSpec {
+        name: "custom-7.2+no-secondary-mmu-aging",
+        suite: "sid",
+        series: "7.2",
+        source: KernelSource::Custom,
+        patches: &["no-secondary-mmu-aging"],
     },
 ];
 

@@ -3,7 +3,17 @@
 //!
 //! File format, one test per line (`#` comments): `NAME [OPTIONS] -- SHELL COMMAND`, where the
 //! command runs under `sh -c` in the guest and OPTIONS are `--zram`, `--mem`, `--smp`,
-//! `--timeout` or `--module` as for `agelab lab`.
+//! `--timeout` or `--module` as for `agelab lab`, plus the expectations:
+//!
+//! - `@kernel NAME VAR=yes|no ...` states what a kernel is expected to do (e.g.
+//!   `SECONDARY_MMU_AGING=no`: its MGLRU aging does not ask KVM). Every test on that kernel sees
+//!   the facts as environment variables, so a test can take them as its expectation.
+//! - `--needs VAR` (repeatable): on kernels whose `VAR` is `no` the test is designed to fail.
+//! - `--expect-fail KERNEL[,KERNEL]`: the test is designed to fail on these kernels.
+//!
+//! A designed failure that happens reads `fail (expected)` and counts as the matrix passing; a
+//! designed failure that does not happen reads `PASS (unexpected)` and fails the matrix: a check
+//! that cannot fail on the kernel built to make it fail is itself broken.
 
 use super::arch::ArchSpec;
 use super::qemu::OutputMode;
@@ -56,6 +66,12 @@ pub struct TestOptions {
     /// Extra modules.
     #[arg(long = "module")]
     pub modules: Vec<String>,
+    /// Kernels on which the test is designed to fail.
+    #[arg(long = "expect-fail", value_delimiter = ',')]
+    pub expect_fail: Vec<String>,
+    /// Kernel facts the test needs: it is designed to fail where the fact is `no`.
+    #[arg(long = "needs")]
+    pub needs: Vec<String>,
 }
 
 /// One matrix entry.
@@ -69,15 +85,95 @@ pub struct LabTest {
     pub command: String,
 }
 
+/// A parsed matrix file: the tests and what each kernel is expected to do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Matrix {
+    /// The tests, in file order.
+    pub tests: Vec<LabTest>,
+    /// Kernel name → `(VAR, value)` facts from `@kernel` lines.
+    pub facts: std::collections::BTreeMap<String, Vec<(String, String)>>,
+}
+
+impl Matrix {
+    /// The value of fact `var` on `kernel`, if stated.
+    pub fn fact(&self, kernel: &str, var: &str) -> Option<&str> {
+        self.facts
+            .get(kernel)?
+            .iter()
+            .find(|(v, _)| v == var)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Whether `test` is designed to fail on `kernel`.
+    pub fn expects_failure(&self, test: &LabTest, kernel: &str) -> bool {
+        test.options.expect_fail.iter().any(|k| k == kernel)
+            || test
+                .options
+                .needs
+                .iter()
+                .any(|var| self.fact(kernel, var) == Some("no"))
+    }
+
+    /// The shell command run on `kernel`: the kernel's facts exported, then the test's command.
+    pub fn command_for(&self, test: &LabTest, kernel: &str) -> String {
+        let mut cmd = String::new();
+        for (var, value) in self.facts.get(kernel).into_iter().flatten() {
+            let _ = write!(cmd, "export {var}={value}; ");
+        }
+        cmd + &test.command
+    }
+}
+
+/// `@kernel NAME VAR=value ...` → (name, facts).
+fn parse_facts(rest: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let mut words = rest.split_whitespace();
+    let kernel = words
+        .next()
+        .ok_or("expected `@kernel NAME VAR=yes|no ...`")?;
+    let mut facts = Vec::new();
+    for w in words {
+        let (var, value) = w
+            .split_once('=')
+            .ok_or_else(|| format!("@kernel {kernel}: '{w}' is not VAR=value"))?;
+        let valid_var = !var.is_empty()
+            && var
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid_var {
+            return Err(format!(
+                "@kernel {kernel}: fact name '{var}' must be upper case letters, digits and _"
+            ));
+        }
+        if value != "yes" && value != "no" {
+            return Err(format!(
+                "@kernel {kernel}: {var}={value}: a fact is yes or no"
+            ));
+        }
+        facts.push((var.to_string(), value.to_string()));
+    }
+    if facts.is_empty() {
+        return Err(format!("@kernel {kernel}: no facts"));
+    }
+    Ok((kernel.to_string(), facts))
+}
+
 /// Parses matrix text; errors carry the 1-based line number.
-pub fn parse_matrix(text: &str) -> Result<Vec<LabTest>, (usize, String)> {
+pub fn parse_matrix(text: &str) -> Result<Matrix, (usize, String)> {
     let mut tests: Vec<LabTest> = Vec::new();
+    let mut facts = std::collections::BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let err = |m: String| (i + 1, m);
+        if let Some(rest) = line.strip_prefix("@kernel") {
+            let (kernel, kf) = parse_facts(rest).map_err(err)?;
+            if facts.insert(kernel.clone(), kf).is_some() {
+                return Err(err(format!("second @kernel line for {kernel}")));
+            }
+            continue;
+        }
         let (head, command) = line
             .split_once(" -- ")
             .ok_or_else(|| err("expected `NAME [OPTIONS] -- COMMAND`".into()))?;
@@ -96,7 +192,7 @@ pub fn parse_matrix(text: &str) -> Result<Vec<LabTest>, (usize, String)> {
             command: command.trim().to_string(),
         });
     }
-    Ok(tests)
+    Ok(Matrix { tests, facts })
 }
 
 /// The result of one test on one kernel.
@@ -110,6 +206,10 @@ pub enum Outcome {
     Fail(i32),
     /// The lab could not run the test (kernel fetch, boot, timeout).
     Error,
+    /// A designed failure (see the module doc) that happened, with its exit status.
+    ExpectedFail(i32),
+    /// A designed failure that did not happen: the check could not fail.
+    UnexpectedPass,
 }
 
 impl Outcome {
@@ -119,22 +219,46 @@ impl Outcome {
             Outcome::Skip => "skip".into(),
             Outcome::Fail(c) => format!("FAIL({c})"),
             Outcome::Error => "ERROR".into(),
+            Outcome::ExpectedFail(_) => "fail (expected)".into(),
+            Outcome::UnexpectedPass => "PASS (unexpected)".into(),
         }
     }
 
-    fn from_status(status: i32) -> Self {
-        match status {
-            0 => Outcome::Pass,
-            4 => Outcome::Skip,
-            c => Outcome::Fail(c),
+    /// The outcome of exit `status`, for a test designed to fail (`expect_fail`) or not.
+    pub fn from_status(status: i32, expect_fail: bool) -> Self {
+        match (status, expect_fail) {
+            (0, false) => Outcome::Pass,
+            (0, true) => Outcome::UnexpectedPass,
+            (4, _) => Outcome::Skip,
+            (c, false) => Outcome::Fail(c),
+            (c, true) => Outcome::ExpectedFail(c),
         }
+    }
+
+    /// Whether this outcome fails the matrix.
+    pub fn fails_matrix(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Fail(_) | Outcome::Error | Outcome::UnexpectedPass
+        )
     }
 }
 
 /// Renders the kernel × test table.
 pub fn render_table(kernels: &[String], tests: &[LabTest], results: &[Vec<Outcome>]) -> String {
     let first = tests.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-    let widths: Vec<usize> = kernels.iter().map(|k| k.len().max(9)).collect();
+    let widths: Vec<usize> = kernels
+        .iter()
+        .enumerate()
+        .map(|(ki, k)| {
+            results
+                .get(ki)
+                .into_iter()
+                .flatten()
+                .map(|o| o.label().len())
+                .fold(k.len().max(9), usize::max)
+        })
+        .collect();
     let mut out = format!("{:first$}", "test");
     for (k, w) in kernels.iter().zip(&widths) {
         let _ = write!(out, "  {k:w$}");
@@ -156,11 +280,12 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
         path: file.to_path_buf(),
         source,
     })?;
-    let tests = parse_matrix(&text).map_err(|(line, message)| MatrixError::Parse {
+    let matrix = parse_matrix(&text).map_err(|(line, message)| MatrixError::Parse {
         path: file.to_path_buf(),
         line,
         message,
     })?;
+    let tests = &matrix.tests;
     let lab = Lab::new(args, arch)?;
     let bins = lab.bins()?;
     let kernels = kernel_list(&args.kernel);
@@ -179,7 +304,8 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
             }
         };
         let mut row = Vec::new();
-        for t in &tests {
+        for t in tests {
+            let expect_fail = matrix.expects_failure(t, kname);
             let mut opts = defaults.clone();
             let o = &t.options;
             let overrides = (|| -> Result<(), LabError> {
@@ -200,10 +326,19 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
                 opts.modules.extend(o.modules.iter().cloned());
                 Ok(())
             })();
-            let argv = ["sh".to_string(), "-c".to_string(), t.command.clone()];
+            let command = matrix.command_for(t, kname);
+            let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
             let started = Instant::now();
             let log_path = logs.join(format!("{}.log", t.name));
-            let mut log = format!("# {kname} / {}: sh -c {:?}\n", t.name, t.command);
+            let mut log = format!(
+                "# {kname} / {}: sh -c {command:?}{}\n",
+                t.name,
+                if expect_fail {
+                    " (designed to fail on this kernel)"
+                } else {
+                    ""
+                }
+            );
             let outcome = match overrides
                 .and_then(|()| lab.boot(&prepared, &bins, &argv, &opts, OutputMode::Capture))
             {
@@ -217,7 +352,7 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
                     }
                     let _ = writeln!(log, "--- exit status {}", report.status);
                     remove_run_dir(&dir);
-                    Outcome::from_status(report.status)
+                    Outcome::from_status(report.status, expect_fail)
                 }
                 Err(e) => {
                     let _ = writeln!(log, "--- lab error ---\n{e}");
@@ -236,13 +371,17 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
         }
         results.push(row);
     }
-    print!("{}", render_table(&kernels, &tests, &results));
+    print!("{}", render_table(&kernels, tests, &results));
     let count = |f: fn(&Outcome) -> bool| results.iter().flatten().filter(|o| f(o)).count();
-    let failed = count(|o| matches!(o, Outcome::Fail(_) | Outcome::Error));
+    let failed = count(Outcome::fails_matrix);
+    let designed = count(|o| matches!(o, Outcome::ExpectedFail(_)));
+    if designed > 0 {
+        println!("lab: {designed} designed failures happened as expected (counted as passed)");
+    }
     // The plain closing line test runners print, so CI logs read the same as cargo's.
     println!(
         "lab: {} passed, {failed} failed, {} skipped",
-        count(|o| *o == Outcome::Pass),
+        count(|o| matches!(o, Outcome::Pass | Outcome::ExpectedFail(_))),
         count(|o| *o == Outcome::Skip)
     );
     Ok(i32::from(failed > 0))
@@ -255,7 +394,7 @@ mod tests {
     #[test]
     fn parses_tests_with_options() {
         let text = "# comment\n\nkvm -- test -c /dev/kvm\nzram --zram 256M --module zram -- grep -q zram0 /proc/swaps && echo ok\n";
-        let tests = parse_matrix(text).unwrap();
+        let tests = parse_matrix(text).unwrap().tests;
         assert_eq!(tests.len(), 2);
         assert_eq!(tests[0].name, "kvm");
         assert_eq!(tests[0].options, TestOptions::default());
@@ -272,18 +411,70 @@ mod tests {
     }
 
     #[test]
+    fn kernel_facts_and_designed_failures() {
+        let text = "@kernel debian-6.1 SECONDARY_MMU_AGING=no\n\
+                    @kernel custom-7.2 SECONDARY_MMU_AGING=yes\n\
+                    smmu --needs SECONDARY_MMU_AGING -- t -e \"$SECONDARY_MMU_AGING\"\n\
+                    other --expect-fail custom-7.2,debian-7.2 -- true\n";
+        let m = parse_matrix(text).unwrap();
+        let (smmu, other) = (&m.tests[0], &m.tests[1]);
+        assert!(m.expects_failure(smmu, "debian-6.1"));
+        assert!(!m.expects_failure(smmu, "custom-7.2"));
+        // A kernel with no stated fact is expected to work.
+        assert!(!m.expects_failure(smmu, "debian-6.12"));
+        assert!(m.expects_failure(other, "debian-7.2"));
+        assert!(!m.expects_failure(other, "debian-6.1"));
+        assert_eq!(
+            m.command_for(smmu, "debian-6.1"),
+            "export SECONDARY_MMU_AGING=no; t -e \"$SECONDARY_MMU_AGING\""
+        );
+        assert_eq!(m.command_for(other, "debian-6.12"), "true");
+
+        assert_eq!(Outcome::from_status(1, true), Outcome::ExpectedFail(1));
+        assert_eq!(Outcome::from_status(0, true), Outcome::UnexpectedPass);
+        assert_eq!(Outcome::from_status(4, true), Outcome::Skip);
+        assert!(!Outcome::ExpectedFail(1).fails_matrix());
+        assert!(Outcome::UnexpectedPass.fails_matrix());
+        assert!(Outcome::Fail(1).fails_matrix());
+    }
+
+    #[test]
+    fn bad_fact_lines_are_refused_with_their_line() {
+        for bad in [
+            "@kernel",
+            "@kernel debian-6.1",
+            "@kernel debian-6.1 SMMU",
+            "@kernel debian-6.1 smmu=no",
+            "@kernel debian-6.1 SMMU=maybe",
+            "@kernel k A=no\n@kernel k B=yes",
+        ] {
+            assert!(parse_matrix(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        // 256 cases (proptest's default): arbitrary matrix text is parsed or refused, no panic.
+        #[test]
+        fn arbitrary_matrix_text_never_panics(s in "(@kernel |[a-z-]{1,8} |-- |--needs |--expect-fail |[A-Z_=a-z0-9,]{0,12}|\n){0,30}") {
+            let _ = parse_matrix(&s);
+        }
+    }
+
+    #[test]
     fn table() {
-        let tests = parse_matrix("kvm -- true\nlong-test-name -- true").unwrap();
+        let tests = parse_matrix("kvm -- true\nlong-test-name -- true")
+            .unwrap()
+            .tests;
         let kernels = vec!["debian-6.1".to_string(), "custom-7.2".to_string()];
         let results = vec![
             vec![Outcome::Pass, Outcome::Skip],
-            vec![Outcome::Fail(1), Outcome::Error],
+            vec![Outcome::Fail(1), Outcome::ExpectedFail(1)],
         ];
         assert_eq!(
             render_table(&kernels, &tests, &results),
-            "test            debian-6.1  custom-7.2\n\
-             kvm             pass        FAIL(1)   \n\
-             long-test-name  skip        ERROR     \n"
+            "test            debian-6.1  custom-7.2     \n\
+             kvm             pass        FAIL(1)        \n\
+             long-test-name  skip        fail (expected)\n"
         );
     }
 }

@@ -63,6 +63,10 @@ const KERNEL_BUILD: &[Tool] = &[
         program: "pahole",
         package: "dwarves",
     },
+    Tool {
+        program: "patch",
+        package: "patch",
+    },
 ];
 
 /// Every prerequisite that is missing, in one message.
