@@ -1,11 +1,14 @@
 //! lru_gen aging of a test's own memcg, as the kernel's `lib/lru_gen_util.c` does it.
 //!
 //! A test creates a child memcg (named after the test, under the memory controller's root) and
-//! joins it only while the guest first touches its memory ([`MemcgAging::join`] /
-//! [`MemcgAging::leave`]), so the memcg holds guest memory and nothing of the VMM: pages are
-//! charged to the memcg of the process that first faults them, and the VM's own pages (page
-//! tables, copied code, stacks) were faulted before. Aging writes `+ memcg node max_seq 1 1`
-//! (can_swap, force_scan) for every node, then re-reads the listing.
+//! joins it after its VM exists but before the guest first touches its memory
+//! ([`MemcgAging::join`]), so the memcg holds guest memory and nothing of the VMM's own pages
+//! (page tables, copied code, stacks): pages are charged to the memcg of the process that first
+//! faults them. The process must be a member whenever the memcg is aged: MGLRU's aging walk
+//! visits only the page tables of the mms on that memcg's list (a task's mm moves to its new
+//! memcg's list when the task migrates), so aging a memcg from outside finds nothing young.
+//! Aging writes `+ memcg node max_seq 1 1` (can_swap, force_scan) for every node, then re-reads
+//! the listing.
 
 use agelab_mglru::kernel::lru_gen::{LruGenCaps, LruGenControl, LruGenDebugfs, LruGenError};
 use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError, MemoryHierarchy};
@@ -158,6 +161,13 @@ impl MemcgAging {
         let out = fault_in();
         self.leave()?;
         Ok(out)
+    }
+
+    /// One forced aging pass with this process a member (joined first, left a member), so the
+    /// walk visits the VMM's page tables; see the module doc.
+    pub fn age_as_member(&self) -> Result<(MemcgGenerations, Duration), MemcgAgingError> {
+        self.join()?;
+        self.age()
     }
 
     /// The memcg's path as lru_gen lists it.

@@ -7,8 +7,9 @@
 //! Phase lines are the kernel's (`%-30s: %ld.%09lds`); the checks are KTAP results:
 //! - lru_gen: every test page is accounted to the memcg; after each aging the generation holding
 //!   more than 90% of the test's pages is newer than before (50% with a warning in warn mode).
-//!   The memcg holds guest memory only: the test joins it just while the guest populates its
-//!   memory, so the VMM's own pages (page tables, code copies, stacks) are not judged;
+//!   The memcg holds guest memory only: the test joins it after the VM exists, before the guest
+//!   populates its memory, so the VMM's own pages (page tables, code copies, stacks) are not
+//!   judged;
 //! - page_idle: < 1% of pages without a PFN; < 10% of pages still idle after the guest touched
 //!   them (a warning in warn mode).
 //!
@@ -303,8 +304,7 @@ fn main() {
     match &mode {
         Ok(TrackingMode::LruGen(caps)) => {
             k.diag(&format!("Using lru_gen for aging (enabled {caps})"));
-            // Joined only while the guest populates its memory (below): the memcg holds guest
-            // memory and nothing of the VMM.
+            // Joined once the VM exists (below): the memcg holds guest memory, not the VMM's.
             let memcg = MemcgAging::create(NAME)
                 .unwrap_or_else(|e| skip_all(&format!("could not create memcg: {e}")));
             k.diag(&format!(
@@ -332,12 +332,12 @@ fn main() {
     t.test_pages = ms.test_pages();
     ms.start().unwrap_or_else(|e| fail(&e.to_string()));
 
-    match &t.memcg {
-        Some(memcg) => memcg
-            .charge(|| access(&ms, Access::Write, "Populating memory"))
-            .unwrap_or_else(|e| fail(&e.to_string())),
-        None => access(&ms, Access::Write, "Populating memory"),
+    // Joined now that the VM exists: the guest's memory is charged to the memcg, the VMM's own
+    // pages are not, and the process stays a member so aging walks its page tables.
+    if let Some(memcg) = &t.memcg {
+        memcg.join().unwrap_or_else(|e| fail(&e.to_string()));
     }
+    access(&ms, Access::Write, "Populating memory");
     if let Some(memcg) = &t.memcg {
         // After population aging may not move pages to a newer generation; one pass now makes
         // every later pass do so.

@@ -10,7 +10,8 @@
 //! Judged exactly, page class by page class: set A, set B and the rest of guest memory are each
 //! charged to a memcg of their own (the guest first touches each class while this process sits in
 //! that memcg; the VMM's own pages stay outside), so the young pages of A's memcg are true
-//! positives and those of the others false positives. Per pass the test prints recall and
+//! positives and those of the others false positives. Each memcg is aged with this process a
+//! member of it: MGLRU's walk visits only the page tables of its memcg's mms. Per pass the test prints recall and
 //! precision; "seen" means both ≥ 90% (the kernel selftests' rule), "not seen" recall ≤ 10%.
 //!
 //! Direct evidence: where the kernel has tracefs and KVM's trace events, each forced aging pass is
@@ -198,10 +199,13 @@ fn age_classes(
     pass: usize,
 ) -> [u64; 3] {
     let age_all = || -> Vec<MemcgGenerations> {
-        sets.all()
+        let gens = sets
+            .all()
             .iter()
-            .map(|m| m.age().unwrap_or_else(|e| fail(&e.to_string())).0)
-            .collect()
+            .map(|m| m.age_as_member().unwrap_or_else(|e| fail(&e.to_string())).0)
+            .collect();
+        sets.rest.leave().unwrap_or_else(|e| fail(&e.to_string()));
+        gens
     };
     let gens = match trace {
         Some(t) => match t.count(age_all) {
@@ -330,7 +334,9 @@ fn aging_scenario(
             let (_, calls) = t
                 .count(|| {
                     guest_reads(&ms, 0, quarter);
-                    sets.a.age().unwrap_or_else(|e| fail(&e.to_string()))
+                    let g = sets.a.age_as_member();
+                    sets.a.leave().unwrap_or_else(|e| fail(&e.to_string()));
+                    g.unwrap_or_else(|e| fail(&e.to_string()))
                 })
                 .unwrap_or_else(|e| fail(&format!("counting KVM trace events: {e}")));
             let asked = calls.calls() > 0;
@@ -382,13 +388,13 @@ fn slowdown(
         }
     };
     ms.start().unwrap_or_else(|e| fail(&e.to_string()));
-    // Population charged to the memcg lru_gen ages (the whole guest, nothing of the VMM).
-    let populate = || ms.run(GuestCmd::sweep(Access::Write));
-    match memcg {
-        Some(m) => m.charge(populate).unwrap_or_else(|e| fail(&e.to_string())),
-        None => populate(),
+    // Population charged to the memcg lru_gen ages (the whole guest, nothing of the VMM), and
+    // this process stays a member while it is aged (the walk visits its members' mms only).
+    if let Some(m) = memcg {
+        m.join().unwrap_or_else(|e| fail(&e.to_string()));
     }
-    .unwrap_or_else(|e| fail(&e.to_string()));
+    ms.run(GuestCmd::sweep(Access::Write))
+        .unwrap_or_else(|e| fail(&e.to_string()));
     match measure_slowdown(&ms, agent.as_mut(), plan) {
         Ok(s) => {
             k.diag(&format!(
@@ -405,6 +411,9 @@ fn slowdown(
             k.diag(&e.to_string());
             k.result(false, &desc);
         }
+    }
+    if let Some(m) = memcg {
+        m.leave().unwrap_or_else(|e| fail(&e.to_string()));
     }
 }
 

@@ -104,6 +104,29 @@ impl Matrix {
             .map(|(_, value)| value.as_str())
     }
 
+    /// The tests named in `only` (all when empty), in file order; an unknown name is an error.
+    pub fn select(&self, only: &[String]) -> Result<Vec<LabTest>, String> {
+        if let Some(unknown) = only
+            .iter()
+            .find(|n| !self.tests.iter().any(|t| &t.name == *n))
+        {
+            return Err(format!(
+                "--tests: no test named '{unknown}' in the matrix (known: {})",
+                self.tests
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(self
+            .tests
+            .iter()
+            .filter(|t| only.is_empty() || only.contains(&t.name))
+            .cloned()
+            .collect())
+    }
+
     /// Whether `test` is designed to fail on `kernel`.
     pub fn expects_failure(&self, test: &LabTest, kernel: &str) -> bool {
         test.options.expect_fail.iter().any(|k| k == kernel)
@@ -285,7 +308,7 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
         line,
         message,
     })?;
-    let tests = &matrix.tests;
+    let tests = &matrix.select(&args.only_tests).map_err(LabError::Usage)?;
     let lab = Lab::new(args, arch)?;
     let bins = lab.bins()?;
     let kernels = kernel_list(&args.kernel);
@@ -429,6 +452,12 @@ mod tests {
             "export SECONDARY_MMU_AGING=no; t -e \"$SECONDARY_MMU_AGING\""
         );
         assert_eq!(m.command_for(other, "debian-6.12"), "true");
+        assert_eq!(m.select(&["other".into()]).unwrap(), vec![other.clone()]);
+        assert_eq!(m.select(&[]).unwrap().len(), 2);
+        assert!(m
+            .select(&["nope".into()])
+            .unwrap_err()
+            .contains("known: smmu, other"));
 
         assert_eq!(Outcome::from_status(1, true), Outcome::ExpectedFail(1));
         assert_eq!(Outcome::from_status(0, true), Outcome::UnexpectedPass);

@@ -124,6 +124,9 @@ pub struct LabArgs {
     /// Run the tests listed in FILE on every --kernel and print a kernel × test table.
     #[arg(long)]
     pub matrix: Option<PathBuf>,
+    /// With --matrix: run only these tests (comma-separated names from the matrix file).
+    #[arg(long = "tests", value_delimiter = ',')]
+    pub only_tests: Vec<String>,
     /// Where --matrix writes per-test logs.
     #[arg(long, default_value = "target/lab-results")]
     pub results: PathBuf,
