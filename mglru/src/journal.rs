@@ -275,6 +275,9 @@ impl std::fmt::Display for HostChange {
     }
 }
 
+/// An entry's file and its parsed content (`Err`: it does not parse).
+pub type EntryFile = (PathBuf, Result<JournalEntry, JournalError>);
+
 /// One file of the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
@@ -415,9 +418,7 @@ impl Journal {
 
     /// Every entry, by file name order (`Err` for files that do not parse). Missing directory:
     /// no entries.
-    pub fn entries(
-        &self,
-    ) -> Result<Vec<(PathBuf, Result<JournalEntry, JournalError>)>, JournalError> {
+    pub fn entries(&self) -> Result<Vec<EntryFile>, JournalError> {
         let rd = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

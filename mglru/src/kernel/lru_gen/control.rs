@@ -284,9 +284,6 @@ fn read_raw(path: &Path) -> Result<String, LruGenError> {
     })
 }
 
-/// An undo that writes `value` back, reporting (not panicking) when that fails: undos also run from
-/// signal and panic paths.
-
 #[cfg(test)]
 mod tests {
     use super::*;
