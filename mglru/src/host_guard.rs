@@ -1,14 +1,40 @@
 //! Restoring host state on every exit path.
 //!
-//! agelab changes host-wide knobs (lru_gen caps, `min_ttl_ms`, memcgs, kdamonds). A run that dies
-//! on a panic, SIGINT or SIGTERM must not leave the host aging differently than before, so every such
-//! change registers its undo here and keeps a [`RestoreGuard`]. Normal exit drops the guard (runs the
-//! undo now); a signal or a panic runs every pending undo in reverse order of registration.
+//! agelab changes host-wide state (zram swap, memcgs, lru_gen caps, `min_ttl_ms`, kdamonds). A
+//! run that dies on a panic, SIGINT or SIGTERM must not leave the host aging differently than
+//! before, so every such change registers its undo here and keeps a [`RestoreGuard`]. Normal exit
+//! drops the guard (runs the undo now); a signal or a panic runs every pending undo in reverse
+//! order of registration.
+//!
+//! Host changes go through [`HostRestore::record`] / [`HostRestore::set_knob`], which first write
+//! the change to the [`journal`](crate::journal) under `/run/agelab`: what SIGKILL, an OOM kill or
+//! a crash leaves behind is undone by the next agelab command ([`install_signal_cleanup`]
+//! reconciles first) or `agelab cleanup`. [`HostRestore::register`] (closure, no journal) is only
+//! for state that dies with the process (userfaultfd registrations).
 
+use crate::journal::{HostChange, Journal, JournalError, Recorded};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
-type Undo = Box<dyn FnOnce() + Send + 'static>;
+enum Undo {
+    /// Process-local state: gone with the process anyway.
+    Local(Box<dyn FnOnce() + Send + 'static>),
+    /// A journaled host change.
+    Journaled(Recorded),
+}
+
+impl Undo {
+    fn run(self) -> Result<(), JournalError> {
+        match self {
+            Undo::Local(f) => {
+                f();
+                Ok(())
+            }
+            Undo::Journaled(rec) => Journal::at(&rec.journal).undo(&rec).map(|_| ()),
+        }
+    }
+}
 
 struct Entry {
     id: u64,
@@ -21,7 +47,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static SIGNAL_THREAD: Once = Once::new();
 static PANIC_HOOK: Once = Once::new();
 
-/// Errors from setting up signal cleanup.
+/// Errors from setting up signal cleanup, journaling a change or undoing it.
 #[derive(Debug, thiserror::Error)]
 pub enum HostGuardError {
     /// `pthread_sigmask` refused to block the cleanup signals.
@@ -30,6 +56,9 @@ pub enum HostGuardError {
     /// The cleanup thread could not be started.
     #[error("spawning the signal cleanup thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The change could not be journaled (so it was not made), or undoing it failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 // A poisoned registry only means an undo panicked; the remaining entries are still valid and must
@@ -43,18 +72,46 @@ fn registry() -> MutexGuard<'static, Vec<Entry>> {
 pub struct HostRestore;
 
 impl HostRestore {
-    /// Registers `undo` (described as `description`, e.g. "lru_gen enabled 0x0000 -> 0x0007") and
-    /// returns the guard that runs it when dropped.
+    /// Registers `undo` (described as `description`) for state that dies with the process, and
+    /// returns the guard that runs it when dropped. Host state uses [`record`](Self::record).
     pub fn register(
         description: impl Into<String>,
         undo: impl FnOnce() + Send + 'static,
     ) -> RestoreGuard {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Self::push(description.into(), Undo::Local(Box::new(undo)))
+    }
+
+    /// Journals `change` (described as `description`) *before* the caller makes it, and returns
+    /// the guard that undoes it when dropped. The undo must be harmless if the change was never
+    /// (or only partly) made: a kill can land between the record and the change.
+    pub fn record(
+        description: impl Into<String>,
+        change: HostChange,
+    ) -> Result<RestoreGuard, HostGuardError> {
         let description = description.into();
+        let rec = Journal::system().record(&description, change)?;
+        Ok(Self::push(description, Undo::Journaled(rec)))
+    }
+
+    /// Journals and writes a knob (`what`, e.g. "lru_gen enabled") for the run; the guard writes
+    /// back the value found before any live agelab process changed it. Returns the guard and that
+    /// value.
+    pub fn set_knob(
+        what: &str,
+        path: &Path,
+        value: &str,
+    ) -> Result<(RestoreGuard, String), HostGuardError> {
+        let (rec, prev) = Journal::system().set_knob(what, path, value)?;
+        let description = format!("{what} {value} -> {prev}");
+        Ok((Self::push(description, Undo::Journaled(rec)), prev))
+    }
+
+    fn push(description: String, undo: Undo) -> RestoreGuard {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         registry().push(Entry {
             id,
             description: description.clone(),
-            undo: Box::new(undo),
+            undo,
         });
         RestoreGuard { id, description }
     }
@@ -74,7 +131,9 @@ pub fn run_pending() -> Vec<String> {
     let entries: Vec<Entry> = std::mem::take(&mut *registry());
     let mut done = Vec::with_capacity(entries.len());
     for e in entries.into_iter().rev() {
-        (e.undo)();
+        if let Err(err) = e.undo.run() {
+            eprintln!("agelab: restoring {}: {err}", e.description);
+        }
         done.push(e.description);
     }
     done
@@ -99,11 +158,30 @@ impl RestoreGuard {
         registry().iter().any(|e| e.id == self.id)
     }
 
-    /// Unregisters the undo without running it (the state was restored some other way).
+    /// Unregisters the undo without running it (the state was restored some other way); a
+    /// journaled change's entry is removed.
     pub fn dismiss(self) {
-        let id = self.id;
+        if let Some(Entry {
+            undo: Undo::Journaled(rec),
+            ..
+        }) = self.take()
+        {
+            if let Err(e) = Journal::at(&rec.journal).forget(&rec) {
+                eprintln!("agelab: {e}");
+            }
+        }
         std::mem::forget(self);
-        registry().retain(|e| e.id != id);
+    }
+
+    /// Runs the undo now and reports its error (dropping the guard only prints it). A journaled
+    /// change whose undo fails keeps its entry for the next reconcile.
+    pub fn restore(self) -> Result<(), HostGuardError> {
+        let e = self.take();
+        std::mem::forget(self);
+        match e {
+            Some(e) => Ok(e.undo.run()?),
+            None => Ok(()),
+        }
     }
 
     fn take(&self) -> Option<Entry> {
@@ -116,7 +194,9 @@ impl RestoreGuard {
 impl Drop for RestoreGuard {
     fn drop(&mut self) {
         if let Some(e) = self.take() {
-            (e.undo)();
+            if let Err(err) = e.undo.run() {
+                eprintln!("agelab: restoring {}: {err}", e.description);
+            }
         }
     }
 }
@@ -127,8 +207,10 @@ const CLEANUP_SIGNALS: [nix::sys::signal::Signal; 3] = [
     nix::sys::signal::Signal::SIGHUP,
 ];
 
-/// Blocks SIGINT/SIGTERM/SIGHUP in the calling thread and starts a thread that waits for them, runs
-/// every pending undo in reverse order, reports them on stderr and exits with 128 + signo.
+/// Reconciles the host-change journal (undoes what agelab processes that are gone left behind,
+/// one stderr line each), then blocks SIGINT/SIGTERM/SIGHUP in the calling thread and starts a
+/// thread that waits for them, runs every pending undo in reverse order, reports them on stderr
+/// and exits with 128 + signo.
 ///
 /// Call it first thing in `main`, before any other thread exists: threads inherit the signal mask,
 /// so the cleanup thread is then the only one that ever receives these signals. Calling it again is
@@ -136,6 +218,7 @@ const CLEANUP_SIGNALS: [nix::sys::signal::Signal; 3] = [
 pub fn install_signal_cleanup() -> Result<(), HostGuardError> {
     let mut result = Ok(());
     SIGNAL_THREAD.call_once(|| {
+        crate::journal::reconcile_at_start("agelab");
         result = start_signal_thread();
     });
     result

@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod host_guard;
+pub mod journal;
 pub mod kernel;
 pub mod lru_gen_run;
 pub mod reclaim;

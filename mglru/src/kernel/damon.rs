@@ -4,7 +4,9 @@
 //! `kdamonds/`, and `nr_kdamonds` can only be changed while none runs (EBUSY otherwise), and changing
 //! it rebuilds every kdamond directory. So agelab only ever creates a kdamond when there is none at
 //! all, never writes anything under a kdamond it did not create, and turns its own off and sets
-//! `nr_kdamonds` back to 0 on every exit path (via [`host_guard`](crate::host_guard)).
+//! `nr_kdamonds` back to 0 on every exit path (via [`host_guard`](crate::host_guard), journaled
+//! before `nr_kdamonds` is written, so a SIGKILLed run's kdamond is stopped by the next agelab
+//! command).
 //!
 //! The kdamond runs one `stat` scheme matching every region; each harvest asks the kernel to
 //! `update_schemes_tried_regions` and reads the regions back. Regions whose `nr_accesses > 0` map to
@@ -12,7 +14,8 @@
 
 use super::pagemap::{Pagemap, PagemapError};
 use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
-use crate::host_guard::{HostRestore, RestoreGuard};
+use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
+use crate::journal::{HostChange, Journal, Owner};
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,15 @@ const DAMON_MODULES: [&str; 3] = ["damon_stat", "damon_reclaim", "damon_lru_sort
 /// Errors from DAMON.
 #[derive(Debug, thiserror::Error)]
 pub enum DamonError {
+    /// The kdamond could not be journaled (so it was not created).
+    #[error(transparent)]
+    Guard(#[from] HostGuardError),
+    /// Another agelab process runs the kdamond.
+    #[error("the kdamond belongs to another agelab process, {owner}; DAMON allows one admin")]
+    HeldByAgelab {
+        /// Who holds it.
+        owner: Owner,
+    },
     /// No DAMON sysfs interface.
     #[error("kernel built without CONFIG_DAMON_SYSFS ({0} missing)")]
     NotBuilt(String),
@@ -202,6 +214,13 @@ impl DamonAdmin {
                 return Err(DamonError::ModuleRunning { module });
             }
         }
+        let held = Journal::system().live_changes().unwrap_or_default();
+        if let Some((owner, _)) = held
+            .into_iter()
+            .find(|(_, c)| matches!(c, HostChange::Kdamond { .. }))
+        {
+            return Err(DamonError::HeldByAgelab { owner });
+        }
         let ks = self.kdamonds()?;
         if let Some(k) = ks.iter().find(|k| k.state == "on") {
             return Err(DamonError::ForeignRunning {
@@ -221,21 +240,16 @@ impl DamonAdmin {
     pub fn start(&self, target: &DamonTarget, attrs: DamonAttrs) -> Result<Kdamond, DamonError> {
         self.check()?;
         let nr_path = self.kdamonds_dir().join("nr_kdamonds");
-        write_str(&nr_path, "1")?;
         let dir = self.kdamonds_dir().join("0");
-        // Registered right after creation, so any failure below still tears it down.
-        let guard = HostRestore::register(
+        // Journaled before creation, so any failure (or kill) below still tears it down.
+        let guard = HostRestore::record(
             format!("DAMON kdamond {} off, nr_kdamonds 0", dir.display()),
-            {
-                let (dir, nr_path) = (dir.clone(), nr_path.clone());
-                move || {
-                    let _ = write_str(dir.join("state"), "off");
-                    if let Err(e) = write_str(&nr_path, "0") {
-                        eprintln!("agelab: restoring {}: {e}", nr_path.display());
-                    }
-                }
+            HostChange::Kdamond {
+                dir: dir.clone(),
+                nr_path: nr_path.clone(),
             },
-        );
+        )?;
+        write_str(&nr_path, "1")?;
         let k = Kdamond { dir, guard };
         k.configure(target, attrs)?;
         write_str(k.dir.join("state"), "on").map_err(|e| match e.errno() {
@@ -244,6 +258,20 @@ impl DamonAdmin {
         })?;
         Ok(k)
     }
+}
+
+/// The journal's undo of [`HostChange::Kdamond`]: `state` off, `nr_kdamonds` 0 (nothing when
+/// `nr_kdamonds` is already 0: killed before the kdamond was created).
+pub(crate) fn undo_kdamond(dir: &Path, nr_path: &Path) -> Result<String, KernelFileError> {
+    if !nr_path.exists() || read_u64(nr_path)? == 0 {
+        return Ok(format!("DAMON {}: nothing to stop", dir.display()));
+    }
+    let _ = write_str(dir.join("state"), "off");
+    write_str(nr_path, "0")?;
+    Ok(format!(
+        "DAMON kdamond {} off, nr_kdamonds 0",
+        dir.display()
+    ))
 }
 
 /// A kdamond created by this process; dropping it turns it off and removes it.

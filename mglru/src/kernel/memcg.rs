@@ -7,12 +7,15 @@
 //! guest memory.
 //!
 //! The cgroup is created as a child of the calling process's own memcg by default (so limits the
-//! process already lives under keep applying), removed on drop, and removal is registered with
-//! [`host_guard`](crate::host_guard) so a signal or panic also cleans it up.
+//! process already lives under keep applying), removed on drop, and removal is journaled with
+//! [`host_guard`](crate::host_guard) before the directory is made, so a signal or panic cleans it
+//! up and a SIGKILL leaves an entry the next agelab command undoes. Names carry the pid
+//! (`NAME-<pid>`), so two agelab processes never want the same directory.
 
 use super::lru_gen::LruGenDebugfs;
 use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
-use crate::host_guard::{HostRestore, RestoreGuard};
+use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
+use crate::journal::HostChange;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,6 +53,9 @@ pub enum MemcgError {
         /// What to do instead.
         hint: &'static str,
     },
+    /// Journaling the change failed (nothing was created).
+    #[error(transparent)]
+    Guard(#[from] HostGuardError),
     /// Enabling the memory controller for children failed.
     #[error("enabling +memory in {path}/cgroup.subtree_control: {err} (cgroup v2 forbids it while that cgroup has processes of its own)")]
     SubtreeControl {
@@ -156,12 +162,15 @@ impl GuestMemcg {
         Self::create_under(h, &parent, name)
     }
 
-    /// Creates `name` under `parent` (a path relative to the hierarchy root, `/` for the root).
+    /// Creates `name-<pid>` under `parent` (a path relative to the hierarchy root, `/` for the
+    /// root); a `name` that already ends in `-<pid>` is used as is.
     pub fn create_under(
         hierarchy: MemoryHierarchy,
         parent: &str,
         name: &str,
     ) -> Result<Self, MemcgError> {
+        let name = unique_name(name);
+        let name = name.as_str();
         let parent_rel = parent.trim_end_matches('/');
         let parent_dir = hierarchy.mount.join(parent_rel.trim_start_matches('/'));
         let rel_path = format!("{parent_rel}/{name}");
@@ -170,21 +179,28 @@ impl GuestMemcg {
             CgroupVersion::V2 => enable_memory_subtree(&parent_dir)?,
             CgroupVersion::V1 => None,
         };
-        std::fs::create_dir(&dir).map_err(|err| MemcgError::Create {
-            path: dir.clone(),
-            err,
-        })?;
-        let remove_guard = Some(HostRestore::register(
+        if dir.exists() {
+            // Not ours (the name carries our pid, so someone else made it): never reused.
+            return Err(MemcgError::Create {
+                path: dir,
+                err: std::io::Error::from_raw_os_error(libc::EEXIST),
+            });
+        }
+        let remove_guard = Some(HostRestore::record(
             format!("memcg {} removed", dir.display()),
-            {
-                let (dir, parent_dir) = (dir.clone(), parent_dir.clone());
-                move || {
-                    if let Err(e) = remove_cgroup(&dir, &parent_dir) {
-                        eprintln!("agelab: removing memcg {}: {e}", dir.display());
-                    }
-                }
+            HostChange::Memcg {
+                dir: dir.clone(),
+                parent_dir: parent_dir.clone(),
             },
-        ));
+        )?);
+        if let Err(err) = std::fs::create_dir(&dir) {
+            // Not created: forget the entry rather than "undo" (which would rmdir a directory
+            // someone else made in between).
+            if let Some(g) = remove_guard {
+                g.dismiss();
+            }
+            return Err(MemcgError::Create { path: dir, err });
+        }
         Ok(GuestMemcg {
             hierarchy,
             dir,
@@ -330,23 +346,36 @@ fn enable_memory_subtree(parent_dir: &Path) -> Result<Option<RestoreGuard>, Memc
     if cur.split_whitespace().any(|c| c == "memory") {
         return Ok(None);
     }
-    write_str(&path, "+memory").map_err(|err| MemcgError::SubtreeControl {
-        path: parent_dir.to_path_buf(),
-        err,
-    })?;
-    Ok(Some(HostRestore::register(
+    let guard = HostRestore::record(
         format!("{} -memory", path.display()),
-        move || {
-            if let Err(e) = write_str(&path, "-memory") {
-                eprintln!("agelab: restoring {}: {e}", path.display());
-            }
+        HostChange::Knob {
+            path: path.clone(),
+            restore: "-memory".into(),
         },
-    )))
+    )?;
+    if let Err(err) = write_str(&path, "+memory") {
+        guard.dismiss();
+        return Err(MemcgError::SubtreeControl {
+            path: parent_dir.to_path_buf(),
+            err,
+        });
+    }
+    Ok(Some(guard))
+}
+
+/// `name-<pid>`, unless `name` already ends in `-<pid>`.
+fn unique_name(name: &str) -> String {
+    let suffix = format!("-{}", std::process::id());
+    if name.ends_with(&suffix) {
+        name.to_string()
+    } else {
+        format!("{name}{suffix}")
+    }
 }
 
 /// Moves every task back to `parent_dir`, then removes `dir` (rmdir fails with EBUSY while a task
 /// is still inside, e.g. one that was exiting, so it is retried briefly).
-fn remove_cgroup(dir: &Path, parent_dir: &Path) -> Result<(), std::io::Error> {
+pub(crate) fn remove_cgroup(dir: &Path, parent_dir: &Path) -> Result<(), std::io::Error> {
     let mut last_err = None;
     for _ in 0..50 {
         if !dir.exists() {

@@ -2,12 +2,15 @@
 //!
 //! `MADV_PAGEOUT` of anonymous or shmem memory needs swap; without it the kernel silently keeps
 //! the pages. [`ZramSwap::setup`] turns an *unused* `/dev/zramN` into swap (reset, `disksize`,
-//! swap header, `swapon`) and registers the undo (`swapoff`, reset) with
-//! [`host_guard`](crate::host_guard), so a normal exit, an error or a SIGINT leaves the device as
-//! it was found. A device that is already swap, or initialized by someone else, is refused, never
-//! touched. A lock file serializes agelab processes (and threads) that want the same device.
+//! swap header, `swapon`) and journals the undo (`swapoff`, reset) with
+//! [`host_guard`](crate::host_guard) before touching it, so a normal exit, an error or a SIGINT
+//! leaves the device as it was found, and a SIGKILL leaves a journal entry the next agelab command
+//! undoes. A device that is already swap, or initialized by someone else, is refused, never
+//! touched. A lock file serializes agelab processes (and threads) that want the same device;
+//! [`ZramSwap::setup_free`] picks a device no one holds, hot-adding one when all are taken.
 
-use crate::host_guard::{HostRestore, RestoreGuard};
+use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
+use crate::journal::{HostChange, Journal, JournalError, Owner};
 use crate::kernel::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
 use std::ffi::CString;
 use std::fs::File;
@@ -19,6 +22,10 @@ use std::time::{Duration, Instant};
 const HEADER_BYTES: usize = 4096;
 /// Where the lock files live (tmpfs on most systems, cleared at boot).
 const LOCK_DIR: &str = "/tmp";
+/// zram's device creation interface.
+const ZRAM_CONTROL: &str = "/sys/class/zram-control";
+/// The UUID agelab writes into its swap headers (how an active swap is recognised as agelab's).
+const AGELAB_SWAP_UUID: &[u8; 16] = b"agelab-zram-swap";
 
 /// Errors around swap and zram.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +76,26 @@ pub enum SwapError {
         /// Cause.
         #[source]
         err: nix::Error,
+    },
+    /// Journaling the device, or undoing it, failed (nothing was changed when recording failed).
+    #[error(transparent)]
+    Guard(#[from] HostGuardError),
+    /// The journal could not be read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Another agelab process holds the device (journal entry).
+    #[error("{dev} is swap of another agelab process, {owner}; not touched")]
+    HeldByAgelab {
+        /// The device.
+        dev: String,
+        /// Who holds it.
+        owner: Owner,
+    },
+    /// Every zram device is taken and none can be hot-added.
+    #[error("no free zram device and {ZRAM_CONTROL}/hot_add is missing: {taken}")]
+    NoFreeDevice {
+        /// Each device and who holds it.
+        taken: String,
     },
     /// The requested size is too small for a swap area.
     #[error("zram size {bytes} bytes is too small for swap (at least 1 MiB)")]
@@ -144,6 +171,15 @@ impl SwapStatus {
     /// Total used swap, KiB.
     pub fn used_kib(&self) -> u64 {
         self.areas.iter().map(|a| a.used_kib).sum()
+    }
+
+    /// Active areas that are not in `agelab` (the devices agelab journaled): swap someone else
+    /// set up, which agelab may use but never removes.
+    pub fn foreign<'a>(&'a self, agelab: &[String]) -> Vec<&'a SwapArea> {
+        self.areas
+            .iter()
+            .filter(|a| !agelab.contains(&a.filename))
+            .collect()
     }
 
     /// The area for `dev`, if active.
@@ -249,6 +285,7 @@ impl ZramDevice {
 pub struct ZramSwap {
     device: ZramDevice,
     bytes: u64,
+    hot_added: bool,
     // Dropped first (field order): swapoff + reset while the lock is still held.
     guard: Option<RestoreGuard>,
     _lock: File,
@@ -266,22 +303,102 @@ impl ZramSwap {
             return Err(SwapError::NoDevice { dev: device.dev() });
         }
         let lock = lock_device(index, wait)?;
+        if let Some(owner) = journal_owner(index)? {
+            return Err(SwapError::HeldByAgelab {
+                dev: device.dev(),
+                owner,
+            });
+        }
         if let Some(why) = device.busy_reason()? {
             return Err(SwapError::InUse {
                 dev: device.dev(),
                 why,
             });
         }
-        let sys = device.sysfs();
-        // The device is uninitialized (checked above): reset only clears leftovers such as a
-        // previous comp_algorithm choice and cannot drop anyone's data.
-        write_str(sys.join("reset"), "1")?;
-        let undo_dev = device.clone();
-        let guard = HostRestore::register(format!("{} swapoff + reset", device.dev()), move || {
-            if let Err(e) = teardown(&undo_dev) {
-                eprintln!("agelab: restoring {}: {e}", undo_dev.dev());
+        Self::setup_locked(device, lock, bytes, false)
+    }
+
+    /// Turns a zram device no one uses into `bytes` of swap: the first existing device that is
+    /// free (not locked, not journaled by another agelab process, not initialized, not swap), else
+    /// a new one from `/sys/class/zram-control/hot_add` (hot-removed again on undo). Refuses,
+    /// naming each device's holder, when none is free and none can be added.
+    pub fn setup_free(bytes: u64) -> Result<Self, SwapError> {
+        if bytes < (1 << 20) {
+            return Err(SwapError::TooSmall { bytes });
+        }
+        let mut taken = Vec::new();
+        for index in zram_indices() {
+            let device = ZramDevice::new(index);
+            let Some(lock) = try_lock_device(index)? else {
+                taken.push(format!("{} locked by another agelab process", device.dev()));
+                continue;
+            };
+            if let Some(owner) = journal_owner(index)? {
+                taken.push(format!("{} held by agelab {owner}", device.dev()));
+                continue;
             }
-        });
+            match device.busy_reason()? {
+                Some(why) => taken.push(format!("{} in use ({why})", device.dev())),
+                None => return Self::setup_locked(device, lock, bytes, false),
+            }
+        }
+        let hot_add = Path::new(ZRAM_CONTROL).join("hot_add");
+        if !hot_add.exists() {
+            return Err(SwapError::NoFreeDevice {
+                taken: if taken.is_empty() {
+                    "no zram devices (modprobe zram)".into()
+                } else {
+                    taken.join("; ")
+                },
+            });
+        }
+        // Reading hot_add creates the device and returns its index. (A kill between this read and
+        // the journal record below leaks one empty device: the only unjournaled window.)
+        let index = u32::try_from(read_u64(&hot_add)?).unwrap_or(u32::MAX);
+        let device = ZramDevice::new(index);
+        let lock = match try_lock_device(index) {
+            Ok(Some(l)) => l,
+            other => {
+                let _ = hot_remove(index);
+                return match other {
+                    Err(e) => Err(e),
+                    _ => Err(SwapError::InUse {
+                        dev: device.dev(),
+                        why: "just hot-added, yet its lock is held".into(),
+                    }),
+                };
+            }
+        };
+        Self::setup_locked(device, lock, bytes, true)
+    }
+
+    /// Journals, then sets up, a device whose lock is held and which was checked free.
+    fn setup_locked(
+        device: ZramDevice,
+        lock: File,
+        bytes: u64,
+        hot_added: bool,
+    ) -> Result<Self, SwapError> {
+        let index = device.index;
+        let description = format!(
+            "{} swapoff + reset{}",
+            device.dev(),
+            if hot_added { " + hot_remove" } else { "" }
+        );
+        let guard =
+            match HostRestore::record(description, HostChange::ZramSwap { index, hot_added }) {
+                Ok(g) => g,
+                Err(e) => {
+                    if hot_added {
+                        let _ = hot_remove(index);
+                    }
+                    return Err(e.into());
+                }
+            };
+        let sys = device.sysfs();
+        // The device is uninitialized (checked by the caller): reset only clears leftovers such
+        // as a previous comp_algorithm choice and cannot drop anyone's data.
+        write_str(sys.join("reset"), "1")?;
         write_str(sys.join("disksize"), &bytes.to_string())?;
         write_swap_header(&device.dev(), bytes)?;
         let c = CString::new(device.dev()).expect("device path has no NUL");
@@ -298,9 +415,15 @@ impl ZramSwap {
         Ok(ZramSwap {
             device,
             bytes,
+            hot_added,
             guard: Some(guard),
             _lock: lock,
         })
+    }
+
+    /// Whether agelab created the device (hot-add) for this swap.
+    pub fn hot_added(&self) -> bool {
+        self.hot_added
     }
 
     /// The device.
@@ -316,8 +439,7 @@ impl ZramSwap {
     /// Tears the swap down now (same as dropping, but reports errors).
     pub fn teardown(mut self) -> Result<(), SwapError> {
         if let Some(g) = self.guard.take() {
-            g.dismiss();
-            teardown(&self.device)?;
+            g.restore()?;
         }
         Ok(())
     }
@@ -328,6 +450,97 @@ impl Drop for ZramSwap {
         // The guard's drop runs the undo; explicit so the order against the lock is obvious.
         self.guard.take();
     }
+}
+
+/// The journal's undo of [`HostChange::ZramSwap`]: swapoff (only if the active swap carries
+/// agelab's header), reset, hot_remove if agelab created the device. Harmless on a device that
+/// was never set up (a kill between the journal record and the change).
+pub(crate) fn undo_zram(index: u32, hot_added: bool) -> Result<String, SwapError> {
+    let dev = ZramDevice::new(index);
+    if !dev.exists() {
+        return Ok(format!("{} already gone", dev.dev()));
+    }
+    let st = dev.state()?;
+    if st.swap_active && !has_agelab_header(&dev.dev()) {
+        return Err(SwapError::InUse {
+            dev: dev.dev(),
+            why: "active swap without agelab's swap header: someone else's now".into(),
+        });
+    }
+    teardown(&dev)?;
+    if hot_added {
+        hot_remove(index)?;
+        return Ok(format!("{} swapoff + reset + hot_remove", dev.dev()));
+    }
+    Ok(format!("{} swapoff + reset (disksize 0)", dev.dev()))
+}
+
+/// Whether the device's first page is a swap header agelab wrote.
+fn has_agelab_header(dev: &str) -> bool {
+    use std::io::Read;
+    let mut h = vec![0u8; HEADER_BYTES];
+    std::fs::File::open(dev)
+        .and_then(|mut f| f.read_exact(&mut h))
+        .is_ok()
+        && &h[1036..1052] == AGELAB_SWAP_UUID
+        && &h[HEADER_BYTES - 10..] == b"SWAPSPACE2"
+}
+
+/// Removes a zram device agelab hot-added (retried briefly: EBUSY while it is still open).
+fn hot_remove(index: u32) -> Result<(), SwapError> {
+    let path = Path::new(ZRAM_CONTROL).join("hot_remove");
+    let mut last = None;
+    for _ in 0..50 {
+        if !ZramDevice::new(index).exists() {
+            return Ok(());
+        }
+        match write_str(&path, &index.to_string()) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last.expect("loop ran").into())
+}
+
+/// Indices of the existing zram devices, ascending.
+pub fn zram_indices() -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("zram")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// The agelab process that journaled `/dev/zram<index>` (alive or not yet reconciled), if any.
+pub fn journal_owner(index: u32) -> Result<Option<Owner>, SwapError> {
+    Ok(Journal::system()
+        .all_changes()?
+        .into_iter()
+        .find(|(_, c)| matches!(c, HostChange::ZramSwap { index: i, .. } if *i == index))
+        .map(|(o, _)| o))
+}
+
+/// Devices (`/dev/zramN`) that agelab journaled as its swap, whoever owns them.
+pub fn agelab_swap_devices() -> Result<Vec<String>, SwapError> {
+    Ok(Journal::system()
+        .all_changes()?
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            HostChange::ZramSwap { index, .. } => Some(ZramDevice::new(index).dev()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// swapoff (if active) then reset; safe to call on a device in any state this module created.
@@ -355,6 +568,15 @@ fn teardown(dev: &ZramDevice) -> Result<(), SwapError> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(last.expect("loop ran").into())
+}
+
+/// The device lock if it is free now, `None` if another process holds it.
+fn try_lock_device(index: u32) -> Result<Option<File>, SwapError> {
+    match lock_device(index, Duration::ZERO) {
+        Ok(f) => Ok(Some(f)),
+        Err(SwapError::Locked { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn lock_device(index: u32, wait: Duration) -> Result<File, SwapError> {
@@ -406,7 +628,7 @@ fn swap_header(bytes: u64) -> Vec<u8> {
     h[1024..1028].copy_from_slice(&1u32.to_ne_bytes());
     h[1028..1032].copy_from_slice(&last_page.to_ne_bytes());
     // nr_badpages = 0; a fixed UUID is fine: nothing mounts or identifies this area by it.
-    h[1036..1052].copy_from_slice(b"agelab-zram-swap");
+    h[1036..1052].copy_from_slice(AGELAB_SWAP_UUID);
     h[HEADER_BYTES - 10..].copy_from_slice(b"SWAPSPACE2");
     h
 }

@@ -58,7 +58,7 @@ pub enum ReclaimActionError {
     /// Swap-backed guest memory but no swap: paging out would silently do nothing.
     #[error(
         "{what} guest memory (slot {slot}) can only be reclaimed to swap, and /proc/swaps lists \
-         no swap: run `agelab reclaim --zram SIZE` (agelab sets up /dev/zram0 for the run) or \
+         no swap: run `agelab reclaim --zram SIZE` (agelab sets up a free zram device for the run) or \
          enable swap"
     )]
     NoSwap {

@@ -27,6 +27,9 @@ enum Command {
     Lab(agelab::lab::LabArgs),
     /// Proactive reclaim: policies, refault SLO controller, zram swap, benchmark table/SVG/JSON.
     Reclaim(cli::reclaim::ReclaimArgs),
+    /// Undo host changes left by agelab processes that are gone (SIGKILL, OOM kill, crash), from
+    /// the journal in /run/agelab; list entries of live processes (untouched).
+    Cleanup,
 }
 
 /// Prints a command's report (JSON or text) or its one-line error, and turns it into the exit
@@ -59,7 +62,18 @@ fn finish<R: serde::Serialize, E: std::fmt::Display>(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Cleanup) {
+        // Every command first undoes what killed agelab processes left behind.
+        agelab_mglru::journal::reconcile_at_start("agelab");
+    }
     match cli.command {
+        Command::Cleanup => match cli::cleanup::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("agelab cleanup: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run(args) => finish(
             "run",
             cli::run::run(&args),

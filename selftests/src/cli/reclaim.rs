@@ -3,7 +3,7 @@
 
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::host_guard;
-use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZramSwap};
+use agelab_mglru::kernel::swap::{agelab_swap_devices, SwapError, SwapStatus, ZramSwap};
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::{
     parse_policies, plot, ControllerConfig, PolicyKind, ReclaimAction, ReclaimRunConfig,
@@ -73,8 +73,10 @@ pub struct ReclaimArgs {
     /// Working-set window of the controller's refault rate.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub ws_window: Duration,
-    /// Set up /dev/zram0 as swap of this size for the run when no swap is active (removed
-    /// afterwards on every exit path). Existing swap is used as is.
+    /// Set up a free zram device (zram0, else a hot-added one) as swap of this size for the run
+    /// when no swap other than agelab's is active (removed afterwards on every exit path; after a
+    /// SIGKILL by the next agelab command or `agelab cleanup`). Swap agelab did not set up is used
+    /// as is and never removed.
     #[arg(long, value_parser = parse_size)]
     pub zram: Option<u64>,
     /// Write the plot to this SVG file.
@@ -149,22 +151,31 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
     host_guard::install_signal_cleanup()?;
     host_guard::install_panic_hook();
     let _swap = match args.zram {
-        Some(bytes) if !SwapStatus::read()?.any() => {
-            let z = ZramSwap::setup(0, bytes, Duration::from_secs(600))?;
-            if !args.json {
-                eprintln!(
-                    "agelab reclaim: {} set up as {} MiB swap for this run",
-                    z.device().dev(),
-                    bytes >> 20
-                );
+        Some(bytes) => {
+            let ours = agelab_swap_devices()?;
+            let swaps = SwapStatus::read()?;
+            let foreign = swaps.foreign(&ours);
+            if foreign.is_empty() {
+                let z = ZramSwap::setup_free(bytes)?;
+                if !args.json {
+                    eprintln!(
+                        "agelab reclaim: {} set up as {} MiB swap for this run{}",
+                        z.device().dev(),
+                        bytes >> 20,
+                        if z.hot_added() { " (hot-added)" } else { "" }
+                    );
+                }
+                Some(z)
+            } else {
+                if !args.json {
+                    let names: Vec<&str> = foreign.iter().map(|a| a.filename.as_str()).collect();
+                    eprintln!(
+                        "agelab reclaim: swap not set up by agelab is active ({}), --zram not needed: using it (never removed)",
+                        names.join(", ")
+                    );
+                }
+                None
             }
-            Some(z)
-        }
-        Some(_) => {
-            if !args.json {
-                eprintln!("agelab reclaim: swap already active, --zram not needed: using it");
-            }
-            None
         }
         None => None,
     };

@@ -148,13 +148,10 @@ impl LruGenControl {
     /// Turns on every capability the kernel has (`y`) for the run; the guard restores the previous
     /// value. Returns the capabilities now in force.
     pub fn enable_for_run(&self) -> Result<(LruGenCaps, RestoreGuard), LruGenError> {
-        let prev = self.caps()?;
-        write_str(self.enabled_path(), "y")?;
-        // Registered before the read-back so that a failing read-back still restores.
-        let guard = HostRestore::register(
-            format!("lru_gen enabled -> {prev}"),
-            restore_write(self.enabled_path(), prev.to_string()),
-        );
+        self.caps()?;
+        // Journaled before the write; the guard exists before the read-back, so a failing
+        // read-back still restores.
+        let (guard, _prev) = HostRestore::set_knob("lru_gen enabled", &self.enabled_path(), "y")?;
         let now = self.caps()?;
         Ok((now, guard))
     }
@@ -167,12 +164,10 @@ impl LruGenControl {
 
     /// Sets `min_ttl_ms` for the run; the guard restores the previous value.
     pub fn set_min_ttl_ms(&self, ms: u64) -> Result<RestoreGuard, LruGenError> {
-        let prev = self.min_ttl_ms()?;
-        write_str(self.min_ttl_path(), &ms.to_string())?;
-        Ok(HostRestore::register(
-            format!("lru_gen min_ttl_ms {ms} -> {prev}"),
-            restore_write(self.min_ttl_path(), prev.to_string()),
-        ))
+        self.min_ttl_ms()?;
+        let (guard, _prev) =
+            HostRestore::set_knob("lru_gen min_ttl_ms", &self.min_ttl_path(), &ms.to_string())?;
+        Ok(guard)
     }
 
     /// Reads and parses `lru_gen` (or `lru_gen_full`).
@@ -287,16 +282,6 @@ fn read_raw(path: &Path) -> Result<String, LruGenError> {
             err,
         })
     })
-}
-
-/// An undo that writes `value` back, reporting (not panicking) when that fails: undos also run from
-/// signal and panic paths.
-fn restore_write(path: PathBuf, value: String) -> impl FnOnce() + Send + 'static {
-    move || {
-        if let Err(e) = write_str(&path, &value) {
-            eprintln!("agelab: restoring {}: {e}", path.display());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub enum LruGenError {
     /// A sysfs/debugfs read or write failed.
     #[error(transparent)]
     File(#[from] KernelFileError),
+    /// A knob change could not be journaled (so it was not made) or written.
+    #[error(transparent)]
+    Guard(#[from] crate::host_guard::HostGuardError),
     /// The listing did not parse.
     #[error("lru_gen listing, line {line}: {msg}")]
     Parse {

@@ -115,7 +115,7 @@ fn exception_stubs(base: u64, report_stack_top: u64) -> Vec<u8> {
         code.extend_from_slice(&(rel as i32).to_le_bytes());
         code.resize(start + STUB_BYTES as usize, 0xcc);
     }
-    // CPL0 tail: 5 + 1 + 1 + 4 + 10 + 4 + 2 bytes.
+    // CPL0 tail: 1 + 1 + 4 + 10 + 4 + 2 bytes, padded with nops to 27.
     let reporter = base + tail + 27;
     code.push(0x5f); // pop rdi (vector)
     code.push(0x5e); // pop rsi (error code)
@@ -124,7 +124,7 @@ fn exception_stubs(base: u64, report_stack_top: u64) -> Vec<u8> {
     code.extend_from_slice(&reporter.to_le_bytes());
     code.extend_from_slice(&[0x48, 0x89, 0x04, 0x24]); // mov [rsp], rax
     code.extend_from_slice(&[0x48, 0xcf]); // iretq
-    code.extend_from_slice(&[0x90, 0x90, 0x90]); // pad to the reporter
+    code.resize((tail + 27) as usize, 0x90); // pad to the reporter
     debug_assert_eq!(code.len() as u64, tail + 27);
     // CPL3 reporter.
     code.extend_from_slice(&[0x48, 0x89, 0xe1]); // mov rcx, rsp (faulting rsp)
