@@ -31,7 +31,10 @@ pub struct RunArgs {
     /// Length of one epoch (one aging pass per epoch).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Backing of guest memory: anon, memfd, file:PATH, thp, hugetlb.
+    /// Backing of guest memory: `anon` (4 KiB pages, MADV_NOHUGEPAGE), `memfd`, `file:PATH`,
+    /// `thp` (2 MiB transparent huge pages), `hugetlb`. The kernel KVM selftests' names work too:
+    /// `anonymous` = anon, `anonymous_thp` = thp, `shmem` = memfd, `anonymous_hugetlb` and
+    /// `anonymous_hugetlb_2mb` = hugetlb.
     #[arg(long, default_value = "memfd", value_parser = parse_backing)]
     pub backing: Backing,
     /// Memslots the test memory is split into.
