@@ -1,10 +1,14 @@
 //! Shared guest memory lands in the VM's memcg whoever maps it, on the host's real memory
 //! controller (cgroup v1 or v2): the forked helper of `GuestMemcg::charge_shared` charges a whole
 //! memfd to a memcg this test process never joins, while faulting the same kind of memfd in from
-//! the test process itself (the helper bypassed) leaves that memcg near empty.
+//! the test process itself (the helper bypassed) leaves that memcg near empty. A VM's memfd or
+//! file-backed guest memory is charged whole the same way (`charge_vm_memory`, what
+//! `agelab run` uses for the kernel's lru_gen view).
 
 use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
+use agelab_mglru::lru_gen_run::charge_vm_memory;
 use agelab_vmm::testing::skip;
+use agelab_vmm::{Backing, Vm, VmConfig};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 
@@ -208,4 +212,56 @@ fn private_child() {
     println!("charged {}", after.saturating_sub(before));
     // SAFETY: unmapping the mapping made above.
     unsafe { libc::munmap(addr, PRIVATE_LEN) };
+}
+
+#[test]
+fn vm_guest_memory_is_charged_whole_for_shared_backings() {
+    const TEST: &str = "vm_guest_memory_is_charged_whole_for_shared_backings";
+    if !agelab_mglru::kernel::is_root() {
+        return skip(TEST, "creating memcgs needs root");
+    }
+    if let Err(e) = agelab_vmm::vm::open_kvm() {
+        return skip(TEST, &e.to_string());
+    }
+    let dir = std::env::temp_dir().join(format!("agelab-charge-vm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for backing in [Backing::Memfd, Backing::File(dir.clone())] {
+        let name = format!("agelab-charge-vm-{}", std::process::id());
+        let cg = match GuestMemcg::create(&name) {
+            Ok(cg) => cg,
+            Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
+            Err(e) => panic!("{e}"),
+        };
+        let vm = Vm::new(VmConfig {
+            mem_bytes: LEN as u64,
+            backing: backing.clone(),
+            slots: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let before = cg.usage_bytes().unwrap();
+        charge_vm_memory(&cg, &vm).unwrap();
+        let after = cg.usage_bytes().unwrap();
+        assert!(
+            after >= before + LEN as u64,
+            "{backing}: memcg usage {before} -> {after}, want +{LEN} (every guest page)"
+        );
+        assert!(
+            cg.processes().unwrap().is_empty(),
+            "{backing}: nobody left inside"
+        );
+        drop(vm);
+        drop(cg);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Private memory is the process's own: from outside the memcg it is refused with the reason.
+    let cg = GuestMemcg::create(&format!("agelab-charge-vm-anon-{}", std::process::id())).unwrap();
+    let vm = Vm::new(VmConfig {
+        mem_bytes: 4 << 20,
+        backing: Backing::Anon,
+        ..Default::default()
+    })
+    .unwrap();
+    let e = charge_vm_memory(&cg, &vm).unwrap_err().to_string();
+    assert!(e.contains("is not in it"), "{e}");
 }

@@ -324,7 +324,7 @@ fn main() -> ExitCode {
     let backing: Backing = match args.backing.parse() {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("source_matrix: {e}");
+            eprintln!("source_matrix: --backing: {e}");
             return ExitCode::from(2);
         }
     };
