@@ -17,7 +17,7 @@ pub mod vm;
 pub mod workload;
 
 pub use dirty::{DirtyError, DirtyMode, DirtyOptions, DirtyTracker, HarvestStats, ModeSupport};
-pub use memory::{Backing, MemoryError};
+pub use memory::{Backing, MemoryError, BACKING_NAMES};
 pub use page_map::{BackingKind, GuestPage, GuestPageMap, PageRange, PAGE_SIZE};
 pub use pageset::{Confusion, PageSet};
 pub use ucall::Ucall;

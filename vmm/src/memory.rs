@@ -14,7 +14,7 @@ pub const HUGE_2M: u64 = 2 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
     /// The backing string is not one of the known forms.
-    #[error("unknown backing '{0}' (expected anon, memfd, file:PATH, thp or hugetlb)")]
+    #[error("unknown backing '{0}' (expected {BACKING_NAMES})")]
     UnknownBacking(String),
     /// The size is zero or not a multiple of the page size the backing needs.
     #[error("memory size {size} bytes is invalid for {backing} backing: {why}")]
@@ -66,10 +66,17 @@ pub enum MemoryError {
     Layout(String),
 }
 
-/// How test memory is backed (parsed from `anon`, `memfd`, `file:PATH`, `thp`, `hugetlb`).
+/// Every accepted backing name, for help texts and errors. The kernel KVM selftests' names are
+/// accepted with the same meaning: `anonymous` (4 KiB pages: `MADV_NOHUGEPAGE`), `anonymous_thp`,
+/// `anonymous_hugetlb`/`anonymous_hugetlb_2mb`, `shmem`.
+pub const BACKING_NAMES: &str = "anon|anonymous (4 KiB pages), thp|anonymous_thp (2 MiB THP), \
+memfd|shmem, hugetlb|anonymous_hugetlb|anonymous_hugetlb_2mb, or file:PATH";
+
+/// How test memory is backed (parsed from the names in [`BACKING_NAMES`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backing {
-    /// Private anonymous memory (default).
+    /// Private anonymous memory in 4 KiB pages (default): `MADV_NOHUGEPAGE`, as the kernel KVM
+    /// selftests' `anonymous` backing, so THP `always` hosts do not turn it into 2 MiB pages.
     Anon,
     /// A memfd (shmem), mapped shared.
     Memfd,
@@ -88,8 +95,8 @@ impl FromStr for Backing {
         match s {
             "anon" | "anonymous" => Ok(Backing::Anon),
             "memfd" | "shmem" => Ok(Backing::Memfd),
-            "thp" => Ok(Backing::Thp),
-            "hugetlb" => Ok(Backing::HugeTlb),
+            "thp" | "anonymous_thp" => Ok(Backing::Thp),
+            "hugetlb" | "anonymous_hugetlb" | "anonymous_hugetlb_2mb" => Ok(Backing::HugeTlb),
             _ => match s.strip_prefix("file:") {
                 Some(p) if !p.is_empty() => Ok(Backing::File(PathBuf::from(p))),
                 _ => Err(MemoryError::UnknownBacking(s.to_string())),
@@ -176,7 +183,17 @@ impl HostMapping {
             available: 0,
         })?;
         match backing {
-            Backing::Anon => Self::anon(ulen, 0),
+            Backing::Anon => {
+                let m = Self::anon(ulen, 0)?;
+                // SAFETY: advising our own fresh mapping; MADV_NOHUGEPAGE changes no data.
+                let rc = unsafe { libc::madvise(m.addr.cast(), ulen, libc::MADV_NOHUGEPAGE) };
+                // Kernels built without THP reject the advice (EINVAL): their pages are 4 KiB
+                // anyway, which is what was asked (the kernel selftests skip it there too).
+                if rc != 0 && thp_configured() {
+                    return Err(os("madvise(MADV_NOHUGEPAGE)"));
+                }
+                Ok(m)
+            }
             Backing::Thp => {
                 let m = Self::anon(ulen, 0)?;
                 // SAFETY: advising our own fresh mapping; MADV_HUGEPAGE changes no data.
@@ -361,6 +378,12 @@ pub fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, Me
     Ok(f)
 }
 
+/// Whether the kernel has transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE), as the kernel
+/// selftests' `thp_configured()` decides it.
+pub fn thp_configured() -> bool {
+    Path::new("/sys/kernel/mm/transparent_hugepage").exists()
+}
+
 /// (total, free) 2 MiB huge pages on the host.
 pub fn hugepage_counts() -> (u64, u64) {
     let read = |f: &str| {
@@ -436,5 +459,28 @@ mod tests {
         assert!("file:".parse::<Backing>().is_err());
         let e = "swap".parse::<Backing>().unwrap_err().to_string();
         assert!(e.contains("unknown backing 'swap'"), "{e}");
+        assert!(e.contains("anonymous_thp"), "{e}");
+    }
+
+    #[test]
+    fn kernel_selftest_names_parse_and_display_stays_ours() {
+        for (name, want, shown) in [
+            ("anonymous", Backing::Anon, "anon"),
+            ("anonymous_thp", Backing::Thp, "thp"),
+            ("shmem", Backing::Memfd, "memfd"),
+            ("anonymous_hugetlb", Backing::HugeTlb, "hugetlb"),
+            ("anonymous_hugetlb_2mb", Backing::HugeTlb, "hugetlb"),
+        ] {
+            let b: Backing = name.parse().unwrap();
+            assert_eq!(b, want, "{name}");
+            assert_eq!(b.to_string(), shown, "{name}");
+            assert_eq!(
+                shown.parse::<Backing>().unwrap(),
+                want,
+                "{shown} round-trips"
+            );
+        }
+        // The kernel's other hugetlb sizes are not offered: 2 MiB is the only size mapped here.
+        assert!("anonymous_hugetlb_1gb".parse::<Backing>().is_err());
     }
 }

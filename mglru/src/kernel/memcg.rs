@@ -16,6 +16,11 @@ use super::lru_gen::LruGenDebugfs;
 use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
 use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
 use crate::journal::HostChange;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,6 +61,40 @@ pub enum MemcgError {
     /// Journaling the change failed (nothing was created).
     #[error(transparent)]
     Guard(#[from] HostGuardError),
+    /// The helper that faults shared memory in from inside the memcg failed.
+    #[error("charging {what} to memcg {path}: the helper failed to {step}: {err}")]
+    ChargeHelper {
+        /// What was being charged (e.g. `64 MiB of memfd`).
+        what: String,
+        /// The memcg directory.
+        path: PathBuf,
+        /// The step that failed (`fork`, `join the memcg`, `mmap`, `populate`, ...).
+        step: &'static str,
+        /// Cause.
+        #[source]
+        err: std::io::Error,
+    },
+    /// Private memory can only be charged by the process that owns it, from inside the memcg.
+    #[error("charging private memory to memcg {path}: this process (pid {pid}) is not in it; private pages are charged to the memcg of the process that faults them (join it first)")]
+    NotMember {
+        /// The memcg directory.
+        path: PathBuf,
+        /// This process.
+        pid: u32,
+    },
+    /// Faulting private memory in failed.
+    #[error("charging {len} bytes of private memory at {addr:#x} to memcg {path}: MADV_POPULATE_WRITE: {err} (needs Linux 5.14+)")]
+    Populate {
+        /// Start address.
+        addr: usize,
+        /// Length.
+        len: usize,
+        /// The memcg directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        err: std::io::Error,
+    },
     /// Enabling the memory controller for children failed.
     #[error("enabling +memory in {path}/cgroup.subtree_control: {err} (cgroup v2 forbids it while that cgroup has processes of its own)")]
     SubtreeControl {
@@ -328,6 +367,108 @@ impl GuestMemcg {
         }
     }
 
+    /// Charges pages `[offset, offset + len)` of `file` (a memfd/shmem or a regular file) to
+    /// this memcg, whichever memcg the calling process is in.
+    ///
+    /// Shared pages are charged to the memcg of the task that first faults them into the page
+    /// cache and stay there, whoever maps them later. So a helper is forked that joins this memcg
+    /// (writes `0`, "myself", to its `cgroup.procs`: v1 and v2), maps the range `MAP_SHARED`,
+    /// faults every page in with `MADV_POPULATE_READ` (a read fault allocates a shmem or page-cache
+    /// page without changing data; pages touched one by one where the advice is missing, before
+    /// 5.14) and `_exit`s. Pages already in the page cache keep the memcg they have. After `fork`
+    /// the helper only makes system calls (the process may have other threads): every path and
+    /// buffer is prepared before it. Failures come back through a pipe as (step, errno).
+    pub fn charge_shared(&self, file: &File, offset: u64, len: usize) -> Result<(), MemcgError> {
+        let what = format!("{} KiB of {}", len >> 10, describe_fd(file));
+        let fail = |step: &'static str, err: std::io::Error| MemcgError::ChargeHelper {
+            what: what.clone(),
+            path: self.dir.clone(),
+            step,
+            err,
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let procs = CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|e| fail("name cgroup.procs", std::io::Error::other(e)))?;
+        let mut pipe = [0i32; 2];
+        // SAFETY: `pipe` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(fail(
+                "create its status pipe",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+        let fd = file.as_raw_fd();
+        // SAFETY: the child runs only `charge_child`, which makes async-signal-safe system calls
+        // on memory prepared before the fork and ends in `_exit`; the parent continues normally.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(fail("fork", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: in the forked child; see charge_child's contract.
+            unsafe { charge_child(&procs, fd, offset, len, wr.as_raw_fd()) }
+        }
+        drop(wr);
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for the child we just forked; `status` is a valid out pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if r == pid {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(fail("be waited for", e));
+            }
+        }
+        // Non-blocking: a fork elsewhere in the process may hold a copy of the write end open.
+        let mut report = [0u8; 8];
+        let n = std::fs::File::from(rd).read(&mut report).unwrap_or(0);
+        if n == report.len() {
+            let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+            let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            let step = CHILD_STEPS.get(step as usize).copied().unwrap_or("run");
+            return Err(fail(step, std::io::Error::from_raw_os_error(errno)));
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            return Err(fail(
+                "exit cleanly",
+                std::io::Error::other(format!("wait status {status:#x}")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Charges the calling process's own private memory `[addr, addr + len)` (anonymous, THP) to
+    /// this memcg by faulting every page in writable (`MADV_POPULATE_WRITE`: allocates, never
+    /// changes data). Private pages are charged to the memcg of the process that owns the mm, so
+    /// the process must be in this memcg ([`MemcgError::NotMember`] otherwise); pages already
+    /// present keep their memcg.
+    pub fn charge_private(&self, addr: *mut u8, len: usize) -> Result<(), MemcgError> {
+        let pid = std::process::id();
+        if !self.processes()?.contains(&(pid as i32)) {
+            return Err(MemcgError::NotMember {
+                path: self.dir.clone(),
+                pid,
+            });
+        }
+        // SAFETY: populating page tables of a mapping the caller owns; no data changes.
+        let rc = unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_WRITE) };
+        if rc != 0 {
+            return Err(MemcgError::Populate {
+                addr: addr as usize,
+                len,
+                path: self.dir.clone(),
+                err: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
     /// This memcg's lru_gen id, looked up by path in a debugfs listing.
     pub fn lru_gen_id(&self, listing: &LruGenDebugfs) -> Option<u64> {
         listing.memcg_by_path(&self.rel_path).map(|m| m.id)
@@ -337,6 +478,84 @@ impl GuestMemcg {
     pub fn remove(mut self) {
         self.remove_guard.take();
     }
+}
+
+/// What each failing step of the charging helper reports (index = step number).
+const CHILD_STEPS: [&str; 4] = [
+    "open cgroup.procs",
+    "join the memcg",
+    "mmap the memory shared",
+    "fault the pages in",
+];
+
+/// The charging helper after `fork`: joins the memcg through `procs` (its `cgroup.procs`), maps
+/// `len` bytes of `fd` from `offset` shared, faults every page in and `_exit`s; on failure writes
+/// (step, errno) to `status_fd` and exits 1.
+///
+/// # Safety
+/// Call only in a freshly forked child. It uses nothing but system calls on its arguments (no
+/// allocation, no locks), so it is safe after forking a multi-threaded process, and never returns.
+unsafe fn charge_child(procs: &CStr, fd: i32, offset: u64, len: usize, status_fd: i32) -> ! {
+    let die = |step: u32| -> ! {
+        // SAFETY: errno is thread-local and readable at any time.
+        let errno = unsafe { *libc::__errno_location() };
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&step.to_ne_bytes());
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: writing 8 bytes from a stack buffer, then ending the child without unwinding.
+        unsafe {
+            libc::write(status_fd, msg.as_ptr().cast(), msg.len());
+            libc::_exit(1)
+        }
+    };
+    // SAFETY: `procs` is NUL-terminated; plain open/write/close system calls.
+    unsafe {
+        let cg = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if cg < 0 {
+            die(0);
+        }
+        if libc::write(cg, b"0".as_ptr().cast(), 1) != 1 {
+            die(1);
+        }
+        libc::close(cg);
+    }
+    // SAFETY: a new shared mapping of the inherited descriptor, at an address the kernel picks.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        die(2);
+    }
+    // SAFETY: advising the mapping made above.
+    if unsafe { libc::madvise(addr, len, libc::MADV_POPULATE_READ) } != 0 {
+        // SAFETY: errno is thread-local and readable at any time.
+        if unsafe { *libc::__errno_location() } != libc::EINVAL {
+            die(3);
+        }
+        // Before 5.14: one read per page faults it in the same way.
+        let mut off = 0;
+        while off < len {
+            // SAFETY: `off < len`, inside the readable mapping.
+            unsafe { std::ptr::read_volatile(addr.cast::<u8>().add(off)) };
+            off += 4096;
+        }
+    }
+    // SAFETY: ending the child without running the parent's atexit handlers or destructors.
+    unsafe { libc::_exit(0) }
+}
+
+/// `memfd:NAME` or the file's path, for messages.
+fn describe_fd(file: &File) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "a shared file".into())
 }
 
 /// v2 only gives a child memory.* files if the parent delegates the controller.

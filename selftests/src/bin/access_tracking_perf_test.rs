@@ -41,7 +41,8 @@ const USAGE: &str =
   -b: memory each vCPU touches, e.g. 64M or 1G (default: 1G)
   -v: number of vCPUs (default: 1)
   -o: overlap guest memory accesses instead of partitioning them per vCPU
-  -s: backing: anon | memfd | thp | hugetlb | file:PATH (default: anon)
+  -s: backing: anonymous|anon (4 KiB pages) | anonymous_thp|thp | shmem|memfd |
+      anonymous_hugetlb|anonymous_hugetlb_2mb|hugetlb | file:PATH (default: anonymous)
   -w: more than 10% of pages still idle/old after the guest touched them: 0 = fail, >0 = warn
       only (default: warn with NUMA balancing on, else fail; unlike the kernel's test, running
       nested alone does not warn: pass -w 1 on nested hardware)";

@@ -22,7 +22,8 @@ const USAGE: &str = "usage: dirty_log_perf_test [-b bytes_per_vcpu] [-v vcpus] [
   -v: vCPUs (default 1)
   -i: iterations of dirty + harvest (default 2)
   -M, -m: dirty-log | clear-log | dirty-ring (default clear-log where offered)
-  -s: backing: anon | memfd | thp | hugetlb | file:PATH (default anon)
+  -s: backing: anonymous|anon (4 KiB pages) | anonymous_thp|thp | shmem|memfd |
+      anonymous_hugetlb|anonymous_hugetlb_2mb|hugetlb | file:PATH (default anonymous)
   -x: memslots the memory is split into (default 1)
   -c: dirty ring entries per vCPU (default: the largest KVM accepts)
   -g: clear-log without KVM_DIRTY_LOG_INITIALLY_SET";

@@ -222,7 +222,8 @@ struct Args {
     /// Guest test memory.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     mem: u64,
-    /// Backing of guest memory (anon, memfd, thp, ...).
+    /// Backing of guest memory: anon|anonymous (4 KiB pages), thp|anonymous_thp, memfd|shmem,
+    /// hugetlb|anonymous_hugetlb|anonymous_hugetlb_2mb, file:PATH.
     #[arg(long, default_value = "anon")]
     backing: String,
     /// Comma-separated sources (catalog names and damon-paddr).
@@ -323,7 +324,7 @@ fn main() -> ExitCode {
     let backing: Backing = match args.backing.parse() {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("source_matrix: {e}");
+            eprintln!("source_matrix: --backing: {e}");
             return ExitCode::from(2);
         }
     };

@@ -34,7 +34,9 @@ pub struct ReclaimArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 1)]
     pub vcpus: usize,
-    /// Backing of guest memory: anon, memfd, file:PATH, thp.
+    /// Backing of guest memory: `anon` (4 KiB pages, MADV_NOHUGEPAGE), `memfd`, `file:PATH`,
+    /// `thp` (2 MiB transparent huge pages); also the kernel KVM selftests' names `anonymous`,
+    /// `anonymous_thp`, `shmem`.
     #[arg(long, default_value = "memfd", value_parser = parse_backing)]
     pub backing: Backing,
     /// Length of each run.

@@ -2,7 +2,7 @@
 
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::{pass_summary, EngineReport};
-use agelab_mglru::lru_gen_run::{engine_generations, KernelAging};
+use agelab_mglru::lru_gen_run::{engine_generations, KernelAging, KernelLruGenReport};
 use agelab_mglru::selfcheck::{self, AccuracyError, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog;
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
@@ -31,7 +31,10 @@ pub struct RunArgs {
     /// Length of one epoch (one aging pass per epoch).
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Backing of guest memory: anon, memfd, file:PATH, thp, hugetlb.
+    /// Backing of guest memory: `anon` (4 KiB pages, MADV_NOHUGEPAGE), `memfd`, `file:PATH`,
+    /// `thp` (2 MiB transparent huge pages), `hugetlb`. The kernel KVM selftests' names work too:
+    /// `anonymous` = anon, `anonymous_thp` = thp, `shmem` = memfd, `anonymous_hugetlb` and
+    /// `anonymous_hugetlb_2mb` = hugetlb.
     #[arg(long, default_value = "memfd", value_parser = parse_backing)]
     pub backing: Backing,
     /// Memslots the test memory is split into.
@@ -225,8 +228,13 @@ pub struct RunReport {
     pub uffd_arm: String,
     /// Totals of guided arming (`--uffd-arm oldest...`).
     pub uffd_guided: Option<GuidedStats>,
-    /// The kernel's lru_gen generations of the VM's memcg beside the engine's, after the run.
-    pub kernel_lru_gen: Option<String>,
+    /// The kernel's lru_gen generations of the VM's memcg after the run, as data: the memcg
+    /// (path, id), per generation seq/age_ms/anon/file summed over nodes, and `memcg_pages` vs
+    /// `guest_pages` (the memcg holds every guest page plus the VMM's own).
+    pub kernel_lru_gen: Option<KernelLruGenReport>,
+    /// The same beside the engine's generations, as a text table (human report only).
+    #[serde(skip)]
+    pub kernel_lru_gen_table: String,
     /// Final engine table (debugfs style).
     #[serde(skip)]
     pub table: String,
@@ -279,6 +287,13 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         ..Default::default()
     };
     let mut vm = Vm::new(cfg)?;
+    // The memcg holds every guest page whatever the backing, so the kernel's generations cover
+    // the guest (untouched memfd pages would otherwise be charged nowhere, or wherever faulted).
+    if let Some(k) = &kernel_aging {
+        if let Err(e) = k.charge_guest(&vm) {
+            eprintln!("agelab run: kernel lru_gen view: {e}");
+        }
+    }
     let setup = vm.setup_time();
     let map = vm.page_map().clone();
     let pages = map.len();
@@ -386,15 +401,26 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         None
     };
     let vm = wl.finish()?;
-    let kernel_lru_gen = kernel_aging.as_ref().and_then(|k| {
-        let v = k.view().ok()?;
-        Some(format!(
-            "{}forced aging: {:.2} ms per pass (caps {})",
-            v.side_by_side(&engine_generations(&engine)),
-            k.ns_per_pass() as f64 / 1e6,
-            k.caps()
-        ))
+    let kernel_lru_gen = kernel_aging.as_ref().and_then(|k| match k.report(pages) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("agelab run: kernel lru_gen view: {e}");
+            None
+        }
     });
+    let kernel_lru_gen_table = match (&kernel_aging, &kernel_lru_gen) {
+        (Some(k), Some(r)) => k.view().ok().map_or_else(String::new, |v| {
+            format!(
+                "{}forced aging: {:.2} ms per pass (caps {}); memcg {} pages, guest {} pages",
+                v.side_by_side(&engine_generations(&engine)),
+                r.aging_ms_per_pass,
+                r.caps,
+                r.memcg_pages,
+                r.guest_pages
+            )
+        }),
+        _ => String::new(),
+    };
     if let (Some(path), Some(h)) = (&args.svg, engine.heatmap()) {
         let title = format!("agelab: page age over time — {}", args.workload);
         std::fs::write(path, h.to_svg(&title)).map_err(|err| RunError::Svg {
@@ -439,6 +465,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         uffd_guided: guide.as_ref().map(|g| g.stats()),
         selfcheck,
         kernel_lru_gen,
+        kernel_lru_gen_table,
         engine: engine.report(),
         table: engine.table(),
         histogram: engine.histogram().to_text(),
@@ -475,8 +502,8 @@ pub fn print_text(r: &RunReport) {
     }
     println!("\nfinal generations:\n{}", r.table);
     println!("working set by age:\n{}", r.histogram);
-    if let Some(k) = &r.kernel_lru_gen {
-        println!("kernel lru_gen vs engine:\n{k}");
+    if !r.kernel_lru_gen_table.is_empty() {
+        println!("kernel lru_gen vs engine:\n{}", r.kernel_lru_gen_table);
     }
     println!(
         "{:<16} {:>9} {:>10} {:>8} {:>12}  reason",

@@ -1,0 +1,267 @@
+//! Shared guest memory lands in the VM's memcg whoever maps it, on the host's real memory
+//! controller (cgroup v1 or v2): the forked helper of `GuestMemcg::charge_shared` charges a whole
+//! memfd to a memcg this test process never joins, while faulting the same kind of memfd in from
+//! the test process itself (the helper bypassed) leaves that memcg near empty. A VM's memfd or
+//! file-backed guest memory is charged whole the same way (`charge_vm_memory`, what
+//! `agelab run` uses for the kernel's lru_gen view).
+
+use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
+use agelab_mglru::lru_gen_run::charge_vm_memory;
+use agelab_vmm::testing::skip;
+use agelab_vmm::{Backing, Vm, VmConfig};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+
+const LEN: usize = 64 << 20;
+
+fn memfd(name: &str, len: usize) -> File {
+    let cname = std::ffi::CString::new(name).unwrap();
+    // SAFETY: `cname` is NUL-terminated; memfd_create returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.set_len(len as u64).unwrap();
+    f
+}
+
+/// Faults every page of `file` in from this process (outside the memcg): the bypass.
+fn touch_here(file: &File, len: usize) {
+    // SAFETY: a new shared read-only mapping of our own memfd, unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap");
+    let mut off = 0;
+    while off < len {
+        // SAFETY: `off < len`, inside the mapping.
+        unsafe { std::ptr::read_volatile(addr.cast::<u8>().add(off)) };
+        off += 4096;
+    }
+    // SAFETY: unmapping the mapping made above.
+    unsafe { libc::munmap(addr, len) };
+}
+
+/// Bytes of `file` resident in the page cache, counted with `mincore` on a fresh mapping.
+fn resident_bytes(file: &File, len: usize) -> usize {
+    // SAFETY: a new shared mapping of our own memfd, unmapped below; mincore fills `vec`.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap");
+        let mut vec = vec![0u8; len / 4096];
+        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0, "mincore");
+        libc::munmap(addr, len);
+        vec.iter().filter(|&&b| b & 1 != 0).count() * 4096
+    }
+}
+
+#[test]
+fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
+    const TEST: &str = "helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside";
+    if !agelab_mglru::kernel::is_root() {
+        return skip(TEST, "creating memcgs needs root");
+    }
+    let name = format!("agelab-charge-{}", std::process::id());
+    // Removed on every exit path: on drop (also when an assertion below unwinds) and by
+    // host_guard's signal/panic cleanup, which GuestMemcg registers.
+    let cg = match GuestMemcg::create(&name) {
+        Ok(cg) => cg,
+        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
+        Err(e) => panic!("{e}"),
+    };
+    let me = std::process::id() as i32;
+    let dir = cg.dir().to_path_buf();
+
+    // Through the helper: the whole memfd is charged to the memcg.
+    let charged = memfd("agelab-charge-helper", LEN);
+    let before = cg.usage_bytes().unwrap();
+    cg.charge_shared(&charged, 0, LEN).unwrap();
+    let after = cg.usage_bytes().unwrap();
+    assert_eq!(resident_bytes(&charged, LEN), LEN, "every page faulted in");
+    assert!(
+        after >= before + LEN as u64,
+        "helper: memcg usage {before} -> {after}, want +{LEN}"
+    );
+    let procs = cg.processes().unwrap();
+    assert!(
+        !procs.contains(&me),
+        "test process stayed outside: {procs:?}"
+    );
+    assert!(procs.is_empty(), "the helper exited: {procs:?}");
+
+    // Bypassed: the same memfd faulted in here, outside the memcg, does not reach it.
+    let bypassed = memfd("agelab-charge-bypass", LEN);
+    let before = cg.usage_bytes().unwrap();
+    touch_here(&bypassed, LEN);
+    let after = cg.usage_bytes().unwrap();
+    assert_eq!(resident_bytes(&bypassed, LEN), LEN, "every page faulted in");
+    assert!(
+        after < before + (4 << 20),
+        "bypass: memcg usage {before} -> {after}: pages faulted outside must not be charged there"
+    );
+    // Pages already in the page cache keep their memcg: charging them later moves nothing.
+    cg.charge_shared(&bypassed, 0, LEN).unwrap();
+    let again = cg.usage_bytes().unwrap();
+    assert!(again < before + (4 << 20), "re-charge: {before} -> {again}");
+
+    // A bad range reports the helper's failing step.
+    let e = cg
+        .charge_shared(&bypassed, 1, 4096)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mmap"), "{e}");
+
+    drop((charged, bypassed));
+    cg.remove();
+    assert!(!dir.exists(), "memcg removed");
+}
+
+/// Set for the child run of [`private_child`].
+const CHILD_ENV: &str = "AGELAB_TEST_CHARGE_PRIVATE_CHILD";
+const PRIVATE_LEN: usize = 32 << 20;
+
+#[test]
+fn private_memory_is_charged_from_inside_only() {
+    const TEST: &str = "private_memory_is_charged_from_inside_only";
+    if !agelab_mglru::kernel::is_root() {
+        return skip(TEST, "creating memcgs needs root");
+    }
+    let name = format!("agelab-charge-priv-{}", std::process::id());
+    let cg = match GuestMemcg::create(&name) {
+        Ok(cg) => cg,
+        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
+        Err(e) => panic!("{e}"),
+    };
+    // From outside: refused with the reason.
+    let mut buf = vec![0u8; 4096];
+    let e = cg.charge_private(buf.as_mut_ptr(), buf.len()).unwrap_err();
+    assert!(matches!(e, MemcgError::NotMember { .. }), "{e}");
+    drop(cg);
+    // From inside: joining moves every thread of a process, so a separate process (this test
+    // binary running only `private_child`) makes its own memcg, joins it and charges its own
+    // anonymous memory.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "private_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grew: u64 = text
+        .lines()
+        .find_map(|l| l.split("charged ").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("child printed no 'charged' line: {text}"));
+    assert!(
+        grew >= PRIVATE_LEN as u64,
+        "private: memcg grew {grew} bytes, want >= {PRIVATE_LEN}"
+    );
+}
+
+/// Run only as the child of `private_memory_is_charged_from_inside_only`.
+#[test]
+#[ignore = "child process of private_memory_is_charged_from_inside_only"]
+fn private_child() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return skip(
+            "private_child",
+            "runs only as a child of private_memory_is_charged_from_inside_only",
+        );
+    }
+    let cg = GuestMemcg::create(&format!("agelab-charge-child-{}", std::process::id())).unwrap();
+    cg.add_process(std::process::id() as i32).unwrap();
+    // SAFETY: a fresh private anonymous mapping, unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PRIVATE_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let before = cg.usage_bytes().unwrap();
+    cg.charge_private(addr.cast(), PRIVATE_LEN).unwrap();
+    let after = cg.usage_bytes().unwrap();
+    println!("charged {}", after.saturating_sub(before));
+    // SAFETY: unmapping the mapping made above.
+    unsafe { libc::munmap(addr, PRIVATE_LEN) };
+}
+
+#[test]
+fn vm_guest_memory_is_charged_whole_for_shared_backings() {
+    const TEST: &str = "vm_guest_memory_is_charged_whole_for_shared_backings";
+    if !agelab_mglru::kernel::is_root() {
+        return skip(TEST, "creating memcgs needs root");
+    }
+    if let Err(e) = agelab_vmm::vm::open_kvm() {
+        return skip(TEST, &e.to_string());
+    }
+    let dir = std::env::temp_dir().join(format!("agelab-charge-vm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for backing in [Backing::Memfd, Backing::File(dir.clone())] {
+        let name = format!("agelab-charge-vm-{}", std::process::id());
+        let cg = match GuestMemcg::create(&name) {
+            Ok(cg) => cg,
+            Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
+            Err(e) => panic!("{e}"),
+        };
+        let vm = Vm::new(VmConfig {
+            mem_bytes: LEN as u64,
+            backing: backing.clone(),
+            slots: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let before = cg.usage_bytes().unwrap();
+        charge_vm_memory(&cg, &vm).unwrap();
+        let after = cg.usage_bytes().unwrap();
+        assert!(
+            after >= before + LEN as u64,
+            "{backing}: memcg usage {before} -> {after}, want +{LEN} (every guest page)"
+        );
+        assert!(
+            cg.processes().unwrap().is_empty(),
+            "{backing}: nobody left inside"
+        );
+        drop(vm);
+        drop(cg);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Private memory is the process's own: from outside the memcg it is refused with the reason.
+    let cg = GuestMemcg::create(&format!("agelab-charge-vm-anon-{}", std::process::id())).unwrap();
+    let vm = Vm::new(VmConfig {
+        mem_bytes: 4 << 20,
+        backing: Backing::Anon,
+        ..Default::default()
+    })
+    .unwrap();
+    let e = charge_vm_memory(&cg, &vm).unwrap_err().to_string();
+    assert!(e.contains("is not in it"), "{e}");
+}
