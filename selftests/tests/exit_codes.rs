@@ -285,3 +285,33 @@ fn require_accurate_passes_when_a_source_sees_the_workload() {
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
     assert!(v["blind"].is_null(), "{v}");
 }
+
+/// A `file:PATH` backing that does not exist yet: the self-check must not take the path (it
+/// once created PATH, and the run then refused it as holding data).
+#[test]
+fn a_new_backing_file_is_left_to_the_run() {
+    if let Err(why) = kvm_usable() {
+        skip("a_new_backing_file_is_left_to_the_run", &why);
+        return;
+    }
+    let path = scratch("new-backing");
+    std::fs::remove_file(&path).ok();
+    let arg = format!("file:{}", path.display());
+    let (out, _) = agelab(&[
+        "run",
+        "--backing",
+        &arg,
+        "--mem",
+        "64M",
+        "--duration",
+        "1s",
+        "--quiet",
+    ]);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

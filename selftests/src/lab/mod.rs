@@ -521,6 +521,17 @@ mod tests {
         assert!(check_size("m", "1;reboot").is_err());
     }
 
+    // 1024 cases: any short string gives a duration or a usage error, never a panic (huge
+    // numbers once overflowed Duration::from_secs_f64).
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        #[test]
+        fn lab_durations_and_sizes_never_panic(s in "[0-9]{0,400}(\\.[0-9]{0,3})?(ms|s|m|min|h|x)?|\\PC{0,16}") {
+            let _ = parse_duration(&s);
+            let _ = check_size("--mem", &s);
+        }
+    }
+
     #[test]
     fn kernel_lists() {
         assert_eq!(

@@ -693,6 +693,9 @@ mod tests {
             "zipf:s=1.2,op=mix,write=25%",
             "phase:ws=5%,every=1000",
             "strided:stride=3,gran=2m",
+            // A write share that rounds to 0% or 100% stays a mix.
+            "uniform:op=mix,write=0.4%",
+            "uniform:op=mix,write=99.6%",
         ] {
             let a: WorkloadSpec = s.parse().unwrap();
             let b: WorkloadSpec = a.to_string().parse().unwrap();
