@@ -13,5 +13,8 @@ pub mod sources;
 pub use engine::{
     AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth,
 };
-pub use source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
+pub use source::{
+    AccessKinds, AccessSource, Harvest, HarvestCost, HarvestError, Observes, SourceView,
+    Unavailable,
+};
 pub use sources::{OracleSource, ScriptedSource};

@@ -65,3 +65,32 @@ fn exact_write_sources_are_exact_on_a_real_guest() {
         }
     }
 }
+
+/// uffd-minor (built on the VM before its vCPUs start, like the KVM sources) is measured, not
+/// listed as a residency source: on memfd memory it sees reads and writes exactly.
+#[test]
+fn uffd_minor_is_measured_on_memfd_memory() {
+    if !kvm() {
+        return;
+    }
+    let r = selfcheck::run(&SelfcheckOptions {
+        mem_bytes: 16 << 20,
+        backing: agelab_vmm::Backing::Memfd,
+        sources: vec!["uffd-minor".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    println!("{}", r.table());
+    let s = &r.sources[0];
+    if !s.available {
+        skip("sources_selfcheck uffd-minor", &s.reason);
+        return;
+    }
+    assert_eq!(s.observes, agelab_mglru::Observes::Both);
+    assert_eq!(s.kinds.len(), 3, "{}", r.table());
+    for k in &s.kinds {
+        assert_eq!(k.error, None, "{:?}", k.kind);
+        assert_eq!(k.recall, Some(1.0), "{:?}", k.kind);
+        assert_eq!(k.precision, Some(1.0), "{:?}", k.kind);
+    }
+}

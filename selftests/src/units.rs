@@ -77,9 +77,12 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
+    // 1024 cases per run: arbitrary short strings, and number-like ones with every suffix and
+    // lengths that overflow, give a value or an error, never a panic.
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
         #[test]
-        fn size_parser_never_panics(s in ".{0,12}") {
+        fn size_parser_never_panics(s in ".{0,12}|[0-9.eE+-]{0,30}(k|M|G|T|KiB|ms|s|m|h|B)?") {
             let _ = parse_size(&s);
             let _ = parse_duration(&s);
         }

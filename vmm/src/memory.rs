@@ -117,6 +117,124 @@ impl std::fmt::Display for Backing {
     }
 }
 
+impl MemoryError {
+    /// Whether the user can fix this by choosing other options (size, backing, path, huge page
+    /// reservation), as opposed to a host failure.
+    pub fn is_user_fixable(&self) -> bool {
+        match self {
+            MemoryError::UnknownBacking(_)
+            | MemoryError::BadSize { .. }
+            | MemoryError::TooLarge { .. }
+            | MemoryError::NoHugePages { .. }
+            | MemoryError::FileBacking { .. } => true,
+            MemoryError::Os { .. } | MemoryError::Layout(_) => false,
+        }
+    }
+}
+
+/// Checks, creating nothing, that `mem_bytes` of `backing` split into `slots` memslots can be
+/// created here: the size splits into slots of the alignment the backing (and several slots:
+/// 2 MiB) needs, the host has the memory, enough free huge pages for `hugetlb`, and a
+/// `file:PATH` backing would neither overwrite data nor fail to be created.
+pub fn check_layout(backing: &Backing, mem_bytes: u64, slots: usize) -> Result<(), MemoryError> {
+    let align = backing
+        .alignment()
+        .max(if slots > 1 { HUGE_2M } else { PAGE_SIZE });
+    let n = slots.max(1) as u64;
+    let slot_bytes = mem_bytes / n;
+    if slots == 0
+        || mem_bytes == 0
+        || !slot_bytes.is_multiple_of(align)
+        || slot_bytes * n != mem_bytes
+    {
+        return Err(MemoryError::BadSize {
+            size: mem_bytes,
+            backing: backing.to_string(),
+            why: format!(
+                "must split into {slots} slot(s) of a non-zero multiple of {} KiB",
+                align / 1024
+            ),
+        });
+    }
+    let available = host_available_bytes();
+    if available > 0 && mem_bytes > available {
+        return Err(MemoryError::TooLarge {
+            requested: mem_bytes >> 20,
+            available: available >> 20,
+        });
+    }
+    match backing {
+        Backing::HugeTlb => {
+            let (total, free) = hugepage_counts();
+            let needed = mem_bytes / HUGE_2M;
+            if free < needed {
+                return Err(MemoryError::NoHugePages {
+                    needed,
+                    free,
+                    total,
+                });
+            }
+        }
+        Backing::File(path) => {
+            let bad = |why: String| MemoryError::FileBacking {
+                path: path.clone(),
+                why,
+            };
+            if path.is_dir() {
+                nix::unistd::access(
+                    path,
+                    nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                )
+                .map_err(|e| bad(format!("cannot create a file in this directory: {e}")))?;
+            } else if let Ok(m) = std::fs::metadata(path) {
+                refuse_existing(&m).map_err(bad)?;
+            } else {
+                check_new_file_location(path).map_err(bad)?;
+            }
+        }
+        Backing::Anon | Backing::Memfd | Backing::Thp => {}
+    }
+    Ok(())
+}
+
+/// Whether a file can be created at `path` (which does not exist yet): its directory exists, is
+/// a directory and is writable. For file backings and output files (SVG, JSON) alike.
+pub fn check_new_file_location(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("empty path".into());
+    }
+    if path.is_dir() {
+        return Err("is a directory; a file name is needed".into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(_) => Err(format!("directory {} does not exist", dir.display())),
+        Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        Ok(_) => nix::unistd::access(
+            dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .map_err(|e| format!("directory {} is not writable: {e}", dir.display())),
+    }
+}
+
+/// Refuses an existing backing file that is not a regular file or holds data.
+fn refuse_existing(m: &std::fs::Metadata) -> Result<(), String> {
+    if !m.is_file() {
+        return Err("exists and is not a regular file or directory".into());
+    }
+    if m.len() > 0 {
+        return Err(format!(
+            "exists and holds {} bytes; agelab would overwrite them (remove it or choose a new path)",
+            m.len()
+        ));
+    }
+    Ok(())
+}
+
 impl Backing {
     /// The page-map kind of this backing.
     pub fn kind(&self) -> BackingKind {
@@ -354,17 +472,8 @@ pub fn open_backing_file(path: &Path, len: u64, index: usize) -> Result<File, Me
             .map_err(|e| bad(format!("cannot size it to {len} bytes: {e}")))?;
         return Ok(f);
     }
-    let existing = std::fs::metadata(path).ok();
-    if let Some(m) = &existing {
-        if !m.is_file() {
-            return Err(bad("exists and is not a regular file or directory".into()));
-        }
-        if m.len() > 0 {
-            return Err(bad(format!(
-                "exists and holds {} bytes; agelab would overwrite them (remove it or choose a new path)",
-                m.len()
-            )));
-        }
+    if let Ok(m) = std::fs::metadata(path) {
+        refuse_existing(&m).map_err(bad)?;
     }
     let f = OpenOptions::new()
         .read(true)

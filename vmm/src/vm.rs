@@ -200,35 +200,8 @@ impl Vm {
                 config.slots
             )));
         }
-        let align =
-            config
-                .backing
-                .alignment()
-                .max(if config.slots > 1 { HUGE_2M } else { PAGE_SIZE });
+        memory::check_layout(&config.backing, config.mem_bytes, config.slots)?;
         let slot_bytes = config.mem_bytes / config.slots as u64;
-        if config.mem_bytes == 0
-            || !slot_bytes.is_multiple_of(align)
-            || slot_bytes * config.slots as u64 != config.mem_bytes
-        {
-            return Err(MemoryError::BadSize {
-                size: config.mem_bytes,
-                backing: config.backing.to_string(),
-                why: format!(
-                    "must split into {} slot(s) of a non-zero multiple of {} KiB",
-                    config.slots,
-                    align / 1024
-                ),
-            }
-            .into());
-        }
-        let available = memory::host_available_bytes();
-        if available > 0 && config.mem_bytes > available {
-            return Err(MemoryError::TooLarge {
-                requested: config.mem_bytes >> 20,
-                available: available >> 20,
-            }
-            .into());
-        }
         let kvm = open_kvm()?;
         let vm_fd = kvm.create_vm().map_err(|err| VmError::Kvm {
             what: "KVM_CREATE_VM",

@@ -18,7 +18,7 @@ pub mod report;
 pub mod toucher;
 
 pub use damon_paddr::DamonPaddrSource;
-pub use report::{AccuracyError, KindResult, SelfcheckReport, SourceResult};
+pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, SourceResult};
 pub use toucher::{Pages, Toucher, ToucherError};
 
 use crate::kernel::damon::{DamonAttrs, DamonSource};
@@ -131,8 +131,10 @@ fn kernel_source(name: &str, vm: &Vm) -> Option<Box<dyn AccessSource>> {
     })
 }
 
-fn is_kvm(name: &str) -> bool {
-    name.starts_with("kvm-")
+/// Sources the catalog builds on the VM before its vCPUs start: KVM dirty tracking, and
+/// uffd-minor (registered on the guest's mapping before the guest faults it in).
+fn built_before_start(name: &str) -> bool {
+    name.starts_with("kvm-") || name == "uffd-minor"
 }
 
 fn samples_over_time(name: &str) -> bool {
@@ -177,7 +179,11 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
     if pages < 16 {
         return Err(SelfcheckError::TooSmall(pages));
     }
-    let kvm_names: Vec<String> = names.iter().filter(|n| is_kvm(n)).cloned().collect();
+    let kvm_names: Vec<String> = names
+        .iter()
+        .filter(|n| built_before_start(n))
+        .cloned()
+        .collect();
     let mut kvm_sources = catalog::build(&kvm_names, &mut vm).into_iter();
     let mut g = Toucher::start(vm)?;
     // Fault everything in: every page resident, with a PFN and a KVM mapping.
@@ -186,7 +192,7 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
     let fault_in = t.elapsed();
     let mut results = Vec::new();
     for name in &names {
-        let source = if is_kvm(name) {
+        let source = if built_before_start(name) {
             kvm_sources.next()
         } else {
             kernel_source(name, g.vm())

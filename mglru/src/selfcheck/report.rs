@@ -1,7 +1,7 @@
 //! Self-check results: per source and kind, precision and recall, and the accuracy gate.
 
 use super::Kind;
-use crate::source::{Harvest, Observes};
+use crate::source::{blindness, AccessKinds, Harvest, Observes, SourceView};
 use agelab_vmm::{PageSet, PAGE_SIZE};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -59,8 +59,7 @@ impl KindResult {
         rounds: u64,
         granularity: u64,
     ) -> Self {
-        let sees_reads = matches!(observes, Observes::Reads | Observes::Both);
-        let sees_writes = matches!(observes, Observes::Writes | Observes::Both);
+        let (sees_reads, sees_writes) = (observes.sees_reads(), observes.sees_writes());
         let mut expected = PageSet::new(read.capacity());
         if sees_reads {
             expected.union_with(read);
@@ -123,8 +122,8 @@ impl KindResult {
 pub struct SourceResult {
     /// The name it was asked for by.
     pub source: String,
-    /// What it observes.
-    pub observes: &'static str,
+    /// What it observes (`reads`, `writes`, `both`, `presence`).
+    pub observes: Observes,
     /// Whether it could run here.
     pub available: bool,
     /// Why not, or why it is not judged.
@@ -138,7 +137,7 @@ impl SourceResult {
     pub fn new(name: &str, observes: Observes) -> Self {
         SourceResult {
             source: name.into(),
-            observes: observes.as_str(),
+            observes,
             available: true,
             reason: String::new(),
             kinds: Vec::new(),
@@ -178,9 +177,20 @@ impl SourceResult {
     }
 }
 
-/// A source whose recall is below what the run requires.
+/// Why a run fails `--require-accurate`.
 #[derive(Debug, thiserror::Error)]
 pub enum AccuracyError {
+    /// A source the user asked for by name cannot work on this host.
+    #[error("--require-accurate: source {source_name} is unavailable: {reason}")]
+    Unavailable {
+        /// Source name.
+        source_name: String,
+        /// Why it cannot work here.
+        reason: String,
+    },
+    /// No available source can see a kind of access the workload makes.
+    #[error("--require-accurate: {0}")]
+    Blind(String),
     /// Recall below the threshold.
     #[error("--require-accurate: source {source_name} has recall {recall:.1}% on the {set} ({kind} workload), below the required {required:.1}%")]
     RecallTooLow {
@@ -234,7 +244,46 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
 }
 
+/// What `--require-accurate` checks beyond recall.
+#[derive(Clone, Copy, Debug)]
+pub struct AccuracyGate<'a> {
+    /// Sources the user named (not those `auto` expanded to): each must be available.
+    pub requested: &'a [String],
+    /// The kinds of access the run's workload makes: some available source must see each.
+    pub workload: AccessKinds,
+    /// Sources of the run the self-check does not measure (the oracle), as available.
+    pub unmeasured: &'a [SourceView<'a>],
+}
+
 impl SelfcheckReport {
+    /// The sources as [`blindness`] sees them.
+    pub fn source_views(&self) -> impl Iterator<Item = SourceView<'_>> {
+        self.sources.iter().map(|s| SourceView {
+            name: &s.source,
+            observes: s.observes,
+            unavailable: (!s.available).then_some(s.reason.as_str()),
+        })
+    }
+
+    /// The `--require-accurate` gate: every requested source is available, some available source
+    /// observes each kind of access the workload makes, and every available source's recall is at
+    /// least `min` ([`Self::require_recall`]).
+    pub fn require_accurate(&self, min: f64, gate: &AccuracyGate<'_>) -> Result<(), AccuracyError> {
+        for s in self.sources.iter().filter(|s| !s.available) {
+            if gate.requested.contains(&s.source) {
+                return Err(AccuracyError::Unavailable {
+                    source_name: s.source.clone(),
+                    reason: s.reason.clone(),
+                });
+            }
+        }
+        let views = self.source_views().chain(gate.unmeasured.iter().copied());
+        if let Some(why) = blindness(gate.workload, views) {
+            return Err(AccuracyError::Blind(why));
+        }
+        self.require_recall(min)
+    }
+
     /// Fails on the first available source whose recall on a set it can see is below `min`.
     pub fn require_recall(&self, min: f64) -> Result<(), AccuracyError> {
         for s in self.sources.iter().filter(|s| s.available) {
@@ -404,5 +453,40 @@ mod tests {
         );
         r.require_recall(0.5).unwrap();
         assert!(r.table().contains("lossy"));
+        let reads = AccessKinds {
+            reads: true,
+            writes: false,
+        };
+        let requested = ["page_idle".to_string()];
+        let gate = AccuracyGate {
+            requested: &requested,
+            workload: reads,
+            unmeasured: &[],
+        };
+        r.require_accurate(0.5, &gate).unwrap();
+        let mut gone = r.clone();
+        gone.sources[0] = SourceResult::unavailable("page_idle", Observes::Both, "no bitmap");
+        let e = gone.require_accurate(0.5, &gate).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--require-accurate: source page_idle is unavailable: no bitmap"
+        );
+        // Not asked for by name (auto): not a failure by itself, but nothing sees the reads.
+        let auto = AccuracyGate {
+            requested: &[],
+            ..gate
+        };
+        let e = gone.require_accurate(0.5, &auto).unwrap_err().to_string();
+        assert!(e.contains("no available source observes reads"), "{e}");
+        let oracle = [SourceView {
+            name: "oracle",
+            observes: Observes::Both,
+            unavailable: None,
+        }];
+        let with_oracle = AccuracyGate {
+            unmeasured: &oracle,
+            ..auto
+        };
+        gone.require_accurate(0.5, &with_oracle).unwrap();
     }
 }

@@ -84,6 +84,17 @@ pub fn parse_list(list: &str) -> Result<Vec<String>, CatalogError> {
     Ok(out)
 }
 
+/// The names `list` gives explicitly, without what `auto` expands to: the sources the user asked
+/// for by name (checked as [`parse_list`] checks them).
+pub fn named_in(list: &str) -> Result<Vec<String>, CatalogError> {
+    let named: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| *n != "auto")
+        .collect();
+    parse_list(&named.join(","))
+}
+
 /// Whether `names` needs the VM built with a dirty ring.
 pub fn wants_dirty_ring(names: &[String]) -> bool {
     names.iter().any(|n| n == "kvm-dirty-ring")
@@ -182,5 +193,7 @@ mod tests {
         assert_eq!(parse_list("auto").unwrap().len(), AUTO_SOURCES.len());
         let e = parse_list("pagemap,bogus").unwrap_err().to_string();
         assert!(e.contains("unknown access source 'bogus'"), "{e}");
+        assert_eq!(named_in("auto, page_idle").unwrap(), vec!["page_idle"]);
+        assert!(named_in("auto").unwrap().is_empty());
     }
 }

@@ -1,4 +1,7 @@
 //! `agelab`: run guests under KVM while a userspace MGLRU ages their memory.
+//!
+//! Exit codes, for every subcommand: 0 success, 2 input the user can fix (one error line naming
+//! the option, before anything runs), 1 everything else.
 
 use agelab::cli;
 use clap::{Parser, Subcommand};
@@ -60,8 +63,29 @@ fn finish<R: serde::Serialize, E: std::fmt::Display>(
     }
 }
 
+/// Parses the command line; a malformed one is reported as one line naming the option (clap's
+/// own help and version output, and help for a missing subcommand, stay as clap prints them).
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("agelab: {first} (see agelab --help)");
+            ExitCode::from(cli::check::EXIT_INPUT)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if !matches!(cli.command, Command::Cleanup) {
         // Every command first undoes what killed agelab processes left behind.
         agelab_mglru::journal::reconcile_at_start("agelab");
@@ -86,7 +110,7 @@ fn main() -> ExitCode {
             cli::reclaim::run(&args),
             args.json,
             cli::reclaim::print_text,
-            |_| 1,
+            |e| e.exit_code(),
         ),
         Command::Bench => finish("bench", cli::bench::run(), false, |_| {}, |_| 1),
         Command::Workloads => {
@@ -97,7 +121,7 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
                 eprintln!("agelab lab: {e}");
-                ExitCode::from(1)
+                ExitCode::from(e.exit_code())
             }
         },
     }

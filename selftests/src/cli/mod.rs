@@ -1,6 +1,7 @@
 //! Subcommands of the `agelab` binary.
 
 pub mod bench;
+pub mod check;
 pub mod cleanup;
 pub mod reclaim;
 pub mod run;

@@ -1,6 +1,7 @@
 //! `agelab reclaim`: proactive reclaim of a guest's memory under one or more policies, with the
 //! refault SLO controller, zram swap for the run, and a benchmark table / JSON / SVG.
 
+use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::host_guard;
 use agelab_mglru::kernel::swap::{agelab_swap_devices, SwapError, SwapStatus, ZramSwap};
@@ -10,7 +11,7 @@ use agelab_mglru::reclaim::{
     ReclaimRunError,
 };
 use agelab_vmm::workload::WorkloadSpec;
-use agelab_vmm::{Backing, MemoryError};
+use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -126,6 +127,9 @@ pub const DEFAULT_WORKLOADS: &[&str] = &[
 /// Errors of `agelab reclaim`.
 #[derive(Debug, thiserror::Error)]
 pub enum ReclaimCliError {
+    /// Input the user can fix, found before anything ran.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// Swap setup failed.
     #[error(transparent)]
     Swap(#[from] SwapError),
@@ -146,8 +150,46 @@ pub enum ReclaimCliError {
     },
 }
 
+impl ReclaimCliError {
+    /// Exit code: 2 for input the user can fix, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReclaimCliError::Input(_)
+            | ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Config(_))) => EXIT_INPUT,
+            ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Memory(e)))
+                if e.is_user_fixable() =>
+            {
+                EXIT_INPUT
+            }
+            _ => 1,
+        }
+    }
+}
+
+/// Checks everything the user can fix before any VM exists.
+pub fn check_input(args: &ReclaimArgs) -> Result<(), InputError> {
+    check::in_range("--vcpus", args.vcpus, 1..=256)?;
+    if args.reps == 0 {
+        return Err(InputError::OutOfRange {
+            option: "--reps",
+            value: "0".into(),
+            why: "at least one repetition is needed".into(),
+        });
+    }
+    check::generations(args.gens)?;
+    check::memory(&args.backing, args.mem, 1)?;
+    if let Some(path) = &args.svg {
+        check::output_path("--svg", path)?;
+    }
+    if let Some(path) = &args.json_out {
+        check::output_path("--json-out", path)?;
+    }
+    Ok(())
+}
+
 /// Runs the command; returns the report (printed by the caller).
 pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
+    check_input(args)?;
     // Before any thread exists (the VM's vCPU threads come later): SIGINT then restores zram,
     // memcgs and lru_gen knobs.
     host_guard::install_signal_cleanup()?;
@@ -213,7 +255,7 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         seed: 1,
     };
     let json = args.json;
-    let report = run_bench(&base, &workloads, &args.policy.0, args.reps.max(1), |r| {
+    let report = run_bench(&base, &workloads, &args.policy.0, args.reps, |r| {
         if !json {
             eprintln!(
                 "  {:<13} {:<40} saved {:>6.1} MiB, cold out {:>5.1}%, refaults {:>6}, {:.3e} ops/s, verify ok",

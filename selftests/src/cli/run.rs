@@ -1,12 +1,15 @@
 //! `agelab run`: boot a guest, run a workload in epochs, report throughput and exits.
 
+use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::{pass_summary, EngineReport};
 use agelab_mglru::lru_gen_run::{engine_generations, KernelAging, KernelLruGenReport};
-use agelab_mglru::selfcheck::{self, AccuracyError, SelfcheckError, SelfcheckReport};
+use agelab_mglru::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog;
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
-use agelab_mglru::{Engine, EngineConfig, EngineError, OracleSource, PassTruth};
+use agelab_mglru::{
+    AccessKinds, Engine, EngineConfig, EngineError, Observes, OracleSource, PassTruth, SourceView,
+};
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, MemoryError, Vm, VmConfig, VmError};
 use clap::Args;
@@ -71,7 +74,9 @@ pub struct RunArgs {
     /// Skip the startup self-check of the sources against a guest's known read and write sets.
     #[arg(long, conflicts_with = "require_accurate")]
     pub no_selfcheck: bool,
-    /// Fail (exit 1) when a source's self-check recall is below RECALL (0..1, or a percentage).
+    /// Fail (exit 1) when a source named in --sources is unavailable, when no available source
+    /// observes the workload's kind of access, or when a source's self-check recall is below
+    /// RECALL (0..1, or a percentage).
     #[arg(long, value_name = "RECALL", num_args = 0..=1, require_equals = true,
           default_missing_value = "0.99", value_parser = parse_recall)]
     pub require_accurate: Option<f64>,
@@ -104,14 +109,15 @@ fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
         .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())
 }
 
-/// A checked list of access source names.
+/// A checked list of access source names: every source (`auto` expanded), and those named
+/// explicitly (which `--require-accurate` insists on).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceList(pub Vec<String>);
+pub struct SourceList(pub Vec<String>, pub Vec<String>);
 
 fn parse_sources(s: &str) -> Result<SourceList, String> {
-    catalog::parse_list(s)
-        .map(SourceList)
-        .map_err(|e| e.to_string())
+    let all = catalog::parse_list(s).map_err(|e| e.to_string())?;
+    let named = catalog::named_in(s).map_err(|e| e.to_string())?;
+    Ok(SourceList(all, named))
 }
 
 fn parse_backing(s: &str) -> Result<Backing, String> {
@@ -121,6 +127,9 @@ fn parse_backing(s: &str) -> Result<Backing, String> {
 /// Errors of `agelab run`.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Input the user can fix, found before anything ran.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// The VM could not be created.
     #[error(transparent)]
     Vm(#[from] VmError),
@@ -161,12 +170,19 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// Exit code: 2 for configuration the user can fix, 1 otherwise.
+    /// Exit code: 2 for input the user can fix, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Vm(VmError::Config(_)) | RunError::Vm(VmError::Memory(_)) => 2,
-            RunError::Workload(WorkloadError::TooSmall { .. })
-            | RunError::Engine(EngineError::Policy(_)) => 2,
+            RunError::Input(_)
+            | RunError::Vm(VmError::Config(_))
+            | RunError::Workload(WorkloadError::TooSmall { .. })
+            | RunError::Engine(EngineError::Policy(_)) => EXIT_INPUT,
+            RunError::Vm(VmError::Memory(e))
+            | RunError::Selfcheck(SelfcheckError::Vm(VmError::Memory(e)))
+                if e.is_user_fixable() =>
+            {
+                EXIT_INPUT
+            }
             _ => 1,
         }
     }
@@ -222,6 +238,9 @@ pub struct RunReport {
     /// The engine: generations, sources (precision/recall), aging cost, tiers.
     #[serde(flatten)]
     pub engine: EngineReport,
+    /// Set when no available source observes a kind of access the workload makes: why (pages
+    /// touched only that way age out although in use); `null` otherwise.
+    pub blind: Option<String>,
     /// The startup self-check of the sources.
     pub selfcheck: Option<SelfcheckReport>,
     /// uffd-minor arming (`--uffd-arm`) and, when guided, what it armed and the guest's faults.
@@ -243,8 +262,40 @@ pub struct RunReport {
     pub histogram: String,
 }
 
+/// Checks everything the user can fix before any VM exists.
+pub fn check_input(args: &RunArgs) -> Result<(), InputError> {
+    check::in_range("--vcpus", args.vcpus, 1..=256)?;
+    check::in_range("--slots", args.slots, 1..=64)?;
+    check::generations(args.gens)?;
+    check::memory(&args.backing, args.mem, args.slots)?;
+    if let Some(path) = &args.svg {
+        check::output_path("--svg", path)?;
+    }
+    Ok(())
+}
+
+/// The self-check VM's backing for the run's: a `file:PATH` backing becomes a fresh unlinked
+/// file in PATH's directory (same filesystem), so the self-check leaves PATH to the run.
+fn selfcheck_backing(backing: &Backing) -> Backing {
+    match backing {
+        Backing::File(p) if !p.is_dir() => Backing::File(match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => ".".into(),
+        }),
+        b => b.clone(),
+    }
+}
+
 /// Runs the command.
 pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
+    check_input(args)?;
+    let workload_kinds = AccessKinds::of(args.workload.op);
+    let oracle_view = [SourceView {
+        name: "oracle",
+        observes: Observes::Both,
+        unavailable: None,
+    }];
+    let with_oracle = args.sources.0.iter().any(|s| s == "oracle");
     // Before any thread exists: memcg, lru_gen knobs and kdamonds are restored on SIGINT/SIGTERM.
     if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
         eprintln!("agelab run: {e}");
@@ -254,7 +305,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
     } else {
         let r = selfcheck::run(&selfcheck::SelfcheckOptions {
             mem_bytes: args.mem.min(64 << 20),
-            backing: args.backing.clone(),
+            backing: selfcheck_backing(&args.backing),
             sources: selfcheck::sources_for_run(&args.sources.0),
             ..Default::default()
         })?;
@@ -262,7 +313,14 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             println!("{}", r.table());
         }
         if let Some(min) = args.require_accurate {
-            r.require_recall(min)?;
+            r.require_accurate(
+                min,
+                &AccuracyGate {
+                    requested: &args.sources.1,
+                    workload: workload_kinds,
+                    unmeasured: if with_oracle { &oracle_view } else { &[] },
+                },
+            )?;
         }
         Some(r)
     };
@@ -327,13 +385,24 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
     if let Some(g) = guide.as_mut() {
         g.arm_from(engine.generations())?;
     }
-    let oracle = if args.sources.0.iter().any(|s| s == "oracle") {
+    let oracle = if with_oracle {
         let (tx, rx) = std::sync::mpsc::channel();
         engine.add_source(Box::new(OracleSource::from_channel(pages, rx)));
         Some(tx)
     } else {
         None
     };
+    let blind = agelab_mglru::source::blindness(
+        workload_kinds,
+        engine.sources().map(|s| SourceView {
+            name: &s.name,
+            observes: s.observes.unwrap_or(Observes::Presence),
+            unavailable: (!s.available).then(|| s.reason.as_deref().unwrap_or("unavailable")),
+        }),
+    );
+    if let (Some(why), false) = (&blind, args.json) {
+        eprintln!("agelab run: BLIND: {why}");
+    }
     let mut wl = Workload::start(vm, args.workload.clone())?;
     if args.verify {
         wl.fill()?;
@@ -461,6 +530,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         exits,
         exit_reason: "completed: every vCPU reported DONE".into(),
         verify_mismatches,
+        blind,
         uffd_arm: uffd_arm.to_string(),
         uffd_guided: guide.as_ref().map(|g| g.stats()),
         selfcheck,
@@ -472,8 +542,11 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
     })
 }
 
-/// Prints the report as text.
+/// Prints the report as text; a run blind to its workload says so first.
 pub fn print_text(r: &RunReport) {
+    if let Some(why) = &r.blind {
+        println!("BLIND: {why}; pages the workload touches only that way age out although in use, they are not cold");
+    }
     println!(
         "agelab run: {} vCPUs, {} MiB {} in {} memslot(s), workload {}",
         r.vcpus,
@@ -500,7 +573,12 @@ pub fn print_text(r: &RunReport) {
     for (v, c) in r.vcpu.iter().enumerate() {
         println!("vcpu {v}: {} ops, {:.2} ns/access", c.ops, c.ns_per_access);
     }
-    println!("\nfinal generations:\n{}", r.table);
+    let unseen = if r.blind.is_some() {
+        " (BLIND: old generations hold unobserved pages, not cold ones)"
+    } else {
+        ""
+    };
+    println!("\nfinal generations{unseen}:\n{}", r.table);
     println!("working set by age:\n{}", r.histogram);
     if !r.kernel_lru_gen_table.is_empty() {
         println!("kernel lru_gen vs engine:\n{}", r.kernel_lru_gen_table);

@@ -156,17 +156,13 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
     } else {
         kernel_list(&args.kernel)
     };
+    check_input(args, arch, &kernels)?;
     prereq::check(arch, &kernels)?;
     if args.bench {
         return bench::run(args, arch);
     }
     if let Some(file) = &args.matrix {
         return matrix::run(args, arch, file);
-    }
-    if args.cmd.is_empty() {
-        return Err(LabError::Usage(
-            "no command: agelab lab --kernel NAME -- CMD ARGS...".into(),
-        ));
     }
     let lab = Lab::new(args, arch)?;
     let kernel = lab.kernel(
@@ -183,6 +179,50 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
         qemu::OutputMode::Stream,
     )?;
     Ok(report.0.status)
+}
+
+/// Checks everything the user can fix before any tool runs or anything is fetched: kernel
+/// names, sizes, durations, the paths given, and that there is something to run.
+fn check_input(args: &LabArgs, arch: &ArchSpec, kernels: &[String]) -> Result<(), LabError> {
+    for name in kernels {
+        kernel::find_kernel(name, arch)
+            .map_err(|e| LabError::Usage(format!("--kernel {}: {e}", args.kernel)))?;
+    }
+    RunOptions::from_args(args)?;
+    let must_exist = [
+        ("--matrix", args.matrix.as_ref()),
+        ("--kernel-image", args.kernel_image.as_ref()),
+        ("--bins", args.bins.as_ref()),
+    ];
+    for (option, path) in must_exist {
+        if let Some(p) = path.filter(|p| !p.exists()) {
+            return Err(LabError::Usage(format!(
+                "{option} {}: does not exist",
+                p.display()
+            )));
+        }
+    }
+    if args.cmd.is_empty() && !args.bench && args.matrix.is_none() {
+        return Err(LabError::Usage(
+            "no command: agelab lab --kernel NAME -- CMD ARGS...".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl LabError {
+    /// Exit code of `agelab lab` when it fails itself: 2 for input the user can fix, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LabError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// `parse_duration` for option `option`, naming it in the error.
+fn option_duration(option: &str, text: &str) -> Result<Duration, LabError> {
+    parse_duration(text).map_err(|e| LabError::Usage(format!("{option} {text}: {e}")))
 }
 
 /// Parses `300s`, `5m`, `1h`, `500ms` or plain seconds.
@@ -202,7 +242,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, LabError> {
         "h" => n * 3600.0,
         _ => return Err(LabError::Usage(format!("bad duration unit in {text:?}"))),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| LabError::Usage(format!("duration {text:?} is out of range")))
 }
 
 /// Checks a size like `512M`, `2G` (QEMU -m and zram disksize syntax).
@@ -240,8 +281,8 @@ impl RunOptions {
         Ok(Self {
             mem: args.mem.clone(),
             smp: args.smp,
-            timeout: parse_duration(&args.timeout)?,
-            boot_timeout: parse_duration(&args.boot_timeout)?,
+            timeout: option_duration("--timeout", &args.timeout)?,
+            boot_timeout: option_duration("--boot-timeout", &args.boot_timeout)?,
             zram: args.zram.clone(),
             modules: args.modules.clone(),
             append: args.append.clone(),
@@ -481,6 +522,17 @@ mod tests {
         assert!(check_size("m", "G").is_err());
         assert!(check_size("m", "1GG").is_err());
         assert!(check_size("m", "1;reboot").is_err());
+    }
+
+    // 1024 cases: any short string gives a duration or a usage error, never a panic (huge
+    // numbers once overflowed Duration::from_secs_f64).
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        #[test]
+        fn lab_durations_and_sizes_never_panic(s in "[0-9]{0,400}(\\.[0-9]{0,3})?(ms|s|m|min|h|x)?|\\PC{0,16}") {
+            let _ = parse_duration(&s);
+            let _ = check_size("--mem", &s);
+        }
     }
 
     #[test]

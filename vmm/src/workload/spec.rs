@@ -42,6 +42,16 @@ pub enum WorkloadSpecError {
     /// A `key=value` item lacks `=`.
     #[error("workload parameter '{0}' is not of the form key=value")]
     NotKeyValue(String),
+    /// One key given twice (or `op` given by a `-read`/`-write`/`-mix` shorthand and as a key).
+    #[error("workload parameter '{key}' given twice ({first} and {second})")]
+    DuplicateParam {
+        /// The key.
+        key: String,
+        /// The first setting.
+        first: String,
+        /// The second setting.
+        second: String,
+    },
 }
 
 /// What the accesses do.
@@ -316,6 +326,8 @@ impl FromStr for WorkloadSpec {
         let (head, params) = s.split_once(':').unwrap_or((s, ""));
         let mut name = head.to_ascii_lowercase();
         let mut op_shorthand = None;
+        // Where each key was set, to refuse a key given twice.
+        let mut given: Vec<(String, String)> = Vec::new();
         for (suffix, op) in [
             ("-read", Op::Read),
             ("-write", Op::Write),
@@ -324,6 +336,7 @@ impl FromStr for WorkloadSpec {
             if let Some(base) = name.strip_suffix(suffix) {
                 op_shorthand = Some(op);
                 name = base.to_string();
+                given.push(("op".into(), format!("the {suffix} shorthand")));
             }
         }
         let doc = PATTERNS
@@ -365,6 +378,14 @@ impl FromStr for WorkloadSpec {
                 .split_once('=')
                 .ok_or_else(|| WorkloadSpecError::NotKeyValue(item.to_string()))?;
             let (k, v) = (k.trim(), v.trim());
+            if let Some((_, first)) = given.iter().find(|(key, _)| key == k) {
+                return Err(WorkloadSpecError::DuplicateParam {
+                    key: k.into(),
+                    first: first.clone(),
+                    second: format!("{k}={v}"),
+                });
+            }
+            given.push((k.into(), format!("{k}={v}")));
             match (k, &mut spec.pattern) {
                 ("op", _) => {
                     spec.op = match v {
@@ -422,7 +443,12 @@ impl FromStr for WorkloadSpec {
                     *every = if let Some(ms) = v.strip_suffix("ms") {
                         PhaseEvery::Millis(integer(k, ms)?.max(1))
                     } else if let Some(sec) = v.strip_suffix('s') {
-                        PhaseEvery::Millis(integer(k, sec)?.max(1) * 1000)
+                        PhaseEvery::Millis(
+                            integer(k, sec)?
+                                .max(1)
+                                .checked_mul(1000)
+                                .ok_or_else(|| bad(k, v, "too long"))?,
+                        )
                     } else {
                         let n = integer(k, v)?;
                         if n == 0 {
@@ -462,7 +488,10 @@ impl FromStr for WorkloadSpec {
         }
         if let Some(w) = write_pct {
             spec.op = match spec.op {
-                Op::Read | Op::Mix(_) if w > 0.0 && w < 100.0 => Op::Mix(w.round() as u8),
+                // A share that rounds to 0% or 100% still mixes: keep both kinds of access.
+                Op::Read | Op::Mix(_) if w > 0.0 && w < 100.0 => {
+                    Op::Mix((w.round() as u8).clamp(1, 99))
+                }
                 _ if w >= 100.0 => Op::Write,
                 _ if w <= 0.0 => Op::Read,
                 op => op,
@@ -614,6 +643,47 @@ mod tests {
         assert!(e("strided:stride=0").contains("stride"));
         assert!(e("uniform:op=fly").contains("'op=fly'"));
         assert!(e("uniform:ops").contains("key=value"));
+        assert_eq!(
+            e("seq:op=read,op=write"),
+            "workload parameter 'op' given twice (op=read and op=write)"
+        );
+        assert_eq!(
+            e("seq-write:op=read"),
+            "workload parameter 'op' given twice (the -write shorthand and op=read)"
+        );
+        assert!(e("hotcold:hot=5%, hot=6%").contains("'hot' given twice"));
+        assert!(e("phase:every=99999999999999999s").contains("too long"));
+    }
+
+    // 2048 cases per property (about 0.1 s): any string, and strings built from the spec's own
+    // vocabulary (patterns, keys, values, separators) so the parser's deeper branches are reached.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn any_string_parses_or_errs(s in "\\PC{0,40}") {
+            let _ = s.parse::<WorkloadSpec>();
+        }
+
+        #[test]
+        fn spec_like_strings_parse_or_err(
+            head in "(seq|uniform|zipf|hotcold|phase|strided|random|bogus)(-read|-write|-mix|-x)?",
+            items in proptest::collection::vec(
+                ("(op|write|gran|share|seed|ops|s|hot|p|ws|shift|every|stride|x)?",
+                 "(=)?",
+                 "(read|mix|2m|4k|shared|[0-9]{0,25}(\\.[0-9]{1,3})?(%|ms|s|k|M|G)?|nan|inf|-1)"),
+                0..6,
+            ),
+        ) {
+            let body: Vec<String> = items.iter().map(|(k, eq, v)| format!("{k}{eq}{v}")).collect();
+            let spec = format!("{head}:{}", body.join(","));
+            if let Ok(w) = spec.parse::<WorkloadSpec>() {
+                // What parses prints back to the same spec.
+                let again: WorkloadSpec = w.to_string().parse().expect("display parses");
+                proptest::prop_assert_eq!(&again.to_string(), &w.to_string());
+                let _ = w.params(1 << 18);
+            }
+        }
     }
 
     #[test]
@@ -623,6 +693,9 @@ mod tests {
             "zipf:s=1.2,op=mix,write=25%",
             "phase:ws=5%,every=1000",
             "strided:stride=3,gran=2m",
+            // A write share that rounds to 0% or 100% stays a mix.
+            "uniform:op=mix,write=0.4%",
+            "uniform:op=mix,write=99.6%",
         ] {
             let a: WorkloadSpec = s.parse().unwrap();
             let b: WorkloadSpec = a.to_string().parse().unwrap();
