@@ -44,11 +44,16 @@ bench: build
 	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
 # --- lab (owned by selftests/src/lab) ---
-## The lab boots real kernels under QEMU TCG (see selftests/lab/README.md). `make test` uses the
-## three Debian kernels only (downloads, ~5 s boots); the custom kernel (a ~3 min build on
-## 2 cores, cached afterwards) is part of `make lab`.
+## The lab boots real kernels under QEMU TCG (see selftests/lab/README.md). `make test` runs the
+## matrix on the three Debian kernels (downloads, ~5 s boots) and the secondary-MMU verdicts on
+## the negative-control pair; `make lab` runs everything on every kernel.
 LAB_TEST_KERNELS ?= debian-6.1,debian-6.12,debian-7.2
-LAB_KERNELS ?= debian-6.1,debian-6.12,debian-7.2,custom-7.2
+LAB_KERNELS ?= debian-6.1,debian-6.12,debian-7.2,custom-7.2,custom-7.2+no-secondary-mmu-aging
+## The negative-control pair: custom-7.2 and the same source with MGLRU's calls into secondary
+## MMUs removed. `make test` runs the secondary-MMU verdicts on both (each must pass on the first
+## and fail on the second); the two builds take ~3-4 min each on 2 idle cores, cached afterwards.
+LAB_CONTROL_KERNELS ?= custom-7.2,custom-7.2+no-secondary-mmu-aging
+LAB_CONTROL_TESTS ?= lab-kvm,access-tracking,lru-gen-secondary-mmu,lru-gen-secondary-mmu-observed
 LAB_MATRIX ?= selftests/lab/matrix.txt
 LAB_RESULTS ?= target/lab-results
 .PHONY: bench-lab
@@ -60,6 +65,8 @@ ifeq ($(filter test,$(MAKECMDGOALS)),)
 	$(CARGO) test --release -p agelab --test lab_kernels --test lab_runner
 endif
 	$(AGELAB) lab --kernel $(LAB_TEST_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
+	$(AGELAB) lab --kernel $(LAB_CONTROL_KERNELS) --matrix $(LAB_MATRIX) --tests $(LAB_CONTROL_TESTS) \
+		--results $(LAB_RESULTS)
 
 ## Every lab kernel × every test of the lab matrix, as a table (logs in $(LAB_RESULTS)).
 lab: setup build

@@ -344,9 +344,12 @@ fn main() {
         // every later pass do so.
         k.diag("Initial aging pass (lru_gen)");
         let (g, _) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
-        let ok = g.total() >= t.test_pages;
+        // The memcg holds guest memory only, so the count is exact but for pages still in the
+        // per-CPU LRU batches (FOLIO_BATCH_SIZE, 31 each), which the listing cannot show yet.
+        let in_batches = 31 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let ok = g.total() + in_batches >= t.test_pages;
         k.diag(&format!(
-            "memcg holds {} pages, guest test memory {} pages",
+            "memcg holds {} pages, guest test memory {} pages (up to {in_batches} may sit in per-CPU LRU batches)",
             g.total(),
             t.test_pages
         ));
