@@ -52,10 +52,12 @@ use std::time::Duration;
 const NAME: &str = "lru_gen_secondary_mmu_test";
 const USAGE: &str =
     "usage: lru_gen_secondary_mmu_test [-h] [-b vcpu_bytes] [-v vcpus] [-d window] [-p period]
-                                  [-e yes|no] [-n]
+                                  [-s mem_type] [-e yes|no] [-n]
   -e, --expect-secondary-mmu-aging yes|no: what this kernel is expected to do (empty: no
       expectation; then guest-only accesses must be seen, the kernel selftest convention)
   -n: no cost measurements (only the aging scenario)
+  -s: backing of guest memory: shmem/memfd (default: the one every cost source can track),
+      anonymous (4 KiB), anonymous_thp, anonymous_hugetlb
   -b: memory per vCPU, e.g. 32M (default: 32M)
   -v: vCPUs (default: 2)
   -d: length of each resting/aging measuring window, e.g. 300ms (default: 300ms; 2 of each)
@@ -100,7 +102,7 @@ fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
         rounds: 2,
         period: Duration::from_millis(10),
     };
-    for (c, v) in ktap::getopt(&argv, "hb:v:d:p:e:n").unwrap_or_else(|e| bad(e)) {
+    for (c, v) in ktap::getopt(&argv, "hb:v:d:p:e:ns:").unwrap_or_else(|e| bad(e)) {
         let v = v.unwrap_or_default();
         match c {
             'e' => {
@@ -114,6 +116,11 @@ fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
                 }
             }
             'n' => choices.no_cost = true,
+            's' => {
+                cfg.backing = v
+                    .parse()
+                    .unwrap_or_else(|e: agelab_vmm::MemoryError| bad(format!("-s: {e}")))
+            }
             'b' => {
                 cfg.bytes_per_vcpu = match parse_size(&v) {
                     Ok(n) if n >= 16 * 4096 => n,
@@ -263,8 +270,9 @@ fn aging_scenario(
         .map(|m| m.read().unwrap_or_else(|e| fail(&e.to_string())).total())
         .collect();
     k.diag(&format!(
-        "guest memory {} pages in three memcgs: A {} pages (set {set}), B {} (set {set}), rest {} (guest {})",
+        "guest memory {} pages ({} backing) in three memcgs: A {} pages (set {set}), B {} (set {set}), rest {} (guest {})",
         ms.test_pages(),
+        cfg.backing,
         sizes[0],
         sizes[1],
         sizes[2],
