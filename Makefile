@@ -41,6 +41,7 @@ selftests: build
 bench: build
 	$(AGELAB) bench
 	target/release/dirty_bench
+	target/release/dirty_layout_bench
 	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
 # --- lab (owned by selftests/src/lab) ---

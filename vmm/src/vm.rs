@@ -100,6 +100,11 @@ pub struct VmConfig {
     pub heap_bytes: u64,
     /// Dirty ring entries per vCPU (power of two), enabled before vCPUs are created.
     pub dirty_ring_entries: Option<u32>,
+    /// Run guest code at CPL0 like the kernel's KVM selftests (x86_64 only). On kvm_pvm every
+    /// CPL0 instruction is emulated (~1 µs), its stores never map guest pages writable, and the
+    /// dirty log costs KVM less for that reason alone: a baseline for comparisons, not for
+    /// workloads (see the README's KVM dirty tracking section).
+    pub guest_cpl0: bool,
 }
 
 impl Default for VmConfig {
@@ -112,6 +117,7 @@ impl Default for VmConfig {
             guest_huge_pages: None,
             heap_bytes: 0,
             dirty_ring_entries: None,
+            guest_cpl0: false,
         }
     }
 }
@@ -193,6 +199,11 @@ impl Vm {
                 "vcpus must be 1..=256, got {}",
                 config.vcpus
             )));
+        }
+        if config.guest_cpl0 && !cfg!(target_arch = "x86_64") {
+            return Err(VmError::Config(
+                "guest_cpl0 is an x86_64 option (CPL0 = kernel mode)".into(),
+            ));
         }
         if config.slots == 0 || config.slots > 64 {
             return Err(VmError::Config(format!(
@@ -506,6 +517,10 @@ impl Vm {
                 self.vcpu_stacks[i],
                 args(i),
             )?;
+            #[cfg(target_arch = "x86_64")]
+            if self.config.guest_cpl0 {
+                self.arch.set_kernel_mode(&fd)?;
+            }
             let (reply_tx, reply_rx) = mpsc::channel();
             let t = VcpuThread {
                 id: i,

@@ -65,6 +65,7 @@ const SEL_USER_CODE: u16 = 0x20 | 3;
 const SEL_TSS: u16 = 0x28;
 const TSS_SIZE: u64 = 0x68;
 const SEL_KERNEL_CODE: u64 = 0x08;
+const SEL_KERNEL_DATA: u16 = 0x10;
 
 /// Guest-physical doorbell the exception stubs store their frame address to: in the ucall
 /// doorbell page (mapped, backed by no memslot), as on aarch64.
@@ -347,6 +348,29 @@ impl ArchVm {
             ..Default::default()
         };
         vcpu.set_regs(&regs).map_err(ArchError::SetRegs)
+    }
+}
+
+impl ArchVm {
+    /// Moves a vCPU set up by [`ArchVm::setup_vcpu`] to CPL0 (kernel code and data segments),
+    /// where the kernel's own KVM selftests run their guests. On kvm_pvm every CPL0 instruction
+    /// is emulated, so guest stores go through KVM's instruction emulator instead of the shadow
+    /// MMU: used to reproduce the kernel selftests' cost figures, not for workloads.
+    pub fn set_kernel_mode(&self, vcpu: &VcpuFd) -> Result<(), ArchError> {
+        let mut sregs = vcpu.get_sregs().map_err(ArchError::GetSregs)?;
+        sregs.cs.selector = SEL_KERNEL_CODE as u16;
+        sregs.cs.dpl = 0;
+        for s in [
+            &mut sregs.ss,
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+        ] {
+            s.selector = SEL_KERNEL_DATA;
+            s.dpl = 0;
+        }
+        vcpu.set_sregs(&sregs).map_err(ArchError::SetSregs)
     }
 }
 
