@@ -135,6 +135,14 @@ pub const KERNELS: &[KernelSpec] = &[
         source: KernelSource::Custom,
         patches: &["no-secondary-mmu-aging"],
     },
+    // The A/B baseline of "KVM: age sptes locklessly": x86 KVM ages under mmu_lock again.
+    KernelSpec {
+        name: "custom-7.2+kvm-locked-aging",
+        suite: "sid",
+        series: "7.2",
+        source: KernelSource::Custom,
+        patches: &["kvm-locked-aging"],
+    },
 ];
 
 /// The table entry for `name`.
