@@ -1,6 +1,10 @@
 //! kselftest conventions for the selftest binaries: KTAP output (plan, `ok`/`not ok`, `# SKIP`
 //! directives, `#` diagnostics), the exit codes (0 pass, 1 fail, 4 skip; 2 for usage errors here),
 //! kernel-style timestamps and a getopt-style option scanner.
+//!
+//! The one KTAP writer of the project: every way out of a selftest binary ([`Ktap::finish`],
+//! [`fail`], [`skip_all`]) first restores what the test changed on the host (memcgs, sysfs knobs,
+//! kdamonds: `agelab_mglru::host_guard`), because `std::process::exit` runs no destructors.
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,7 +21,8 @@ pub const EXIT_SKIP: i32 = 4;
 /// A KTAP report: prints the header and plan, numbers the results and picks the exit code.
 #[derive(Debug)]
 pub struct Ktap {
-    planned: usize,
+    /// `None`: the plan is printed by [`Ktap::finish`] (the number of tests is known only then).
+    planned: Option<usize>,
     next: usize,
     pass: usize,
     fail: usize,
@@ -31,7 +36,21 @@ impl Ktap {
         println!("1..{planned}");
         flush();
         Ktap {
-            planned,
+            planned: Some(planned),
+            next: 1,
+            pass: 0,
+            fail: 0,
+            skip: 0,
+        }
+    }
+
+    /// Prints `TAP version 13`; the plan follows the results (for tests whose number depends on
+    /// what the host offers).
+    pub fn unplanned() -> Self {
+        println!("TAP version 13");
+        flush();
+        Ktap {
+            planned: None,
             next: 1,
             pass: 0,
             fail: 0,
@@ -67,7 +86,7 @@ impl Ktap {
 
     /// Exit code: 1 if any test failed, 4 if all were skipped, else 0.
     pub fn exit_code(&self) -> i32 {
-        if self.fail > 0 || self.next - 1 != self.planned {
+        if self.fail > 0 || self.planned.is_some_and(|p| self.next - 1 != p) {
             EXIT_FAIL
         } else if self.skip > 0 && self.pass == 0 {
             EXIT_SKIP
@@ -76,9 +95,14 @@ impl Ktap {
         }
     }
 
-    /// Prints the kselftest totals line and exits with [`Ktap::exit_code`].
+    /// Restores the host, prints the kselftest totals line (and a deferred plan) and exits with
+    /// [`Ktap::exit_code`].
     pub fn finish(self) -> ! {
-        let missing = self.planned.saturating_sub(self.next - 1);
+        agelab_mglru::host_guard::run_pending();
+        if self.planned.is_none() {
+            println!("1..{}", self.next - 1);
+        }
+        let missing = self.planned.map_or(0, |p| p.saturating_sub(self.next - 1));
         println!(
             "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:{missing}",
             self.pass, self.fail, self.skip
@@ -96,12 +120,21 @@ pub fn diag(text: &str) {
     flush();
 }
 
-/// Skips the whole binary: `1..0 # SKIP reason`, exit 4.
+/// Skips the whole binary after restoring the host: `1..0 # SKIP reason`, exit 4.
 pub fn skip_all(reason: &str) -> ! {
+    agelab_mglru::host_guard::run_pending();
     println!("TAP version 13");
     println!("1..0 # SKIP {reason}");
     flush();
     std::process::exit(EXIT_SKIP)
+}
+
+/// Prints `# FAIL: msg` and exits 1 after restoring the host.
+pub fn fail(msg: &str) -> ! {
+    println!("# FAIL: {msg}");
+    flush();
+    agelab_mglru::host_guard::run_pending();
+    std::process::exit(EXIT_FAIL)
 }
 
 /// Reports a bad command line on stderr (one line naming the problem, then the usage) and exits 2.

@@ -13,24 +13,7 @@ pub mod page_idle;
 
 use crate::ktap;
 
-/// Runs every pending host restore (memcg removal, sysfs values) and exits with `code`:
-/// `std::process::exit` skips destructors, so guards would otherwise never run.
-pub fn exit_restoring(code: i32) -> ! {
-    agelab_mglru::host_guard::run_pending();
-    std::process::exit(code)
-}
-
-/// Prints `# FAIL: msg` and exits 1 after restoring the host.
-pub fn fail(msg: &str) -> ! {
-    println!("# FAIL: {msg}");
-    exit_restoring(ktap::EXIT_FAIL)
-}
-
-/// Whole-test skip (`1..0 # SKIP reason`, exit 4) after restoring the host.
-pub fn skip_all(reason: &str) -> ! {
-    agelab_mglru::host_guard::run_pending();
-    ktap::skip_all(reason)
-}
+pub use crate::ktap::{fail, skip_all};
 
 /// Prints one phase line exactly as the kernel test does: name left-aligned in 30 columns, `: `,
 /// then seconds with nanoseconds.

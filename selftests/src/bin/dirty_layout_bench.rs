@@ -114,10 +114,7 @@ struct Running {
     stats: BTreeMap<String, u64>,
 }
 
-fn fail(msg: &str) -> ! {
-    println!("# FAIL: {msg}");
-    std::process::exit(ktap::EXIT_FAIL)
-}
+use ktap::fail;
 
 fn wait_sync(vm: &Vm) -> Result<(), String> {
     match vm

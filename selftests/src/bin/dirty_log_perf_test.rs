@@ -122,10 +122,7 @@ fn parse_args() -> Args {
     a
 }
 
-fn fail(msg: &str) -> ! {
-    println!("# FAIL: {msg}");
-    std::process::exit(ktap::EXIT_FAIL)
-}
+use ktap::fail;
 
 /// Resumes every vCPU with `iteration` and waits until all report back; returns the wall time.
 fn run_iteration(vm: &Vm, iteration: u64) -> Duration {

@@ -23,34 +23,14 @@ mod sigint {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    /// KTAP lines, plan printed at the end (the number of checks depends on what could run).
-    #[derive(Default)]
-    struct Ktap {
-        n: usize,
-        failed: usize,
-    }
+    use agelab::ktap::{self, Ktap};
 
-    impl Ktap {
-        fn new() -> Self {
-            println!("KTAP version 1");
-            Ktap::default()
+    /// One check: the diagnostic is printed only when it failed.
+    fn check_line(t: &mut Ktap, ok: bool, desc: &str, diag: &str) {
+        if !ok {
+            t.diag(&format!("{desc}: {diag}"));
         }
-        fn result(&mut self, ok: bool, desc: &str, diag: &str) {
-            self.n += 1;
-            if !ok {
-                self.failed += 1;
-                println!("# {desc}: {diag}");
-            }
-            println!("{}ok {} {desc}", if ok { "" } else { "not " }, self.n);
-        }
-        fn skip_all(&self, reason: &str) -> u8 {
-            println!("1..0 # SKIP {reason}");
-            4
-        }
-        fn finish(self) -> u8 {
-            println!("1..{}", self.n);
-            u8::from(self.failed > 0)
-        }
+        t.result(ok, desc);
     }
 
     const ENABLED: &str = "/sys/kernel/mm/lru_gen/enabled";
@@ -108,9 +88,9 @@ mod sigint {
 
     /// Runs the check; returns the exit code.
     pub fn check(perturb: bool) -> u8 {
-        let mut t = Ktap::new();
+        let mut t = Ktap::unplanned();
         if !Path::new("/dev/kvm").exists() {
-            return t.skip_all("no /dev/kvm");
+            ktap::skip_all("no /dev/kvm");
         }
         let mut restore = Vec::new();
         if perturb {
@@ -142,7 +122,7 @@ mod sigint {
             .spawn()
         {
             Ok(c) => c,
-            Err(e) => return t.skip_all(&format!("cannot run agelab: {e}")),
+            Err(e) => ktap::skip_all(&format!("cannot run agelab: {e}")),
         };
         let pid = child.id();
         let out = BufReader::new(child.stdout.take().expect("piped"));
@@ -160,7 +140,12 @@ mod sigint {
             }
         });
         let got_passes = rx.recv_timeout(Duration::from_secs(600)).is_ok();
-        t.result(got_passes, "agelab run reached its third aging pass", "");
+        check_line(
+            &mut t,
+            got_passes,
+            "agelab run reached its third aging pass",
+            "",
+        );
         let during = host_state();
         let memcg = run_memcg(pid);
         let memcg_during = memcg.as_ref().is_some_and(|p| p.exists());
@@ -178,7 +163,8 @@ mod sigint {
             println!("# {l}");
         }
         let code = status.as_ref().ok().and_then(|s| s.code());
-        t.result(
+        check_line(
+            &mut t,
             code == Some(130),
             "agelab run exited 128+SIGINT",
             &format!("in {:?}, status {status:?}", t0.elapsed()),
@@ -186,8 +172,9 @@ mod sigint {
         let after = host_state();
         println!("# after: {after:?}");
         let memcg_gone = memcg.as_ref().is_none_or(|p| !p.exists());
-        t.result(memcg_gone, "memcg removed", &format!("{memcg:?}"));
-        t.result(
+        check_line(&mut t, memcg_gone, "memcg removed", &format!("{memcg:?}"));
+        check_line(
+            &mut t,
             after.enabled == before.enabled && after.min_ttl == before.min_ttl,
             "lru_gen enabled and min_ttl_ms restored",
             &format!(
@@ -195,7 +182,8 @@ mod sigint {
                 before.enabled, before.min_ttl, after.enabled, after.min_ttl
             ),
         );
-        t.result(
+        check_line(
+            &mut t,
             after.kdamonds == before.kdamonds,
             "no kdamond left or changed",
             &format!("before {:?}, after {:?}", before.kdamonds, after.kdamonds),
