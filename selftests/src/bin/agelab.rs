@@ -25,6 +25,9 @@ enum Command {
     Bench,
     /// Boot QEMU with a lab kernel and run a command inside it.
     Lab(agelab::lab::LabArgs),
+    /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
+    /// Welch's t-test per metric.
+    Ab(agelab::lab::ab::AbArgs),
     /// Proactive reclaim: policies, refault SLO controller, zram swap, benchmark table/SVG/JSON.
     Reclaim(cli::reclaim::ReclaimArgs),
 }
@@ -83,8 +86,19 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
                 eprintln!("agelab lab: {e}");
-                ExitCode::from(1)
+                ExitCode::from(if matches!(e, agelab::lab::LabError::Usage(_)) {
+                    2
+                } else {
+                    1
+                })
             }
         },
+        Command::Ab(args) => finish(
+            "ab",
+            agelab::lab::ab::run(&args),
+            args.json,
+            |r| print!("{}", agelab::lab::ab::report::render(r)),
+            |e| e.exit_code(),
+        ),
     }
 }

@@ -6,6 +6,7 @@
 //! stderr stream back on their own serial ports. `--matrix FILE` runs a list of commands on
 //! several kernels and prints a table; `--bench` measures boot and build times.
 
+pub mod ab;
 mod apt;
 mod arch;
 mod bench;
@@ -121,6 +122,21 @@ pub struct LabArgs {
     /// Rebuild the custom kernel even when cached.
     #[arg(long)]
     pub rebuild: bool,
+    /// Custom kernels: apply this patch file, or every `*.patch` of this directory in name
+    /// order, after the kernel's own patch sets; repeatable, applied in the order given.
+    #[arg(long = "patch")]
+    pub patches: Vec<PathBuf>,
+    /// Custom kernels: a Kconfig fragment (`CONFIG_X=..` lines) merged over the lab's fragment.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Custom kernels: build this local kernel tree (copied; the tree itself is never touched)
+    /// instead of Debian's linux-source package.
+    #[arg(long)]
+    pub kernel_source: Option<PathBuf>,
+    /// Name of the kernel built with --patch/--config/--kernel-source; later runs take it as
+    /// `--kernel NAME` without repeating the options.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Run the tests listed in FILE on every --kernel and print a kernel × test table.
     #[arg(long)]
     pub matrix: Option<PathBuf>,
@@ -135,19 +151,41 @@ pub struct LabArgs {
     pub cmd: Vec<String>,
 }
 
-/// Runs `args.cmd` in the lab; returns the command's exit code.
-pub fn run(args: &LabArgs) -> Result<i32, LabError> {
-    let arch = arch::find_arch(&args.arch).ok_or_else(|| {
+impl LabArgs {
+    /// Whether --patch, --config, --kernel-source or --name ask for a custom build.
+    pub fn builds_custom(&self) -> bool {
+        !self.patches.is_empty()
+            || self.config.is_some()
+            || self.kernel_source.is_some()
+            || self.name.is_some()
+    }
+
+    /// Drops --patch, --config, --kernel-source and --name.
+    pub fn clear_build_options(&mut self) {
+        self.patches.clear();
+        self.config = None;
+        self.kernel_source = None;
+        self.name = None;
+    }
+}
+
+/// The `--arch` entry, or a usage error listing the known ones.
+fn find_arch_or_usage(name: &str) -> Result<&'static ArchSpec, LabError> {
+    arch::find_arch(name).ok_or_else(|| {
         LabError::Usage(format!(
-            "unknown --arch {}; known: {}",
-            args.arch,
+            "unknown --arch {name}; known: {}",
             arch::ARCHES
                 .iter()
                 .map(|a| a.name)
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
-    })?;
+    })
+}
+
+/// Runs `args.cmd` in the lab; returns the command's exit code.
+pub fn run(args: &LabArgs) -> Result<i32, LabError> {
+    let arch = find_arch_or_usage(&args.arch)?;
     let kernels = if args.kernel_image.is_some() {
         Vec::new()
     } else {
