@@ -86,11 +86,7 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
                 eprintln!("agelab lab: {e}");
-                ExitCode::from(if matches!(e, agelab::lab::LabError::Usage(_)) {
-                    2
-                } else {
-                    1
-                })
+                ExitCode::from(e.exit_code())
             }
         },
         Command::Ab(args) => finish(

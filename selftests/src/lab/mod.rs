@@ -28,7 +28,7 @@ mod status;
 pub use apt::AptError;
 pub use bins::StaticBinsError;
 pub use cache::CacheError;
-pub use custom::CustomKernelError;
+pub use custom::{CustomKernelError, LabRecipeError, RecipeError};
 pub use initramfs::InitramfsError;
 pub use kernel::KernelError;
 pub use matrix::MatrixError;
@@ -53,6 +53,9 @@ pub enum LabError {
     /// Building the custom kernel failed.
     #[error(transparent)]
     CustomKernel(#[from] CustomKernelError),
+    /// --patch, --config, --kernel-source or --name is unusable.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
     /// Building the static binaries failed.
     #[error(transparent)]
     StaticBins(#[from] StaticBinsError),
@@ -149,6 +152,25 @@ pub struct LabArgs {
     /// Command (and its arguments) to run inside the lab guest.
     #[arg(last = true)]
     pub cmd: Vec<String>,
+}
+
+impl LabError {
+    /// The process exit status: 2 for a bad command line, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LabError::Usage(_) | LabError::Recipe(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<LabRecipeError> for LabError {
+    fn from(e: LabRecipeError) -> Self {
+        match e {
+            LabRecipeError::Option(e) => LabError::Recipe(e),
+            LabRecipeError::Table(e) => LabError::CustomKernel(e),
+        }
+    }
 }
 
 impl LabArgs {
@@ -323,10 +345,37 @@ impl<'a> Lab<'a> {
                 build_secs: (None, None),
             });
         }
-        let spec = kernel::find_kernel(name, self.arch)?;
+        let args = self.args;
+        let spec = match kernel::find_kernel(name, self.arch) {
+            Ok(spec) => spec,
+            Err(e) => {
+                if args.builds_custom() {
+                    return Err(e.into());
+                }
+                // A build recorded by an earlier --patch/--config/--kernel-source run.
+                return match custom::named_kernel(&self.cache, self.arch, name) {
+                    Some((c, record)) => Ok(PreparedKernel {
+                        kernel: c.kernel,
+                        suite: kernel::KERNELS
+                            .iter()
+                            .find(|k| k.suite == record.suite)
+                            .map_or("sid", |k| k.suite),
+                        build_secs: (None, c.cold_build_secs),
+                    }),
+                    None => Err(e.into()),
+                };
+            }
+        };
+        if args.builds_custom() && !matches!(spec.source, KernelSource::Custom) {
+            return Err(RecipeError::NotCustom {
+                kernel: spec.name.to_string(),
+                series: spec.series.to_string(),
+            }
+            .into());
+        }
         match spec.source {
             KernelSource::Debian => Ok(PreparedKernel {
-                kernel: kernel::debian_kernel(spec, self.arch, &self.cache, self.args.refresh)?,
+                kernel: kernel::debian_kernel(spec, self.arch, &self.cache, args.refresh)?,
                 suite: spec.suite,
                 build_secs: (None, None),
             }),
@@ -334,13 +383,30 @@ impl<'a> Lab<'a> {
                 format!("{name}: no custom kernel for {} yet", self.arch.name),
             )),
             KernelSource::Custom => {
+                let recipe = if args.builds_custom() {
+                    custom::Recipe::from_options(
+                        spec,
+                        &args.patches,
+                        args.config.as_deref(),
+                        args.kernel_source.as_deref(),
+                        args.name.as_deref(),
+                    )?
+                } else {
+                    custom::Recipe::from_spec(spec)?
+                };
                 let c = custom::custom_kernel(
-                    spec,
+                    &recipe,
                     self.arch,
                     &self.cache,
-                    self.args.refresh,
-                    self.args.rebuild,
+                    args.refresh,
+                    args.rebuild,
                 )?;
+                if recipe.name != spec.name {
+                    eprintln!(
+                        "agelab lab: kernel {} ready; later runs can use --kernel {}",
+                        recipe.name, recipe.name
+                    );
+                }
                 Ok(PreparedKernel {
                     kernel: c.kernel,
                     suite: spec.suite,

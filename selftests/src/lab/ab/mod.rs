@@ -47,8 +47,8 @@ impl AbError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AbError::Usage(_) => 2,
-            AbError::Lab(e) if matches!(**e, LabError::Usage(_)) => 2,
-            _ => 1,
+            AbError::Lab(e) => e.exit_code(),
+            AbError::Svg { .. } => 1,
         }
     }
 }
