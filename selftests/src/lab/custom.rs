@@ -671,6 +671,20 @@ pub fn named_kernel(
         .map(|k| (k, record))
 }
 
+/// Names of the builds recorded in the cache (kernel directories holding a `recipe`).
+pub fn named_builds(cache: &Path, arch: &ArchSpec) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(cache.join("kernels").join(arch.name))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("recipe").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !KERNELS.iter().any(|k| k.name == n))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Fetches the cached custom kernel or builds it (`rebuild` forces a build).
 pub fn custom_kernel(
     recipe: &Recipe,
@@ -1262,6 +1276,7 @@ mod tests {
         };
         fs::write(base.join("recipe"), serde_json::to_string(&record).unwrap()).unwrap();
         let (k, r) = named_kernel(&cache, arch, "mine").unwrap();
+        assert_eq!(named_builds(&cache, arch), ["mine"]);
         assert_eq!(k.kernel.name, "mine");
         assert_eq!(k.kernel.release, "7.2.13");
         assert_eq!(r, record);

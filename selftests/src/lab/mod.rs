@@ -158,8 +158,18 @@ impl LabError {
     /// The process exit status: 2 for a bad command line, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            LabError::Usage(_) | LabError::Recipe(_) => 2,
+            LabError::Usage(_)
+            | LabError::Recipe(_)
+            | LabError::Kernel(KernelError::Unknown { .. }) => 2,
             _ => 1,
+        }
+    }
+
+    /// A usage error prefixed with the option it came from.
+    fn for_option(self, option: &str) -> Self {
+        match self {
+            LabError::Usage(m) => LabError::Usage(format!("{option}: {m}")),
+            e => e,
         }
     }
 }
@@ -225,6 +235,7 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
             "no command: agelab lab --kernel NAME -- CMD ARGS...".into(),
         ));
     }
+    let opts = RunOptions::from_args(args)?;
     let lab = Lab::new(args, arch)?;
     let kernel = lab.kernel(
         args.kernel_image
@@ -232,13 +243,7 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
             .map_or(&args.kernel, |_| "image"),
     )?;
     let bins = lab.bins()?;
-    let report = lab.boot(
-        &kernel,
-        &bins,
-        &args.cmd,
-        &RunOptions::from_args(args)?,
-        qemu::OutputMode::Stream,
-    )?;
+    let report = lab.boot(&kernel, &bins, &args.cmd, &opts, qemu::OutputMode::Stream)?;
     Ok(report.0.status)
 }
 
@@ -297,8 +302,9 @@ impl RunOptions {
         Ok(Self {
             mem: args.mem.clone(),
             smp: args.smp,
-            timeout: parse_duration(&args.timeout)?,
-            boot_timeout: parse_duration(&args.boot_timeout)?,
+            timeout: parse_duration(&args.timeout).map_err(|e| e.for_option("--timeout"))?,
+            boot_timeout: parse_duration(&args.boot_timeout)
+                .map_err(|e| e.for_option("--boot-timeout"))?,
             zram: args.zram.clone(),
             modules: args.modules.clone(),
             append: args.append.clone(),
@@ -362,7 +368,25 @@ impl<'a> Lab<'a> {
                             .map_or("sid", |k| k.suite),
                         build_secs: (None, c.cold_build_secs),
                     }),
-                    None => Err(e.into()),
+                    None => Err(match e {
+                        KernelError::Unknown { name, arch, known } => {
+                            let named = custom::named_builds(&self.cache, self.arch);
+                            KernelError::Unknown {
+                                name,
+                                arch,
+                                known: if named.is_empty() {
+                                    known
+                                } else {
+                                    format!(
+                                        "{known}; built with --patch/--name: {}",
+                                        named.join(", ")
+                                    )
+                                },
+                            }
+                        }
+                        e => e,
+                    }
+                    .into()),
                 };
             }
         };

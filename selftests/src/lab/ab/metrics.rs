@@ -7,7 +7,8 @@
 //!   (also inside `#` diagnostics), keyed `NAME (s)`;
 //! - the selftests' diagnostics: `LABEL: recall X% precision Y% …`, `LABEL: KVM asked M times
 //!   for P pages`, slowdown lines `SOURCE idle X ns/access aging Y ns/access ratio R (N passes,
-//!   M ms/pass)`, and plain `# key value` / `# key: value` lines;
+//!   M ms/pass)`, and plain `# key value` / `# key: value` lines (a key of up to 8 words of
+//!   letters, `_`, `-`, `'`);
 //! - numbers in JSON objects (single-line or pretty-printed), keyed by their path.
 //!
 //! A key seen again in the same output gets ` #2`, ` #3`, … so repeated passes stay apart.
@@ -284,7 +285,9 @@ fn line_metrics(body: &str, diag: bool) -> Vec<(String, f64)> {
             let plain = !key.is_empty()
                 && key_words.len() <= 8
                 && key.chars().any(|c| c.is_ascii_alphabetic())
-                && !key.chars().any(|c| c.is_ascii_digit());
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || " _-'".contains(c));
             if let (true, Some((x, unit))) = (plain, value(last)) {
                 found.push((key.to_string(), x, unit));
             }
@@ -345,6 +348,38 @@ mod tests {
                 Outcome::Skip
             )
         );
+    }
+
+    #[test]
+    fn access_tracking_perf_test_in_the_lab() {
+        // Captured: agelab ab --base debian-6.12 … -- access_tracking_perf_test -b 16M -v 1,
+        // run A-1 (debian-6.12 under QEMU TCG: lru_gen does not see the guest's accesses).
+        let x = extract(include_str!(
+            "../../../tests/fixtures/ab/access_tracking_perf_test.lab-debian-6.12.txt"
+        ));
+        assert_eq!(get(&x, "Populating memory (s)"), Some(0.081_073));
+        assert_eq!(
+            get(&x, "Mark memory idle (lru_gen) (s)"),
+            Some(0.000_234_531)
+        );
+        assert_eq!(
+            get(&x, "Mark memory idle (lru_gen) (s) #2"),
+            Some(0.000_223_816)
+        );
+        assert_eq!(get(&x, "verification pass (s)"), Some(0.000_290_426));
+        let outcomes: Vec<Outcome> = x.outcomes.iter().map(|(_, o)| *o).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Pass, Outcome::Fail, Outcome::Fail, Outcome::Pass]
+        );
+        assert_eq!(
+            x.outcomes[1].0,
+            "lru_gen: accesses to populated memory seen"
+        );
+        // `generations seq:pages 2:0 3:4096` and `Too many pages still idle (4096 out of 4096)`
+        // and `Created cgroup /access_tracking_perf_test (lru_gen memcg id 2)` are descriptions,
+        // not metrics.
+        assert_eq!(x.values.len(), 9, "{:?}", x.values);
     }
 
     #[test]

@@ -379,11 +379,12 @@ pub fn to_svg(r: &AbReport) -> String {
         };
         let hi = top_of(&m.a).max(top_of(&m.b)).max(0.0);
         let lo = bottom_of(&m.a).min(bottom_of(&m.b)).min(0.0);
-        let span = if hi - lo > 0.0 { (hi - lo) * 1.1 } else { 1.0 };
-        let (lo, hi) = (
-            if lo < 0.0 { lo * 1.1 } else { 0.0 },
-            lo.min(0.0) * 1.1 + span,
-        );
+        // The axis always shows 0, with 10% room beyond the longest whisker.
+        let (lo, hi) = if hi > lo {
+            (lo * 1.1, hi * 1.1)
+        } else {
+            (0.0, 1.0)
+        };
         let y = |v: f64| y0 + PH - (v - lo) / (hi - lo) * PH;
         let title = format!("{}{}", m.metric, if m.significant { " *" } else { "" });
         let title: String = if title.chars().count() > 42 {
