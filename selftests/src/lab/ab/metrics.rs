@@ -409,6 +409,44 @@ mod tests {
     }
 
     #[test]
+    fn lru_gen_secondary_mmu_test_in_the_lab() {
+        // Captured: agelab ab --kernel debian-7.2 --append-a kvm.tdp_mmu=Y … with
+        // lru_gen_secondary_mmu_test -b 16M -n, run A-1 (QEMU TCG, nested KVM).
+        let x = extract(include_str!(
+            "../../../tests/fixtures/ab/lru_gen_secondary_mmu_test.lab-debian-7.2.txt"
+        ));
+        let keys: Vec<&str> = x.values.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "aging pass 0: KVM calls",
+                "aging pass 0: KVM pages",
+                "aging pass 0: KVM calls #2",
+                "aging pass 0: KVM pages #2",
+                "aging pass 1: KVM calls",
+                "aging pass 1: KVM pages",
+                "aging pass 1 after the guest read A only: recall (%)",
+                "aging pass 1 after the guest read A only: precision (%)",
+                "aging pass 2: KVM calls",
+                "aging pass 2: KVM pages",
+                "aging pass 2 after the guest read B only: recall (%)",
+                "aging pass 2 after the guest read B only: precision (%)",
+                "aging set A's memcg after the guest read it: KVM calls",
+                "aging set A's memcg after the guest read it: KVM pages",
+            ]
+        );
+        assert_eq!(
+            get(
+                &x,
+                "aging pass 1 after the guest read A only: precision (%)"
+            ),
+            Some(100.0)
+        );
+        assert_eq!(x.outcomes.len(), 3);
+        assert!(x.outcomes.iter().all(|(_, o)| *o == Outcome::Fail));
+    }
+
+    #[test]
     fn recall_precision_and_kvm_calls() {
         let text = "# aging pass 0: KVM asked 4 times for 8192 pages (4 clear_young, 0 test_young)\n\
                     # aging pass 0: KVM asked 2 times for 10 pages (2 clear_young, 0 test_young)\n\

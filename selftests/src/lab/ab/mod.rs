@@ -166,6 +166,7 @@ pub fn schedule(reps: usize, tests: usize) -> Vec<Slot> {
 pub fn run(args: &AbArgs) -> Result<AbReport, AbError> {
     let plan = plan(args)?;
     let arch = super::find_arch_or_usage(&args.lab.arch)?;
+    let defaults = RunOptions::from_args(&args.lab)?;
     prereq::check(arch, &[plan.a.0.clone(), plan.b.0.clone()]).map_err(LabError::from)?;
     let matrix: Option<Matrix> = match &args.lab.matrix {
         Some(f) => Some(read_matrix(f).map_err(LabError::from)?),
@@ -179,7 +180,6 @@ pub fn run(args: &AbArgs) -> Result<AbReport, AbError> {
     let ka = lab_a.kernel(&plan.a.0)?;
     let kb = lab_b.kernel(&plan.b.0)?;
     let bins = lab_b.bins()?;
-    let mut defaults = RunOptions::from_args(&args.lab)?;
     let names = [ka.kernel.name.clone(), kb.kernel.name.clone()];
     let appends = [plan.a.1.clone(), plan.b.1.clone()];
     let logs = args.lab.results.join("ab");
@@ -253,7 +253,6 @@ pub fn run(args: &AbArgs) -> Result<AbReport, AbError> {
             }
         }
     }
-    defaults.append.clear();
     let command = match &args.lab.matrix {
         Some(f) => format!("matrix {}", f.display()),
         None => args.lab.cmd.join(" "),
