@@ -1223,6 +1223,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_build_step_reports_its_last_lines() {
+        let dir = temp("step");
+        let log = dir.join("build.log");
+        let b = Builder {
+            kernel: "custom-7.2+x",
+            log: &log,
+        };
+        b.run("make tinyconfig", &mut Command::new("true")).unwrap();
+        let script = "for i in $(seq 1 40); do echo CC mm/file$i.o; done; \
+                      echo 'mm/vmscan.c:12:5: error: unknown type name foo' >&2; exit 2";
+        let e = b
+            .run("make bzImage", Command::new("sh").args(["-c", script]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("custom-7.2+x: make bzImage failed"), "{e}");
+        assert!(e.contains("error: unknown type name foo"), "{e}");
+        assert!(
+            e.contains("CC mm/file40.o") && !e.contains("CC mm/file5.o"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn tree_ids_follow_git_commits_and_changes() {
         let src = tree("id-plain");
         let id = tree_id(&src).unwrap();

@@ -223,6 +223,13 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
     } else {
         kernel_list(&args.kernel)
     };
+    if args.builds_custom() && kernels.len() != 1 {
+        return Err(LabError::Usage(
+            "--patch/--config/--kernel-source/--name build one kernel: give one --kernel \
+             (e.g. custom-7.2), no list and no --kernel-image"
+                .into(),
+        ));
+    }
     prereq::check(arch, &kernels)?;
     if args.bench {
         return bench::run(args, arch);

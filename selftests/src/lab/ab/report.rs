@@ -340,7 +340,7 @@ pub fn to_svg(r: &AbReport) -> String {
     const PW: f64 = 230.0; // panel width
     const PH: f64 = 170.0; // panel height (plot area)
     const LEFT: f64 = 60.0;
-    const TOP: f64 = 70.0;
+    const TOP: f64 = 90.0;
     const GAP_X: f64 = 70.0;
     const GAP_Y: f64 = 80.0;
     let metrics: Vec<&MetricRow> = r.metrics.iter().filter(|m| m.a.n + m.b.n > 0).collect();
@@ -360,6 +360,17 @@ pub fn to_svg(r: &AbReport) -> String {
         r.alpha,
         esc(&r.command)
     );
+    for (side, color) in colors.iter().enumerate() {
+        let x = LEFT + side as f64 * 300.0;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x:.1}\" y=\"50\" width=\"12\" height=\"12\" fill=\"{color}\"/>\
+             <text x=\"{:.1}\" y=\"60\">{} = {}</text>",
+            x + 16.0,
+            ["A", "B"][side],
+            esc(&r.sides[side].kernel)
+        );
+    }
     for (i, m) in metrics.iter().enumerate() {
         let x0 = LEFT + (i % COLS) as f64 * (PW + GAP_X);
         let y0 = TOP + (i / COLS) as f64 * (PH + GAP_Y);
@@ -406,7 +417,12 @@ pub fn to_svg(r: &AbReport) -> String {
             y(0.0),
         );
         // Y axis: ticks at the bottom, middle and top of the range, and its label.
-        for v in [lo, (lo + hi) / 2.0, hi] {
+        let ticks = if lo < 0.0 {
+            [lo, 0.0, hi]
+        } else {
+            [0.0, hi / 2.0, hi]
+        };
+        for v in ticks {
             let _ = writeln!(
                 s,
                 "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{x0:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\
