@@ -84,8 +84,9 @@ pub enum LabError {
 /// `agelab lab` options.
 #[derive(Debug, Clone, Args)]
 pub struct LabArgs {
-    /// Kernel to boot: debian-6.1, debian-6.12, debian-7.2, custom-7.2. With --matrix or
-    /// --bench: a comma-separated list, or `all`.
+    /// Kernel to boot: debian-6.1, debian-6.12, debian-7.2, custom-7.2, or a name built
+    /// earlier with --patch/--config/--kernel-source/--name. With --matrix or --bench: a
+    /// comma-separated list, or `all`.
     #[arg(long, default_value = "debian-7.2")]
     pub kernel: String,
     /// Guest architecture.

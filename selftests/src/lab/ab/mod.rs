@@ -59,7 +59,7 @@ pub struct AbArgs {
     /// Kernel A (any lab kernel name); needs --test.
     #[arg(long)]
     pub base: Option<String>,
-    /// Kernel B; --patch, --config, --kernel-source and --name build this one.
+    /// Kernel B; --patch, --config, --kernel-source, --name and --rebuild apply to this one.
     #[arg(long)]
     pub test: Option<String>,
     /// Extra kernel command-line words for A (e.g. kvm.tdp_mmu=Y).
@@ -172,9 +172,10 @@ pub fn run(args: &AbArgs) -> Result<AbReport, AbError> {
         Some(f) => Some(read_matrix(f).map_err(LabError::from)?),
         None => None,
     };
-    // Build options (--patch, --config, --kernel-source, --name) describe B only.
+    // Build options (--patch, --config, --kernel-source, --name, --rebuild) describe B only.
     let mut a_args = args.lab.clone();
     a_args.clear_build_options();
+    a_args.rebuild = false;
     let lab_a = Lab::new(&a_args, arch)?;
     let lab_b = Lab::new(&args.lab, arch)?;
     let ka = lab_a.kernel(&plan.a.0)?;
