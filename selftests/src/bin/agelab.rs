@@ -28,6 +28,9 @@ enum Command {
     Bench,
     /// Boot QEMU with a lab kernel and run a command inside it.
     Lab(agelab::lab::LabArgs),
+    /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
+    /// Welch's t-test per metric.
+    Ab(agelab::lab::ab::AbArgs),
     /// Proactive reclaim: policies, refault SLO controller, zram swap, benchmark table/SVG/JSON.
     Reclaim(cli::reclaim::ReclaimArgs),
     /// Undo host changes left by agelab processes that are gone (SIGKILL, OOM kill, crash), from
@@ -124,5 +127,12 @@ fn main() -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         },
+        Command::Ab(args) => finish(
+            "ab",
+            agelab::lab::ab::run(&args),
+            args.json,
+            |r| print!("{}", agelab::lab::ab::report::render(r)),
+            |e| e.exit_code(),
+        ),
     }
 }

@@ -297,17 +297,44 @@ pub fn render_table(kernels: &[String], tests: &[LabTest], results: &[Vec<Outcom
     out
 }
 
-/// Runs the matrix in `file` on every kernel of `--kernel`; exit 1 when anything failed.
-pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, LabError> {
+/// The run options of `test`: the command line's `defaults` with the test's overrides.
+pub(crate) fn options_for(defaults: &RunOptions, test: &LabTest) -> Result<RunOptions, LabError> {
+    let mut opts = defaults.clone();
+    let o = &test.options;
+    if let Some(m) = &o.mem {
+        super::check_size("--mem", m)?;
+        opts.mem = m.clone();
+    }
+    if let Some(z) = &o.zram {
+        super::check_size("--zram", z)?;
+        opts.zram = Some(z.clone());
+    }
+    if let Some(s) = o.smp {
+        opts.smp = s;
+    }
+    if let Some(t) = &o.timeout {
+        opts.timeout = super::parse_duration(t)?;
+    }
+    opts.modules.extend(o.modules.iter().cloned());
+    Ok(opts)
+}
+
+/// Reads and parses the matrix file.
+pub(crate) fn read_matrix(file: &Path) -> Result<Matrix, MatrixError> {
     let text = fs::read_to_string(file).map_err(|source| MatrixError::Read {
         path: file.to_path_buf(),
         source,
     })?;
-    let matrix = parse_matrix(&text).map_err(|(line, message)| MatrixError::Parse {
+    parse_matrix(&text).map_err(|(line, message)| MatrixError::Parse {
         path: file.to_path_buf(),
         line,
         message,
-    })?;
+    })
+}
+
+/// Runs the matrix in `file` on every kernel of `--kernel`; exit 1 when anything failed.
+pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, LabError> {
+    let matrix = read_matrix(file)?;
     let tests = &matrix.select(&args.only_tests).map_err(LabError::Usage)?;
     let lab = Lab::new(args, arch)?;
     let bins = lab.bins()?;
@@ -329,26 +356,7 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
         let mut row = Vec::new();
         for t in tests {
             let expect_fail = matrix.expects_failure(t, kname);
-            let mut opts = defaults.clone();
-            let o = &t.options;
-            let overrides = (|| -> Result<(), LabError> {
-                if let Some(m) = &o.mem {
-                    super::check_size("--mem", m)?;
-                    opts.mem = m.clone();
-                }
-                if let Some(z) = &o.zram {
-                    super::check_size("--zram", z)?;
-                    opts.zram = Some(z.clone());
-                }
-                if let Some(s) = o.smp {
-                    opts.smp = s;
-                }
-                if let Some(t) = &o.timeout {
-                    opts.timeout = super::parse_duration(t)?;
-                }
-                opts.modules.extend(o.modules.iter().cloned());
-                Ok(())
-            })();
+            let overrides = options_for(&defaults, t);
             let command = matrix.command_for(t, kname);
             let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
             let started = Instant::now();
@@ -363,7 +371,7 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
                 }
             );
             let outcome = match overrides
-                .and_then(|()| lab.boot(&prepared, &bins, &argv, &opts, OutputMode::Capture))
+                .and_then(|opts| lab.boot(&prepared, &bins, &argv, &opts, OutputMode::Capture))
             {
                 Ok((report, dir)) => {
                     for (name, label) in [("stdout", "stdout"), ("stderr", "stderr")] {

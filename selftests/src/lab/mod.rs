@@ -6,6 +6,7 @@
 //! stderr stream back on their own serial ports. `--matrix FILE` runs a list of commands on
 //! several kernels and prints a table; `--bench` measures boot and build times.
 
+pub mod ab;
 mod apt;
 mod arch;
 mod bench;
@@ -27,7 +28,7 @@ mod status;
 pub use apt::AptError;
 pub use bins::StaticBinsError;
 pub use cache::CacheError;
-pub use custom::CustomKernelError;
+pub use custom::{CustomKernelError, LabRecipeError, RecipeError};
 pub use initramfs::InitramfsError;
 pub use kernel::KernelError;
 pub use matrix::MatrixError;
@@ -52,6 +53,9 @@ pub enum LabError {
     /// Building the custom kernel failed.
     #[error(transparent)]
     CustomKernel(#[from] CustomKernelError),
+    /// --patch, --config, --kernel-source or --name is unusable.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
     /// Building the static binaries failed.
     #[error(transparent)]
     StaticBins(#[from] StaticBinsError),
@@ -80,8 +84,9 @@ pub enum LabError {
 /// `agelab lab` options.
 #[derive(Debug, Clone, Args)]
 pub struct LabArgs {
-    /// Kernel to boot: debian-6.1, debian-6.12, debian-7.2, custom-7.2. With --matrix or
-    /// --bench: a comma-separated list, or `all`.
+    /// Kernel to boot: debian-6.1, debian-6.12, debian-7.2, custom-7.2, or a name built
+    /// earlier with --patch/--config/--kernel-source/--name. With --matrix or --bench: a
+    /// comma-separated list, or `all`.
     #[arg(long, default_value = "debian-7.2")]
     pub kernel: String,
     /// Guest architecture.
@@ -121,6 +126,21 @@ pub struct LabArgs {
     /// Rebuild the custom kernel even when cached.
     #[arg(long)]
     pub rebuild: bool,
+    /// Custom kernels: apply this patch file, or every `*.patch` of this directory in name
+    /// order, after the kernel's own patch sets; repeatable, applied in the order given.
+    #[arg(long = "patch")]
+    pub patches: Vec<PathBuf>,
+    /// Custom kernels: a Kconfig fragment (`CONFIG_X=..` lines) merged over the lab's fragment.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Custom kernels: build this local kernel tree (copied; the tree itself is never touched)
+    /// instead of Debian's linux-source package.
+    #[arg(long)]
+    pub kernel_source: Option<PathBuf>,
+    /// Name of the kernel built with --patch/--config/--kernel-source; later runs take it as
+    /// `--kernel NAME` without repeating the options.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Run the tests listed in FILE on every --kernel and print a kernel × test table.
     #[arg(long)]
     pub matrix: Option<PathBuf>,
@@ -138,25 +158,75 @@ pub struct LabArgs {
     pub cmd: Vec<String>,
 }
 
-/// Runs `args.cmd` in the lab; returns the command's exit code.
-pub fn run(args: &LabArgs) -> Result<i32, LabError> {
-    let arch = arch::find_arch(&args.arch).ok_or_else(|| {
+impl LabError {
+    /// The process exit status: 2 for a bad command line, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LabError::Usage(_)
+            | LabError::Recipe(_)
+            | LabError::Kernel(KernelError::Unknown { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<LabRecipeError> for LabError {
+    fn from(e: LabRecipeError) -> Self {
+        match e {
+            LabRecipeError::Option(e) => LabError::Recipe(e),
+            LabRecipeError::Table(e) => LabError::CustomKernel(e),
+        }
+    }
+}
+
+impl LabArgs {
+    /// Whether --patch, --config, --kernel-source or --name ask for a custom build.
+    pub fn builds_custom(&self) -> bool {
+        !self.patches.is_empty()
+            || self.config.is_some()
+            || self.kernel_source.is_some()
+            || self.name.is_some()
+    }
+
+    /// Drops --patch, --config, --kernel-source and --name.
+    pub fn clear_build_options(&mut self) {
+        self.patches.clear();
+        self.config = None;
+        self.kernel_source = None;
+        self.name = None;
+    }
+}
+
+/// The `--arch` entry, or a usage error listing the known ones.
+fn find_arch_or_usage(name: &str) -> Result<&'static ArchSpec, LabError> {
+    arch::find_arch(name).ok_or_else(|| {
         LabError::Usage(format!(
-            "unknown --arch {}; known: {}",
-            args.arch,
+            "unknown --arch {name}; known: {}",
             arch::ARCHES
                 .iter()
                 .map(|a| a.name)
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
-    })?;
+    })
+}
+
+/// Runs `args.cmd` in the lab; returns the command's exit code.
+pub fn run(args: &LabArgs) -> Result<i32, LabError> {
+    let arch = find_arch_or_usage(&args.arch)?;
     let kernels = if args.kernel_image.is_some() {
         Vec::new()
     } else {
         kernel_list(&args.kernel)
     };
     check_input(args, arch, &kernels)?;
+    if args.builds_custom() && kernels.len() != 1 {
+        return Err(LabError::Usage(
+            "--patch/--config/--kernel-source/--name build one kernel: give one --kernel \
+             (e.g. custom-7.2), no list and no --kernel-image"
+                .into(),
+        ));
+    }
     prereq::check(arch, &kernels)?;
     if args.bench {
         return bench::run(args, arch);
@@ -164,6 +234,7 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
     if let Some(file) = &args.matrix {
         return matrix::run(args, arch, file);
     }
+    let opts = RunOptions::from_args(args)?;
     let lab = Lab::new(args, arch)?;
     let kernel = lab.kernel(
         args.kernel_image
@@ -171,13 +242,7 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
             .map_or(&args.kernel, |_| "image"),
     )?;
     let bins = lab.bins()?;
-    let report = lab.boot(
-        &kernel,
-        &bins,
-        &args.cmd,
-        &RunOptions::from_args(args)?,
-        qemu::OutputMode::Stream,
-    )?;
+    let report = lab.boot(&kernel, &bins, &args.cmd, &opts, qemu::OutputMode::Stream)?;
     Ok(report.0.status)
 }
 
@@ -185,8 +250,15 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
 /// names, sizes, durations, the paths given, and that there is something to run.
 fn check_input(args: &LabArgs, arch: &ArchSpec, kernels: &[String]) -> Result<(), LabError> {
     for name in kernels {
-        kernel::find_kernel(name, arch)
-            .map_err(|e| LabError::Usage(format!("--kernel {}: {e}", args.kernel)))?;
+        // Table kernels, or a build recorded by an earlier --patch/--config/--kernel-source run
+        // (a new name is fine when this run builds it).
+        let known = kernel::find_kernel(name, arch).is_ok()
+            || args.builds_custom()
+            || cache::cache_root().is_ok_and(|c| custom::named_kernel(&c, arch, name).is_some());
+        if !known {
+            let e = kernel::find_kernel(name, arch).unwrap_err();
+            return Err(LabError::Usage(format!("--kernel {}: {e}", args.kernel)));
+        }
     }
     RunOptions::from_args(args)?;
     let must_exist = [
@@ -208,16 +280,6 @@ fn check_input(args: &LabArgs, arch: &ArchSpec, kernels: &[String]) -> Result<()
         ));
     }
     Ok(())
-}
-
-impl LabError {
-    /// Exit code of `agelab lab` when it fails itself: 2 for input the user can fix, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            LabError::Usage(_) => 2,
-            _ => 1,
-        }
-    }
 }
 
 /// `parse_duration` for option `option`, naming it in the error.
@@ -329,10 +391,55 @@ impl<'a> Lab<'a> {
                 build_secs: (None, None),
             });
         }
-        let spec = kernel::find_kernel(name, self.arch)?;
+        let args = self.args;
+        let spec = match kernel::find_kernel(name, self.arch) {
+            Ok(spec) => spec,
+            Err(e) => {
+                if args.builds_custom() {
+                    return Err(e.into());
+                }
+                // A build recorded by an earlier --patch/--config/--kernel-source run.
+                return match custom::named_kernel(&self.cache, self.arch, name) {
+                    Some((c, record)) => Ok(PreparedKernel {
+                        kernel: c.kernel,
+                        suite: kernel::KERNELS
+                            .iter()
+                            .find(|k| k.suite == record.suite)
+                            .map_or("sid", |k| k.suite),
+                        build_secs: (None, c.cold_build_secs),
+                    }),
+                    None => Err(match e {
+                        KernelError::Unknown { name, arch, known } => {
+                            let named = custom::named_builds(&self.cache, self.arch);
+                            KernelError::Unknown {
+                                name,
+                                arch,
+                                known: if named.is_empty() {
+                                    known
+                                } else {
+                                    format!(
+                                        "{known}; built with --patch/--name: {}",
+                                        named.join(", ")
+                                    )
+                                },
+                            }
+                        }
+                        e => e,
+                    }
+                    .into()),
+                };
+            }
+        };
+        if args.builds_custom() && !matches!(spec.source, KernelSource::Custom) {
+            return Err(RecipeError::NotCustom {
+                kernel: spec.name.to_string(),
+                series: spec.series.to_string(),
+            }
+            .into());
+        }
         match spec.source {
             KernelSource::Debian => Ok(PreparedKernel {
-                kernel: kernel::debian_kernel(spec, self.arch, &self.cache, self.args.refresh)?,
+                kernel: kernel::debian_kernel(spec, self.arch, &self.cache, args.refresh)?,
                 suite: spec.suite,
                 build_secs: (None, None),
             }),
@@ -340,13 +447,30 @@ impl<'a> Lab<'a> {
                 format!("{name}: no custom kernel for {} yet", self.arch.name),
             )),
             KernelSource::Custom => {
+                let recipe = if args.builds_custom() {
+                    custom::Recipe::from_options(
+                        spec,
+                        &args.patches,
+                        args.config.as_deref(),
+                        args.kernel_source.as_deref(),
+                        args.name.as_deref(),
+                    )?
+                } else {
+                    custom::Recipe::from_spec(spec)?
+                };
                 let c = custom::custom_kernel(
-                    spec,
+                    &recipe,
                     self.arch,
                     &self.cache,
-                    self.args.refresh,
-                    self.args.rebuild,
+                    args.refresh,
+                    args.rebuild,
                 )?;
+                if recipe.name != spec.name {
+                    eprintln!(
+                        "agelab lab: kernel {} ready; later runs can use --kernel {}",
+                        recipe.name, recipe.name
+                    );
+                }
                 Ok(PreparedKernel {
                     kernel: c.kernel,
                     suite: spec.suite,
