@@ -7,10 +7,10 @@ use agelab_mglru::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonSourc
 use agelab_mglru::kernel::kpageflags::{Kpageflags, KPF_THP};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
-use agelab_mglru::kernel::page_idle::PageIdleSource;
 use agelab_mglru::kernel::pagemap::{Pagemap, PagemapSource};
 use agelab_mglru::kernel::soft_dirty::SoftDirtySource;
 use agelab_mglru::kernel::uffd_wp::{ScratchMapping, UffdWpAsyncSource};
+use agelab_mglru::sources::page_idle::PageIdleSource;
 use agelab_mglru::AccessSource;
 use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
 

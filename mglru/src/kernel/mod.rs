@@ -23,7 +23,7 @@ pub use lru_gen::{
     LruGenCaps, LruGenControl, LruGenDebugfs, LruGenError, LruGenView, MemcgLruGen, NodeLruGen,
 };
 pub use memcg::{CgroupVersion, GuestMemcg, MemcgError};
-pub use page_idle::{PageIdleBitmap, PageIdleError, PageIdleSource};
+pub use page_idle::{GuestIdleFiles, PageIdleBitmap, PageIdleError};
 pub use pagemap::{Pagemap, PagemapEntry, PagemapError, PagemapSource, Residency};
 pub use soft_dirty::{SoftDirtyError, SoftDirtySource};
 pub use uffd_wp::{UffdWpAsyncSource, UffdWpError};

@@ -22,11 +22,11 @@ pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, Sourc
 pub use toucher::{Pages, Toucher, ToucherError};
 
 use crate::kernel::damon::{DamonAttrs, DamonSource};
-use crate::kernel::page_idle::PageIdleSource;
 use crate::kernel::soft_dirty::SoftDirtySource;
 use crate::kernel::uffd_wp::UffdWpAsyncSource;
 use crate::source::{AccessSource, Observes};
 use crate::sources::catalog;
+use crate::sources::page_idle::PageIdleSource;
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::time::{Duration, Instant};
 

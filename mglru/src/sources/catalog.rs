@@ -10,10 +10,10 @@ use super::kvm_dirty::{KvmDirtySource, UnavailableSource};
 use super::uffd_minor::{ArmPolicy, GuidedArming, UffdMinorConfig, UffdMinorSource};
 use super::uffd_wp::{UffdWpMode, UffdWpSource};
 use crate::kernel::damon::{DamonAttrs, DamonSource};
-use crate::kernel::page_idle::PageIdleSource;
 use crate::kernel::pagemap::PagemapSource;
 use crate::kernel::soft_dirty::SoftDirtySource;
 use crate::source::{AccessSource, Observes};
+use crate::sources::page_idle::PageIdleSource;
 use agelab_vmm::dirty::{DirtyMode, DirtyOptions, DirtyTracker};
 use agelab_vmm::Vm;
 

@@ -5,10 +5,12 @@
 pub mod catalog;
 pub mod kvm_dirty;
 pub mod oracle;
+pub mod page_idle;
 pub mod scripted;
 pub mod uffd_minor;
 pub mod uffd_wp;
 
 pub use kvm_dirty::{KvmDirtySource, UnavailableSource};
 pub use oracle::OracleSource;
+pub use page_idle::PageIdleSource;
 pub use scripted::{ScriptStep, ScriptedSource};
