@@ -6,7 +6,7 @@ use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, 
 use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
 use std::time::Instant;
 
-const NAME: &str = "page_idle";
+const NAME: &str = super::SourceKind::PageIdle.name();
 
 /// Idle page tracking as an access source: accessed = present and not idle since the last mark.
 #[derive(Debug)]

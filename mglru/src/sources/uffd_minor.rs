@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const NAME: &str = "uffd-minor";
+const NAME: &str = super::SourceKind::UffdMinor.name();
 
 /// How the MINOR source samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -353,7 +353,7 @@ impl UffdMinorSource {
         let (index, rec, k) = (HvaIndex::new(map), record.clone(), kinds.clone());
         // The thread runs before any range is registered: no fault can wait for it.
         let thread = FaultThread::spawn(
-            "uffd-minor",
+            NAME,
             uffd.clone(),
             Box::new(move |u: &Userfaultfd, m: &UffdMsg| {
                 let page = m.address & !(PAGE_SIZE - 1);
