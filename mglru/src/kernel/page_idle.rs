@@ -328,15 +328,7 @@ mod tests {
     /// placement and the batching: the kernel treats the 0 bits in merged gaps as no-ops.
     #[test]
     fn mark_then_read_places_bits_by_pfn() {
-        let path = std::env::temp_dir().join(format!("agelab-idle-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(64 * 1024).unwrap();
+        let (path, file) = bitmap_file("placement", 64 * 1024);
         let b = PageIdleBitmap::from_file(file);
         let marked = [3u64, 64, 65, 127, 4000, 40_000];
         let io = b.mark_idle(&marked).unwrap();
@@ -355,11 +347,11 @@ mod tests {
 
     fn bitmap_file(tag: &str, bytes: u64) -> (std::path::PathBuf, File) {
         let path = std::env::temp_dir().join(format!("agelab-idle-{tag}-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
+        let _ = std::fs::remove_file(&path);
+        let file = File::options()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .unwrap();
         file.set_len(bytes).unwrap();

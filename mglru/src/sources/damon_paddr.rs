@@ -6,12 +6,13 @@
 //! belong to someone else and are never mapped back to guest pages.
 
 use super::damon_vaddr::DamonSource;
+use super::SourceKind;
 use crate::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonTarget};
 use crate::kernel::pagemap::Pagemap;
 use crate::source::{AccessSource, Harvest, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PAGE_SIZE};
 
-const NAME: &str = super::SourceKind::DamonPaddr.name();
+const NAME: &str = SourceKind::DamonPaddr.name();
 
 /// Most target regions handed to DAMON (each is a sysfs directory written one file at a time).
 pub const MAX_TARGET_REGIONS: usize = 256;
@@ -97,10 +98,10 @@ impl DamonPaddrSource {
 
 impl AccessSource for DamonPaddrSource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::DamonPaddr.name()
     }
     fn observes(&self) -> Observes {
-        Observes::Both
+        SourceKind::DamonPaddr.observes()
     }
     fn granularity(&self) -> u64 {
         self.inner

@@ -1,12 +1,13 @@
 //! `page_idle`: idle page tracking as an access source: accessed = present and not idle since the
 //! last mark. The bitmap itself is [`crate::kernel::page_idle`].
 
+use super::SourceKind;
 use crate::kernel::page_idle::{GuestIdleFiles, PageIdleError};
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
 use std::time::Instant;
 
-const NAME: &str = super::SourceKind::PageIdle.name();
+const NAME: &str = SourceKind::PageIdle.name();
 
 /// Idle page tracking as an access source: accessed = present and not idle since the last mark.
 #[derive(Debug)]
@@ -66,10 +67,10 @@ fn err(e: PageIdleError) -> HarvestError {
 
 impl AccessSource for PageIdleSource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::PageIdle.name()
     }
     fn observes(&self) -> Observes {
-        Observes::Both
+        SourceKind::PageIdle.observes()
     }
     fn granularity(&self) -> u64 {
         PAGE_SIZE

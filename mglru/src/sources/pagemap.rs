@@ -1,12 +1,13 @@
 //! `pagemap`: residency as an access source ("accessed" = present in RAM right now). It reports
 //! residency, not accesses, so it is listed but never promotes a page.
 
+use super::SourceKind;
 use crate::kernel::pagemap::{Pagemap, Residency};
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PAGE_SIZE};
 use std::time::Instant;
 
-const NAME: &str = super::SourceKind::Pagemap.name();
+const NAME: &str = SourceKind::Pagemap.name();
 
 /// Residency as an access source: "accessed" = present in RAM right now.
 #[derive(Debug)]
@@ -49,10 +50,10 @@ impl PagemapSource {
 
 impl AccessSource for PagemapSource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::Pagemap.name()
     }
     fn observes(&self) -> Observes {
-        Observes::Presence
+        SourceKind::Pagemap.observes()
     }
     fn granularity(&self) -> u64 {
         PAGE_SIZE

@@ -1,6 +1,7 @@
 //! `soft-dirty`: written pages from pagemap's soft-dirty bit, cleared through `clear_refs`
 //! ([`crate::kernel::soft_dirty`]) after every harvest.
 
+use super::SourceKind;
 use crate::kernel::pagemap::Pagemap;
 use crate::kernel::soft_dirty::{
     clear_soft_dirty, probe_soft_dirty, written_pages, SoftDirtyError,
@@ -9,7 +10,7 @@ use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, 
 use agelab_vmm::{GuestPageMap, PAGE_SIZE};
 use std::time::Instant;
 
-const NAME: &str = super::SourceKind::SoftDirty.name();
+const NAME: &str = SourceKind::SoftDirty.name();
 
 /// Written pages from soft-dirty bits.
 #[derive(Debug)]
@@ -46,10 +47,10 @@ fn err(e: SoftDirtyError) -> HarvestError {
 
 impl AccessSource for SoftDirtySource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::SoftDirty.name()
     }
     fn observes(&self) -> Observes {
-        Observes::Writes
+        SourceKind::SoftDirty.observes()
     }
     fn granularity(&self) -> u64 {
         PAGE_SIZE

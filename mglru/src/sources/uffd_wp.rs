@@ -12,6 +12,7 @@
 //! page invalidates KVM's writable secondary mapping via the MMU notifier, so guest writes are
 //! caught either way.
 
+use super::SourceKind;
 use crate::host_guard::{HostRestore, RestoreGuard};
 use crate::kernel::uffd::{
     for_each_hva_run, unregister_fd, AtomicPageBits, FaultStats, FaultThread, HvaIndex, UffdError,
@@ -25,7 +26,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-const NAME: &str = super::SourceKind::UffdWp.name();
+const NAME: &str = SourceKind::UffdWp.name();
 
 /// Which write-protect mechanism to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -316,11 +317,11 @@ impl Drop for UffdWpSource {
 
 impl AccessSource for UffdWpSource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::UffdWp.name()
     }
 
     fn observes(&self) -> Observes {
-        Observes::Writes
+        SourceKind::UffdWp.observes()
     }
 
     fn granularity(&self) -> u64 {
