@@ -6,13 +6,15 @@
 //! test memory (default 64).
 
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
-use agelab_mglru::kernel::damon::{DamonAttrs, DamonSource};
+use agelab_mglru::kernel::damon::DamonAttrs;
 use agelab_mglru::kernel::lru_gen::{LruGenControl, LruGenDebugfs, LruGenError};
 use agelab_mglru::kernel::memcg::GuestMemcg;
-use agelab_mglru::kernel::page_idle::PageIdleSource;
-use agelab_mglru::kernel::pagemap::PagemapSource;
-use agelab_mglru::kernel::soft_dirty::SoftDirtySource;
-use agelab_mglru::kernel::uffd_wp::{ScratchMapping, UffdWpAsyncSource};
+use agelab_mglru::kernel::uffd_wp::ScratchMapping;
+use agelab_mglru::sources::damon_vaddr::DamonSource;
+use agelab_mglru::sources::page_idle::PageIdleSource;
+use agelab_mglru::sources::pagemap::PagemapSource;
+use agelab_mglru::sources::soft_dirty::SoftDirtySource;
+use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;
 use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
 use std::io::{BufRead, BufReader, Write};
@@ -66,10 +68,10 @@ fn uffd_wp_async(pages: usize) -> Outcome {
     for p in 0..pages {
         m.write(p, 1);
     }
-    let mut src = UffdWpAsyncSource::new(map_of(&m));
-    if let Err(r) = src.available() {
-        return Outcome::Skip(r.0);
-    }
+    let mut src = match UffdWpSource::new(&map_of(&m), UffdWpMode::Async) {
+        Ok(src) => src,
+        Err(e) => return Outcome::Skip(e.to_string()),
+    };
     for p in 0..pages / 2 {
         m.write(p, 2);
     }

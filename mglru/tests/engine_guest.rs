@@ -3,7 +3,7 @@
 //! ground truth for ≥ 99% of pages; and the dirty-log engine agrees page for page with an engine
 //! fed the ground truth itself.
 
-use agelab_mglru::sources::catalog;
+use agelab_mglru::sources::{catalog, SourceKind};
 use agelab_mglru::{Engine, EngineConfig, OracleSource, PassTruth};
 use agelab_vmm::workload::{Workload, WorkloadSpec};
 use agelab_vmm::{Vm, VmConfig};
@@ -21,7 +21,7 @@ fn hot_pages_young_cold_pages_old_through_the_dirty_log() {
     let map = vm.page_map().clone();
     let pages = map.len();
     let mut dirty = Engine::new(map.clone(), EngineConfig::default()).unwrap();
-    for s in catalog::build(&["kvm-clear-log".to_string()], &mut vm) {
+    for s in catalog::build(&[SourceKind::KvmClearLog], &mut vm) {
         dirty.add_source(s);
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -100,7 +100,7 @@ fn written_truth_equals_dirty_log_for_every_pattern() {
             ..Default::default()
         };
         let mut vm = Vm::new(cfg).unwrap();
-        let mut src = catalog::build(&["kvm-clear-log".to_string()], &mut vm)
+        let mut src = catalog::build(&[SourceKind::KvmClearLog], &mut vm)
             .pop()
             .unwrap();
         let mut wl = Workload::start(vm, spec.clone()).unwrap();

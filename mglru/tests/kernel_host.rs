@@ -3,14 +3,17 @@
 //! "unavailable" reasons where the kernel lacks them. A test whose feature is missing prints
 //! `SKIP <test>: <reason>` to stderr and returns.
 
-use agelab_mglru::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonSource, DamonTarget};
+use agelab_mglru::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonTarget};
 use agelab_mglru::kernel::kpageflags::{Kpageflags, KPF_THP};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
-use agelab_mglru::kernel::page_idle::PageIdleSource;
-use agelab_mglru::kernel::pagemap::{Pagemap, PagemapSource};
-use agelab_mglru::kernel::soft_dirty::SoftDirtySource;
-use agelab_mglru::kernel::uffd_wp::{ScratchMapping, UffdWpAsyncSource};
+use agelab_mglru::kernel::pagemap::Pagemap;
+use agelab_mglru::kernel::uffd_wp::ScratchMapping;
+use agelab_mglru::sources::damon_vaddr::DamonSource;
+use agelab_mglru::sources::page_idle::PageIdleSource;
+use agelab_mglru::sources::pagemap::PagemapSource;
+use agelab_mglru::sources::soft_dirty::SoftDirtySource;
+use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;
 use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
 
@@ -292,10 +295,10 @@ fn uffd_wp_async_source_sees_exactly_the_written_pages() {
     for p in 0..48 {
         m.write(p, 1);
     }
-    let mut src = UffdWpAsyncSource::new(map_of(&m));
-    if let Err(reason) = src.available() {
-        return skip(TEST, reason);
-    }
+    let mut src = match UffdWpSource::new(&map_of(&m), UffdWpMode::Async) {
+        Ok(src) => src,
+        Err(reason) => return skip(TEST, reason),
+    };
     let h = src.harvest().unwrap();
     assert!(
         h.accessed.is_empty(),

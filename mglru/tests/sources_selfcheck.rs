@@ -2,6 +2,7 @@
 //! against a guest that reads and writes known sets; exact sources must be exact.
 
 use agelab_mglru::selfcheck::{self, Kind, SelfcheckOptions};
+use agelab_mglru::sources::{BuildOptions, SourceKind};
 use agelab_vmm::testing::skip;
 
 fn kvm() -> bool {
@@ -17,18 +18,15 @@ fn exact_write_sources_are_exact_on_a_real_guest() {
     if !kvm() {
         return;
     }
-    let names: Vec<String> = [
-        "kvm-clear-log",
-        "soft-dirty",
-        "uffd-wp",
-        "page_idle",
-        "damon-vaddr",
-        "damon-paddr",
-        "pagemap",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let names = vec![
+        SourceKind::KvmClearLog,
+        SourceKind::SoftDirty,
+        SourceKind::UffdWp,
+        SourceKind::PageIdle,
+        SourceKind::DamonVaddr,
+        SourceKind::DamonPaddr,
+        SourceKind::Pagemap,
+    ];
     let r = selfcheck::run(&SelfcheckOptions {
         mem_bytes: 16 << 20,
         sources: names,
@@ -53,7 +51,14 @@ fn exact_write_sources_are_exact_on_a_real_guest() {
         }
         // Write trackers through page tables or KVM's dirty log are exact: every written page and
         // nothing else, and nothing at all for a read-only guest.
-        if ["kvm-clear-log", "soft-dirty", "uffd-wp"].contains(&s.source.as_str()) {
+        if [
+            SourceKind::KvmClearLog,
+            SourceKind::SoftDirty,
+            SourceKind::UffdWp,
+        ]
+        .iter()
+        .any(|k| k.name() == s.source)
+        {
             for k in &s.kinds {
                 assert_eq!(k.precision, Some(1.0), "{} {:?}", s.source, k.kind);
                 if k.kind != Kind::Read {
@@ -76,7 +81,7 @@ fn uffd_minor_is_measured_on_memfd_memory() {
     let r = selfcheck::run(&SelfcheckOptions {
         mem_bytes: 16 << 20,
         backing: agelab_vmm::Backing::Memfd,
-        sources: vec!["uffd-minor".into()],
+        sources: vec![SourceKind::UffdMinor],
         ..Default::default()
     })
     .unwrap();
@@ -92,5 +97,52 @@ fn uffd_minor_is_measured_on_memfd_memory() {
         assert_eq!(k.error, None, "{:?}", k.kind);
         assert_eq!(k.recall, Some(1.0), "{:?}", k.kind);
         assert_eq!(k.precision, Some(1.0), "{:?}", k.kind);
+    }
+}
+
+/// The self-check vouches for the implementation the run uses: for every kind, what
+/// [`selfcheck::build_source`] makes has the name (and so the type; for uffd-wp the same async or
+/// sync choice) of what `agelab run` makes with [`SourceKind::build`].
+#[test]
+fn selfcheck_builds_what_the_run_builds() {
+    if !kvm() {
+        return;
+    }
+    let vm_for = |kind: SourceKind| {
+        agelab_vmm::Vm::new(agelab_vmm::VmConfig {
+            vcpus: 1,
+            mem_bytes: 4 << 20,
+            backing: agelab_vmm::Backing::Memfd,
+            dirty_ring_entries: (kind == SourceKind::KvmDirtyRing).then_some(4096),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    for kind in SourceKind::ALL {
+        // One VM each (a VMA takes one userfaultfd), alive until the sources on them are dropped.
+        let (mut vm_checked, mut vm_run) = (vm_for(kind), vm_for(kind));
+        let checked = selfcheck::build_source(kind, &mut vm_checked);
+        let run = kind.build(&mut vm_run, &BuildOptions::default());
+        match (checked, run) {
+            (None, None) => assert_eq!(kind, SourceKind::Oracle),
+            (Some(c), Some(r)) => {
+                assert_eq!(c.name(), r.source.name(), "{kind}");
+                assert_eq!(c.observes(), kind.observes(), "{kind}");
+                assert_eq!(r.source.observes(), kind.observes(), "{kind}");
+                match (c.available(), r.source.available()) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(a), Err(b)) => assert_eq!(a, b, "{kind}"),
+                    (a, b) => skip(
+                        &format!("sources_selfcheck {kind}"),
+                        &format!("availability differs between two builds: {a:?} / {b:?}"),
+                    ),
+                }
+            }
+            (c, r) => panic!(
+                "{kind}: self-check built {:?}, run built {:?}",
+                c.map(|c| c.name().to_string()),
+                r.map(|r| r.source.name().to_string())
+            ),
+        }
     }
 }

@@ -1,9 +1,8 @@
-//! Kernel plumbing for access sources and host-side aging: pagemap, idle page tracking, lru_gen,
-//! memcgs, DAMON, soft-dirty and uffd-wp.
+//! Kernel interfaces for access sources and host-side aging: pagemap, idle page tracking, lru_gen,
+//! memcgs, DAMON, soft-dirty, userfaultfd and swap.
 //!
-//! Each module wraps one kernel interface, has its own error enum, and (where it yields page
-//! accesses) one [`AccessSource`](crate::AccessSource) whose `available()` says precisely why it
-//! cannot run on this host.
+//! Each module wraps one kernel interface (its files, ioctls and the parsing of its text) and has
+//! its own error enum. The access sources built on them live in [`crate::sources`].
 
 pub mod damon;
 pub mod kpageflags;
@@ -18,15 +17,15 @@ pub mod sysfs;
 pub mod uffd;
 pub mod uffd_wp;
 
-pub use damon::{DamonAdmin, DamonError, DamonSource, DamonTarget, TriedRegion};
+pub use damon::{DamonAdmin, DamonError, DamonTarget, TriedRegion};
 pub use lru_gen::{
     LruGenCaps, LruGenControl, LruGenDebugfs, LruGenError, LruGenView, MemcgLruGen, NodeLruGen,
 };
 pub use memcg::{CgroupVersion, GuestMemcg, MemcgError};
-pub use page_idle::{PageIdleBitmap, PageIdleError, PageIdleSource};
-pub use pagemap::{Pagemap, PagemapEntry, PagemapError, PagemapSource, Residency};
-pub use soft_dirty::{SoftDirtyError, SoftDirtySource};
-pub use uffd_wp::{UffdWpAsyncSource, UffdWpError};
+pub use page_idle::{GuestIdleFiles, PageIdleBitmap, PageIdleError};
+pub use pagemap::{Pagemap, PagemapEntry, PagemapError, Residency};
+pub use soft_dirty::SoftDirtyError;
+pub use uffd_wp::{UffdWpAsync, UffdWpError};
 
 /// Whether the process has an effective uid of 0 (most knobs here are root-only).
 pub fn is_root() -> bool {

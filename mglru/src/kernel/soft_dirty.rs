@@ -4,12 +4,10 @@
 //!
 //! Caveats: the clear is process-wide (every mapping pays a write fault afterwards), writes between
 //! the pagemap read and the clear are lost, and fresh VMAs report every page soft-dirty until the
-//! first clear, hence [`SoftDirtySource::arm`].
+//! first clear, hence [`SoftDirtySource::arm`](crate::sources::soft_dirty::SoftDirtySource::arm).
 
 use super::pagemap::{Pagemap, PagemapEntry, PagemapError};
-use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
-use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
-use std::time::Instant;
+use agelab_vmm::PageSet;
 
 /// The file that clears soft-dirty bits.
 pub const CLEAR_REFS: &str = "/proc/self/clear_refs";
@@ -55,39 +53,6 @@ pub fn probe_soft_dirty() -> Result<(), SoftDirtyError> {
     Ok(())
 }
 
-/// Written pages from soft-dirty bits.
-#[derive(Debug)]
-pub struct SoftDirtySource {
-    map: GuestPageMap,
-    pagemap: Result<Pagemap, String>,
-    probe: Result<(), String>,
-}
-
-impl SoftDirtySource {
-    /// A source over `map`'s pages; probes soft-dirty support once.
-    pub fn new(map: GuestPageMap) -> Self {
-        let pagemap = Pagemap::open_self().map_err(|e| e.to_string());
-        let probe = probe_soft_dirty().map_err(|e| e.to_string());
-        SoftDirtySource {
-            map,
-            pagemap,
-            probe,
-        }
-    }
-
-    /// Clears soft-dirty so the first harvest reports only new writes.
-    pub fn arm(&mut self) -> Result<(), HarvestError> {
-        clear_soft_dirty().map_err(err)
-    }
-}
-
-fn err(e: SoftDirtyError) -> HarvestError {
-    HarvestError::Other {
-        source_name: "soft-dirty".into(),
-        message: e.to_string(),
-    }
-}
-
 /// Pages whose entry says written since the last clear (a swapped page keeps its soft-dirty bit).
 pub fn written_pages(entries: &[PagemapEntry]) -> PageSet {
     let mut s = PageSet::new(entries.len() as u64);
@@ -97,41 +62,4 @@ pub fn written_pages(entries: &[PagemapEntry]) -> PageSet {
         }
     }
     s
-}
-
-impl AccessSource for SoftDirtySource {
-    fn name(&self) -> &str {
-        "soft-dirty"
-    }
-    fn observes(&self) -> Observes {
-        Observes::Writes
-    }
-    fn granularity(&self) -> u64 {
-        PAGE_SIZE
-    }
-    fn available(&self) -> Result<(), Unavailable> {
-        self.pagemap.as_ref().map_err(|e| Unavailable(e.clone()))?;
-        self.probe.clone().map_err(Unavailable)
-    }
-    fn harvest(&mut self) -> Result<Harvest, HarvestError> {
-        if let Err(reason) = self.available() {
-            return Err(HarvestError::Unavailable {
-                source_name: "soft-dirty".into(),
-                reason: reason.0,
-            });
-        }
-        let pm = self.pagemap.as_ref().expect("checked by available()");
-        let t = Instant::now();
-        let entries = pm.guest_entries(&self.map).map_err(|e| err(e.into()))?;
-        clear_soft_dirty().map_err(err)?;
-        Ok(Harvest {
-            accessed: written_pages(&entries),
-            observed: None,
-            cost: HarvestCost {
-                ns: t.elapsed().as_nanos() as u64,
-                bytes_read: entries.len() as u64 * 8,
-                bytes_written: 1,
-            },
-        })
-    }
 }

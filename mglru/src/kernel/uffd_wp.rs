@@ -7,11 +7,9 @@
 //! made by the kernel through GUP (KVM faulting in a guest page for write) take the same fault path,
 //! so they are seen too; re-protecting invalidates KVM's SPTEs via the MMU notifier.
 
-use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
-use agelab_vmm::{GuestPageMap, PageSet, PAGE_SIZE};
+use agelab_vmm::PAGE_SIZE;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
 
 use super::uffd::{
     uffdio_api, uffdio_register, uffdio_unregister, UffdError, UffdioApi, UffdioRange,
@@ -57,6 +55,14 @@ nix::ioctl_readwrite!(pagemap_scan, b'f', 16, PmScanArg);
 
 /// Regions returned per PAGEMAP_SCAN call; the scan resumes from `walk_end` when it fills up.
 const SCAN_VEC_LEN: usize = 4096;
+
+/// Bytes the kernel copied out for a scan of `calls` PAGEMAP_SCAN calls that reported `pages`
+/// written pages: one `page_region` per reported run (at most one per page, at most
+/// [`SCAN_VEC_LEN`] per call), plus the argument struct per call.
+pub fn scan_bytes(calls: u64, pages: u64) -> u64 {
+    pages.min(calls * SCAN_VEC_LEN as u64) * std::mem::size_of::<PageRegion>() as u64
+        + calls * std::mem::size_of::<PmScanArg>() as u64
+}
 
 /// Errors from uffd-wp async tracking.
 #[derive(Debug, thiserror::Error)]
@@ -370,83 +376,4 @@ pub fn probe_uffd_wp_async() -> Result<(), UffdWpError> {
         return Err(UffdWpError::ProbeMissed);
     }
     Ok(())
-}
-
-/// Written guest pages from uffd-wp async + PAGEMAP_SCAN.
-#[derive(Debug)]
-pub struct UffdWpAsyncSource {
-    map: GuestPageMap,
-    state: Result<UffdWpAsync, String>,
-}
-
-impl UffdWpAsyncSource {
-    /// Registers every range of `map` (mapped in this process) and write-protects it.
-    pub fn new(map: GuestPageMap) -> Self {
-        let state = probe_uffd_wp_async()
-            .and_then(|()| {
-                let shared = map.ranges().iter().any(|r| r.backing.is_shared());
-                let mut u = UffdWpAsync::new(shared)?;
-                for r in map.ranges() {
-                    u.register(r.hva, r.pages * PAGE_SIZE)?;
-                }
-                Ok(u)
-            })
-            .map_err(|e| e.to_string());
-        UffdWpAsyncSource { map, state }
-    }
-}
-
-impl AccessSource for UffdWpAsyncSource {
-    fn name(&self) -> &str {
-        "uffd-wp-async"
-    }
-    fn observes(&self) -> Observes {
-        Observes::Writes
-    }
-    fn granularity(&self) -> u64 {
-        PAGE_SIZE
-    }
-    fn available(&self) -> Result<(), Unavailable> {
-        self.state
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| Unavailable(e.clone()))
-    }
-    fn harvest(&mut self) -> Result<Harvest, HarvestError> {
-        let u = self.state.as_mut().map_err(|e| HarvestError::Unavailable {
-            source_name: "uffd-wp-async".into(),
-            reason: e.clone(),
-        })?;
-        let t = Instant::now();
-        let mut accessed = PageSet::new(self.map.len());
-        let map = &self.map;
-        let calls = u
-            .scan(|s, e| {
-                for g in map.ranges() {
-                    let gend = g.hva + g.pages * PAGE_SIZE;
-                    let (a, b) = (s.max(g.hva), e.min(gend));
-                    if a < b {
-                        let first = (a - g.hva) / PAGE_SIZE;
-                        accessed.insert_range(g.first_page + first, (b - a).div_ceil(PAGE_SIZE));
-                    }
-                }
-            })
-            .map_err(|e| HarvestError::Other {
-                source_name: "uffd-wp-async".into(),
-                message: e.to_string(),
-            })?;
-        let returned = accessed.count();
-        Ok(Harvest {
-            accessed,
-            observed: None,
-            cost: HarvestCost {
-                ns: t.elapsed().as_nanos() as u64,
-                // What the kernel copied out: one page_region per reported run (at most one per
-                // page), plus the argument struct per call.
-                bytes_read: returned.min(calls * SCAN_VEC_LEN as u64) * 24
-                    + calls * std::mem::size_of::<PmScanArg>() as u64,
-                bytes_written: 0,
-            },
-        })
-    }
 }

@@ -21,9 +21,9 @@ use crate::engine::{
 use crate::kernel::lru_gen::{LruGenControl, LruGenError};
 use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
 use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
-use crate::source::{AccessSource, Observes};
+use crate::source::AccessSource;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
-use crate::sources::{catalog, OracleSource, UnavailableSource};
+use crate::sources::{catalog, OracleSource, SourceKind, UnavailableSource};
 
 /// Everything about one run.
 #[derive(Clone, Debug)]
@@ -217,20 +217,24 @@ pub fn thread_cpu_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Source names of the `engine-all` policy besides uffd-minor (added first, not in the catalog):
-/// every source in the catalog that reports accesses
+/// Sources of the `engine-all` policy besides uffd-minor (added first, built here with the
+/// engine's guided arming): every source runs take that reports accesses
 /// (the KVM dirty log through CLEAR_DIRTY_LOG; the dirty ring excludes the dirty log, pagemap is
 /// residency only, the oracle is not a real source). Unavailable ones stay listed with a reason.
-pub fn all_source_names() -> Vec<String> {
-    catalog::SOURCE_NAMES
-        .iter()
-        .filter(|n| {
-            !matches!(
-                **n,
-                "oracle" | "pagemap" | "kvm-dirty-ring" | "kvm-dirty-log" | "uffd-minor"
-            )
+pub fn all_source_kinds() -> Vec<SourceKind> {
+    SourceKind::ALL
+        .into_iter()
+        .filter(|k| {
+            k.in_runs()
+                && !matches!(
+                    k,
+                    SourceKind::Oracle
+                        | SourceKind::Pagemap
+                        | SourceKind::KvmDirtyRing
+                        | SourceKind::KvmDirtyLog
+                        | SourceKind::UffdMinor
+                )
         })
-        .map(|s| s.to_string())
         .collect()
 }
 
@@ -275,7 +279,11 @@ fn uffd_minor_source(
             (Box::new(s), Some(guide))
         }
         Err(reason) => (
-            Box::new(UnavailableSource::new("uffd-minor", Observes::Both, reason)),
+            Box::new(UnavailableSource::new(
+                SourceKind::UffdMinor.name(),
+                SourceKind::UffdMinor.observes(),
+                reason,
+            )),
             None,
         ),
     }
@@ -390,9 +398,9 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     } else {
         None
     };
-    let source_names: Vec<String> = match cfg.policy {
-        PolicyKind::EngineDirty => vec!["kvm-clear-log".into()],
-        PolicyKind::EngineAll => all_source_names(),
+    let source_kinds: Vec<SourceKind> = match cfg.policy {
+        PolicyKind::EngineDirty => vec![SourceKind::KvmClearLog],
+        PolicyKind::EngineAll => all_source_kinds(),
         _ => Vec::new(),
     };
     let mut vm = Vm::new(VmConfig {
@@ -450,7 +458,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             e.add_source(src);
             guide = g;
         }
-        for s in catalog::build(&source_names, &mut vm) {
+        for s in catalog::build(&source_kinds, &mut vm) {
             e.add_source(s);
         }
         if cfg.policy == PolicyKind::Oracle {

@@ -13,20 +13,15 @@
 //! Layout of `P` test pages: read set `[0, P/4)`, write set `[P/4, P/2)`, the rest untouched (the
 //! pool false positives come from).
 
-pub mod damon_paddr;
 pub mod report;
 pub mod toucher;
 
-pub use damon_paddr::DamonPaddrSource;
 pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, SourceResult};
 pub use toucher::{Pages, Toucher, ToucherError};
 
-use crate::kernel::damon::{DamonAttrs, DamonSource};
-use crate::kernel::page_idle::PageIdleSource;
-use crate::kernel::soft_dirty::SoftDirtySource;
-use crate::kernel::uffd_wp::UffdWpAsyncSource;
+use crate::kernel::damon::DamonAttrs;
 use crate::source::{AccessSource, Observes};
-use crate::sources::catalog;
+use crate::sources::catalog::{self, BuildOptions, SourceKind};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::time::{Duration, Instant};
 
@@ -77,8 +72,8 @@ pub struct SelfcheckOptions {
     pub mem_bytes: u64,
     /// Its backing (the run's, so the sources see the same kind of memory).
     pub backing: Backing,
-    /// Source names (catalog names plus `damon-paddr`); `oracle` is ignored.
-    pub sources: Vec<String>,
+    /// Sources to measure; `oracle` is ignored.
+    pub sources: Vec<SourceKind>,
     /// Kinds to measure.
     pub kinds: Vec<Kind>,
     /// How long the guest keeps touching for sampling sources (DAMON), harvest at 3/4 of it.
@@ -99,10 +94,14 @@ impl Default for SelfcheckOptions {
 
 /// The sources the self-check measures for a run's source list: `oracle` is the truth itself,
 /// and `damon-paddr` joins `damon-vaddr` (both DAMON flavours are checked).
-pub fn sources_for_run(names: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = names.iter().filter(|n| *n != "oracle").cloned().collect();
-    if out.iter().any(|n| n == "damon-vaddr") && !out.iter().any(|n| n == "damon-paddr") {
-        out.push("damon-paddr".into());
+pub fn sources_for_run(kinds: &[SourceKind]) -> Vec<SourceKind> {
+    let mut out: Vec<SourceKind> = kinds
+        .iter()
+        .copied()
+        .filter(|k| *k != SourceKind::Oracle)
+        .collect();
+    if out.contains(&SourceKind::DamonVaddr) && !out.contains(&SourceKind::DamonPaddr) {
+        out.push(SourceKind::DamonPaddr);
     }
     out
 }
@@ -118,27 +117,15 @@ pub fn selfcheck_damon_attrs() -> DamonAttrs {
     }
 }
 
-/// Builds a kernel source by name for a running VM (KVM dirty tracking is built before start).
-fn kernel_source(name: &str, vm: &Vm) -> Option<Box<dyn AccessSource>> {
-    let map = vm.page_map().clone();
-    Some(match name {
-        "page_idle" => Box::new(PageIdleSource::new(map)),
-        "soft-dirty" => Box::new(SoftDirtySource::new(map)),
-        "uffd-wp" => Box::new(UffdWpAsyncSource::new(map)),
-        "damon-vaddr" => Box::new(DamonSource::vaddr(map, selfcheck_damon_attrs())),
-        "damon-paddr" => Box::new(DamonPaddrSource::new(map, selfcheck_damon_attrs())),
-        _ => return None,
-    })
-}
-
-/// Sources the catalog builds on the VM before its vCPUs start: KVM dirty tracking, and
-/// uffd-minor (registered on the guest's mapping before the guest faults it in).
-fn built_before_start(name: &str) -> bool {
-    name.starts_with("kvm-") || name == "uffd-minor"
-}
-
-fn samples_over_time(name: &str) -> bool {
-    name.starts_with("damon")
+/// How the self-check builds `kind`: as the run does ([`SourceKind::build`]), with DAMON sampling
+/// faster so the window holds many aggregations. The same type, and for uffd-wp the same choice
+/// of async or sync, as the run's.
+pub fn build_source(kind: SourceKind, vm: &mut Vm) -> Option<Box<dyn AccessSource>> {
+    let opts = BuildOptions {
+        damon_attrs: selfcheck_damon_attrs(),
+        ..Default::default()
+    };
+    kind.build(vm, &opts).map(|b| b.source)
 }
 
 /// The known sets of one kind.
@@ -160,11 +147,11 @@ fn set_of(r: &Pages, pages: u64) -> PageSet {
 /// Runs the self-check; a source that cannot run here is reported with its reason.
 pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
     let t0 = Instant::now();
-    let names: Vec<String> = opts
+    let names: Vec<SourceKind> = opts
         .sources
         .iter()
-        .filter(|n| *n != "oracle")
-        .cloned()
+        .copied()
+        .filter(|k| *k != SourceKind::Oracle)
         .collect();
     let cfg = VmConfig {
         vcpus: 1,
@@ -179,23 +166,24 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
     if pages < 16 {
         return Err(SelfcheckError::TooSmall(pages));
     }
-    let kvm_names: Vec<String> = names
+    let mut before_start: Vec<Box<dyn AccessSource>> = names
         .iter()
-        .filter(|n| built_before_start(n))
-        .cloned()
-        .collect();
-    let mut kvm_sources = catalog::build(&kvm_names, &mut vm).into_iter();
+        .filter(|k| k.built_before_start())
+        .filter_map(|&k| build_source(k, &mut vm))
+        .collect::<Vec<_>>();
+    before_start.reverse();
     let mut g = Toucher::start(vm)?;
     // Fault everything in: every page resident, with a PFN and a KVM mapping.
     let t = Instant::now();
     g.round(&(0..0), &(0..pages))?;
     let fault_in = t.elapsed();
     let mut results = Vec::new();
-    for name in &names {
-        let source = if built_before_start(name) {
-            kvm_sources.next()
+    for &kind in &names {
+        let name = kind.name();
+        let source = if kind.built_before_start() {
+            before_start.pop()
         } else {
-            kernel_source(name, g.vm())
+            build_source(kind, g.vm_mut())
         };
         let Some(mut source) = source else {
             results.push(SourceResult::not_judged(
@@ -218,9 +206,9 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
             continue;
         }
         let mut r = SourceResult::new(name, source.observes());
-        for &kind in &opts.kinds {
+        for &k in &opts.kinds {
             r.kinds
-                .push(measure(&mut g, source.as_mut(), name, kind, pages, opts)?);
+                .push(measure(&mut g, source.as_mut(), kind, k, pages, opts)?);
         }
         results.push(r);
         // Dropping the source stops its kdamond / unregisters its uffd before the next one runs.
@@ -243,7 +231,7 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
 fn measure(
     g: &mut Toucher,
     source: &mut dyn AccessSource,
-    name: &str,
+    source_kind: SourceKind,
     kind: Kind,
     pages: u64,
     opts: &SelfcheckOptions,
@@ -256,7 +244,7 @@ fn measure(
         return Ok(KindResult::failed(kind, e.to_string()));
     }
     let mut harvest = None;
-    let rounds = if samples_over_time(name) {
+    let rounds = if source_kind.samples_over_time() {
         let w = opts.sampling_window;
         g.rounds_for(&read, &write, w, w * 3 / 4, || {
             harvest = Some(source.harvest())

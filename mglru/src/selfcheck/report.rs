@@ -2,6 +2,7 @@
 
 use super::Kind;
 use crate::source::{blindness, AccessKinds, Harvest, Observes, SourceView};
+use crate::sources::SourceKind;
 use agelab_vmm::{PageSet, PAGE_SIZE};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -248,7 +249,7 @@ fn pct(v: Option<f64>) -> String {
 #[derive(Clone, Copy, Debug)]
 pub struct AccuracyGate<'a> {
     /// Sources the user named (not those `auto` expanded to): each must be available.
-    pub requested: &'a [String],
+    pub requested: &'a [SourceKind],
     /// The kinds of access the run's workload makes: some available source must see each.
     pub workload: AccessKinds,
     /// Sources of the run the self-check does not measure (the oracle), as available.
@@ -270,7 +271,7 @@ impl SelfcheckReport {
     /// least `min` ([`Self::require_recall`]).
     pub fn require_accurate(&self, min: f64, gate: &AccuracyGate<'_>) -> Result<(), AccuracyError> {
         for s in self.sources.iter().filter(|s| !s.available) {
-            if gate.requested.contains(&s.source) {
+            if gate.requested.iter().any(|k| k.name() == s.source) {
                 return Err(AccuracyError::Unavailable {
                     source_name: s.source.clone(),
                     reason: s.reason.clone(),
@@ -361,7 +362,7 @@ impl SelfcheckReport {
                         k.rounds
                     );
                 }
-                if src.source == "page_idle" && k.recall.is_some_and(|r| r < 0.99) {
+                if src.source == SourceKind::PageIdle.name() && k.recall.is_some_and(|r| r < 0.99) {
                     note.push_str("lossy: accesses through KVM lost");
                 }
                 let _ = writeln!(
@@ -457,7 +458,7 @@ mod tests {
             reads: true,
             writes: false,
         };
-        let requested = ["page_idle".to_string()];
+        let requested = [SourceKind::PageIdle];
         let gate = AccuracyGate {
             requested: &requested,
             workload: reads,

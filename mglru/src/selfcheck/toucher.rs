@@ -108,6 +108,11 @@ impl Toucher {
         &self.vm
     }
 
+    /// The VM, to build sources on while the guest waits between rounds.
+    pub fn vm_mut(&mut self) -> &mut Vm {
+        &mut self.vm
+    }
+
     fn gpa(&self, pages: &Pages) -> Result<u64, ToucherError> {
         if pages.is_empty() {
             return Ok(0);

@@ -1,21 +1,26 @@
-//! The catalog of access sources by name, and the default set for a VM.
+//! The catalog of access sources: [`SourceKind`] names every source, says what it observes and
+//! builds it, once for `agelab run`, the self-check, reclaim and the selftests alike.
 //!
-//! Names: `kvm-dirty-log`, `kvm-clear-log`, `kvm-dirty-ring`, `uffd-minor`, `uffd-wp`, `pagemap`,
-//! `page_idle`, `soft-dirty`, `damon-vaddr`, `oracle` (validation only). `auto` means every source
-//! that can see accesses: the KVM dirty log, userfaultfd minor faults (reads and writes, on
-//! shmem-backed memory) and every kernel source, each listed with its reason when unavailable.
-//! `pagemap` reports residency, not accesses: it is listed but never promotes pages.
+//! `auto` means every source that can see accesses: the KVM dirty log, userfaultfd minor faults
+//! (reads and writes, on shmem-backed memory) and every kernel source, each listed with its
+//! reason when unavailable. `pagemap` reports residency, not accesses: it is listed but never
+//! promotes pages. `damon-paddr` is measured by the self-check only; `oracle` is the ground truth
+//! itself, wired by the caller.
 
+use super::damon_paddr::DamonPaddrSource;
+use super::damon_vaddr::DamonSource;
 use super::kvm_dirty::{KvmDirtySource, UnavailableSource};
+use super::page_idle::PageIdleSource;
+use super::pagemap::PagemapSource;
+use super::soft_dirty::SoftDirtySource;
 use super::uffd_minor::{ArmPolicy, GuidedArming, UffdMinorConfig, UffdMinorSource};
 use super::uffd_wp::{UffdWpMode, UffdWpSource};
-use crate::kernel::damon::{DamonAttrs, DamonSource};
-use crate::kernel::page_idle::PageIdleSource;
-use crate::kernel::pagemap::PagemapSource;
-use crate::kernel::soft_dirty::SoftDirtySource;
+use crate::kernel::damon::DamonAttrs;
 use crate::source::{AccessSource, Observes};
 use agelab_vmm::dirty::{DirtyMode, DirtyOptions, DirtyTracker};
 use agelab_vmm::Vm;
+use std::fmt;
+use std::str::FromStr;
 
 /// Errors naming sources.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,105 +35,129 @@ pub enum CatalogError {
     },
 }
 
-/// Every source name `build` understands.
-pub const SOURCE_NAMES: &[&str] = &[
-    "kvm-dirty-log",
-    "kvm-clear-log",
-    "kvm-dirty-ring",
-    "uffd-minor",
-    "pagemap",
-    "page_idle",
-    "soft-dirty",
-    "uffd-wp",
-    "damon-vaddr",
-    "oracle",
-];
-
-/// Sources `auto` expands to.
-pub const AUTO_SOURCES: &[&str] = &[
-    "kvm-clear-log",
-    "uffd-minor",
-    "page_idle",
-    "soft-dirty",
-    "damon-vaddr",
-];
-
-/// Settings of the sources that take any.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BuildOptions {
-    /// uffd-minor: guest faults per second allowed (`None`: arm every page each pass).
-    pub fault_budget: Option<u64>,
-    /// Time between harvests (sizes uffd-minor samples).
-    pub interval: Option<std::time::Duration>,
-    /// uffd-minor arming; `None`: every page, or `fault_budget`'s sample. A guided policy
-    /// (`oldest`) needs [`build_guided`], which returns the [`GuidedArming`] to drive.
-    pub uffd_arm: Option<ArmPolicy>,
+/// Every access source agelab knows, by the name users give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// `kvm-dirty-log`: KVM_GET_DIRTY_LOG.
+    KvmDirtyLog,
+    /// `kvm-clear-log`: KVM_GET_DIRTY_LOG with manual protect (KVM_CLEAR_DIRTY_LOG).
+    KvmClearLog,
+    /// `kvm-dirty-ring`: KVM's per-vCPU dirty ring.
+    KvmDirtyRing,
+    /// `uffd-minor`: userfaultfd minor faults on shmem memory.
+    UffdMinor,
+    /// `pagemap`: residency from `/proc/self/pagemap`.
+    Pagemap,
+    /// `page_idle`: idle page tracking.
+    PageIdle,
+    /// `soft-dirty`: pagemap's soft-dirty bit.
+    SoftDirty,
+    /// `uffd-wp`: userfaultfd write-protect (async + PAGEMAP_SCAN, else sync faults).
+    UffdWp,
+    /// `damon-vaddr`: DAMON over this process's address space.
+    DamonVaddr,
+    /// `damon-paddr`: DAMON over the guest's physical frames (self-check only).
+    DamonPaddr,
+    /// `oracle`: the ground truth itself (validation runs).
+    Oracle,
 }
 
-/// Parses a comma-separated list (`auto` expands); checks every name.
-pub fn parse_list(list: &str) -> Result<Vec<String>, CatalogError> {
-    let mut out = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if name == "auto" {
-            out.extend(AUTO_SOURCES.iter().map(|s| s.to_string()));
-        } else if SOURCE_NAMES.contains(&name) {
-            out.push(name.to_string());
-        } else {
-            return Err(CatalogError::Unknown {
-                name: name.into(),
-                known: format!("auto, {}", SOURCE_NAMES.join(", ")),
-            });
+impl SourceKind {
+    /// Every kind, in table order.
+    pub const ALL: [SourceKind; 11] = [
+        SourceKind::KvmDirtyLog,
+        SourceKind::KvmClearLog,
+        SourceKind::KvmDirtyRing,
+        SourceKind::UffdMinor,
+        SourceKind::Pagemap,
+        SourceKind::PageIdle,
+        SourceKind::SoftDirty,
+        SourceKind::UffdWp,
+        SourceKind::DamonVaddr,
+        SourceKind::DamonPaddr,
+        SourceKind::Oracle,
+    ];
+
+    /// What `auto` expands to.
+    pub const AUTO: [SourceKind; 5] = [
+        SourceKind::KvmClearLog,
+        SourceKind::UffdMinor,
+        SourceKind::PageIdle,
+        SourceKind::SoftDirty,
+        SourceKind::DamonVaddr,
+    ];
+
+    /// The name users give (`--sources`, reports).
+    pub const fn name(self) -> &'static str {
+        match self {
+            SourceKind::KvmDirtyLog => "kvm-dirty-log",
+            SourceKind::KvmClearLog => "kvm-clear-log",
+            SourceKind::KvmDirtyRing => "kvm-dirty-ring",
+            SourceKind::UffdMinor => "uffd-minor",
+            SourceKind::Pagemap => "pagemap",
+            SourceKind::PageIdle => "page_idle",
+            SourceKind::SoftDirty => "soft-dirty",
+            SourceKind::UffdWp => "uffd-wp",
+            SourceKind::DamonVaddr => "damon-vaddr",
+            SourceKind::DamonPaddr => "damon-paddr",
+            SourceKind::Oracle => "oracle",
         }
     }
-    out.dedup();
-    Ok(out)
-}
 
-/// The names `list` gives explicitly, without what `auto` expands to: the sources the user asked
-/// for by name (checked as [`parse_list`] checks them).
-pub fn named_in(list: &str) -> Result<Vec<String>, CatalogError> {
-    let named: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|n| *n != "auto")
-        .collect();
-    parse_list(&named.join(","))
-}
+    /// Which accesses the source can see.
+    pub const fn observes(self) -> Observes {
+        match self {
+            SourceKind::KvmDirtyLog
+            | SourceKind::KvmClearLog
+            | SourceKind::KvmDirtyRing
+            | SourceKind::SoftDirty
+            | SourceKind::UffdWp => Observes::Writes,
+            SourceKind::Pagemap => Observes::Presence,
+            SourceKind::UffdMinor
+            | SourceKind::PageIdle
+            | SourceKind::DamonVaddr
+            | SourceKind::DamonPaddr
+            | SourceKind::Oracle => Observes::Both,
+        }
+    }
 
-/// Whether `names` needs the VM built with a dirty ring.
-pub fn wants_dirty_ring(names: &[String]) -> bool {
-    names.iter().any(|n| n == "kvm-dirty-ring")
-}
+    /// Whether `agelab run --sources` and reclaim take it (`damon-paddr` is self-check only).
+    pub const fn in_runs(self) -> bool {
+        !matches!(self, SourceKind::DamonPaddr)
+    }
 
-/// Builds the named sources for `vm` (before its vCPUs start). `oracle` is skipped: the caller
-/// wires it to its ground truth. A source that cannot be set up becomes an
-/// [`UnavailableSource`] carrying the reason.
-pub fn build(names: &[String], vm: &mut Vm) -> Vec<Box<dyn AccessSource>> {
-    build_with(names, vm, BuildOptions::default())
-}
+    /// Whether it must be built on the VM before its vCPUs start: KVM dirty tracking, and
+    /// uffd-minor (registered on the guest's mapping before the guest faults it in).
+    pub const fn built_before_start(self) -> bool {
+        matches!(
+            self,
+            SourceKind::KvmDirtyLog
+                | SourceKind::KvmClearLog
+                | SourceKind::KvmDirtyRing
+                | SourceKind::UffdMinor
+        )
+    }
 
-/// [`build`] with source settings. A guided uffd-minor arming is dropped here, so the source
-/// arms by itself (every page, or `fault_budget`'s sample): use [`build_guided`] for it.
-pub fn build_with(names: &[String], vm: &mut Vm, opts: BuildOptions) -> Vec<Box<dyn AccessSource>> {
-    build_guided(names, vm, opts).0
-}
+    /// Whether it samples over time (DAMON), so measuring it needs the guest to keep touching.
+    pub const fn samples_over_time(self) -> bool {
+        matches!(self, SourceKind::DamonVaddr | SourceKind::DamonPaddr)
+    }
 
-/// [`build_with`], also returning the uffd-minor arming to drive after each aging pass
-/// ([`GuidedArming::arm_from`]) when `opts.uffd_arm` is guided and the source was built.
-pub fn build_guided(
-    names: &[String],
-    vm: &mut Vm,
-    opts: BuildOptions,
-) -> (Vec<Box<dyn AccessSource>>, Option<GuidedArming>) {
-    let map = vm.page_map().clone();
-    let mut guide = None;
-    let mut out: Vec<Box<dyn AccessSource>> = Vec::new();
-    for name in names {
-        let source: Box<dyn AccessSource> = match name.as_str() {
-            "kvm-dirty-log" | "kvm-clear-log" | "kvm-dirty-ring" => {
-                let mode = match name.as_str() {
-                    "kvm-dirty-log" => DirtyMode::GetLog,
-                    "kvm-clear-log" => DirtyMode::ClearLog,
+    /// Builds the source for `vm` (the KVM and uffd-minor kinds before its vCPUs start, see
+    /// [`built_before_start`](Self::built_before_start)). A source that cannot be set up is an
+    /// [`UnavailableSource`] carrying the reason. `None` for `oracle`: the caller wires it to its
+    /// ground truth.
+    pub fn build(self, vm: &mut Vm, opts: &BuildOptions) -> Option<Built> {
+        let map = vm.page_map().clone();
+        let unavailable = |reason: String| -> Box<dyn AccessSource> {
+            Box::new(UnavailableSource::new(self.name(), self.observes(), reason))
+        };
+        let mut guide = None;
+        let source: Box<dyn AccessSource> = match self {
+            SourceKind::KvmDirtyLog | SourceKind::KvmClearLog | SourceKind::KvmDirtyRing => {
+                let mode = match self {
+                    SourceKind::KvmDirtyLog => DirtyMode::GetLog,
+                    SourceKind::KvmClearLog => DirtyMode::ClearLog,
                     _ => DirtyMode::Ring,
                 };
                 let tracker = DirtyTracker::new(vm, DirtyOptions::new(mode)).and_then(|mut t| {
@@ -137,17 +166,13 @@ pub fn build_guided(
                 });
                 match tracker {
                     Ok(t) => Box::new(KvmDirtySource::new(t)),
-                    Err(e) => Box::new(UnavailableSource::new(
-                        name,
-                        Observes::Writes,
-                        e.to_string(),
-                    )),
+                    Err(e) => unavailable(e.to_string()),
                 }
             }
-            "pagemap" => Box::new(PagemapSource::new(map.clone())),
-            "page_idle" => Box::new(PageIdleSource::new(map.clone())),
-            "soft-dirty" => Box::new(SoftDirtySource::new(map.clone())),
-            "uffd-minor" => {
+            SourceKind::Pagemap => Box::new(PagemapSource::new(map)),
+            SourceKind::PageIdle => Box::new(PageIdleSource::new(map)),
+            SourceKind::SoftDirty => Box::new(SoftDirtySource::new(map)),
+            SourceKind::UffdMinor => {
                 let config = UffdMinorConfig {
                     budget_faults_per_sec: opts.uffd_arm.map_or(opts.fault_budget, |a| a.budget()),
                     interval: opts.interval,
@@ -161,21 +186,140 @@ pub fn build_guided(
                         }
                         Box::new(s)
                     }
-                    Err(e) => Box::new(UnavailableSource::new(name, Observes::Both, e.to_string())),
+                    Err(e) => unavailable(e.to_string()),
                 }
             }
-            "uffd-wp" => match UffdWpSource::new(&map, UffdWpMode::Auto) {
+            SourceKind::UffdWp => match UffdWpSource::new(&map, UffdWpMode::Auto) {
                 Ok(s) => Box::new(s),
-                Err(e) => Box::new(UnavailableSource::new(
-                    name,
-                    Observes::Writes,
-                    e.to_string(),
-                )),
+                Err(e) => unavailable(e.to_string()),
             },
-            "damon-vaddr" => Box::new(DamonSource::vaddr(map.clone(), DamonAttrs::default())),
-            _ => continue,
+            SourceKind::DamonVaddr => Box::new(DamonSource::vaddr(map, opts.damon_attrs)),
+            SourceKind::DamonPaddr => Box::new(DamonPaddrSource::new(map, opts.damon_attrs)),
+            SourceKind::Oracle => return None,
         };
-        out.push(source);
+        Some(Built { source, guide })
+    }
+
+    /// The valid names, for messages: `auto` and every kind runs take.
+    fn known() -> String {
+        let names: Vec<&str> = SourceKind::ALL
+            .iter()
+            .filter(|k| k.in_runs())
+            .map(|k| k.name())
+            .collect();
+        format!("auto, {}", names.join(", "))
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SourceKind {
+    type Err = CatalogError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SourceKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| CatalogError::Unknown {
+                name: s.into(),
+                known: SourceKind::known(),
+            })
+    }
+}
+
+/// A source [`SourceKind::build`] made, with the uffd-minor arming to drive after each aging pass
+/// ([`GuidedArming::arm_from`]) when the options ask for a guided one.
+pub struct Built {
+    /// The source (possibly an [`UnavailableSource`] with the reason).
+    pub source: Box<dyn AccessSource>,
+    /// uffd-minor's guided arming, if any.
+    pub guide: Option<GuidedArming>,
+}
+
+impl fmt::Debug for Built {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Built")
+            .field("source", &self.source.name())
+            .field("guided", &self.guide.is_some())
+            .finish()
+    }
+}
+
+/// Settings of the sources that take any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// uffd-minor: guest faults per second allowed (`None`: arm every page each pass).
+    pub fault_budget: Option<u64>,
+    /// Time between harvests (sizes uffd-minor samples).
+    pub interval: Option<std::time::Duration>,
+    /// uffd-minor arming; `None`: every page, or `fault_budget`'s sample. A guided policy
+    /// (`oldest`) comes back as [`Built::guide`] to drive.
+    pub uffd_arm: Option<ArmPolicy>,
+    /// DAMON's sampling and aggregation (the self-check samples faster).
+    pub damon_attrs: DamonAttrs,
+}
+
+/// Parses a comma-separated list for a run (`auto` expands); checks every name.
+pub fn parse_list(list: &str) -> Result<Vec<SourceKind>, CatalogError> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name == "auto" {
+            out.extend(SourceKind::AUTO);
+            continue;
+        }
+        match name.parse::<SourceKind>() {
+            Ok(k) if k.in_runs() => out.push(k),
+            _ => {
+                return Err(CatalogError::Unknown {
+                    name: name.into(),
+                    known: SourceKind::known(),
+                })
+            }
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// The kinds `list` gives explicitly, without what `auto` expands to: the sources the user asked
+/// for by name (checked as [`parse_list`] checks them).
+pub fn named_in(list: &str) -> Result<Vec<SourceKind>, CatalogError> {
+    let named: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| *n != "auto")
+        .collect();
+    parse_list(&named.join(","))
+}
+
+/// Whether `kinds` needs the VM built with a dirty ring.
+pub fn wants_dirty_ring(kinds: &[SourceKind]) -> bool {
+    kinds.contains(&SourceKind::KvmDirtyRing)
+}
+
+/// Builds `kinds` for `vm` (before its vCPUs start) with default settings; `oracle` is skipped.
+pub fn build(kinds: &[SourceKind], vm: &mut Vm) -> Vec<Box<dyn AccessSource>> {
+    build_guided(kinds, vm, BuildOptions::default()).0
+}
+
+/// [`build`] with settings, also returning the uffd-minor arming to drive after each aging pass
+/// when `opts.uffd_arm` is guided and the source was built.
+pub fn build_guided(
+    kinds: &[SourceKind],
+    vm: &mut Vm,
+    opts: BuildOptions,
+) -> (Vec<Box<dyn AccessSource>>, Option<GuidedArming>) {
+    let mut guide = None;
+    let mut out = Vec::new();
+    for k in kinds {
+        if let Some(b) = k.build(vm, &opts) {
+            out.push(b.source);
+            guide = guide.or(b.guide);
+        }
     }
     (out, guide)
 }
@@ -188,12 +332,31 @@ mod tests {
     fn lists_parse_and_reject_unknown_names() {
         assert_eq!(
             parse_list("pagemap, oracle").unwrap(),
-            vec!["pagemap", "oracle"]
+            vec![SourceKind::Pagemap, SourceKind::Oracle]
         );
-        assert_eq!(parse_list("auto").unwrap().len(), AUTO_SOURCES.len());
+        assert_eq!(parse_list("auto").unwrap().len(), SourceKind::AUTO.len());
         let e = parse_list("pagemap,bogus").unwrap_err().to_string();
         assert!(e.contains("unknown access source 'bogus'"), "{e}");
-        assert_eq!(named_in("auto, page_idle").unwrap(), vec!["page_idle"]);
+        assert_eq!(
+            named_in("auto, page_idle").unwrap(),
+            vec![SourceKind::PageIdle]
+        );
         assert!(named_in("auto").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_name() {
+        for k in SourceKind::ALL {
+            assert_eq!(k.to_string().parse::<SourceKind>(), Ok(k), "{k}");
+        }
+        let e = "bogus".parse::<SourceKind>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown access source 'bogus' (known: auto, kvm-dirty-log, kvm-clear-log, \
+             kvm-dirty-ring, uffd-minor, pagemap, page_idle, soft-dirty, uffd-wp, damon-vaddr, \
+             oracle)"
+        );
+        // damon-paddr names a kind, but runs do not take it.
+        assert!(parse_list("damon-paddr").is_err());
     }
 }

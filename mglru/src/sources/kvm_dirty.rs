@@ -1,5 +1,6 @@
 //! KVM's dirty log or dirty ring as an access source (writes only, exact per 4 KiB page).
 
+use super::SourceKind;
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::dirty::{DirtyMode, DirtyTracker};
 use agelab_vmm::PageSet;
@@ -15,10 +16,11 @@ impl KvmDirtySource {
     /// Wraps a tracker whose logging is already on.
     pub fn new(tracker: DirtyTracker) -> Self {
         let name = match tracker.mode() {
-            DirtyMode::GetLog => "kvm-dirty-log",
-            DirtyMode::ClearLog => "kvm-clear-log",
-            DirtyMode::Ring => "kvm-dirty-ring",
+            DirtyMode::GetLog => SourceKind::KvmDirtyLog,
+            DirtyMode::ClearLog => SourceKind::KvmClearLog,
+            DirtyMode::Ring => SourceKind::KvmDirtyRing,
         }
+        .name()
         .to_string();
         KvmDirtySource { tracker, name }
     }

@@ -40,7 +40,7 @@ impl OracleSource {
     /// Asks `truth` once per harvest; `None` means no page was accessed.
     pub fn from_fn(pages: u64, truth: impl FnMut() -> Option<PageSet> + Send + 'static) -> Self {
         OracleSource {
-            name: "oracle".to_string(),
+            name: super::SourceKind::Oracle.name().to_string(),
             pages,
             feed: Feed::Closure(Box::new(truth)),
             disconnected: false,
@@ -51,7 +51,7 @@ impl OracleSource {
     /// nothing accessed). Once the sender is gone and drained, harvests fail as unavailable.
     pub fn from_channel(pages: u64, rx: Receiver<PageSet>) -> Self {
         OracleSource {
-            name: "oracle".to_string(),
+            name: super::SourceKind::Oracle.name().to_string(),
             pages,
             feed: Feed::Channel(rx),
             disconnected: false,

@@ -20,6 +20,7 @@
 pub mod guided;
 pub mod sample;
 
+use super::SourceKind;
 use crate::host_guard::{HostRestore, RestoreGuard};
 use crate::kernel::uffd::{
     for_each_hva_run, AtomicPageBits, FaultStats, FaultThread, HvaIndex, UffdError, UffdMsg,
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const NAME: &str = "uffd-minor";
+const NAME: &str = SourceKind::UffdMinor.name();
 
 /// How the MINOR source samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -353,7 +354,7 @@ impl UffdMinorSource {
         let (index, rec, k) = (HvaIndex::new(map), record.clone(), kinds.clone());
         // The thread runs before any range is registered: no fault can wait for it.
         let thread = FaultThread::spawn(
-            "uffd-minor",
+            NAME,
             uffd.clone(),
             Box::new(move |u: &Userfaultfd, m: &UffdMsg| {
                 let page = m.address & !(PAGE_SIZE - 1);
@@ -606,11 +607,11 @@ fn mapping_is_private(hva: u64) -> Option<bool> {
 
 impl AccessSource for UffdMinorSource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::UffdMinor.name()
     }
 
     fn observes(&self) -> Observes {
-        Observes::Both
+        SourceKind::UffdMinor.observes()
     }
 
     fn granularity(&self) -> u64 {

@@ -12,20 +12,21 @@
 //! page invalidates KVM's writable secondary mapping via the MMU notifier, so guest writes are
 //! caught either way.
 
+use super::SourceKind;
 use crate::host_guard::{HostRestore, RestoreGuard};
 use crate::kernel::uffd::{
     for_each_hva_run, unregister_fd, AtomicPageBits, FaultStats, FaultThread, HvaIndex, UffdError,
     UffdMsg, Userfaultfd, UFFDIO_REGISTER_MODE_WP, UFFD_FEATURE_THREAD_ID,
     UFFD_FEATURE_WP_HUGETLBFS_SHMEM, UFFD_FEATURE_WP_UNPOPULATED, UFFD_PAGEFAULT_FLAG_WP,
 };
-use crate::kernel::uffd_wp::{UffdWpAsync, UffdWpError};
+use crate::kernel::uffd_wp::{scan_bytes, UffdWpAsync, UffdWpError};
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{BackingKind, GuestPageMap, PageSet, PAGE_SIZE};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-const NAME: &str = "uffd-wp";
+const NAME: &str = SourceKind::UffdWp.name();
 
 /// Which write-protect mechanism to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,7 +220,7 @@ impl UffdWpSource {
         let record = Arc::new(AtomicPageBits::new(map.len()));
         let (index, rec) = (HvaIndex::new(map), record.clone());
         let thread = FaultThread::spawn(
-            "uffd-wp",
+            NAME,
             uffd.clone(),
             Box::new(move |u: &Userfaultfd, m: &UffdMsg| {
                 let page = m.address & !(PAGE_SIZE - 1);
@@ -316,11 +317,11 @@ impl Drop for UffdWpSource {
 
 impl AccessSource for UffdWpSource {
     fn name(&self) -> &str {
-        NAME
+        SourceKind::UffdWp.name()
     }
 
     fn observes(&self) -> Observes {
-        Observes::Writes
+        SourceKind::UffdWp.observes()
     }
 
     fn granularity(&self) -> u64 {
@@ -338,7 +339,7 @@ impl AccessSource for UffdWpSource {
 
     fn harvest(&mut self) -> Result<Harvest, HarvestError> {
         let t = Instant::now();
-        let (accessed, _calls) = self
+        let (accessed, calls) = self
             .harvest_pages()
             .map_err(|message| HarvestError::Other {
                 source_name: NAME.into(),
@@ -346,14 +347,20 @@ impl AccessSource for UffdWpSource {
             })?;
         let ns = t.elapsed().as_nanos() as u64;
         self.stats.harvests += 1;
-        self.stats.pages_written += accessed.count();
+        let pages = accessed.count();
+        self.stats.pages_written += pages;
         self.stats.harvest_ns += ns;
         Ok(Harvest {
             accessed,
             observed: None,
             cost: HarvestCost {
                 ns,
-                bytes_read: 0,
+                // Async: what PAGEMAP_SCAN copied out; sync: the fault thread read the messages.
+                bytes_read: if calls > 0 {
+                    scan_bytes(calls, pages)
+                } else {
+                    0
+                },
                 bytes_written: 0,
             },
         })

@@ -4,6 +4,7 @@
 use super::lru_gen::MemcgAging;
 use super::memstress::{Access, GuestCmd, Memstress, MemstressError};
 use super::page_idle::IdleMarker;
+use agelab_mglru::sources::{BuildOptions, CatalogError, SourceKind};
 use agelab_mglru::AccessSource;
 use agelab_vmm::GuestPageMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +42,7 @@ pub struct PageIdleAgent {
 
 impl AgingAgent for PageIdleAgent {
     fn name(&self) -> &str {
-        "page_idle"
+        SourceKind::PageIdle.name()
     }
     fn pass(&mut self) -> Result<(), String> {
         self.marker.mark_map(&self.map).map_err(|e| e.to_string())
@@ -202,20 +203,16 @@ pub fn measure_slowdown(
     Ok(out)
 }
 
-/// agelab's own sources (and DAMON) by name, built on `vm` before its vCPUs start:
-/// `kvm-clear-log`, `kvm-dirty-log`, `uffd-minor` (needs memfd backing), `damon-vaddr`.
-/// `Err` says why the source cannot run here.
+/// agelab's own sources (and DAMON) by name, built on `vm` before its vCPUs start as
+/// [`SourceKind::build`] builds them: `kvm-clear-log`, `kvm-dirty-log`, `uffd-minor` (needs memfd
+/// backing), `damon-vaddr`, ... `Err` says why the source cannot run here (or that the name is not
+/// a source).
 pub fn agelab_source(name: &str, vm: &mut agelab_vmm::Vm) -> Result<Box<dyn AccessSource>, String> {
-    use agelab_mglru::sources::catalog;
-    use agelab_mglru::sources::uffd_minor::{UffdMinorConfig, UffdMinorSource};
-    let source: Box<dyn AccessSource> = if name == "uffd-minor" {
-        let map = vm.page_map().clone();
-        Box::new(UffdMinorSource::new(&map, UffdMinorConfig::default()).map_err(|e| e.to_string())?)
-    } else {
-        catalog::build(&[name.to_string()], vm)
-            .pop()
-            .ok_or_else(|| format!("unknown source {name}"))?
-    };
+    let kind: SourceKind = name.parse().map_err(|e: CatalogError| e.to_string())?;
+    let source = kind
+        .build(vm, &BuildOptions::default())
+        .ok_or_else(|| format!("{name} is the ground truth, not a source to build"))?
+        .source;
     source.available().map_err(|e| e.to_string())?;
     Ok(source)
 }
@@ -250,7 +247,7 @@ pub struct PageIdleObserver {
 
 impl AccessObserver for PageIdleObserver {
     fn name(&self) -> &str {
-        "page_idle"
+        SourceKind::PageIdle.name()
     }
     fn arm(&mut self) -> Result<(), String> {
         self.marker.mark_map(&self.map).map_err(|e| e.to_string())

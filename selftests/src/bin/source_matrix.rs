@@ -10,6 +10,7 @@
 use agelab::units::parse_size;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::selfcheck::{self, Kind, SelfcheckOptions, SelfcheckReport};
+use agelab_mglru::sources::SourceKind;
 use agelab_vmm::Backing;
 use clap::Parser;
 use std::process::ExitCode;
@@ -214,7 +215,7 @@ struct Args {
     /// hugetlb|anonymous_hugetlb|anonymous_hugetlb_2mb, file:PATH.
     #[arg(long, default_value = "anon")]
     backing: String,
-    /// Comma-separated sources (catalog names and damon-paddr).
+    /// Comma-separated sources (catalog names, damon-paddr included).
     #[arg(long, default_value = DEFAULT_SOURCES)]
     sources: String,
     /// Seconds the guest keeps touching for sampling sources (DAMON).
@@ -282,7 +283,7 @@ fn rows(label: &str, r: &SelfcheckReport) -> Vec<String> {
             if k.untouched_reported > 0 {
                 note.push(format!("{} untouched reported", k.untouched_reported));
             }
-            if s.source == "page_idle" && k.recall.is_some_and(|v| v < 0.99) {
+            if s.source == SourceKind::PageIdle.name() && k.recall.is_some_and(|v| v < 0.99) {
                 note.push("lossy".into());
             }
             out.push(format!(
@@ -317,16 +318,24 @@ fn main() -> ExitCode {
         }
     };
     let label = args.label.clone().unwrap_or_else(uname_r);
+    let sources: Result<Vec<SourceKind>, _> = args
+        .sources
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect();
+    let sources = match sources {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("source_matrix: --sources: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = SelfcheckOptions {
         mem_bytes: args.mem,
         backing,
-        sources: args
-            .sources
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        sources,
         kinds: Kind::ALL.to_vec(),
         sampling_window: Duration::from_secs_f64(args.window),
     };

@@ -5,7 +5,7 @@ use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::{pass_summary, EngineReport};
 use agelab_mglru::lru_gen_run::{engine_generations, KernelAging, KernelLruGenReport};
 use agelab_mglru::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
-use agelab_mglru::sources::catalog;
+use agelab_mglru::sources::catalog::{self, SourceKind};
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
 use agelab_mglru::{
     AccessKinds, Engine, EngineConfig, EngineError, Observes, OracleSource, PassTruth, SourceView,
@@ -112,7 +112,7 @@ fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
 /// A checked list of access source names: every source (`auto` expanded), and those named
 /// explicitly (which `--require-accurate` insists on).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceList(pub Vec<String>, pub Vec<String>);
+pub struct SourceList(pub Vec<SourceKind>, pub Vec<SourceKind>);
 
 fn parse_sources(s: &str) -> Result<SourceList, String> {
     let all = catalog::parse_list(s).map_err(|e| e.to_string())?;
@@ -291,11 +291,11 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
     check_input(args)?;
     let workload_kinds = AccessKinds::of(args.workload.op);
     let oracle_view = [SourceView {
-        name: "oracle",
-        observes: Observes::Both,
+        name: SourceKind::Oracle.name(),
+        observes: SourceKind::Oracle.observes(),
         unavailable: None,
     }];
-    let with_oracle = args.sources.0.iter().any(|s| s == "oracle");
+    let with_oracle = args.sources.0.contains(&SourceKind::Oracle);
     // Before any thread exists: memcg, lru_gen knobs and kdamonds are restored on SIGINT/SIGTERM.
     if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
         eprintln!("agelab run: {e}");
@@ -377,6 +377,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             fault_budget: args.fault_budget,
             interval: Some(args.interval),
             uffd_arm: Some(uffd_arm),
+            ..Default::default()
         },
     );
     for s in sources {

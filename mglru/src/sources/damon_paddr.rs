@@ -1,14 +1,18 @@
-//! DAMON `paddr` over the guest memory's physical frames, as an access source.
+//! `damon-paddr`: DAMON `paddr` over the guest memory's physical frames, as an access source.
 //!
 //! The PFNs come from `/proc/self/pagemap` when the source is armed (guest memory must be resident
 //! by then: frames faulted in later are not monitored). Runs of PFNs closer than a gap are merged
 //! into one DAMON region so the kernel gets a bounded number of target regions; frames in the gaps
 //! belong to someone else and are never mapped back to guest pages.
 
-use crate::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonSource, DamonTarget};
+use super::damon_vaddr::DamonSource;
+use super::SourceKind;
+use crate::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonTarget};
 use crate::kernel::pagemap::Pagemap;
 use crate::source::{AccessSource, Harvest, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PAGE_SIZE};
+
+const NAME: &str = SourceKind::DamonPaddr.name();
 
 /// Most target regions handed to DAMON (each is a sysfs directory written one file at a time).
 pub const MAX_TARGET_REGIONS: usize = 256;
@@ -72,13 +76,13 @@ impl DamonPaddrSource {
     fn arm(&mut self) -> Result<&mut DamonSource, HarvestError> {
         if self.inner.is_none() {
             let unavailable = |e: DamonError| HarvestError::Unavailable {
-                source_name: "damon-paddr".into(),
+                source_name: NAME.into(),
                 reason: e.to_string(),
             };
             let ranges = self.ranges().map_err(unavailable)?;
             if ranges.is_empty() {
                 return Err(HarvestError::Other {
-                    source_name: "damon-paddr".into(),
+                    source_name: NAME.into(),
                     message: "no guest page is resident: nothing to monitor by physical address"
                         .into(),
                 });
@@ -94,10 +98,10 @@ impl DamonPaddrSource {
 
 impl AccessSource for DamonPaddrSource {
     fn name(&self) -> &str {
-        "damon-paddr"
+        SourceKind::DamonPaddr.name()
     }
     fn observes(&self) -> Observes {
-        Observes::Both
+        SourceKind::DamonPaddr.observes()
     }
     fn granularity(&self) -> u64 {
         self.inner
@@ -120,11 +124,11 @@ impl AccessSource for DamonPaddrSource {
         let s = self.arm()?;
         s.harvest().map_err(|e| match e {
             HarvestError::Unavailable { reason, .. } => HarvestError::Unavailable {
-                source_name: "damon-paddr".into(),
+                source_name: NAME.into(),
                 reason,
             },
             HarvestError::Other { message, .. } => HarvestError::Other {
-                source_name: "damon-paddr".into(),
+                source_name: NAME.into(),
                 message,
             },
             e => e,
