@@ -388,7 +388,7 @@ fn main() {
         ("lru_gen_memcg_aging", lru_gen),
         ("damon_vaddr_stat", damon),
     ];
-    println!("KTAP version 1");
+    println!("TAP version 13");
     println!("1..{}", checks.len());
     let (mut failed, mut skipped) = (0, 0);
     for (i, (name, f)) in checks.iter().enumerate() {
