@@ -17,7 +17,7 @@
 
 use super::arch::ArchSpec;
 use super::qemu::OutputMode;
-use super::{kernel_list, remove_run_dir, Lab, LabArgs, LabError, RunOptions};
+use super::{default_jobs, kernel_list, remove_run_dir, Lab, LabArgs, LabError, RunOptions};
 use clap::Parser;
 use std::fmt::Write as _;
 use std::fs;
@@ -332,7 +332,89 @@ pub(crate) fn read_matrix(file: &Path) -> Result<Matrix, MatrixError> {
     })
 }
 
+/// One (kernel, test) cell of the matrix: boots the kernel, runs the test, writes its log.
+struct Cell<'a> {
+    kname: &'a str,
+    prepared: &'a super::PreparedKernel,
+    test: &'a LabTest,
+    logs: PathBuf,
+}
+
+impl Cell<'_> {
+    fn run(
+        &self,
+        lab: &Lab,
+        matrix: &Matrix,
+        bins: &[PathBuf],
+        defaults: &RunOptions,
+    ) -> (Outcome, PathBuf) {
+        let (kname, t) = (self.kname, self.test);
+        let expect_fail = matrix.expects_failure(t, kname);
+        let overrides = options_for(defaults, t);
+        let command = matrix.command_for(t, kname);
+        let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
+        let log_path = self.logs.join(format!("{}.log", t.name));
+        let mut log = format!(
+            "# {kname} / {}: sh -c {command:?}{}\n",
+            t.name,
+            if expect_fail {
+                " (designed to fail on this kernel)"
+            } else {
+                ""
+            }
+        );
+        let outcome = match overrides
+            .and_then(|opts| lab.boot(self.prepared, bins, &argv, &opts, OutputMode::Capture))
+        {
+            Ok((report, dir)) => {
+                for (name, label) in [("stdout", "stdout"), ("stderr", "stderr")] {
+                    let text = fs::read_to_string(dir.join(name)).unwrap_or_default();
+                    let _ = write!(log, "--- {label} ---\n{text}");
+                }
+                for w in &report.warnings {
+                    let _ = writeln!(log, "--- guest warning: {w}");
+                }
+                let _ = writeln!(log, "--- exit status {}", report.status);
+                remove_run_dir(&dir);
+                Outcome::from_status(report.status, expect_fail)
+            }
+            Err(e) => {
+                let _ = writeln!(log, "--- lab error ---\n{e}");
+                Outcome::Error
+            }
+        };
+        let _ = fs::write(&log_path, log);
+        (outcome, log_path)
+    }
+}
+
+/// `[3/51, 2m05s elapsed, ~4m12s left]`: the estimate assumes the cells left take as long as
+/// the ones done (they run `jobs` at a time, as the ones done did).
+pub fn progress(done: usize, total: usize, elapsed: std::time::Duration) -> String {
+    let fmt = |secs: u64| {
+        if secs >= 60 {
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        } else {
+            format!("{secs}s")
+        }
+    };
+    let left = if done == 0 {
+        String::new()
+    } else {
+        let per = elapsed.as_secs_f64() / done as f64;
+        format!(
+            ", ~{} left",
+            fmt((per * (total - done) as f64).round() as u64)
+        )
+    };
+    format!("[{done}/{total}, {} elapsed{left}]", fmt(elapsed.as_secs()))
+}
+
 /// Runs the matrix in `file` on every kernel of `--kernel`; exit 1 when anything failed.
+///
+/// Kernels are prepared (fetched or built) first, one after the other; then the (kernel, test)
+/// cells run `--jobs` at a time (each TCG guest is one host thread), each with its own log; the
+/// table and the order of results are the same whatever the number of jobs.
 pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, LabError> {
     let matrix = read_matrix(file)?;
     let tests = &matrix.select(&args.only_tests).map_err(LabError::Usage)?;
@@ -340,68 +422,83 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
     let bins = lab.bins()?;
     let kernels = kernel_list(&args.kernel);
     let defaults = RunOptions::from_args(args)?;
-    let mut results = Vec::new();
+    let mut prepared = Vec::new();
     for kname in &kernels {
         let logs = args.results.join(kname);
         let _ = fs::create_dir_all(&logs);
-        let prepared = match lab.kernel(kname) {
-            Ok(k) => k,
+        match lab.kernel(kname) {
+            Ok(k) => prepared.push(Some(k)),
             Err(e) => {
                 eprintln!("agelab lab: {kname}: {e}");
                 let _ = fs::write(logs.join("kernel-error.log"), e.to_string());
-                results.push(vec![Outcome::Error; tests.len()]);
-                continue;
+                prepared.push(None);
             }
-        };
-        let mut row = Vec::new();
-        for t in tests {
-            let expect_fail = matrix.expects_failure(t, kname);
-            let overrides = options_for(&defaults, t);
-            let command = matrix.command_for(t, kname);
-            let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
-            let started = Instant::now();
-            let log_path = logs.join(format!("{}.log", t.name));
-            let mut log = format!(
-                "# {kname} / {}: sh -c {command:?}{}\n",
-                t.name,
-                if expect_fail {
-                    " (designed to fail on this kernel)"
-                } else {
-                    ""
-                }
-            );
-            let outcome = match overrides
-                .and_then(|opts| lab.boot(&prepared, &bins, &argv, &opts, OutputMode::Capture))
-            {
-                Ok((report, dir)) => {
-                    for (name, label) in [("stdout", "stdout"), ("stderr", "stderr")] {
-                        let text = fs::read_to_string(dir.join(name)).unwrap_or_default();
-                        let _ = write!(log, "--- {label} ---\n{text}");
-                    }
-                    for w in &report.warnings {
-                        let _ = writeln!(log, "--- guest warning: {w}");
-                    }
-                    let _ = writeln!(log, "--- exit status {}", report.status);
-                    remove_run_dir(&dir);
-                    Outcome::from_status(report.status, expect_fail)
-                }
-                Err(e) => {
-                    let _ = writeln!(log, "--- lab error ---\n{e}");
-                    Outcome::Error
-                }
-            };
-            let _ = fs::write(&log_path, log);
-            eprintln!(
-                "agelab lab: {kname} / {}: {} ({:.1} s, log {})",
-                t.name,
-                outcome.label(),
-                started.elapsed().as_secs_f64(),
-                log_path.display()
-            );
-            row.push(outcome);
         }
-        results.push(row);
     }
+    let cells: Vec<(usize, usize, Cell)> = kernels
+        .iter()
+        .zip(&prepared)
+        .enumerate()
+        .filter_map(|(ki, (kname, p))| p.as_ref().map(|p| (ki, kname, p)))
+        .flat_map(|(ki, kname, p)| {
+            tests.iter().enumerate().map(move |(ti, test)| {
+                (
+                    ki,
+                    ti,
+                    Cell {
+                        kname,
+                        prepared: p,
+                        test,
+                        logs: args.results.join(kname),
+                    },
+                )
+            })
+        })
+        .collect();
+    let results = std::sync::Mutex::new(vec![vec![Outcome::Error; tests.len()]; kernels.len()]);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(default_jobs)
+        .clamp(1, cells.len().max(1));
+    let started = Instant::now();
+    eprintln!(
+        "agelab lab: {} cells ({} kernels x {} tests), {jobs} at a time",
+        cells.len(),
+        prepared.iter().flatten().count(),
+        tests.len()
+    );
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((ki, ti, cell)) = cells.get(i) else {
+                    break;
+                };
+                let t0 = Instant::now();
+                let (outcome, log_path) = cell.run(&lab, &matrix, &bins, &defaults);
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                eprintln!(
+                    "agelab lab: {} {} / {}: {} ({:.1} s, log {})",
+                    progress(n, cells.len(), started.elapsed()),
+                    cell.kname,
+                    cell.test.name,
+                    outcome.label(),
+                    t0.elapsed().as_secs_f64(),
+                    log_path.display()
+                );
+                if let Ok(mut r) = results.lock() {
+                    r[*ki][*ti] = outcome;
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    eprintln!(
+        "agelab lab: matrix wall time {:.1} s with {jobs} job(s)",
+        started.elapsed().as_secs_f64()
+    );
     print!("{}", render_table(&kernels, tests, &results));
     let count = |f: fn(&Outcome) -> bool| results.iter().flatten().filter(|o| f(o)).count();
     let failed = count(Outcome::fails_matrix);
@@ -495,6 +592,23 @@ mod tests {
         fn arbitrary_matrix_text_never_panics(s in "(@kernel |[a-z-]{1,8} |-- |--needs |--expect-fail |[A-Z_=a-z0-9,]{0,12}|\n){0,30}") {
             let _ = parse_matrix(&s);
         }
+    }
+
+    #[test]
+    fn progress_line_estimates_what_is_left() {
+        use std::time::Duration;
+        assert_eq!(
+            progress(0, 10, Duration::from_secs(5)),
+            "[0/10, 5s elapsed]"
+        );
+        assert_eq!(
+            progress(3, 12, Duration::from_secs(90)),
+            "[3/12, 1m30s elapsed, ~4m30s left]"
+        );
+        assert_eq!(
+            progress(12, 12, Duration::from_secs(61)),
+            "[12/12, 1m01s elapsed, ~0s left]"
+        );
     }
 
     #[test]

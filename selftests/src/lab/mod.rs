@@ -144,6 +144,10 @@ pub struct LabArgs {
     /// Run the tests listed in FILE on every --kernel and print a kernel × test table.
     #[arg(long)]
     pub matrix: Option<PathBuf>,
+    /// With --matrix: (kernel, test) cells run at a time (default: the host's cores; each TCG
+    /// guest is one host thread).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
     /// With --matrix: run only these tests (comma-separated names from the matrix file).
     #[arg(long = "tests", value_delimiter = ',')]
     pub only_tests: Vec<String>,
@@ -584,6 +588,11 @@ impl<'a> Lab<'a> {
             }),
         }
     }
+}
+
+/// Matrix cells run at a time by default: one per host core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
