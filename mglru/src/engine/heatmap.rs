@@ -130,7 +130,9 @@ impl AgeHeatmap {
             r#"<text x="{LEFT}" y="18" font-size="14">{}</text>"#,
             escape(title)
         );
-        let _ = writeln!(s, r#"<g shape-rendering="crispEdges">"#);
+        // The cells are the data (`class="data"`: what a renderer check counts); axes and scale
+        // follow outside the group.
+        let _ = writeln!(s, r#"<g class="data" shape-rendering="crispEdges">"#);
         for (x, col) in self.columns.iter().enumerate() {
             // Runs of equal colour become one rect: a mostly uniform column is a handful of
             // elements instead of 512.
@@ -255,7 +257,7 @@ impl AgeHeatmap {
             TOP + scale_h + 20.0,
             legend_x + 23.0,
             TOP + scale_h + 30.0,
-            TOP - 6.0
+            TOP - 12.0
         );
         s.push_str("</svg>\n");
         s

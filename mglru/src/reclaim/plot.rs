@@ -108,6 +108,8 @@ pub fn to_svg(r: &BenchReport) -> String {
             for (i, v) in vals.iter().enumerate() {
                 let cx = x0 + (i as f64 + 0.5) * panel_w / n;
                 let yv = ymap(v.mean);
+                // Bar and whisker are the data (`class="data"`, counted by the report check).
+                s.push_str("<g class=\"data\">");
                 s.push_str(&format!(
                     "<rect x=\"{:.1}\" y=\"{yv:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}</title></rect>\n",
                     cx - bw / 2.0,
@@ -118,7 +120,7 @@ pub fn to_svg(r: &BenchReport) -> String {
                 ));
                 let (lo, hi) = (ymap(v.mean - v.ci95), ymap(v.mean + v.ci95));
                 s.push_str(&format!(
-                    "<line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{lo:.1}\" y2=\"{hi:.1}\" stroke=\"black\"/>\n"
+                    "<line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{lo:.1}\" y2=\"{hi:.1}\" stroke=\"black\"/></g>\n"
                 ));
             }
             if let Some(g) = goal {

@@ -2,8 +2,9 @@
 //! JS that only record script errors into the page) and a `report.json` carrying the same data,
 //! for `agelab run` and `agelab reclaim`.
 //!
-//! Every chart is a `<figure id="chart-…" class="chart">`; a chart without data still appears,
-//! with a `<p class="empty">` saying so and no shapes, which `selftests/tests/report_render.rs`
+//! Every chart is a `<figure id="chart-…" class="chart">` whose data shapes sit in
+//! `<g class="data">` groups; a chart without data still appears, with a `<p class="empty">`
+//! saying so and no data group, which `selftests/tests/report_render.rs`
 //! (headless Chromium) reports as an empty chart.
 
 pub mod svg;
@@ -188,6 +189,10 @@ p.empty{color:#a00;font-weight:bold}.blind{background:#fee;border:1px solid #c00
 const ONERROR: &str = "window.onerror=function(m,src,line){var d=document.getElementById('js-errors')||document.documentElement;\
 var p=document.createElement('p');p.className='js-error';p.textContent='script error: '+m+' (line '+line+')';d.appendChild(p);};";
 
+/// Opens the group holding a chart's data shapes (what the render check counts; axes, ticks
+/// and legends are outside it).
+const DATA: &str = "<g class=\"data\">\n";
+
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<script>{ONERROR}</script>\n<style>{STYLE}</style></head>\n<body><div id=\"js-errors\"></div>\n{body}</body></html>\n",
@@ -344,6 +349,7 @@ fn generations_chart(passes: &[PassJson], pages: u64) -> Option<String> {
         .map(|v| (v, format!("{} MiB", num(v))))
         .collect();
     plot.axes(&mut s, &xticks, &yticks, "aging pass", "guest memory");
+    s.push_str(DATA);
     let colour = |rank: usize| {
         scale_colour(if max_gens <= 1 {
             0.0
@@ -375,6 +381,7 @@ fn generations_chart(passes: &[PassJson], pages: u64) -> Option<String> {
             base += v;
         }
     }
+    s.push_str("</g>\n");
     let items: Vec<(String, String)> = (0..max_gens)
         .map(|rank| {
             let name = match rank {
@@ -444,6 +451,7 @@ fn accuracy_chart(passes: &[PassJson]) -> Option<String> {
             .map(|k| (k as f64 * 20.0, format!("{}%", k * 20)))
             .collect();
         plot.axes(&mut s, &xticks, &yticks, "aging pass", title);
+        s.push_str(DATA);
         for (si, name) in names.iter().enumerate() {
             let colour = PALETTE[si % PALETTE.len()];
             let mut d = String::new();
@@ -460,7 +468,8 @@ fn accuracy_chart(passes: &[PassJson]) -> Option<String> {
                         let _ = write!(d, "{}{x:.1} {y:.1} ", if pen_down { "L" } else { "M" });
                         let _ = writeln!(
                             s,
-                            r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{colour}"><title>{} pass {}: {:.1}%</title></circle>"#,
+                            r#"<circle cx="{x:.1}" cy="{y:.1}" r="{:.1}" fill="{colour}"><title>{} pass {}: {:.1}%</title></circle>"#,
+                            (7.0 - 2.0 * si as f64).max(2.5),
                             esc(name),
                             p.pass,
                             v * 100.0
@@ -470,12 +479,17 @@ fn accuracy_chart(passes: &[PassJson]) -> Option<String> {
                     None => pen_down = false,
                 }
             }
+            // Sources that agree draw on top of each other: later ones are dashed and thinner,
+            // so every line stays visible.
             let _ = writeln!(
                 s,
-                r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                d.trim_end()
+                r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="{}"{}/>"#,
+                d.trim_end(),
+                (5.0 - 1.5 * si as f64).max(1.5),
+                if si == 0 { "" } else { r#" stroke-dasharray="6 4""# }
             );
         }
+        s.push_str("</g>\n");
     }
     let items: Vec<(String, &str)> = names
         .iter()
@@ -493,7 +507,7 @@ fn histogram_chart(h: &WorkingSetHistogram) -> Option<String> {
         .pages
         .iter()
         .enumerate()
-        .map(|(i, &n)| (h.label(i), n))
+        .map(|(i, &n)| (h.label(i).replace(" – ", " –\n"), n))
         .collect();
     bars.push(("reclaimed".into(), h.reclaimed));
     let total: u64 = bars.iter().map(|b| b.1).sum();
@@ -512,7 +526,7 @@ fn histogram_chart(h: &WorkingSetHistogram) -> Option<String> {
         xr: (0.0, bars.len() as f64),
         yr: (0.0, top),
     };
-    let mut s = svg::open(1160.0, 340.0);
+    let mut s = svg::open(1160.0, 355.0);
     let xticks: Vec<(f64, String)> = bars
         .iter()
         .enumerate()
@@ -523,6 +537,7 @@ fn histogram_chart(h: &WorkingSetHistogram) -> Option<String> {
         .map(|v| (*v, format!("{} MiB", num(*v))))
         .collect();
     plot.axes(&mut s, &xticks, &yticks, "idle for", "guest memory");
+    s.push_str(DATA);
     let bw = plot.w / bars.len() as f64;
     for (i, (label, n)) in bars.iter().enumerate() {
         let v = mib(*n);
@@ -551,6 +566,7 @@ fn histogram_chart(h: &WorkingSetHistogram) -> Option<String> {
             );
         }
     }
+    s.push_str("</g>\n");
     s.push_str("</svg>\n");
     Some(s)
 }
@@ -688,6 +704,7 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
             "memory saved (MiB)",
             "throughput loss vs none",
         );
+        s.push_str(DATA);
         let max_ref = w
             .policies
             .iter()
@@ -730,6 +747,7 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
                 num(p.refaults.mean)
             );
         }
+        s.push_str("</g>\n");
     }
     s.push_str("</svg>\n");
     Some(s)
@@ -779,6 +797,7 @@ fn resident_chart(r: &BenchReport) -> Option<String> {
         "time since the workload started",
         "resident guest memory",
     );
+    s.push_str(DATA);
     let mut items = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
@@ -803,6 +822,7 @@ fn resident_chart(r: &BenchReport) -> Option<String> {
         );
         items.push((run.policy.clone(), colour));
     }
+    s.push_str("</g>\n");
     svg::legend(&mut s, 90.0, 340.0, 1100.0, &items);
     s.push_str("</svg>\n");
     Some(s)

@@ -98,15 +98,26 @@ impl Plot {
                 esc(label)
             );
         }
+        let mut lines = 1;
         for (v, label) in xticks {
             let x = self.x(*v);
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{bottom:.1}" y2="{:.1}" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{bottom:.1}" y2="{:.1}" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">"##,
                 bottom + 5.0,
                 bottom + 18.0,
-                esc(label)
             );
+            // A label may span lines ('\n'), so long bucket names do not run into each other.
+            for (i, part) in label.split('\n').enumerate() {
+                lines = lines.max(i + 1);
+                let _ = write!(
+                    s,
+                    r#"<tspan x="{x:.1}" dy="{}">{}</tspan>"#,
+                    if i == 0 { 0 } else { 14 },
+                    esc(part)
+                );
+            }
+            s.push_str("</text>\n");
         }
         let _ = writeln!(
             s,
@@ -117,9 +128,9 @@ impl Plot {
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate({:.1} {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
             self.x0 + self.w / 2.0,
-            bottom + 36.0,
+            bottom + 36.0 + 14.0 * (lines - 1) as f64,
             esc(xtitle),
-            self.x0 - 52.0,
+            self.x0 - 72.0,
             self.y0 + self.h / 2.0,
             esc(ytitle)
         );
