@@ -212,10 +212,16 @@ fn run_report_renders_every_chart() {
     )
     .expect("report.json parses");
     assert_eq!(json["kind"], "run");
-    assert!(json["host"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
-    let passes = json["report"]["passes"].as_array().expect("per-pass series");
+    assert!(json["host"]["kernel"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty()));
+    let passes = json["report"]["passes"]
+        .as_array()
+        .expect("per-pass series");
     assert!(passes.len() >= 2, "{} passes", passes.len());
-    assert!(passes[0]["sources"].as_array().is_some_and(|s| !s.is_empty()));
+    assert!(passes[0]["sources"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty()));
     assert!(json["report"]["heatmap"]["columns"].is_array());
 
     let png = dir.join("screenshot.png");
@@ -241,7 +247,9 @@ fn the_check_fails_on_pages_built_to_fail() {
     std::fs::create_dir_all(&broken).expect("scratch dir");
 
     // One chart's data removed: its data group emptied, as a report without passes would be.
-    let at = good.find("id=\"chart-generations\"").expect("chart present");
+    let at = good
+        .find("id=\"chart-generations\"")
+        .expect("chart present");
     let end = at + good[at..].find("</figure>").expect("figure closes");
     let mut no_data = good[..at].to_string();
     let fig = &good[at..end];
@@ -253,7 +261,10 @@ fn the_check_fails_on_pages_built_to_fail() {
     std::fs::write(&page, &no_data).expect("write page");
     let bad = problems(&render(&page, None), &RUN_CHARTS);
     assert_eq!(bad.len(), 1, "{bad:#?}");
-    assert!(bad[0].starts_with("chart-generations: empty (0 data shapes"), "{bad:#?}");
+    assert!(
+        bad[0].starts_with("chart-generations: empty (0 data shapes"),
+        "{bad:#?}"
+    );
 
     // A chart missing altogether.
     let page = broken.join("missing.html");

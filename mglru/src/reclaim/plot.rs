@@ -46,7 +46,7 @@ pub fn to_svg(r: &BenchReport) -> String {
     let w = left + METRICS.len() as f64 * (panel_w + 40.0) + 20.0;
     let h = top + r.workloads.len() as f64 * row_h + 60.0;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" \
          font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{left}\" y=\"22\" font-size=\"15\">agelab reclaim benchmark — {} MiB {}, {} reps, {:.0} s runs, bars: mean, whiskers: 95% CI</text>\n",
         r.mem_bytes >> 20,

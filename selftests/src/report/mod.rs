@@ -457,11 +457,7 @@ fn accuracy_chart(passes: &[PassJson]) -> Option<String> {
             let mut d = String::new();
             let mut pen_down = false;
             for p in passes {
-                let v = p
-                    .sources
-                    .iter()
-                    .find(|x| x.name == *name)
-                    .and_then(|x| pick(x));
+                let v = p.sources.iter().find(|x| x.name == *name).and_then(pick);
                 match v {
                     Some(v) => {
                         let (x, y) = (plot.x(p.pass as f64), plot.y(v * 100.0));
@@ -486,7 +482,11 @@ fn accuracy_chart(passes: &[PassJson]) -> Option<String> {
                 r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="{}"{}/>"#,
                 d.trim_end(),
                 (5.0 - 1.5 * si as f64).max(1.5),
-                if si == 0 { "" } else { r#" stroke-dasharray="6 4""# }
+                if si == 0 {
+                    ""
+                } else {
+                    r#" stroke-dasharray="6 4""#
+                }
             );
         }
         s.push_str("</g>\n");
@@ -673,8 +673,10 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
             .iter()
             .map(|p| (100.0 - p.throughput_pct.mean, p.throughput_pct.ci95))
             .collect();
-        let ymin = losses.iter().map(|(l, c)| l - c).fold(0.0, f64::min);
-        let ymax = losses.iter().map(|(l, c)| l + c).fold(5.0, f64::max);
+        // The axis follows the means (with room): intervals from two or three noisy reps can be
+        // ten times wider than the spread of the means; whiskers are clipped at the frame.
+        let ymin = losses.iter().map(|(l, _)| l - 5.0).fold(0.0, f64::min);
+        let ymax = losses.iter().map(|(l, _)| l + 10.0).fold(10.0, f64::max);
         let xt = svg::nice_ticks(0.0, xmax, 5);
         let yt = svg::nice_ticks(ymin, ymax, 5);
         let plot = Plot {
@@ -705,6 +707,7 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
             "throughput loss vs none",
         );
         s.push_str(DATA);
+        let mut placed: Vec<(f64, f64)> = Vec::new();
         let max_ref = w
             .policies
             .iter()
@@ -724,9 +727,10 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
                 plot.x(p.saved_mib.mean - p.saved_mib.ci95),
                 plot.x(p.saved_mib.mean + p.saved_mib.ci95),
             );
+            let clip_y = |v: f64| v.clamp(plot.y0, plot.y0 + plot.h);
             let (yl, yh) = (
-                plot.y(100.0 - p.throughput_pct.mean - p.throughput_pct.ci95),
-                plot.y(100.0 - p.throughput_pct.mean + p.throughput_pct.ci95),
+                clip_y(plot.y(100.0 - p.throughput_pct.mean - p.throughput_pct.ci95)),
+                clip_y(plot.y(100.0 - p.throughput_pct.mean + p.throughput_pct.ci95)),
             );
             let radius = 4.0
                 + if max_ref > 0.0 {
@@ -734,6 +738,15 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
                 } else {
                     0.0
                 };
+            // Labels of points that coincide are stacked instead of overprinted.
+            let mut ly = y - 3.0;
+            while placed
+                .iter()
+                .any(|(px, py)| (px - x).abs() < 150.0 && (py - ly).abs() < 14.0)
+            {
+                ly += 14.0;
+            }
+            placed.push((x, ly));
             let _ = writeln!(
                 s,
                 r#"<line x1="{xl:.1}" x2="{xh:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{colour}"/><line x1="{x:.1}" x2="{x:.1}" y1="{yl:.1}" y2="{yh:.1}" stroke="{colour}"/><circle cx="{x:.1}" cy="{y:.1}" r="{radius:.1}" fill="{colour}" fill-opacity="0.45" stroke="{colour}"><title>{}: saved {} MiB, throughput {}%, refaults {}</title></circle><text x="{:.1}" y="{:.1}" font-size="11">{} ({} refaults)</text>"#,
@@ -742,7 +755,7 @@ fn tradeoff_chart(r: &BenchReport) -> Option<String> {
                 p.throughput_pct.fmt(1),
                 p.refaults.fmt(0),
                 x + radius + 3.0,
-                y - 3.0,
+                ly,
                 esc(&p.policy),
                 num(p.refaults.mean)
             );
