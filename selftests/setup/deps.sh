@@ -20,7 +20,7 @@ set -euo pipefail
 # lab: QEMU, busybox, cpio, xz/zstd (kernel modules); custom lab kernel build: build-essential bc
 # bison flex libelf-dev libssl-dev dwarves patch; arm64 (make cross-arm64, agelab lab --arch arm64):
 # debootstrap (the sid build chroot), qemu-system-arm.
-PACKAGES="qemu-system-x86 qemu-system-arm busybox-static cpio xz-utils zstd build-essential bc bison flex libelf-dev libssl-dev dwarves patch debootstrap"
+PACKAGES="qemu-system-x86 qemu-system-arm busybox-static cpio xz-utils zstd build-essential bc bison flex libelf-dev libssl-dev dwarves patch debootstrap chromium"
 # Packages built from Debian's qemu source whose versions must agree with each other.
 QEMU_FAMILY="qemu-utils qemu-system-common qemu-system-data qemu-system-x86 qemu-system-arm qemu-system-gui qemu-block-extra qemu-system-misc qemu-system-ppc qemu-system-mips qemu-system-sparc"
 

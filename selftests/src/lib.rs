@@ -7,5 +7,6 @@ pub mod access_tracking;
 pub mod cli;
 pub mod ktap;
 pub mod lab;
+pub mod report;
 pub mod scenarios;
 pub mod units;

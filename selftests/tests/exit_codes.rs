@@ -69,6 +69,22 @@ fn output_paths_are_checked_before_the_run() {
         &["reclaim", "--json-out", "/nonexistent/dir/r.json"],
         "--json-out /nonexistent/dir/r.json",
     );
+    expect_input_error(
+        &["run", "--report", "/nonexistent/dir/r"],
+        "--report /nonexistent/dir/r: directory /nonexistent/dir does not exist",
+    );
+    expect_input_error(
+        &["reclaim", "--report", "/nonexistent/dir/r"],
+        "--report /nonexistent/dir/r: directory /nonexistent/dir does not exist",
+    );
+    // A file given where the report's directory goes.
+    let file = scratch("report-file");
+    std::fs::write(&file, b"x").expect("scratch file");
+    expect_input_error(
+        &["run", "--report", file.to_str().expect("utf-8 path")],
+        "exists and is not a directory",
+    );
+    std::fs::remove_file(&file).ok();
     // A directory given where a file is written.
     let tmp = std::env::temp_dir();
     let tmp = tmp.to_str().expect("utf-8 temp dir");

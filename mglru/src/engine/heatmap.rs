@@ -9,20 +9,33 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use agelab_vmm::PAGE_SIZE;
+use serde::Serialize;
+
 use super::generations::{Generations, NOT_RESIDENT};
 
 /// Most rows a heatmap uses.
 pub const MAX_HEATMAP_ROWS: usize = 512;
 
-/// Recorded mean page ages per row and pass.
-#[derive(Clone, Debug, PartialEq)]
+/// Recorded mean page ages per row and pass. Serialises (for `--report`'s `report.json`) with
+/// empty rows' NaN ages as `null`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AgeHeatmap {
     pages: u64,
     pages_per_row: u64,
     rows: usize,
+    /// When each column was recorded, ms since the engine started.
+    times_ms: Vec<f64>,
     /// One column per pass: mean age in ms per row, NaN when the row has no resident page.
     columns: Vec<Vec<f32>>,
 }
+
+/// Plot area of the rendered heatmap, px: the cells stretch to it whatever the run's length
+/// and memory size.
+const PLOT_W: f64 = 900.0;
+const PLOT_H: f64 = 360.0;
+const LEFT: f64 = 86.0;
+const TOP: f64 = 34.0;
 
 impl AgeHeatmap {
     /// A heatmap over `pages` pages with at most `max_rows` rows (capped at 512).
@@ -34,6 +47,7 @@ impl AgeHeatmap {
             pages,
             pages_per_row,
             rows,
+            times_ms: Vec::new(),
             columns: Vec::new(),
         }
     }
@@ -51,6 +65,11 @@ impl AgeHeatmap {
     /// Recorded columns (passes); each holds one mean age in ms per row, NaN when empty.
     pub fn columns(&self) -> &[Vec<f32>] {
         &self.columns
+    }
+
+    /// When each column was recorded, ms since the engine started.
+    pub fn times_ms(&self) -> &[f64] {
+        &self.times_ms
     }
 
     /// Adds a column from the current state.
@@ -80,19 +99,20 @@ impl AgeHeatmap {
                 }
             })
             .collect();
+        self.times_ms.push(now_ns as f64 / 1e6);
         self.columns.push(column);
     }
 
-    /// Renders the heatmap; `title` goes on top.
+    /// Renders the heatmap with `title` on top: guest address down (ticks in MiB of test
+    /// memory), time across (one column per pass, ticks at the passes' times), and a colour
+    /// scale with age ticks on the right. The plot area has a fixed size; cells stretch to it.
     pub fn to_svg(&self, title: &str) -> String {
-        const LEFT: usize = 70;
-        const TOP: usize = 30;
-        const BOTTOM: usize = 40;
-        let cell_w = (1200 / self.columns.len().max(1)).clamp(1, 12);
-        let cell_h = if self.rows <= 128 { 3 } else { 1 };
-        // Wide enough for the caption even with few passes.
-        let width = (LEFT + cell_w * self.columns.len() + 20).max(760);
-        let height = TOP + cell_h * self.rows + BOTTOM;
+        let n = self.columns.len().max(1);
+        let cell_w = PLOT_W / n as f64;
+        let cell_h = PLOT_H / self.rows.max(1) as f64;
+        let legend_x = LEFT + PLOT_W + 28.0;
+        let width = legend_x + 16.0 + 110.0;
+        let height = TOP + PLOT_H + 58.0;
         let max_age = self
             .columns
             .iter()
@@ -103,9 +123,16 @@ impl AgeHeatmap {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
         );
-        let _ = writeln!(s, r#"<text x="{LEFT}" y="18">{}</text>"#, escape(title));
+        let _ = writeln!(
+            s,
+            r#"<text x="{LEFT}" y="18" font-size="14">{}</text>"#,
+            escape(title)
+        );
+        // The cells are the data (`class="data"`: what a renderer check counts); axes and scale
+        // follow outside the group.
+        let _ = writeln!(s, r#"<g class="data" shape-rendering="crispEdges">"#);
         for (x, col) in self.columns.iter().enumerate() {
             // Runs of equal colour become one rect: a mostly uniform column is a handful of
             // elements instead of 512.
@@ -118,32 +145,137 @@ impl AgeHeatmap {
                 }
                 let _ = writeln!(
                     s,
-                    r#"<rect x="{}" y="{}" width="{cell_w}" height="{}" fill="{colour}"/>"#,
-                    LEFT + x * cell_w,
-                    TOP + y * cell_h,
-                    (end - y) * cell_h
+                    r#"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{colour}"/>"#,
+                    LEFT + x as f64 * cell_w,
+                    TOP + y as f64 * cell_h,
+                    cell_w + 0.05,
+                    (end - y) as f64 * cell_h + 0.05
                 );
                 y = end;
             }
         }
-        let bottom = TOP + self.rows * cell_h;
+        s.push_str("</g>\n");
+        let bottom = TOP + PLOT_H;
         let _ = writeln!(
             s,
-            r#"<text x="2" y="{}">page 0</text><text x="2" y="{}">page {}</text>"#,
-            TOP + 10,
-            bottom,
-            self.pages.saturating_sub(1)
+            r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{PLOT_H}" fill="none" stroke="#333"/>"##
         );
+        // Y axis: guest address as offset into test memory, in MiB.
+        let mib = self.pages as f64 * PAGE_SIZE as f64 / (1u64 << 20) as f64;
+        for i in 0..=4 {
+            let y = TOP + PLOT_H * i as f64 / 4.0;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{:.1}" x2="{LEFT}" y1="{y:.1}" y2="{y:.1}" stroke="#333"/><text x="{:.1}" y="{:.1}" text-anchor="end">{} MiB</text>"##,
+                LEFT - 5.0,
+                LEFT - 8.0,
+                y + 4.0,
+                trim(mib * i as f64 / 4.0)
+            );
+        }
         let _ = writeln!(
             s,
-            r#"<text x="{LEFT}" y="{}">pass 1 → {} (x), guest page (y), {} pages/row; red new → blue {:.0} ms; grey reclaimed</text>"#,
-            bottom + 16,
-            self.columns.len(),
-            self.pages_per_row,
-            max_age
+            r#"<text transform="translate(14 {:.1}) rotate(-90)" text-anchor="middle">guest address ({} pages/row)</text>"#,
+            TOP + PLOT_H / 2.0,
+            self.pages_per_row
+        );
+        // X axis: one tick per column, labelled at most every ~70 px.
+        let every = (70.0 / cell_w).ceil().max(1.0) as usize;
+        for (i, t) in self.times_ms.iter().enumerate() {
+            let x = LEFT + (i as f64 + 0.5) * cell_w;
+            let labelled = i % every == 0 || i + 1 == self.times_ms.len() && i % every > every / 2;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" x2="{x:.1}" y1="{bottom}" y2="{:.1}" stroke="#333"/>"##,
+                bottom + if labelled { 5.0 } else { 3.0 }
+            );
+            if labelled {
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{} s</text>"#,
+                    bottom + 18.0,
+                    trim(t / 1e3)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since start (one column per aging pass, {} passes)</text>"#,
+            LEFT + PLOT_W / 2.0,
+            bottom + 40.0,
+            self.columns.len()
+        );
+        // Colour scale: 32 steps, log-scaled like the cells, youngest at the top.
+        let steps = 32;
+        for k in 0..steps {
+            let t = k as f32 / (steps - 1) as f32;
+            let age = ((1.0 + max_age).ln() * t).exp() - 1.0;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{legend_x:.1}" y="{:.2}" width="16" height="{:.2}" fill="{}"/>"#,
+                TOP + PLOT_H * 0.8 * k as f64 / steps as f64,
+                PLOT_H * 0.8 / steps as f64 + 0.1,
+                colour_of(age, max_age)
+            );
+        }
+        let scale_h = PLOT_H * 0.8;
+        let mut tick = 1.0f32;
+        let mut ticks = vec![0.0f32];
+        while tick < max_age {
+            ticks.push(tick);
+            tick *= 10.0;
+        }
+        if max_age > 0.0 {
+            ticks.push(max_age);
+        }
+        let mut last_y = f64::NEG_INFINITY;
+        for a in ticks {
+            let t = if max_age <= 0.0 {
+                0.0
+            } else {
+                ((1.0 + a).ln() / (1.0 + max_age).ln()) as f64
+            };
+            let y = TOP + scale_h * t;
+            // Skip ticks that would overlap the previous label (the max is always shown).
+            if y - last_y < 13.0 && a != max_age {
+                continue;
+            }
+            last_y = y;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#333"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+                legend_x + 16.0,
+                legend_x + 20.0,
+                legend_x + 23.0,
+                y + 4.0,
+                age_label(a)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{legend_x:.1}" y="{:.1}" width="16" height="12" fill="#bbbbbb"/><text x="{:.1}" y="{:.1}">reclaimed</text><text x="{legend_x:.1}" y="{:.1}">page age</text>"##,
+            TOP + scale_h + 20.0,
+            legend_x + 23.0,
+            TOP + scale_h + 30.0,
+            TOP - 12.0
         );
         s.push_str("</svg>\n");
         s
+    }
+}
+
+/// `1.5`, `12`, `0.25`: at most two decimals, no trailing zeros.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// An age for the colour scale: `0 ms`, `100 ms`, `1.5 s`.
+fn age_label(ms: f32) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{} s", trim(f64::from(ms) / 1e3))
     }
 }
 
@@ -158,7 +290,13 @@ fn colour_of(age_ms: f32, max_age_ms: f32) -> String {
         ((1.0 + age_ms).ln() / (1.0 + max_age_ms).ln()).clamp(0.0, 1.0)
     };
     // Quantised to 32 steps so runs of nearly equal ages merge into one rect.
-    let t = (t * 32.0).round() / 32.0;
+    scale_colour((t * 32.0).round() / 32.0)
+}
+
+/// The heatmap's colour for `t` in 0..=1: red (young) through yellow to blue (old). Other
+/// charts of page age use it too, so young and old look the same everywhere.
+pub fn scale_colour(t: f32) -> String {
+    let t = t.clamp(0.0, 1.0);
     let (a, b, u) = if t < 0.5 {
         ((215.0, 48.0, 31.0), (254.0, 224.0, 144.0), t * 2.0)
     } else {

@@ -18,7 +18,7 @@ pub const DEFAULT_EDGES_MS: [u64; 10] = [
 ];
 
 /// Pages by age bucket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct WorkingSetHistogram {
     /// Upper edges of the buckets in ms; the last bucket is open-ended.
     pub edges_ms: Vec<u64>,

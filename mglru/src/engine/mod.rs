@@ -46,7 +46,10 @@ pub use policy::{
     AgingPolicy, AgingPolicyError, InitialPlacement, NewGeneration, DEFAULT_NR_GENS, MAX_NR_GENS,
     MIN_NR_GENS,
 };
-pub use report::{pass_summary, AgingJson, EngineReport, GenerationJson, SourceJson, TierJson};
+pub use report::{
+    pass_summary, AgingJson, EngineReport, GenerationJson, PassJson, PassSourceJson, SourceJson,
+    TierJson,
+};
 pub use sources::{SourcePass, SourceStats};
 pub use tiers::{tier_of, TierConfig, TierCounts, Tiers, MAX_NR_TIERS};
 

@@ -66,6 +66,72 @@ pub struct TierJson {
     pub refaulted: u64,
 }
 
+/// One source in one pass, in JSON: what it reported and how it compares with the pass's
+/// ground truth (`null` when unavailable, failed or not judged).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PassSourceJson {
+    /// Source name.
+    pub name: String,
+    /// Pages it reported accessed.
+    pub accessed: u64,
+    /// Precision against the truth it can observe.
+    pub precision: Option<f64>,
+    /// Recall against the truth it can observe.
+    pub recall: Option<f64>,
+}
+
+/// One aging pass in JSON: when, the generations after it, and each source's judgement.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PassJson {
+    /// Pass number, from 1.
+    pub pass: u64,
+    /// When it aged, ms since the engine started.
+    pub t_ms: f64,
+    /// Pages the sources' union saw accessed.
+    pub accessed: u64,
+    /// Generations after the pass, oldest first.
+    pub generations: Vec<GenerationJson>,
+    /// Per source, in the order added.
+    pub sources: Vec<PassSourceJson>,
+}
+
+impl PassJson {
+    /// `pass` as JSON, with `engine`'s generations right after it.
+    pub fn of(pass: &AgingPass, engine: &Engine) -> Self {
+        let gens = engine.generations();
+        PassJson {
+            pass: pass.pass,
+            t_ms: pass
+                .at
+                .saturating_duration_since(gens.epoch())
+                .as_secs_f64()
+                * 1e3,
+            accessed: pass.accessed,
+            generations: gens
+                .generations()
+                .map(|g| GenerationJson {
+                    seq: g.seq,
+                    age_ms: millis(pass.at.saturating_duration_since(g.born)),
+                    pages: g.pages,
+                })
+                .collect(),
+            sources: pass
+                .sources
+                .iter()
+                .map(|s| {
+                    let judged = s.confusion.filter(|_| s.harvested && s.error.is_none());
+                    PassSourceJson {
+                        name: s.name.clone(),
+                        accessed: s.accessed,
+                        precision: judged.map(|c| c.precision()),
+                        recall: judged.map(|c| c.recall()),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The engine's state in JSON-ready form.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EngineReport {

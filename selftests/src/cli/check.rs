@@ -61,6 +61,30 @@ pub fn output_path(option: &'static str, path: &Path) -> Result<(), InputError> 
     }
 }
 
+/// Checks that directory `path` (the value of `option`, e.g. `--report`) can hold the files a
+/// command writes, and creates it: an existing writable directory, or a new one in an existing,
+/// writable parent.
+pub fn output_dir(option: &'static str, path: &Path) -> Result<(), InputError> {
+    let bad = |why: String| InputError::OutputPath {
+        option,
+        path: path.to_path_buf(),
+        why,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(bad("exists and is not a directory".into())),
+        Ok(_) => nix::unistd::access(
+            path,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .map_err(|e| bad(format!("directory is not writable: {e}"))),
+        Err(_) => {
+            // The same rule as for a new file: its parent must exist and be writable.
+            check_new_file_location(path).map_err(bad)?;
+            std::fs::create_dir(path).map_err(|e| bad(format!("cannot create it: {e}")))
+        }
+    }
+}
+
 /// Checks guest memory: `mem` bytes of `backing` in `slots` memslots, naming the option the
 /// user most likely has to change.
 pub fn memory(backing: &Backing, mem: u64, slots: usize) -> Result<(), InputError> {
@@ -133,6 +157,25 @@ mod tests {
         assert!(e.contains("is a directory"), "{e}");
         output_path("--svg", &dir.join("agelab-check-new.svg")).unwrap();
         output_path("--svg", Path::new("relative-new.svg")).unwrap();
+    }
+
+    #[test]
+    fn output_dirs_are_created_in_a_writable_parent() {
+        let e = output_dir("--report", Path::new("/nonexistent/dir/r")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--report /nonexistent/dir/r: directory /nonexistent/dir does not exist"
+        );
+        let dir = std::env::temp_dir().join(format!("agelab-check-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        output_dir("--report", &dir).unwrap();
+        assert!(dir.is_dir());
+        output_dir("--report", &dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = output_dir("--report", &file).unwrap_err().to_string();
+        assert!(e.ends_with("exists and is not a directory"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub struct ReclaimArgs {
     /// Also write the JSON report to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// Write an HTML report (`index.html`: saved memory vs throughput loss vs refaults per
+    /// policy with intervals, resident memory over time; host facts) and `report.json` into
+    /// this directory (created).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
 }
 
 /// A checked list of policies.
@@ -136,6 +141,9 @@ pub enum ReclaimCliError {
     /// A run failed.
     #[error(transparent)]
     Run(#[from] ReclaimRunError),
+    /// The HTML report could not be written.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// Signal cleanup could not be installed.
     #[error(transparent)]
     Guard(#[from] host_guard::HostGuardError),
@@ -183,6 +191,9 @@ pub fn check_input(args: &ReclaimArgs) -> Result<(), InputError> {
     }
     if let Some(path) = &args.json_out {
         check::output_path("--json-out", path)?;
+    }
+    if let Some(dir) = &args.report {
+        check::output_dir("--report", dir)?;
     }
     Ok(())
 }
@@ -281,7 +292,47 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
             err,
         })?;
     }
+    if let Some(dir) = &args.report {
+        let path = crate::report::write_reclaim(dir, &report_params(args, &workloads), &report)?;
+        if !args.json {
+            eprintln!("agelab reclaim: report written to {}", path.display());
+        }
+    }
     Ok(report)
+}
+
+/// The benchmark's parameters as the report shows them.
+fn report_params(args: &ReclaimArgs, workloads: &[WorkloadSpec]) -> Vec<(String, String)> {
+    let policies: Vec<String> = args.policy.0.iter().map(|p| p.to_string()).collect();
+    let wls: Vec<String> = workloads.iter().map(|w| w.to_string()).collect();
+    [
+        ("--policy", policies.join(",")),
+        ("--workload", wls.join(" ; ")),
+        ("--reps", args.reps.to_string()),
+        ("--mem", format!("{} MiB", args.mem >> 20)),
+        ("--vcpus", args.vcpus.to_string()),
+        ("--backing", args.backing.to_string()),
+        ("--duration", format!("{:?}", args.duration)),
+        ("--interval", format!("{:?}", args.interval)),
+        ("--min-age", format!("{:?}", args.min_age)),
+        ("--gens", args.gens.to_string()),
+        ("--action", format!("{:?}", args.action)),
+        (
+            "controller",
+            format!(
+                "SLO {}% of WS/min, cap {}% per {:?}, kp {}, ki {}/s, WS window {:?}",
+                args.slo, args.max_step, args.step_period, args.kp, args.ki, args.ws_window
+            ),
+        ),
+        (
+            "--zram",
+            args.zram
+                .map_or("no".to_string(), |z| format!("{} MiB", z >> 20)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Prints the report as text.

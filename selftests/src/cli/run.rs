@@ -2,7 +2,8 @@
 
 use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
-use agelab_mglru::engine::report::{pass_summary, EngineReport};
+use agelab_mglru::engine::report::{pass_summary, EngineReport, PassJson};
+use agelab_mglru::engine::{AgeHeatmap, WorkingSetHistogram};
 use agelab_mglru::lru_gen_run::{engine_generations, KernelAging, KernelLruGenReport};
 use agelab_mglru::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog::{self, SourceKind};
@@ -65,6 +66,10 @@ pub struct RunArgs {
     /// Write a heatmap of page age over time (guest address × time) to this SVG file.
     #[arg(long)]
     pub svg: Option<std::path::PathBuf>,
+    /// Write an HTML report (`index.html`: heatmap, generations, per-pass precision/recall,
+    /// working set; host facts) and `report.json` into this directory (created).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
     /// Print only the final engine table, not one per aging pass.
     #[arg(long)]
     pub quiet: bool,
@@ -148,6 +153,9 @@ pub enum RunError {
         #[source]
         err: std::io::Error,
     },
+    /// The HTML report could not be written.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// The self-check could not run.
     #[error(transparent)]
     Selfcheck(#[from] SelfcheckError),
@@ -229,6 +237,13 @@ pub struct RunReport {
     pub vcpu: Vec<VcpuReport>,
     /// Per epoch.
     pub epochs: Vec<EpochReport>,
+    /// Per aging pass: time, generations after it, each source's precision and recall.
+    pub passes: Vec<PassJson>,
+    /// Pages by idle time at the end (`edges_ms`, `pages` per bucket, `reclaimed`).
+    pub working_set: WorkingSetHistogram,
+    /// Page age over time (`--svg`, `--report`): rows of guest pages × passes, mean age in ms
+    /// (`null` for a row with no resident page); `null` when not recorded.
+    pub heatmap: Option<AgeHeatmap>,
     /// Exit counters summed over vCPUs.
     pub exits: serde_json::Map<String, serde_json::Value>,
     /// Why the run ended.
@@ -270,6 +285,9 @@ pub fn check_input(args: &RunArgs) -> Result<(), InputError> {
     check::memory(&args.backing, args.mem, args.slots)?;
     if let Some(path) = &args.svg {
         check::output_path("--svg", path)?;
+    }
+    if let Some(dir) = &args.report {
+        check::output_dir("--report", dir)?;
     }
     Ok(())
 }
@@ -360,7 +378,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             max_gens: args.gens,
             ..Default::default()
         },
-        heatmap_rows: args.svg.as_ref().map(|_| 256),
+        heatmap_rows: (args.svg.is_some() || args.report.is_some()).then_some(256),
         ..Default::default()
     };
     let mut engine = Engine::new(map, config)?;
@@ -409,6 +427,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         wl.fill()?;
     }
     let mut epochs = Vec::new();
+    let mut passes = Vec::new();
     let mut ops = vec![0u64; args.vcpus];
     let mut busy = vec![Duration::ZERO; args.vcpus];
     let t0 = Instant::now();
@@ -425,6 +444,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             let _ = tx.send(split.accessed());
         }
         let pass = engine.run_pass_split(&split)?;
+        passes.push(PassJson::of(&pass, &engine));
         if let Some(g) = guide.as_mut() {
             g.arm_from(engine.generations())?;
         }
@@ -510,7 +530,7 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         sum(&|e| e.ring_full.load(Relaxed)).into(),
     );
     exits.insert("fatal".into(), sum(&|e| e.fatal.load(Relaxed)).into());
-    Ok(RunReport {
+    let report = RunReport {
         vcpus: args.vcpus,
         mem_bytes: args.mem,
         backing: args.backing.to_string(),
@@ -528,6 +548,9 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
             })
             .collect(),
         epochs,
+        passes,
+        working_set: engine.histogram(),
+        heatmap: engine.heatmap().cloned(),
         exits,
         exit_reason: "completed: every vCPU reported DONE".into(),
         verify_mismatches,
@@ -540,7 +563,35 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         engine: engine.report(),
         table: engine.table(),
         histogram: engine.histogram().to_text(),
-    })
+    };
+    if let Some(dir) = &args.report {
+        let path = crate::report::write_run(dir, &report_params(args, uffd_arm), &report)?;
+        if !args.json {
+            eprintln!("agelab run: report written to {}", path.display());
+        }
+    }
+    Ok(report)
+}
+
+/// The run's parameters as the report shows them.
+fn report_params(args: &RunArgs, uffd_arm: ArmPolicy) -> Vec<(String, String)> {
+    let mut p = vec![
+        ("--workload", args.workload.to_string()),
+        ("--mem", format!("{} MiB", args.mem >> 20)),
+        ("--vcpus", args.vcpus.to_string()),
+        ("--backing", args.backing.to_string()),
+        ("--slots", args.slots.to_string()),
+        ("--duration", format!("{:?}", args.duration)),
+        ("--interval", format!("{:?}", args.interval)),
+        ("--sources", args.sources.0.join(",")),
+        ("--uffd-arm", uffd_arm.to_string()),
+        ("--gens", args.gens.to_string()),
+        ("--verify", args.verify.to_string()),
+    ];
+    if let Some(r) = args.require_accurate {
+        p.push(("--require-accurate", r.to_string()));
+    }
+    p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Prints the report as text; a run blind to its workload says so first.
