@@ -583,7 +583,15 @@ fn report_params(args: &RunArgs, uffd_arm: ArmPolicy) -> Vec<(String, String)> {
         ("--slots", args.slots.to_string()),
         ("--duration", format!("{:?}", args.duration)),
         ("--interval", format!("{:?}", args.interval)),
-        ("--sources", args.sources.0.join(",")),
+        (
+            "--sources",
+            args.sources
+                .0
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         ("--uffd-arm", uffd_arm.to_string()),
         ("--gens", args.gens.to_string()),
         ("--verify", args.verify.to_string()),
