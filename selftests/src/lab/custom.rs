@@ -895,12 +895,23 @@ impl Builder<'_> {
                 .map_err(|e| self.io(self.log, e))
         };
         let (out, err) = (open()?, open()?);
-        let status = cmd
+        let log_start = fs::metadata(self.log).map_or(0, |m| m.len());
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .status()
+            .spawn()
             .map_err(|e| self.io(Path::new(step), e))?;
+        let started = Instant::now();
+        let progress = BuildProgress::new(self.kernel, step);
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| self.io(Path::new(step), e))? {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            progress.tick(started.elapsed(), || objects_built(self.log, log_start));
+        };
+        progress.done(started.elapsed(), objects_built(self.log, log_start));
         if status.success() {
             return Ok(());
         }
@@ -915,9 +926,97 @@ impl Builder<'_> {
     }
 }
 
+/// Objects kbuild reported building (`  CC `, `  AS `, `  LD `, `  AR ` lines) since byte
+/// `from` of the build log.
+fn objects_built(log: &Path, from: u64) -> usize {
+    let text = fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    count_objects(&text)
+}
+
+/// kbuild's short-log lines that stand for one object built.
+pub fn count_objects(text: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            ["  CC ", "  AS ", "  LD ", "  AR ", "  HOSTCC "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .count()
+}
+
+/// Progress of one long build step on stderr: rewritten in place on a terminal, one line every
+/// 30 s otherwise (CI logs), so minutes of `make` are never silent.
+struct BuildProgress<'a> {
+    kernel: &'a str,
+    step: &'a str,
+    terminal: bool,
+    last: std::cell::Cell<std::time::Duration>,
+}
+
+impl<'a> BuildProgress<'a> {
+    fn new(kernel: &'a str, step: &'a str) -> Self {
+        use std::io::IsTerminal;
+        BuildProgress {
+            kernel,
+            step,
+            terminal: std::io::stderr().is_terminal(),
+            last: std::cell::Cell::new(std::time::Duration::ZERO),
+        }
+    }
+
+    fn line(&self, elapsed: std::time::Duration, objects: usize) -> String {
+        let secs = elapsed.as_secs();
+        format!(
+            "agelab lab: building {}: {}, {objects} objects, {}m{:02}s",
+            self.kernel,
+            self.step,
+            secs / 60,
+            secs % 60
+        )
+    }
+
+    /// Called every half second while the step runs.
+    fn tick(&self, elapsed: std::time::Duration, objects: impl FnOnce() -> usize) {
+        let every = if self.terminal { 1 } else { 30 };
+        if elapsed.as_secs() < self.last.get().as_secs() + every {
+            return;
+        }
+        self.last.set(elapsed);
+        let line = self.line(elapsed, objects());
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// The step ended: the final count, on its own line.
+    fn done(&self, elapsed: std::time::Duration, objects: usize) {
+        if elapsed.as_secs() >= 5 {
+            if self.terminal {
+                eprint!("\r");
+            }
+            eprintln!("{} (done)", self.line(elapsed, objects));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_the_objects_kbuild_reports() {
+        let log = "  HOSTCC  scripts/basic/fixdep\n  CC      mm/vmscan.o\n  AR      mm/built-in.a\nmm/vmscan.c:1: warning: x\n  LD      vmlinux.o\n  GEN     Makefile\n";
+        assert_eq!(count_objects(log), 4);
+        assert_eq!(count_objects(""), 0);
+        let p = BuildProgress::new("custom-7.2", "make bzImage");
+        assert_eq!(
+            p.line(std::time::Duration::from_secs(195), 812),
+            "agelab lab: building custom-7.2: make bzImage, 812 objects, 3m15s"
+        );
+    }
 
     #[test]
     fn options_and_missing() {
