@@ -59,7 +59,7 @@ impl DirtyMode {
             DirtyMode::Ring => {
                 let acq = cap(kvm_raw::KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
                 let plain = cap(kvm_raw::KVM_CAP_DIRTY_LOG_RING);
-                let gfn = std::mem::size_of::<kvm_raw::KvmDirtyGfn>() as i32;
+                let gfn = kvm_raw::DIRTY_GFN_BYTES as i32;
                 if acq > 0 {
                     (
                         true,
@@ -98,7 +98,7 @@ impl DirtyMode {
             .check_extension_raw(u64::from(kvm_raw::KVM_CAP_DIRTY_LOG_RING_ACQ_REL))
             .max(kvm.check_extension_raw(u64::from(kvm_raw::KVM_CAP_DIRTY_LOG_RING)))
             .max(0);
-        bytes as u32 / std::mem::size_of::<kvm_raw::KvmDirtyGfn>() as u32
+        bytes as u32 / kvm_raw::DIRTY_GFN_BYTES as u32
     }
 }
 

@@ -167,8 +167,8 @@ impl DirtyTracker {
                 st.ring_full_ns += ring.pending_ns.swap(0, Ordering::Relaxed);
             }
         }
-        st.bitmap_bytes += (st.ring_entries + st.ring_full_entries)
-            * std::mem::size_of::<kvm_raw::KvmDirtyGfn>() as u64;
+        st.bitmap_bytes +=
+            (st.ring_entries + st.ring_full_entries) * kvm_raw::DIRTY_GFN_BYTES as u64;
         let (r, ns) = split.ioctl(|| kvm_raw::reset_dirty_rings(&self.vm_fd));
         r.map_err(|err| DirtyError::Kvm {
             what: "KVM_RESET_DIRTY_RINGS",
