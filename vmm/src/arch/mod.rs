@@ -18,6 +18,6 @@ pub use x86_64::*;
 /// The aarch64 descriptor format depends on nothing aarch64-only, so x86_64 hosts (which cannot
 /// build the aarch64 crate) compile it and run its unit test against the shared walker too.
 #[cfg(all(test, not(target_arch = "aarch64")))]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "aarch64/paging.rs"]
 mod aarch64_paging_on_this_host;

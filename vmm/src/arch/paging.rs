@@ -179,3 +179,40 @@ impl<F: DescriptorFormat> PageTables<F> {
         (bytes / 512 + bytes / (512 * 512) + 8 * 4096).next_multiple_of(4096)
     }
 }
+
+/// A check every descriptor format runs through the shared walker.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{DescriptorFormat, MapSize, PageTables};
+    use crate::system::SystemMemory;
+
+    /// Maps a 4 KiB page at `code` (to 0x4000_5000) and a 2 MiB block at `huge` (identity),
+    /// checks translation, unmaps the page and checks it is gone while the block stays; returns
+    /// the page's level-0 entry and the block's level-1 entry, for the format's own checks.
+    pub(crate) fn map_translate_unmap<F: DescriptorFormat>(code: u64, huge: u64) -> (u64, u64) {
+        let mut buf = vec![0u64; 64 * 512];
+        // SAFETY: `buf` outlives `mem` and is written only through it.
+        let mut mem = unsafe { SystemMemory::new(0x4000_0000, buf.as_mut_ptr().cast(), 64 * 4096) };
+        let mut pt = PageTables::<F>::new(&mut mem).unwrap();
+        pt.map(&mut mem, code, 0x4000_5000, MapSize::Size4K)
+            .unwrap();
+        pt.map(&mut mem, huge, huge, MapSize::Size2M).unwrap();
+        assert_eq!(pt.translate(&mem, code + 0x123), Some(0x4000_5123));
+        assert_eq!(pt.translate(&mem, huge + 0x1f_f008), Some(huge + 0x1f_f008));
+        assert_eq!(pt.translate(&mem, code + 0x1000), None);
+        let entry = |gva: u64, leaf_level: u32| {
+            let mut t = pt.root();
+            for level in (leaf_level + 1..=3).rev() {
+                t = mem.read_u64(t + super::index(gva, level) * 8) & F::ADDR_MASK;
+            }
+            mem.read_u64(t + super::index(gva, leaf_level) * 8)
+        };
+        let (page, block) = (entry(code, 0), entry(huge, 1));
+        pt.unmap_4k(&mut mem, code);
+        assert_eq!(pt.translate(&mem, code), None);
+        // Inside a 2 MiB block there is no 4 KiB entry to remove.
+        pt.unmap_4k(&mut mem, huge + 0x1000);
+        assert_eq!(pt.translate(&mem, huge + 0x1000), Some(huge + 0x1000));
+        (page, block)
+    }
+}

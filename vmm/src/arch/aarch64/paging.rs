@@ -66,36 +66,16 @@ pub type PageTables = paging::PageTables<Arm64Descriptors>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::SystemMemory;
+    use crate::arch::paging::testing::map_translate_unmap;
 
     #[test]
-    fn map_translate_unmap() {
-        let mut buf = vec![0u64; 64 * 512];
-        // SAFETY: `buf` outlives `mem` and is written only through it.
-        let mut mem = unsafe { SystemMemory::new(0x4000_0000, buf.as_mut_ptr().cast(), 64 * 4096) };
-        let mut pt = PageTables::new(&mut mem).unwrap();
-        let code = 0x0000_aaaa_0001_2000;
-        pt.map(&mut mem, code, 0x4000_5000, MapSize::Size4K)
-            .unwrap();
-        pt.map(&mut mem, 0x1_0000_0000, 0x1_0000_0000, MapSize::Size2M)
-            .unwrap();
-        assert_eq!(pt.translate(&mem, code + 0x123), Some(0x4000_5123));
-        assert_eq!(
-            pt.translate(&mem, 0x1_0000_0000 + 0x1f_f008),
-            Some(0x1_001f_f008)
-        );
-        assert_eq!(pt.translate(&mem, code + 0x1000), None);
+    fn map_translate_unmap_through_the_walker() {
+        let (page, block) =
+            map_translate_unmap::<Arm64Descriptors>(0x0000_aaaa_0001_2000, 0x1_0000_0000);
         // A level-3 page descriptor: valid, page, EL0 RW, AF, inner shareable, PXN.
-        let l3_entry = {
-            let mut t = pt.root();
-            for level in (1..=3).rev() {
-                t = mem.read_u64(t + ((code >> (12 + 9 * level)) & 511) * 8) & ADDR_MASK;
-            }
-            mem.read_u64(t + ((code >> 12) & 511) * 8)
-        };
-        assert_eq!(l3_entry, 0x4000_5000 | 0b11 | USER_RWX);
-        assert_eq!(l3_entry & (UXN | AP_RO), 0);
-        pt.unmap_4k(&mut mem, code);
-        assert_eq!(pt.translate(&mem, code), None);
+        assert_eq!(page, 0x4000_5000 | 0b11 | USER_RWX);
+        assert_eq!(page & (UXN | AP_RO), 0);
+        // A level-2 block descriptor: valid, bit 1 clear.
+        assert_eq!(block, 0x1_0000_0000 | VALID | USER_RWX);
     }
 }

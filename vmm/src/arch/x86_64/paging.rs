@@ -49,34 +49,13 @@ pub type PageTables = paging::PageTables<X86Descriptors>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::SystemMemory;
+    use crate::arch::paging::testing::map_translate_unmap;
 
     #[test]
-    fn map_translate_unmap() {
-        let mut buf = vec![0u64; 64 * 512];
-        // SAFETY: `buf` outlives `mem` and is written only through it.
-        let mut mem = unsafe { SystemMemory::new(0x4000_0000, buf.as_mut_ptr().cast(), 64 * 4096) };
-        let mut pt = PageTables::new(&mut mem).unwrap();
-        let code = 0x0000_5555_0001_2000;
-        pt.map(&mut mem, code, 0x4000_5000, MapSize::Size4K)
-            .unwrap();
-        let huge = 0x1_0020_0000u64;
-        pt.map(&mut mem, huge, huge, MapSize::Size2M).unwrap();
-        assert_eq!(pt.translate(&mem, code + 0x123), Some(0x4000_5123));
-        assert_eq!(pt.translate(&mem, huge + 0x1f_f008), Some(huge + 0x1f_f008));
-        assert_eq!(pt.translate(&mem, code + 0x1000), None);
-        let pd_entry = {
-            let mut t = pt.root();
-            for level in [3, 2] {
-                t = mem.read_u64(t + ((huge >> (12 + 9 * level)) & 511) * 8) & ADDR_MASK;
-            }
-            mem.read_u64(t + ((huge >> 21) & 511) * 8)
-        };
-        assert_eq!(pd_entry, huge | PRESENT | WRITABLE | USER | HUGE);
-        pt.unmap_4k(&mut mem, code);
-        assert_eq!(pt.translate(&mem, code), None);
-        // Inside a 2 MiB page there is no 4 KiB entry to remove.
-        pt.unmap_4k(&mut mem, huge + 0x1000);
-        assert_eq!(pt.translate(&mem, huge + 0x1000), Some(huge + 0x1000));
+    fn map_translate_unmap_through_the_walker() {
+        let (page, block) =
+            map_translate_unmap::<X86Descriptors>(0x0000_5555_0001_2000, 0x1_0020_0000);
+        assert_eq!(page, 0x4000_5000 | PRESENT | WRITABLE | USER);
+        assert_eq!(block, 0x1_0020_0000 | PRESENT | WRITABLE | USER | HUGE);
     }
 }
