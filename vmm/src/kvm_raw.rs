@@ -1,93 +1,46 @@
 //! Raw KVM ioctls that kvm-ioctls 0.25 does not wrap (KVM_CLEAR_DIRTY_LOG, the dirty ring: enable,
 //! mmap, reset; KVM_GET_STATS_FD) or wraps with an allocation per call (KVM_GET_DIRTY_LOG, here
-//! into a caller's buffer). Every number lives next to the struct it passes.
+//! into a caller's buffer). Structs, capabilities and flags come from kvm-bindings; the request
+//! numbers are declared with vmm-sys-util's `ioctl_*_nr!` over those structs, as kvm-ioctls does.
 
+use crate::page_map::PAGE_SIZE;
+pub use kvm_bindings::{
+    kvm_clear_dirty_log, kvm_dirty_gfn, kvm_dirty_log, KVM_CAP_DIRTY_LOG_RING,
+    KVM_CAP_DIRTY_LOG_RING_ACQ_REL, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP,
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, KVM_DIRTY_LOG_PAGE_OFFSET,
+};
 use kvm_ioctls::{VcpuFd, VmFd};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use vmm_sys_util::errno;
+use vmm_sys_util::ioctl::{ioctl, ioctl_with_ref};
 
-const KVMIO: u64 = 0xAE;
+/// Request numbers of the ioctls kvm-ioctls 0.25 does not expose, declared as kvm-ioctls
+/// declares its own (`ioctl_*_nr!` over kvm-bindings' structs).
+#[allow(missing_docs)]
+mod nr {
+    use kvm_bindings::{kvm_clear_dirty_log, kvm_dirty_log, KVMIO};
+    use vmm_sys_util::{ioctl_io_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
-const fn io(nr: u64) -> u64 {
-    (KVMIO << 8) | nr
+    ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
+    ioctl_iowr_nr!(KVM_CLEAR_DIRTY_LOG, KVMIO, 0xc0, kvm_clear_dirty_log);
+    ioctl_io_nr!(KVM_RESET_DIRTY_RINGS, KVMIO, 0xc7);
+    ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
 }
 
-const fn iow(nr: u64, size: u64) -> u64 {
-    (1 << 30) | (size << 16) | (KVMIO << 8) | nr
-}
+/// KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, as the `args[0]` flag of KVM_ENABLE_CAP.
+pub const MANUAL_PROTECT_ENABLE: u64 = kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as u64;
+/// KVM_DIRTY_LOG_INITIALLY_SET, as the `args[0]` flag of KVM_ENABLE_CAP.
+pub const INITIALLY_SET: u64 = kvm_bindings::KVM_DIRTY_LOG_INITIALLY_SET as u64;
 
-const fn iowr(nr: u64, size: u64) -> u64 {
-    (3 << 30) | (size << 16) | (KVMIO << 8) | nr
-}
+/// Dirty ring entry flag: dirty, published by KVM (KVM_DIRTY_GFN_F_DIRTY; kvm-bindings 0.14 has
+/// only the mask).
+pub const DIRTY_GFN_F_DIRTY: u32 = 1 << 0;
+/// Dirty ring entry flag: collected by userspace, to be reset (KVM_DIRTY_GFN_F_RESET).
+pub const DIRTY_GFN_F_RESET: u32 = 1 << 1;
+const _: () = assert!(DIRTY_GFN_F_DIRTY | DIRTY_GFN_F_RESET == kvm_bindings::KVM_DIRTY_GFN_F_MASK);
 
-/// `struct kvm_clear_dirty_log`.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct KvmClearDirtyLog {
-    /// Memslot (with address space id in the high 16 bits).
-    pub slot: u32,
-    /// Pages in the range (multiple of 64 unless it reaches the slot's end).
-    pub num_pages: u32,
-    /// First page of the range (multiple of 64).
-    pub first_page: u64,
-    /// Bitmap of pages to clear (re-protect).
-    pub dirty_bitmap: u64,
-}
-
-/// `struct kvm_dirty_log` (the union member is the bitmap pointer).
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct KvmDirtyLog {
-    /// Memslot (with address space id in the high 16 bits).
-    pub slot: u32,
-    /// Padding.
-    pub padding: u32,
-    /// Bitmap the kernel fills: one bit per page of the slot, in whole `u64` words.
-    pub dirty_bitmap: u64,
-}
-
-/// KVM_GET_DIRTY_LOG.
-pub const KVM_GET_DIRTY_LOG: u64 = iow(0x42, std::mem::size_of::<KvmDirtyLog>() as u64);
-/// KVM_CLEAR_DIRTY_LOG.
-pub const KVM_CLEAR_DIRTY_LOG: u64 = iowr(0xc0, std::mem::size_of::<KvmClearDirtyLog>() as u64);
-/// KVM_RESET_DIRTY_RINGS.
-pub const KVM_RESET_DIRTY_RINGS: u64 = io(0xc7);
-/// KVM_GET_STATS_FD.
-pub const KVM_GET_STATS_FD: u64 = io(0xce);
-/// KVM_ENABLE_CAP (used for caps kvm-ioctls' enable_cap covers too; kept for clarity).
-pub const KVM_ENABLE_CAP: u64 = iow(0xa3, 104);
-
-/// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.
-pub const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
-/// KVM_CAP_DIRTY_LOG_RING.
-pub const KVM_CAP_DIRTY_LOG_RING: u32 = 192;
-/// KVM_CAP_DIRTY_LOG_RING_ACQ_REL.
-pub const KVM_CAP_DIRTY_LOG_RING_ACQ_REL: u32 = 223;
-/// KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP.
-pub const KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP: u32 = 225;
-/// KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE.
-pub const MANUAL_PROTECT_ENABLE: u64 = 1;
-/// KVM_DIRTY_LOG_INITIALLY_SET.
-pub const INITIALLY_SET: u64 = 2;
-/// Page offset of the dirty ring in a vCPU mmap (KVM_DIRTY_LOG_PAGE_OFFSET).
-pub const KVM_DIRTY_LOG_PAGE_OFFSET: i64 = 64;
-
-/// `struct kvm_dirty_gfn`: one dirty ring entry.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KvmDirtyGfn {
-    /// KVM_DIRTY_GFN_F_DIRTY (1) / KVM_DIRTY_GFN_F_RESET (2).
-    pub flags: u32,
-    /// Memslot (with address space id).
-    pub slot: u32,
-    /// Page offset in the slot.
-    pub offset: u64,
-}
-
-/// Entry flag: dirty, published by KVM.
-pub const DIRTY_GFN_F_DIRTY: u32 = 1;
-/// Entry flag: collected by userspace, to be reset.
-pub const DIRTY_GFN_F_RESET: u32 = 2;
+/// Bytes of one dirty ring entry.
+pub const DIRTY_GFN_BYTES: usize = std::mem::size_of::<kvm_dirty_gfn>();
 
 fn check(rc: libc::c_int) -> Result<libc::c_int, kvm_ioctls::Error> {
     if rc < 0 {
@@ -115,7 +68,7 @@ pub fn enable_cap(vm: &VmFd, cap: u32, arg0: u64) -> Result<(), kvm_ioctls::Erro
 /// Enables the dirty ring (ACQ_REL when offered) with `entries` entries per vCPU; must precede
 /// vCPU creation. Returns which capability was used.
 pub fn enable_dirty_ring(vm: &VmFd, entries: u32) -> Result<u32, kvm_ioctls::Error> {
-    let bytes = u64::from(entries) * std::mem::size_of::<KvmDirtyGfn>() as u64;
+    let bytes = u64::from(entries) * DIRTY_GFN_BYTES as u64;
     let cap = if check_cap(vm, KVM_CAP_DIRTY_LOG_RING_ACQ_REL) > 0 {
         KVM_CAP_DIRTY_LOG_RING_ACQ_REL
     } else {
@@ -151,15 +104,15 @@ pub fn get_dirty_log(
     bitmap: &mut [u64],
 ) -> Result<(), kvm_ioctls::Error> {
     assert!(bitmap.len() >= bitmap_words(pages), "bitmap too short");
-    let arg = KvmDirtyLog {
+    let mut arg = kvm_dirty_log {
         slot,
-        padding: 0,
-        dirty_bitmap: bitmap.as_mut_ptr() as u64,
+        ..Default::default()
     };
+    arg.__bindgen_anon_1.dirty_bitmap = bitmap.as_mut_ptr().cast();
     // SAFETY: KVM_GET_DIRTY_LOG writes `bitmap_words(npages)` words to the bitmap pointer; the
     // caller states the slot's size and the buffer is at least that long (asserted). The VM fd is
     // valid and KVM fails with ENOENT for an unknown slot rather than writing anything.
-    check(unsafe { libc::ioctl(vm.as_raw_fd(), KVM_GET_DIRTY_LOG as _, &arg) }).map(|_| ())
+    check(unsafe { ioctl_with_ref(vm, nr::KVM_GET_DIRTY_LOG(), &arg) }).map(|_| ())
 }
 
 /// Enables KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with `flags` ([`MANUAL_PROTECT_ENABLE`], optionally
@@ -178,27 +131,29 @@ pub fn clear_dirty_log(
     bitmap: &[u64],
 ) -> Result<(), kvm_ioctls::Error> {
     assert!(bitmap.len() * 64 >= num_pages as usize, "bitmap too short");
-    let arg = KvmClearDirtyLog {
+    let mut arg = kvm_clear_dirty_log {
         slot,
         num_pages,
         first_page,
-        dirty_bitmap: bitmap.as_ptr() as u64,
+        ..Default::default()
     };
+    // KVM only reads the bitmap; the binding's field is `*mut` for both directions.
+    arg.__bindgen_anon_1.dirty_bitmap = bitmap.as_ptr().cast_mut().cast();
     // SAFETY: KVM_CLEAR_DIRTY_LOG reads `arg` and `num_pages` bits of the bitmap, which is at
     // least that long (asserted); the VM fd is valid.
-    check(unsafe { libc::ioctl(vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG as _, &arg) }).map(|_| ())
+    check(unsafe { ioctl_with_ref(vm, nr::KVM_CLEAR_DIRTY_LOG(), &arg) }).map(|_| ())
 }
 
 /// KVM_RESET_DIRTY_RINGS: re-protects collected entries; returns how many were reset.
 pub fn reset_dirty_rings(vm: &VmFd) -> Result<u32, kvm_ioctls::Error> {
     // SAFETY: an argument-less VM ioctl on a valid VM fd.
-    check(unsafe { libc::ioctl(vm.as_raw_fd(), KVM_RESET_DIRTY_RINGS as _) }).map(|n| n as u32)
+    check(unsafe { ioctl(vm, nr::KVM_RESET_DIRTY_RINGS()) }).map(|n| n as u32)
 }
 
 /// KVM_GET_STATS_FD on a VM or vCPU fd.
 pub fn stats_fd(fd: &impl AsRawFd) -> Result<OwnedFd, kvm_ioctls::Error> {
     // SAFETY: an argument-less ioctl on a valid KVM fd; it returns a new fd that we own.
-    let raw = check(unsafe { libc::ioctl(fd.as_raw_fd(), KVM_GET_STATS_FD as _) })?;
+    let raw = check(unsafe { ioctl(fd, nr::KVM_GET_STATS_FD()) })?;
     // SAFETY: `raw` is a fresh fd returned by the kernel to us.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
@@ -206,7 +161,7 @@ pub fn stats_fd(fd: &impl AsRawFd) -> Result<OwnedFd, kvm_ioctls::Error> {
 /// A vCPU's dirty ring, mapped from its fd.
 #[derive(Debug)]
 pub struct DirtyRingMap {
-    ptr: *mut KvmDirtyGfn,
+    ptr: *mut kvm_dirty_gfn,
     entries: u32,
     next: u32,
 }
@@ -218,7 +173,7 @@ unsafe impl Send for DirtyRingMap {}
 impl DirtyRingMap {
     /// Maps the dirty ring of `vcpu` (`entries` entries).
     pub fn new(vcpu: &VcpuFd, entries: u32) -> Result<Self, kvm_ioctls::Error> {
-        let len = entries as usize * std::mem::size_of::<KvmDirtyGfn>();
+        let len = entries as usize * DIRTY_GFN_BYTES;
         // SAFETY: mapping the vCPU fd's dirty ring area at KVM's documented page offset; the
         // result is checked below.
         let p = unsafe {
@@ -228,7 +183,7 @@ impl DirtyRingMap {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 vcpu.as_raw_fd(),
-                KVM_DIRTY_LOG_PAGE_OFFSET * 4096,
+                libc::off_t::from(KVM_DIRTY_LOG_PAGE_OFFSET) * PAGE_SIZE as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
@@ -271,11 +226,20 @@ impl DirtyRingMap {
 impl Drop for DirtyRingMap {
     fn drop(&mut self) {
         // SAFETY: unmapping the ring this struct mapped.
-        unsafe {
-            libc::munmap(
-                self.ptr.cast(),
-                self.entries as usize * std::mem::size_of::<KvmDirtyGfn>(),
-            )
-        };
+        unsafe { libc::munmap(self.ptr.cast(), self.entries as usize * DIRTY_GFN_BYTES) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nr;
+
+    #[test]
+    fn request_numbers_are_the_kernels() {
+        // The values of <linux/kvm.h> on every architecture this crate builds for.
+        assert_eq!(nr::KVM_GET_DIRTY_LOG(), 0x4010_ae42);
+        assert_eq!(nr::KVM_CLEAR_DIRTY_LOG(), 0xc018_aec0);
+        assert_eq!(nr::KVM_RESET_DIRTY_RINGS(), 0xaec7);
+        assert_eq!(nr::KVM_GET_STATS_FD(), 0xaece);
     }
 }

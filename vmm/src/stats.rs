@@ -1,7 +1,9 @@
 //! KVM binary statistics (KVM_GET_STATS_FD) for the VM and each vCPU, as name → value.
 
 use crate::kvm_raw;
+use kvm_bindings::{kvm_stats_desc, kvm_stats_header};
 use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Errors reading binary stats.
@@ -65,14 +67,14 @@ impl KvmStats {
     /// Opens the stats of a VM or vCPU fd.
     pub fn open(fd: &impl AsRawFd) -> Result<Self, StatsError> {
         let fd = kvm_raw::stats_fd(fd).map_err(StatsError::Open)?;
-        let mut hdr = [0u8; 24];
+        let mut hdr = [0u8; size_of::<kvm_stats_header>()];
         pread_exact(&fd, &mut hdr, 0)?;
         let (name_size, num_desc, id_off, desc_off, data_off) = (
-            u32_at(&hdr, 4),
-            u32_at(&hdr, 8),
-            u32_at(&hdr, 12),
-            u32_at(&hdr, 16),
-            u32_at(&hdr, 20),
+            u32_at(&hdr, offset_of!(kvm_stats_header, name_size)),
+            u32_at(&hdr, offset_of!(kvm_stats_header, num_desc)),
+            u32_at(&hdr, offset_of!(kvm_stats_header, id_offset)),
+            u32_at(&hdr, offset_of!(kvm_stats_header, desc_offset)),
+            u32_at(&hdr, offset_of!(kvm_stats_header, data_offset)),
         );
         if name_size == 0 || name_size > 4096 || num_desc > 100_000 {
             return Err(StatsError::Malformed(format!(
@@ -81,7 +83,8 @@ impl KvmStats {
         }
         let mut id = vec![0u8; name_size as usize];
         pread_exact(&fd, &mut id, u64::from(id_off))?;
-        let desc_len = 16 + name_size as usize;
+        // Each descriptor is the fixed part followed by its name in `name_size` bytes.
+        let desc_len = size_of::<kvm_stats_desc>() + name_size as usize;
         let mut raw = vec![0u8; desc_len * num_desc as usize];
         pread_exact(&fd, &mut raw, u64::from(desc_off))?;
         let cstr = |b: &[u8]| {
@@ -89,10 +92,13 @@ impl KvmStats {
         };
         let descs = raw
             .chunks_exact(desc_len)
-            .map(|d| Desc {
-                size: u16::from_ne_bytes([d[6], d[7]]),
-                offset: u32_at(d, 8),
-                name: cstr(&d[16..]),
+            .map(|d| {
+                let size = offset_of!(kvm_stats_desc, size);
+                Desc {
+                    size: u16::from_ne_bytes([d[size], d[size + 1]]),
+                    offset: u32_at(d, offset_of!(kvm_stats_desc, offset)),
+                    name: cstr(&d[offset_of!(kvm_stats_desc, name)..]),
+                }
             })
             .collect();
         Ok(KvmStats {

@@ -1,14 +1,19 @@
 //! The VM: KVM objects, memory, vCPU threads, the watchdog and the event stream.
+//!
+//! [`Vm::new`] is the list of its steps, each a function in `vm/build.rs`; the watchdog thread
+//! lives in `vm/watchdog.rs`.
 
-use crate::arch::{ArchError, ArchVm, GuestTables, MapSize, PageTables, VcpuRegs};
-use crate::loader::{self, LoaderError};
-use crate::memory::{self, Backing, HostMapping, MemoryError, SlotMapping, HUGE_2M};
-use crate::page_map::{GuestPageMap, PageRange, PAGE_SIZE};
+mod build;
+mod watchdog;
+
+use crate::arch::{ArchError, ArchVm, GuestTables, VcpuRegs};
+use crate::loader::LoaderError;
+use crate::memory::{Backing, HostMapping, MemoryError, SlotMapping};
+use crate::page_map::{GuestPageMap, PAGE_SIZE};
 use crate::stats::{KvmStats, StatsError};
 use crate::system::{SystemMemory, SystemMemoryError};
 use crate::vcpu::{self, ExitCounters, RingFullHandler, VcpuEvent, VcpuShared, VcpuThread};
-use agelab_guest::abi::{SYSTEM_BASE, TEST_BASE, UCALL_MMIO_ADDR};
-use kvm_bindings::kvm_userspace_memory_region;
+use agelab_guest::abi::SYSTEM_BASE;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::collections::BTreeMap;
 use std::os::unix::thread::JoinHandleExt;
@@ -191,187 +196,29 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
 }
 
 impl Vm {
-    /// Creates the VM, its memory, page tables, code copies and vCPU file descriptors.
+    /// Creates the VM, its memory, page tables, code copies and vCPU file descriptors, one named
+    /// step (`vm/build.rs`) per line.
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
         let t0 = Instant::now();
-        if config.vcpus == 0 || config.vcpus > 256 {
-            return Err(VmError::Config(format!(
-                "vcpus must be 1..=256, got {}",
-                config.vcpus
-            )));
-        }
-        if config.guest_cpl0 && !cfg!(target_arch = "x86_64") {
-            return Err(VmError::Config(
-                "guest_cpl0 is an x86_64 option (CPL0 = kernel mode)".into(),
-            ));
-        }
-        if config.slots == 0 || config.slots > 64 {
-            return Err(VmError::Config(format!(
-                "slots must be 1..=64, got {}",
-                config.slots
-            )));
-        }
-        memory::check_layout(&config.backing, config.mem_bytes, config.slots)?;
-        let slot_bytes = config.mem_bytes / config.slots as u64;
-        let kvm = open_kvm()?;
-        let vm_fd = kvm.create_vm().map_err(|err| VmError::Kvm {
-            what: "KVM_CREATE_VM",
-            err,
-        })?;
-        if let Some(entries) = config.dirty_ring_entries {
-            crate::kvm_raw::enable_dirty_ring(&vm_fd, entries).map_err(|err| VmError::Kvm {
-                what: "KVM_ENABLE_CAP(DIRTY_LOG_RING)",
-                err,
-            })?;
-        }
-
-        // Test memory.
-        let mut slots = Vec::with_capacity(config.slots);
-        // A file backing is one file for all slots, each slot mapping its own offset.
-        let backing_file = match &config.backing {
-            Backing::File(p) => Some(memory::open_backing_file(p, config.mem_bytes, 0)?),
-            _ => None,
-        };
-        for i in 0..config.slots {
-            let mapping = match &backing_file {
-                Some(f) => HostMapping::shared_at(
-                    f.try_clone().map_err(|err| MemoryError::Os {
-                        what: "dup(backing file)",
-                        err,
-                    })?,
-                    i as u64 * slot_bytes,
-                    slot_bytes as usize,
-                )?,
-                None => HostMapping::new(&config.backing, slot_bytes, i)?,
-            };
-            slots.push(SlotMapping {
-                slot: i as u32 + 1,
-                gpa: TEST_BASE + i as u64 * slot_bytes,
-                mapping,
-                backing: config.backing.kind(),
-            });
-        }
-
-        // Guest code to mirror.
-        let code = loader::code_regions()?;
+        let slot_bytes = build::check_config(&config)?;
+        let (kvm, vm_fd) = build::create_vm(&config)?;
+        let slots = build::map_test_memory(&config, slot_bytes)?;
+        let code = build::locate_guest_code(config.mem_bytes)?;
         let code_bytes: u64 = code.iter().map(|c| c.len).sum();
-        let test_end = TEST_BASE + config.mem_bytes;
-        for c in &code {
-            if c.start < test_end && c.start + c.len > UCALL_MMIO_ADDR {
-                return Err(VmError::LayoutConflict {
-                    name: c.name.clone(),
-                    start: c.start,
-                    end: c.start + c.len,
-                    gpa_start: UCALL_MMIO_ADDR,
-                    gpa_end: test_end,
-                });
-            }
-        }
-
-        // System memory: tables, stacks, code copies, control blocks, heap.
-        let per_vcpu = STACK_BYTES + 3 * PAGE_SIZE;
-        let mut system_bytes = (4 << 20)
-            + config.vcpus as u64 * per_vcpu
-            + code_bytes
-            + PageTables::estimate(config.mem_bytes)
-            + PageTables::estimate(code_bytes)
-            + config.heap_bytes;
-        system_bytes += PageTables::estimate(system_bytes);
-        let system_bytes = system_bytes.next_multiple_of(HUGE_2M);
-        if SYSTEM_BASE + system_bytes > TEST_BASE {
-            return Err(VmError::Config(format!(
-                "system memory of {} MiB does not fit below test memory",
-                system_bytes >> 20
-            )));
-        }
+        let system_bytes = build::system_memory_bytes(&config, code_bytes)?;
         let system_mapping = HostMapping::new(&Backing::Anon, system_bytes, 0)?;
-        let memslots: Vec<MemslotInfo> = std::iter::once(MemslotInfo {
-            slot: 0,
-            gpa: SYSTEM_BASE,
-            size: system_bytes,
-            hva: system_mapping.addr() as u64,
-        })
-        .chain(slots.iter().map(|s| MemslotInfo {
-            slot: s.slot,
-            gpa: s.gpa,
-            size: s.mapping.len() as u64,
-            hva: s.mapping.addr() as u64,
-        }))
-        .collect();
-        for m in &memslots {
-            set_memslot(&vm_fd, m, 0)?;
-        }
-        let memory = memory::guest_memory(
-            &std::iter::once((SYSTEM_BASE, &system_mapping))
-                .chain(slots.iter().map(|s| (s.gpa, &s.mapping)))
-                .collect::<Vec<_>>(),
-        )?;
-
+        let (memslots, memory) = build::register_memory(&vm_fd, &system_mapping, &slots)?;
         let arch = ArchVm::new(&kvm, &vm_fd)?;
         // SAFETY: the system mapping is live for the VM's lifetime (owned below) and nothing else
         // writes it before the vCPUs start.
         let mut system =
             unsafe { SystemMemory::new(SYSTEM_BASE, system_mapping.addr(), system_bytes) };
-        let mut tables = arch.build_tables(&mut system)?;
-        let pt = &mut tables.page_tables;
-        pt.map_range(
-            &mut system,
-            SYSTEM_BASE,
-            SYSTEM_BASE,
-            system_bytes,
-            MapSize::Size4K,
-        )?;
-        pt.map(
-            &mut system,
-            UCALL_MMIO_ADDR,
-            UCALL_MMIO_ADDR,
-            MapSize::Size4K,
-        )?;
-        let huge = config
-            .guest_huge_pages
-            .unwrap_or(matches!(config.backing, Backing::Thp | Backing::HugeTlb));
-        let size = if huge && slot_bytes.is_multiple_of(HUGE_2M) {
-            MapSize::Size2M
-        } else {
-            MapSize::Size4K
-        };
-        for s in &slots {
-            pt.map_range(&mut system, s.gpa, s.gpa, s.mapping.len() as u64, size)?;
-        }
-        for c in &code {
-            let gpa = system.alloc(c.len, PAGE_SIZE)?;
-            // SAFETY: `c` is a readable, non-writable mapping of this process listed in
-            // /proc/self/maps, so reading `len` bytes from `start` is valid.
-            let bytes = unsafe { std::slice::from_raw_parts(c.start as *const u8, c.len as usize) };
-            system.write_bytes(gpa, bytes);
-            pt.map_range(&mut system, c.start, gpa, c.len, MapSize::Size4K)?;
-        }
-        let mut vcpu_stacks = Vec::with_capacity(config.vcpus);
-        for _ in 0..config.vcpus {
-            let base = system.alloc(STACK_BYTES + PAGE_SIZE, PAGE_SIZE)?;
-            pt.unmap_4k(&mut system, base);
-            vcpu_stacks.push(base + PAGE_SIZE + STACK_BYTES);
-        }
-        let mut pending_fds = Vec::with_capacity(config.vcpus);
-        for i in 0..config.vcpus {
-            pending_fds.push(vm_fd.create_vcpu(i as u64).map_err(|err| VmError::Kvm {
-                what: "KVM_CREATE_VCPU",
-                err,
-            })?);
-        }
-        let page_map = GuestPageMap::new(
-            slots
-                .iter()
-                .map(|s| PageRange {
-                    first_page: 0,
-                    pages: s.mapping.len() as u64 / PAGE_SIZE,
-                    gpa: s.gpa,
-                    hva: s.mapping.addr() as u64,
-                    slot: s.slot,
-                    backing: s.backing.clone(),
-                })
-                .collect(),
-        );
+        let mut tables =
+            build::build_guest_tables(&arch, &mut system, &config, &slots, slot_bytes)?;
+        build::load_guest_code(&mut system, &mut tables.page_tables, &code)?;
+        let vcpu_stacks = build::alloc_stacks(&mut system, &mut tables.page_tables, config.vcpus)?;
+        let pending_fds = build::create_vcpus(&vm_fd, config.vcpus)?;
+        let page_map = build::test_page_map(&slots);
         let vm_stats = KvmStats::open(&vm_fd).ok();
         let vcpu_stats = pending_fds.iter().map(|f| KvmStats::open(f).ok()).collect();
         let epoch = Instant::now();
@@ -479,7 +326,7 @@ impl Vm {
             .iter()
             .find(|m| m.slot == slot)
             .ok_or_else(|| VmError::Config(format!("no memslot {slot}")))?;
-        set_memslot(&self.vm_fd, m, flags)
+        build::set_memslot(&self.vm_fd, m, flags)
     }
 
     /// Installs the handler for dirty-ring-full exits (before [`Vm::start`]).
@@ -540,19 +387,24 @@ impl Vm {
                 replies: reply_tx,
             });
         }
-        let shared = self.shared.clone();
+        self.start_watchdog()
+    }
+
+    /// Starts the watchdog thread over the running vCPUs (see [`Vm::set_watchdog`]).
+    fn start_watchdog(&mut self) -> Result<(), VmError> {
         let threads: Vec<libc::pthread_t> = self
             .running
             .iter()
             .map(|r| r.thread.as_ref().map_or(0, |t| t.as_pthread_t()))
             .collect();
-        let stop = self.watchdog_stop.clone();
-        let limit = self.watchdog_ms.clone();
         self.watchdog = Some(
-            std::thread::Builder::new()
-                .name("watchdog".into())
-                .spawn(move || watchdog(shared, threads, stop, limit))
-                .map_err(VmError::Thread)?,
+            watchdog::spawn(
+                self.shared.clone(),
+                threads,
+                self.watchdog_stop.clone(),
+                self.watchdog_ms.clone(),
+            )
+            .map_err(VmError::Thread)?,
         );
         Ok(())
     }
@@ -638,30 +490,6 @@ impl Drop for Vm {
     }
 }
 
-fn watchdog(
-    shared: Vec<Arc<VcpuShared>>,
-    threads: Vec<libc::pthread_t>,
-    stop: Arc<AtomicBool>,
-    limit: Arc<AtomicU64>,
-) {
-    let sig = vcpu::kick_signal();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(20));
-        let ms = limit.load(Ordering::SeqCst);
-        for (s, &t) in shared.iter().zip(&threads) {
-            let running = !s.idle.load(Ordering::SeqCst) && !s.finished.load(Ordering::SeqCst);
-            let expired = ms > 0 && s.since_progress() > Duration::from_millis(ms);
-            if (running && expired && !s.stop.load(Ordering::SeqCst))
-                || (s.timed_out.load(Ordering::SeqCst) && !s.finished.load(Ordering::SeqCst))
-            {
-                s.timed_out.store(true, Ordering::SeqCst);
-                // SAFETY: vCPU threads are joined only after this thread stops, so `t` is valid.
-                unsafe { libc::pthread_kill(t, sig) };
-            }
-        }
-    }
-}
-
 /// KVM binary stats, name → value, for the VM and each vCPU.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VmStats {
@@ -669,19 +497,4 @@ pub struct VmStats {
     pub vm: BTreeMap<String, u64>,
     /// Per-vCPU stats (e.g. `exits`, `pf_taken`), empty where unsupported.
     pub vcpus: Vec<BTreeMap<String, u64>>,
-}
-
-fn set_memslot(vm: &VmFd, m: &MemslotInfo, flags: u32) -> Result<(), VmError> {
-    let region = kvm_userspace_memory_region {
-        slot: m.slot,
-        flags,
-        guest_phys_addr: m.gpa,
-        memory_size: m.size,
-        userspace_addr: m.hva,
-    };
-    // SAFETY: the host range is a live mapping owned by the VM for at least as long as the VM fd.
-    unsafe { vm.set_user_memory_region(region) }.map_err(|err| VmError::Kvm {
-        what: "KVM_SET_USER_MEMORY_REGION",
-        err,
-    })
 }

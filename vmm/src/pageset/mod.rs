@@ -3,6 +3,14 @@
 //! Bit `i` stands for guest page `i` of a [`GuestPageMap`](crate::memory::GuestPageMap) (test memory
 //! only, in guest-physical order). Words are little-endian `u64`s, the layout of KVM's dirty bitmap,
 //! so a memslot's dirty log can be merged without conversion.
+//!
+//! Bit work on raw words lives here too: ORing a bitmap in at any bit offset, clearing ranges,
+//! moving one set into another ([`PageSet`] methods), and scanning 64-word blocks for the runs
+//! worth re-protecting ([`blocks`]).
+
+pub mod blocks;
+
+pub use blocks::{block_counts, nonempty_runs, NonEmptyRuns, BLOCK_PAGES, BLOCK_WORDS};
 
 use std::fmt;
 
@@ -113,6 +121,65 @@ impl PageSet {
                 p += 1;
             }
         }
+    }
+
+    /// Removes pages `start..start + count` (clamped to the capacity).
+    pub fn remove_range(&mut self, start: u64, count: u64) {
+        let end = start.saturating_add(count).min(self.len);
+        let mut p = start;
+        while p < end {
+            let w = (p / 64) as usize;
+            let bit = p % 64;
+            let n = (64 - bit).min(end - p);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << bit
+            };
+            self.words[w] &= !mask;
+            p += n;
+        }
+    }
+
+    /// ORs the first `len` bits of `src` (a bitmap in the same word layout, e.g. a memslot's
+    /// dirty log) in at page `at`, whatever its alignment; bits past the capacity are dropped.
+    pub fn or_bits_at(&mut self, at: u64, src: &[u64], len: u64) {
+        let len = len.min(self.len.saturating_sub(at));
+        if len == 0 {
+            return;
+        }
+        let shift = (at % 64) as u32;
+        let base = (at / 64) as usize;
+        let nwords = len.div_ceil(64) as usize;
+        for (i, &w) in src[..nwords].iter().enumerate() {
+            let mut w = w;
+            if i == nwords - 1 && len & 63 != 0 {
+                w &= (1u64 << (len % 64)) - 1;
+            }
+            if w == 0 {
+                continue;
+            }
+            self.words[base + i] |= w << shift;
+            if shift != 0 && base + i + 1 < self.words.len() {
+                self.words[base + i + 1] |= w >> (64 - shift);
+            }
+        }
+        self.trim();
+    }
+
+    /// Moves every page of `other` (same capacity) into this set, leaving `other` empty;
+    /// returns how many of them were new here.
+    pub fn take_from(&mut self, other: &mut PageSet) -> u64 {
+        assert_eq!(self.len, other.len, "PageSet capacities differ");
+        let mut added = 0;
+        for (o, p) in self.words.iter_mut().zip(other.words.iter_mut()) {
+            if *p != 0 {
+                added += u64::from((*p & !*o).count_ones());
+                *o |= *p;
+                *p = 0;
+            }
+        }
+        added
     }
 
     /// Removes `page`.
@@ -297,6 +364,46 @@ mod tests {
             for &p in &pages { s.insert(p); }
             prop_assert_eq!(s.iter().collect::<Vec<_>>(), pages.iter().copied().collect::<Vec<_>>());
             prop_assert_eq!(s.count(), pages.len() as u64);
+        }
+
+        #[test]
+        fn or_bits_at_matches_bitwise(at in 0u64..300, len in 1u64..400,
+                                      bits in proptest::collection::vec(any::<u64>(), 7)) {
+            let mut got = PageSet::new(768);
+            got.or_bits_at(at, &bits, len);
+            let mut want = PageSet::new(768);
+            for i in 0..len {
+                if bits[(i / 64) as usize] >> (i % 64) & 1 == 1 {
+                    want.insert(at + i);
+                }
+            }
+            prop_assert_eq!(&got, &want);
+            got.remove_range(at, len);
+            prop_assert!(got.is_empty());
+        }
+
+        #[test]
+        fn remove_range_matches_loop(start in 0u64..300, count in 0u64..300) {
+            let mut a = PageSet::full(400);
+            let mut b = PageSet::full(400);
+            a.remove_range(start, count);
+            for p in start..(start + count).min(400) { b.remove(p); }
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn take_from_moves_and_counts(x in proptest::collection::btree_set(0u64..500, 0..80),
+                                      y in proptest::collection::btree_set(0u64..500, 0..80)) {
+            let mut a = PageSet::new(500);
+            let mut b = PageSet::new(500);
+            for &p in &x { a.insert(p); }
+            for &p in &y { b.insert(p); }
+            let mut want = a.clone();
+            want.union_with(&b);
+            let added = a.take_from(&mut b);
+            prop_assert_eq!(added, y.difference(&x).count() as u64);
+            prop_assert_eq!(a, want);
+            prop_assert!(b.is_empty());
         }
 
         #[test]
