@@ -15,8 +15,12 @@ pub struct ArchSpec {
     pub elf_machine: u16,
     /// The QEMU system emulator.
     pub qemu: &'static str,
-    /// Machine, CPU and accelerator arguments.
+    /// Machine arguments (the CPU and accelerator come from `--accel`, see [`super::accel`]).
     pub qemu_machine: &'static [&'static str],
+    /// `-cpu` under TCG.
+    pub tcg_cpu: &'static str,
+    /// `-accel` for plain TCG.
+    pub tcg_accel: &'static str,
     /// The kernel console device (carries only kernel and init messages).
     pub console: &'static str,
     /// Guest devices of the command's stdout, stderr and the status channel, in QEMU's
@@ -57,7 +61,9 @@ pub const ARCHES: &[ArchSpec] = &[
         // and then in code the kernel is live-patching (static keys flipped by `lru_gen/enabled`:
         // "Fatal exception in interrupt" at a half-written jump). Round-robin vCPUs cost little on
         // this 2-core host and make the lab deterministic about it.
-        qemu_machine: &["-M", "q35", "-cpu", "max", "-accel", "tcg,thread=single"],
+        qemu_machine: &["-M", "q35"],
+        tcg_cpu: "max",
+        tcg_accel: "tcg,thread=single",
         console: "ttyS0",
         channels: ["ttyS1", "ttyS2", "ttyS3"],
         channel_device: None,
@@ -80,14 +86,9 @@ pub const ARCHES: &[ArchSpec] = &[
         qemu: "qemu-system-aarch64",
         // virtualization=on gives the guest kernel EL2, so its KVM runs (nested, under TCG);
         // pauth-impdef: TCG's architected pointer-auth cipher is slow to emulate.
-        qemu_machine: &[
-            "-M",
-            "virt,virtualization=on",
-            "-cpu",
-            "max,pauth-impdef=on",
-            "-accel",
-            "tcg",
-        ],
+        qemu_machine: &["-M", "virt,virtualization=on"],
+        tcg_cpu: "max,pauth-impdef=on",
+        tcg_accel: "tcg",
         console: "ttyAMA0",
         // virt has one PL011 (the console): the channels are PCI 16550s, ttyS0..ttyS2.
         channels: ["ttyS0", "ttyS1", "ttyS2"],

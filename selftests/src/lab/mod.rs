@@ -7,6 +7,7 @@
 //! several kernels and prints a table; `--bench` measures boot and build times.
 
 pub mod ab;
+mod accel;
 mod apt;
 mod arch;
 mod bench;
@@ -98,6 +99,10 @@ pub struct LabArgs {
     /// Guest vCPUs.
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
+    /// QEMU accelerator: auto (KVM where the host's /dev/kvm can boot a Linux guest, i.e.
+    /// VMX/SVM hosts; else TCG), tcg, tcg-mt (one host thread per vCPU) or kvm.
+    #[arg(long, default_value = "auto")]
+    pub accel: String,
     /// Limit for the whole run (e.g. 300s, 10m); QEMU is killed after it.
     #[arg(long, default_value = "300s")]
     pub timeout: String,
@@ -232,6 +237,14 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
         ));
     }
     prereq::check(arch, &kernels)?;
+    if let Ok((_, Some(note))) = args
+        .accel
+        .parse()
+        .map_err(LabError::Usage)
+        .and_then(|c| accel::resolve(arch, c).map_err(LabError::Usage))
+    {
+        eprintln!("agelab lab: {note}");
+    }
     if args.bench {
         return bench::run(args, arch);
     }
@@ -331,6 +344,7 @@ pub fn check_size(what: &str, text: &str) -> Result<(), LabError> {
 pub(crate) struct RunOptions {
     mem: String,
     smp: u32,
+    machine: Vec<String>,
     timeout: Duration,
     boot_timeout: Duration,
     zram: Option<String>,
@@ -344,9 +358,14 @@ impl RunOptions {
         if let Some(z) = &args.zram {
             check_size("--zram", z)?;
         }
+        let arch = arch::find_arch(&args.arch)
+            .ok_or_else(|| LabError::Usage(format!("unknown --arch {}", args.arch)))?;
+        let choice: accel::Accel = args.accel.parse().map_err(LabError::Usage)?;
+        let (accel, _) = accel::resolve(arch, choice).map_err(LabError::Usage)?;
         Ok(Self {
             mem: args.mem.clone(),
             smp: args.smp,
+            machine: accel::qemu_args(arch, accel),
             timeout: option_duration("--timeout", &args.timeout)?,
             boot_timeout: option_duration("--boot-timeout", &args.boot_timeout)?,
             zram: args.zram.clone(),
@@ -568,6 +587,7 @@ impl<'a> Lab<'a> {
             initrd: &initrd,
             mem: &opts.mem,
             smp: opts.smp,
+            machine: &opts.machine,
             append: &opts.append,
             timeout: opts.timeout,
             boot_timeout: opts.boot_timeout,

@@ -113,6 +113,8 @@ pub struct Boot<'a> {
     pub mem: &'a str,
     /// vCPUs.
     pub smp: u32,
+    /// Machine, CPU and accelerator arguments ([`super::accel::qemu_args`]).
+    pub machine: &'a [String],
     /// Extra kernel command-line words.
     pub append: &'a str,
     /// Limit for the whole run.
@@ -205,7 +207,7 @@ fn qemu_path(p: &Path) -> String {
 pub fn qemu_command(boot: &Boot<'_>) -> Command {
     let arch = boot.arch;
     let mut cmd = Command::new(arch.qemu);
-    cmd.args(arch.qemu_machine)
+    cmd.args(boot.machine)
         .args(["-m", boot.mem, "-smp", &boot.smp.to_string()])
         .args([
             "-nodefaults",
@@ -409,12 +411,14 @@ mod tests {
     #[test]
     fn arm64_channels_are_pci_serial_ports() {
         let arch = super::super::arch::find_arch("arm64").unwrap();
+        let machine = super::super::accel::qemu_args(arch, super::super::accel::Accel::Tcg);
         let b = Boot {
             arch,
             kernel: Path::new("/k"),
             initrd: Path::new("/i"),
             mem: "2G",
             smp: 2,
+            machine: &machine,
             append: "",
             timeout: Duration::from_secs(1),
             boot_timeout: Duration::from_secs(1),
@@ -438,12 +442,14 @@ mod tests {
     #[test]
     fn command_line() {
         let arch = super::super::arch::find_arch("x86_64").unwrap();
+        let machine = super::super::accel::qemu_args(arch, super::super::accel::Accel::Tcg);
         let b = Boot {
             arch,
             kernel: Path::new("/k"),
             initrd: Path::new("/i"),
             mem: "2G",
             smp: 2,
+            machine: &machine,
             append: "",
             timeout: Duration::from_secs(1),
             boot_timeout: Duration::from_secs(1),
