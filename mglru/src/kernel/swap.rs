@@ -9,6 +9,12 @@
 //! touched. A lock file serializes agelab processes (and threads) that want the same device;
 //! [`ZramSwap::setup_free`] picks a device no one holds, hot-adding one when all are taken.
 
+/// Swap priority of the zram devices agelab sets up (`swapon -p`): above any default.
+pub const AGELAB_SWAP_PRIORITY: i32 = 10_000;
+/// `<linux/swap.h>`: the priority in the flags is meant.
+const SWAP_FLAG_PREFER: i32 = 0x8000;
+/// `<linux/swap.h>`: bits of the priority.
+const SWAP_FLAG_PRIO_MASK: i32 = 0x7fff;
 use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
 use crate::journal::{HostChange, Journal, JournalError, Owner};
 use crate::kernel::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
@@ -402,9 +408,13 @@ impl ZramSwap {
         write_str(sys.join("disksize"), &bytes.to_string())?;
         write_swap_header(&device.dev(), bytes)?;
         let c = CString::new(device.dev()).expect("device path has no NUL");
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call; flags 0 = default
-        // priority, no discard.
-        let rc = unsafe { libc::swapon(c.as_ptr(), 0) };
+        // A high preferred priority: the run's pages go to the device the run made, not to a
+        // swap area someone else (another agelab run, the host) had before. Equal priorities
+        // of concurrent runs share round-robin, which is still correct.
+        let flags = SWAP_FLAG_PREFER | (AGELAB_SWAP_PRIORITY & SWAP_FLAG_PRIO_MASK);
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call; `flags` carry only
+        // a priority (no discard).
+        let rc = unsafe { libc::swapon(c.as_ptr(), flags) };
         if rc != 0 {
             return Err(SwapError::Syscall {
                 call: "swapon",
