@@ -53,6 +53,7 @@ extern "C" fn guest_dirty_all(base: u64, pages: u64) -> ! {
 // goes through KVM's emulator, which lacks the SSE stores compiled Rust uses to build a
 // `UcallMsg`. The message (cmd @0, args @8.., reply @56, len @64; 584 bytes) is built on the
 // stack; SYNC(stage 1, last iteration), then the page loop with the reply; reply 0 → DONE.
+#[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".globl agelab_cpl0_dirty_all",
     "agelab_cpl0_dirty_all:",
@@ -93,8 +94,21 @@ core::arch::global_asm!(
     ucall = const UCALL_MMIO_ADDR,
 );
 
+#[cfg(target_arch = "x86_64")]
 extern "C" {
     fn agelab_cpl0_dirty_all(base: u64, pages: u64) -> !;
+}
+
+/// Entry of the CPL0 guest (x86_64 only: `main` skips before any VM elsewhere).
+fn cpl0_entry() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        agelab_cpl0_dirty_all as *const () as usize
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        unreachable!("main skips the kernel-equivalent layout off x86_64")
+    }
 }
 
 /// One VM layout under test.
@@ -168,7 +182,7 @@ fn setup(l: &Layout) -> Result<Running, String> {
     let pages = vm.page_map().len();
     let base = vm.page_map().page(0).map(|p| p.gpa).unwrap_or_default();
     let entry = if l.cfg.guest_cpl0 {
-        agelab_cpl0_dirty_all as *const () as usize
+        cpl0_entry()
     } else {
         guest_dirty_all as *const () as usize
     };
