@@ -157,6 +157,7 @@ fn kernel_panic_is_reported_with_the_console() {
 #[test]
 fn unknown_kernel_is_named() {
     let out = lab(&["--kernel", "debian-9.9", "--", "true"]);
-    assert_eq!(out.status.code(), Some(1));
+    // A kernel name the user can fix: exit 2, as every input error (README exit-code contract).
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown lab kernel debian-9.9"));
 }
