@@ -18,8 +18,13 @@ use super::refault::{RefaultDetector, ResidencyError};
 use crate::engine::{
     AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration, PassTruth,
 };
+use crate::kernel::damon::{
+    DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
+    SchemeStats,
+};
 use crate::kernel::lru_gen::{LruGenControl, LruGenError};
 use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
+use crate::kernel::psi::{PressureSource, PsiError};
 use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
 use crate::source::AccessSource;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
@@ -55,6 +60,11 @@ pub struct ReclaimRunConfig {
     pub cold_window: Duration,
     /// Seed of the random policy.
     pub seed: u64,
+    /// Throughput counts only epochs that start this long after the workload started.
+    pub warmup: Duration,
+    /// `psi` and `damon`: target memory pressure, PSI some stall time in % of wall time (TMO:
+    /// 0.1).
+    pub psi_target_pct: f64,
 }
 
 impl Default for ReclaimRunConfig {
@@ -75,6 +85,8 @@ impl Default for ReclaimRunConfig {
             gens: 8,
             cold_window: Duration::from_secs(5),
             seed: 1,
+            warmup: Duration::from_secs(2),
+            psi_target_pct: 0.1,
         }
     }
 }
@@ -115,6 +127,12 @@ pub enum ReclaimRunError {
     /// lru_gen is missing or refused a command.
     #[error("lru-gen: {0}")]
     LruGen(#[from] LruGenError),
+    /// DAMON is unavailable, held by someone else, or refused the scheme.
+    #[error("damon: {0}")]
+    Damon(#[from] DamonError),
+    /// Memory pressure could not be read.
+    #[error("psi: {0}")]
+    Psi(#[from] PsiError),
     /// The memcg is not visible in the lru_gen listing.
     #[error("lru-gen: memcg {0} not found in /sys/kernel/debug/lru_gen")]
     LruGenMemcg(String),
@@ -147,6 +165,8 @@ pub struct IntervalRecord {
     pub reclaimed: u64,
     /// The controller.
     pub control: ControlStep,
+    /// `psi`: memory pressure (PSI some) during the epoch, % of its wall time.
+    pub psi_pct: Option<f64>,
 }
 
 /// The result of one run.
@@ -166,6 +186,22 @@ pub struct ReclaimRunReport {
     pub guest_secs: f64,
     /// ops / guest_secs.
     pub ops_per_sec: f64,
+    /// Guest ops after the warm-up.
+    pub ops_measured: u64,
+    /// Wall time of the epochs after the warm-up, s.
+    pub measured_secs: f64,
+    /// CPU time of the vCPU threads in the epochs after the warm-up, s.
+    pub vcpu_cpu_secs: f64,
+    /// ops_measured / vcpu_cpu_secs: throughput a shared host's CPU contention does not move.
+    pub ops_per_cpu_sec: f64,
+    /// ops_measured / measured_secs.
+    pub ops_per_wall_sec: f64,
+    /// `psi`: memory pressure (PSI some) during the measured epochs, % of wall time.
+    pub psi_some_pct: Option<f64>,
+    /// `psi`: whose pressure was read.
+    pub pressure_scope: Option<String>,
+    /// `damon`: the scheme's counters and quota at the end.
+    pub damon: Option<DamonRunInfo>,
     /// Resident guest memory after fill, bytes.
     pub rss_start: u64,
     /// Resident guest memory at the end (before verify), bytes.
@@ -204,6 +240,31 @@ pub struct ReclaimRunReport {
     pub sources: Vec<String>,
     /// Per interval.
     pub intervals: Vec<IntervalRecord>,
+}
+
+/// What the `damon` policy's kdamond did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DamonRunInfo {
+    /// Scheme counters at the end.
+    pub stats: SchemeStats,
+    /// Whether the quota was auto-tuned toward the PSI goal (the kernel has `quotas/goals`).
+    pub auto_tuned: bool,
+    /// The effective quota at the end, bytes (kernels that report it).
+    pub effective_quota_bytes: Option<u64>,
+    /// The kdamond thread's CPU time during the run, ns (10 ms ticks).
+    pub kdamond_cpu_ns: u64,
+}
+
+/// CPU time (utime + stime) of thread or process `pid` from `/proc/<pid>/stat`, ns.
+pub fn proc_cpu_ns(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14, stime 15.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / hz)
 }
 
 /// Thread CPU time now, ns.
@@ -296,6 +357,7 @@ struct KernelReclaim {
     lru_gen: Option<(LruGenControl, u64)>,
     _caps_guard: Option<crate::host_guard::RestoreGuard>,
     limit: Option<u64>,
+    pressure: Option<PressureSource>,
 }
 
 impl KernelReclaim {
@@ -325,12 +387,18 @@ impl KernelReclaim {
         } else {
             None
         };
+        let pressure = if policy == PolicyKind::Psi {
+            Some(PressureSource::for_process(&memcg)?)
+        } else {
+            None
+        };
         Ok(KernelReclaim {
             policy,
             memcg,
             lru_gen,
             _caps_guard: caps_guard,
             limit: None,
+            pressure,
         })
     }
 
@@ -362,6 +430,27 @@ impl KernelReclaim {
                     self.limit = Some(next);
                 }
             }
+            PolicyKind::Psi if !backoff && pages > 0 => match self.memcg.version() {
+                CgroupVersion::V2 => {
+                    // EAGAIN: less was reclaimed than asked.
+                    let _ = self.memcg.reclaim(pages * PAGE_SIZE);
+                }
+                CgroupVersion::V1 => {
+                    // v1 has no memory.reclaim and no memory.high, and a lasting hard limit near
+                    // the hot set fails the guest mid-epoch (a task at the limit is OOM-killed;
+                    // with the OOM killer disabled KVM's own faults get ENOMEM, KVM_RUN EFAULT).
+                    // So the limit steps down only while the guest is paused: set to usage −
+                    // step (the write reclaims synchronously, the kernel choosing the pages;
+                    // EBUSY when it cannot), then lifted again — v1's memory.reclaim.
+                    let usage = self.memcg.usage_bytes().map_err(memcg_err)?;
+                    let _ = self
+                        .memcg
+                        .set_limit(Some(usage.saturating_sub(pages * PAGE_SIZE)));
+                    self.memcg.set_limit(None).map_err(memcg_err)?;
+                }
+            },
+            // Back-off: memory.reclaim keeps no state, so backing off is not probing.
+            PolicyKind::Psi => {}
             PolicyKind::MemcgReclaim if pages > 0 => {
                 // EAGAIN: less was reclaimed than asked; the residency scan sees what went.
                 let _ = self.memcg.reclaim(pages * PAGE_SIZE);
@@ -391,6 +480,44 @@ fn swap_zram() -> Option<ZramDevice> {
     })
 }
 
+/// The `damon` policy's kdamond: a DAMOS `pageout` scheme on this (the VMM) process's virtual
+/// address space, DAMON_RECLAIM's monitoring attributes (5 ms samples, 100 ms aggregation), the age
+/// gate as minimum idle time, a size quota equal to the controller's cap per second and 10 ms of
+/// work per second, auto-tuned toward `psi_target_pct` of memory PSI some where the kernel has
+/// quota goals.
+fn start_damon(
+    cfg: &ReclaimRunConfig,
+    pages: u64,
+) -> Result<crate::kernel::damon::Kdamond, DamonError> {
+    let per_sec = cfg.controller.max_step_pct / 100.0 * (pages * PAGE_SIZE) as f64
+        / cfg.controller.step_period.as_secs_f64().max(1e-3);
+    let attrs = DamonAttrs {
+        sample_us: 5_000,
+        aggr_us: 100_000,
+        update_us: 1_000_000,
+        min_nr_regions: 10,
+        max_nr_regions: 1_000,
+    };
+    let scheme = DamonScheme::Pageout(PageoutScheme {
+        min_age_us: cfg.min_age.as_micros() as u64,
+        quota_bytes: (per_sec as u64).max(PAGE_SIZE),
+        quota_ms: 10,
+        reset_interval_ms: 1_000,
+        goal: Some(QuotaGoal {
+            metric: "some_mem_psi_us".into(),
+            // µs of stall per 1 s reset interval.
+            target_value: (cfg.psi_target_pct / 100.0 * 1e6) as u64,
+        }),
+    });
+    DamonAdmin::new().start_scheme(
+        &DamonTarget::Vaddr {
+            pid: std::process::id() as i32,
+        },
+        attrs,
+        &scheme,
+    )
+}
+
 /// Runs one policy; see the module docs.
 pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunError> {
     let mut kernel = if cfg.policy.needs_memcg() {
@@ -413,7 +540,8 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let map = vm.page_map().clone();
     let pages = map.len();
     // Checks for swap before anything runs: a clear error instead of a run that reclaims nothing.
-    let mut reclaimer = if cfg.policy.reclaims() && kernel.is_none() {
+    let kernel_chooses = kernel.is_some() || cfg.policy == PolicyKind::Damon;
+    let mut reclaimer = if cfg.policy.reclaims() && !kernel_chooses {
         let mut r = Reclaimer::new(map.clone(), cfg.action)?;
         let files: Vec<(u32, &std::fs::File)> = vm
             .test_slots()
@@ -425,7 +553,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     } else {
         None
     };
-    if kernel.is_some() {
+    if kernel_chooses {
         // Kernel reclaim of swap-backed memory needs swap just the same.
         Reclaimer::new(map.clone(), ReclaimAction::PageOut)?;
     }
@@ -469,6 +597,13 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     }
     let mut wl = Workload::start(vm, cfg.workload.clone())?;
     wl.fill()?;
+    // DAMON after the fill: its regions then start from resident memory.
+    let kdamond = if cfg.policy == PolicyKind::Damon {
+        Some(start_damon(cfg, pages)?)
+    } else {
+        None
+    };
+    let kdamond_cpu0 = kdamond.as_ref().and_then(|k| k.pid()).and_then(proc_cpu_ns);
     let fill_epoch = wl.epoch();
     let faults0 = guide.as_ref().map_or(0, |g| g.stats().faults);
     let zram = swap_zram();
@@ -493,16 +628,46 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let mut epochs: Vec<(u64, Instant)> = Vec::new();
     let t0 = Instant::now();
     let mut guest = Duration::ZERO;
+    let mut vcpu_cpu = Duration::ZERO;
+    let mut measured = Duration::ZERO;
+    let mut psi_stall_us = 0u64;
+    let pressure_src = kernel.as_mut().and_then(|k| k.pressure.take());
+    let pressure = pressure_src.as_ref();
+    rep.pressure_scope = pressure.map(|p| p.scope().to_string());
     while t0.elapsed() < cfg.duration {
+        let warm = t0.elapsed() >= cfg.warmup;
+        let psi0 = pressure.map(|p| p.read()).transpose()?;
         let r = wl.run_epoch(cfg.interval)?;
+        // Stall time during the epoch only: reclaim this loop does between epochs (a v1 limit
+        // write reclaims in the writer) is not the guest's pressure.
+        let psi_pct = match (pressure, psi0) {
+            (Some(p), Some(a)) => {
+                let d = p.read()?.some.total_us.saturating_sub(a.some.total_us);
+                if warm {
+                    psi_stall_us += d;
+                }
+                Some(d as f64 / (r.elapsed.as_secs_f64() * 1e6).max(1.0) * 100.0)
+            }
+            _ => None,
+        };
         guest += r.elapsed;
         rep.ops += r.total_ops();
+        if warm {
+            rep.ops_measured += r.total_ops();
+            measured += r.elapsed;
+            vcpu_cpu += r.vcpu_cpu.iter().sum::<Duration>();
+        }
         epochs.push((r.epoch, Instant::now()));
 
         // Refaults the residency scan sees, then the aging pass (whose sources may see more).
         let c0 = thread_cpu_ns();
         let step = detector.step()?;
         let mut refaults = step.refaulted.count();
+        let mut reclaimed = 0;
+        if kdamond.is_some() {
+            // DAMON reclaims on its own; the scan sees what left.
+            reclaimed = step.evicted.count();
+        }
         fifo.refaulted(&step.refaulted);
         let c1 = thread_cpu_ns();
         if let Some(e) = engine.as_mut() {
@@ -536,12 +701,25 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             None => detector.resident().count(),
         };
         let control = ctrl.step(r.elapsed, refaults, ws_est);
-        let mut reclaimed = 0;
         if cfg.policy.reclaims() && t0.elapsed() >= cfg.min_age {
             let n = control.pages as usize;
             if let Some(k) = kernel.as_mut() {
                 let cap = (cfg.controller.max_step_pct / 100.0 * pages as f64) as u64;
-                k.step(control.pages, control.error < 0.0, cap)?;
+                match psi_pct {
+                    Some(p) => {
+                        // Senpai: probe by the cap scaled by the headroom under the target,
+                        // back off by the overshoot (at most 4 caps).
+                        let step = cap as f64 * r.elapsed.as_secs_f64()
+                            / cfg.controller.step_period.as_secs_f64().max(1e-3);
+                        let x = p / cfg.psi_target_pct;
+                        if x < 1.0 {
+                            k.step((step * (1.0 - x)) as u64, false, cap)?;
+                        } else {
+                            k.step((step * (x - 1.0).min(4.0)) as u64, true, cap)?;
+                        }
+                    }
+                    None => k.step(control.pages, control.error < 0.0, cap)?,
+                }
                 reclaimed = detector.step()?.evicted.count();
             } else if n > 0 {
                 let victims: Vec<u64> = match cfg.policy {
@@ -598,6 +776,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             refaults,
             reclaimed,
             control,
+            psi_pct,
         });
     }
     // Final accounting before verify reads every page back in.
@@ -635,6 +814,29 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     cold.intersect_with(out);
     rep.cold_reclaimed = cold.count();
     rep.guest_secs = guest.as_secs_f64();
+    rep.measured_secs = measured.as_secs_f64();
+    rep.vcpu_cpu_secs = vcpu_cpu.as_secs_f64();
+    rep.ops_per_cpu_sec = rep.ops_measured as f64 / rep.vcpu_cpu_secs.max(1e-9);
+    rep.ops_per_wall_sec = rep.ops_measured as f64 / rep.measured_secs.max(1e-9);
+    if pressure.is_some() {
+        rep.psi_some_pct = Some(psi_stall_us as f64 / (rep.measured_secs * 1e6).max(1.0) * 100.0);
+    }
+    if let Some(k) = kdamond.as_ref() {
+        let cpu = k
+            .pid()
+            .and_then(proc_cpu_ns)
+            .zip(kdamond_cpu0)
+            .map_or(0, |(b, a)| b.saturating_sub(a));
+        rep.reclaim_cpu_ns += cpu;
+        rep.damon = Some(DamonRunInfo {
+            stats: k.scheme_stats()?,
+            auto_tuned: k.goal_applied(),
+            effective_quota_bytes: k.effective_quota_bytes(),
+            kdamond_cpu_ns: cpu,
+        });
+    }
+    // DAMON off before verify reads every page back (and before the VM goes).
+    drop(kdamond);
     rep.ops_per_sec = rep.ops as f64 / rep.guest_secs.max(1e-9);
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     rep.refault_pct_ws_min = rep.refaults as f64 / (rep.ws_pages.max(1) as f64) / minutes * 100.0;
