@@ -601,6 +601,22 @@ impl Vm {
         Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
 
+    /// vCPU `vcpu`'s scheduler statistics from `/proc/self/task/<tid>/schedstat`: time on a CPU
+    /// and time waiting on a run queue (runnable but not running: the share a loaded host takes);
+    /// `None` when the thread is not running or the file is missing (kernels without
+    /// CONFIG_SCHED_INFO).
+    pub fn vcpu_schedstat(&self, vcpu: usize) -> Option<(Duration, Duration)> {
+        let tid = self.shared.get(vcpu)?.tid.load(Ordering::SeqCst);
+        if tid == 0 || self.shared[vcpu].finished.load(Ordering::SeqCst) {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let run = it.next()??;
+        let wait = it.next()??;
+        Some((Duration::from_nanos(run), Duration::from_nanos(wait)))
+    }
+
     /// Exit counters of vCPU `vcpu`.
     pub fn exits(&self, vcpu: usize) -> &ExitCounters {
         &self.shared[vcpu].exits

@@ -65,6 +65,8 @@ pub struct ReclaimRunConfig {
     /// `psi` and `damon`: target memory pressure, PSI some stall time in % of wall time (TMO:
     /// 0.1).
     pub psi_target_pct: f64,
+    /// `damon`: DAMOS time quota, ms of scheme work per second (DAMON_RECLAIM: 10).
+    pub damon_quota_ms: u64,
 }
 
 impl Default for ReclaimRunConfig {
@@ -87,6 +89,7 @@ impl Default for ReclaimRunConfig {
             seed: 1,
             warmup: Duration::from_secs(2),
             psi_target_pct: 0.1,
+            damon_quota_ms: 10,
         }
     }
 }
@@ -157,6 +160,12 @@ pub struct IntervalRecord {
     pub t: f64,
     /// Guest ops in the epoch.
     pub ops: u64,
+    /// Wall time of the epoch, µs.
+    pub wall_us: u64,
+    /// CPU time of the vCPU threads in the epoch, µs.
+    pub vcpu_cpu_us: u64,
+    /// Run-queue wait of the vCPU threads in the epoch, µs.
+    pub runq_wait_us: u64,
     /// Resident guest pages after the interval's reclaim.
     pub resident: u64,
     /// Refaults found this interval.
@@ -192,10 +201,19 @@ pub struct ReclaimRunReport {
     pub measured_secs: f64,
     /// CPU time of the vCPU threads in the epochs after the warm-up, s.
     pub vcpu_cpu_secs: f64,
-    /// ops_measured / vcpu_cpu_secs: throughput a shared host's CPU contention does not move.
+    /// Guest ops per vCPU-thread CPU second: the median over the measured epochs of each
+    /// epoch's ops / vCPU CPU time (a median, so the odd epoch a co-running job slows is not the
+    /// run's figure); a shared host's CPU contention does not move it.
     pub ops_per_cpu_sec: f64,
     /// ops_measured / measured_secs.
     pub ops_per_wall_sec: f64,
+    /// vCPU-seconds of the measured epochs minus the vCPU threads' run-queue waits, s: the time
+    /// the guest ran or was blocked (on faults, swap-in), without the time a loaded host gave
+    /// its CPU to others.
+    pub vcpu_eff_secs: f64,
+    /// Median over the measured epochs of ops / (vCPU wall − run-queue wait) (0 without
+    /// schedstat): unlike CPU time it includes the time the guest was blocked on faults.
+    pub ops_per_eff_sec: f64,
     /// `psi`: memory pressure (PSI some) during the measured epochs, % of wall time.
     pub psi_some_pct: Option<f64>,
     /// `psi`: whose pressure was read.
@@ -265,6 +283,20 @@ pub fn proc_cpu_ns(pid: i32) -> Option<u64> {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(ticks * 1_000_000_000 / hz)
+}
+
+/// Median of `xs` (0 when empty); sorts it.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 /// Thread CPU time now, ns.
@@ -482,8 +514,8 @@ fn swap_zram() -> Option<ZramDevice> {
 
 /// The `damon` policy's kdamond: a DAMOS `pageout` scheme on this (the VMM) process's virtual
 /// address space, DAMON_RECLAIM's monitoring attributes (5 ms samples, 100 ms aggregation), the age
-/// gate as minimum idle time, a size quota equal to the controller's cap per second and 10 ms of
-/// work per second, auto-tuned toward `psi_target_pct` of memory PSI some where the kernel has
+/// gate as minimum idle time, a size quota equal to the controller's cap per second and
+/// `damon_quota_ms` of work per second, auto-tuned toward `psi_target_pct` of memory PSI some where the kernel has
 /// quota goals.
 fn start_damon(
     cfg: &ReclaimRunConfig,
@@ -501,7 +533,7 @@ fn start_damon(
     let scheme = DamonScheme::Pageout(PageoutScheme {
         min_age_us: cfg.min_age.as_micros() as u64,
         quota_bytes: (per_sec as u64).max(PAGE_SIZE),
-        quota_ms: 10,
+        quota_ms: cfg.damon_quota_ms,
         reset_interval_ms: 1_000,
         goal: Some(QuotaGoal {
             metric: "some_mem_psi_us".into(),
@@ -520,6 +552,10 @@ fn start_damon(
 
 /// Runs one policy; see the module docs.
 pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunError> {
+    if cfg.policy == PolicyKind::Damon {
+        // Refused before any VM exists when DAMON is missing or someone else's kdamond runs.
+        DamonAdmin::new().check()?;
+    }
     let mut kernel = if cfg.policy.needs_memcg() {
         Some(KernelReclaim::new(cfg.policy)?)
     } else {
@@ -630,6 +666,9 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let mut guest = Duration::ZERO;
     let mut vcpu_cpu = Duration::ZERO;
     let mut measured = Duration::ZERO;
+    let mut eff = Duration::ZERO;
+    let mut per_cpu: Vec<f64> = Vec::new();
+    let mut per_eff: Vec<f64> = Vec::new();
     let mut psi_stall_us = 0u64;
     let pressure_src = kernel.as_mut().and_then(|k| k.pressure.take());
     let pressure = pressure_src.as_ref();
@@ -656,6 +695,19 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             rep.ops_measured += r.total_ops();
             measured += r.elapsed;
             vcpu_cpu += r.vcpu_cpu.iter().sum::<Duration>();
+            let e: Duration = r
+                .vcpu_runq_wait
+                .iter()
+                .map(|w| r.elapsed.saturating_sub(*w))
+                .sum();
+            eff += e;
+            let c: Duration = r.vcpu_cpu.iter().sum();
+            if !c.is_zero() {
+                per_cpu.push(r.total_ops() as f64 / c.as_secs_f64());
+            }
+            if !e.is_zero() {
+                per_eff.push(r.total_ops() as f64 / e.as_secs_f64());
+            }
         }
         epochs.push((r.epoch, Instant::now()));
 
@@ -701,7 +753,8 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             None => detector.resident().count(),
         };
         let control = ctrl.step(r.elapsed, refaults, ws_est);
-        if cfg.policy.reclaims() && t0.elapsed() >= cfg.min_age {
+        // DAMON reclaims on its own (counted above).
+        if cfg.policy.reclaims() && kdamond.is_none() && t0.elapsed() >= cfg.min_age {
             let n = control.pages as usize;
             if let Some(k) = kernel.as_mut() {
                 let cap = (cfg.controller.max_step_pct / 100.0 * pages as f64) as u64;
@@ -772,6 +825,9 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         rep.intervals.push(IntervalRecord {
             t: t0.elapsed().as_secs_f64(),
             ops: r.total_ops(),
+            wall_us: r.elapsed.as_micros() as u64,
+            vcpu_cpu_us: r.vcpu_cpu.iter().sum::<Duration>().as_micros() as u64,
+            runq_wait_us: r.vcpu_runq_wait.iter().sum::<Duration>().as_micros() as u64,
             resident: detector.resident().count(),
             refaults,
             reclaimed,
@@ -816,8 +872,10 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     rep.guest_secs = guest.as_secs_f64();
     rep.measured_secs = measured.as_secs_f64();
     rep.vcpu_cpu_secs = vcpu_cpu.as_secs_f64();
-    rep.ops_per_cpu_sec = rep.ops_measured as f64 / rep.vcpu_cpu_secs.max(1e-9);
+    rep.ops_per_cpu_sec = median(&mut per_cpu);
     rep.ops_per_wall_sec = rep.ops_measured as f64 / rep.measured_secs.max(1e-9);
+    rep.vcpu_eff_secs = eff.as_secs_f64();
+    rep.ops_per_eff_sec = median(&mut per_eff);
     if pressure.is_some() {
         rep.psi_some_pct = Some(psi_stall_us as f64 / (rep.measured_secs * 1e6).max(1.0) * 100.0);
     }

@@ -52,6 +52,10 @@ pub struct ReclaimArgs {
     /// `psi` probes below it and backs off above, `damon` auto-tunes its quota toward it.
     #[arg(long, default_value_t = 0.1)]
     pub psi_target: f64,
+    /// `damon`: DAMOS time quota, ms of scheme work per 1 s (DAMON_RECLAIM's default: 10; 0 =
+    /// no time quota).
+    #[arg(long, default_value_t = 10)]
+    pub damon_quota_ms: u64,
     /// Control interval (one workload epoch).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub interval: Duration,
@@ -281,6 +285,7 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         seed: 1,
         warmup: args.warmup,
         psi_target_pct: args.psi_target,
+        damon_quota_ms: args.damon_quota_ms,
     };
     let json = args.json;
     let report = run_bench(&base, &workloads, &args.policy.0, args.reps, |r| {
