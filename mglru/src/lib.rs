@@ -9,6 +9,7 @@ pub mod reclaim;
 pub mod selfcheck;
 pub mod source;
 pub mod sources;
+pub mod stats;
 
 pub use engine::{
     AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth,

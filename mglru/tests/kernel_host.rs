@@ -3,7 +3,9 @@
 //! "unavailable" reasons where the kernel lacks them. A test whose feature is missing prints
 //! `SKIP <test>: <reason>` to stderr and returns.
 
-use agelab_mglru::kernel::damon::{DamonAdmin, DamonAttrs, DamonError, DamonTarget};
+use agelab_mglru::kernel::damon::{
+    DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
+};
 use agelab_mglru::kernel::kpageflags::{Kpageflags, KPF_THP};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
@@ -224,8 +226,12 @@ fn fake_damon_tree(root: &std::path::Path, regions: &[(u64, u64, u64)]) {
     }
 }
 
+/// DAMON tests share the host's journal: one kdamond per process at a time.
+static DAMON_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn damon_source_configures_maps_regions_and_restores() {
+    let _one = DAMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let m = ScratchMapping::new(64).unwrap();
     let a = m.addr();
     let root = std::env::temp_dir().join(format!("agelab-damon-{}", std::process::id()));
@@ -426,4 +432,120 @@ fn memcg_thread_move_v1() {
     assert!(!dir.exists());
     done_tx.send(()).unwrap();
     t.join().unwrap();
+}
+
+/// Adds the files a `pageout` scheme with quotas writes (and, with `goals`, the quota goal
+/// directory with or without `target_metric`).
+fn fake_pageout_files(root: &std::path::Path, goals: Option<bool>) {
+    let sch = root.join("kdamonds/0/contexts/0/schemes/0");
+    std::fs::create_dir_all(sch.join("quotas/weights")).unwrap();
+    std::fs::create_dir_all(sch.join("stats")).unwrap();
+    for f in [
+        "quotas/ms",
+        "quotas/bytes",
+        "quotas/reset_interval_ms",
+        "quotas/weights/sz_permil",
+        "quotas/weights/nr_accesses_permil",
+        "quotas/weights/age_permil",
+    ] {
+        std::fs::write(sch.join(f), "0\n").unwrap();
+    }
+    for (f, v) in [
+        ("nr_tried", 7),
+        ("sz_tried", 28672),
+        ("nr_applied", 5),
+        ("sz_applied", 20480),
+        ("qt_exceeds", 1),
+    ] {
+        std::fs::write(sch.join("stats").join(f), format!("{v}\n")).unwrap();
+    }
+    if let Some(with_metric) = goals {
+        let g = sch.join("quotas/goals/0");
+        std::fs::create_dir_all(&g).unwrap();
+        std::fs::write(sch.join("quotas/goals/nr_goals"), "0\n").unwrap();
+        std::fs::write(g.join("target_value"), "0\n").unwrap();
+        if with_metric {
+            std::fs::write(g.join("target_metric"), "user_input\n").unwrap();
+        }
+    }
+}
+
+#[test]
+fn damon_pageout_scheme_writes_pattern_quota_and_goal() {
+    let _one = DAMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::env::temp_dir().join(format!("agelab-damos-{}", std::process::id()));
+    let attrs = DamonAttrs {
+        aggr_us: 100_000,
+        ..DamonAttrs::default()
+    };
+    let scheme = DamonScheme::Pageout(PageoutScheme {
+        min_age_us: 2_000_000,
+        quota_bytes: 26 << 20,
+        quota_ms: 10,
+        reset_interval_ms: 1000,
+        goal: Some(QuotaGoal {
+            metric: "some_mem_psi_us".into(),
+            target_value: 1000,
+        }),
+    });
+    let target = DamonTarget::Vaddr { pid: 42 };
+    let sch = root.join("kdamonds/0/contexts/0/schemes/0");
+    let read = |p: &str| std::fs::read_to_string(sch.join(p)).unwrap();
+
+    // A kernel with quota goals: everything written, the goal applied.
+    let _ = std::fs::remove_dir_all(&root);
+    fake_damon_tree(&root, &[]);
+    fake_pageout_files(&root, Some(true));
+    let admin = DamonAdmin::with_root(&root);
+    if let Err(e @ (DamonError::NotRoot | DamonError::ModuleRunning { .. })) = admin.check() {
+        std::fs::remove_dir_all(&root).unwrap();
+        return skip("damon_pageout_scheme", e);
+    }
+    let k = admin.start_scheme(&target, attrs, &scheme).unwrap();
+    assert_eq!(read("action"), "pageout");
+    assert_eq!(read("access_pattern/nr_accesses/max"), "0");
+    assert_eq!(read("access_pattern/nr_accesses/min"), "0");
+    assert_eq!(
+        read("access_pattern/age/min"),
+        "20",
+        "2 s in 100 ms aggregations"
+    );
+    assert_eq!(read("access_pattern/sz/min"), "4096");
+    assert_eq!(read("quotas/bytes"), (26u64 << 20).to_string());
+    assert_eq!(read("quotas/ms"), "10");
+    assert_eq!(read("quotas/weights/age_permil"), "1");
+    assert_eq!(read("quotas/goals/nr_goals"), "1");
+    assert_eq!(read("quotas/goals/0/target_metric"), "some_mem_psi_us");
+    assert_eq!(read("quotas/goals/0/target_value"), "1000");
+    assert!(k.goal_applied());
+    let st = k.scheme_stats().unwrap();
+    assert_eq!((st.nr_applied, st.sz_applied, st.qt_exceeds), (5, 20480, 1));
+    k.stop();
+    assert_eq!(
+        std::fs::read_to_string(root.join("kdamonds/nr_kdamonds")).unwrap(),
+        "0"
+    );
+
+    // A kernel without quota goals: the fixed quota runs, and says the goal is not applied.
+    std::fs::remove_dir_all(&root).unwrap();
+    fake_damon_tree(&root, &[]);
+    fake_pageout_files(&root, None);
+    let k = admin.start_scheme(&target, attrs, &scheme).unwrap();
+    assert!(!k.goal_applied());
+    k.stop();
+
+    // Built to fail: goals without target_metric (before 6.8: user_input only) refuse a PSI goal.
+    std::fs::remove_dir_all(&root).unwrap();
+    fake_damon_tree(&root, &[]);
+    fake_pageout_files(&root, Some(false));
+    match admin.start_scheme(&target, attrs, &scheme) {
+        Err(DamonError::GoalMetric(m)) => assert_eq!(m, "some_mem_psi_us"),
+        other => panic!("expected GoalMetric, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("kdamonds/nr_kdamonds")).unwrap(),
+        "0",
+        "the failed start was undone"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
 }

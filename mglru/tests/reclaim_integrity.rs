@@ -197,3 +197,97 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
         "run_once anon memcg-limit",
     );
 }
+
+/// `psi` on this host's memcg (v1: the limit stepped while the guest is paused; pressure from a
+/// v2 group of the process, or the memcg's own on v2): cold pages of a read-heavy guest go, the
+/// data stay intact, and the run reports whose pressure it read.
+#[test]
+fn psi_policy_reclaims_under_the_pressure_target() {
+    const WHAT: &str = "run_once memfd psi";
+    if !std::path::Path::new("/proc/pressure/memory").exists() {
+        skip(WHAT, "no PSI");
+        return;
+    }
+    let Some(_swap) = swap_for_test(WHAT) else {
+        return;
+    };
+    let cfg = ReclaimRunConfig {
+        mem_bytes: 64 << 20,
+        backing: Backing::Memfd,
+        policy: PolicyKind::Psi,
+        duration: Duration::from_secs(5),
+        interval: Duration::from_millis(200),
+        min_age: Duration::from_millis(800),
+        warmup: Duration::from_secs(1),
+        cold_window: Duration::from_secs(2),
+        workload: "hotcold:hot=20%,p=100%,op=read".parse().unwrap(),
+        controller: agelab_mglru::reclaim::ControllerConfig {
+            max_step_pct: 20.0,
+            step_period: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = run_once(&cfg).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
+    eprintln!(
+        "{WHAT}: reclaimed {} pages, cold out {}/{}, refaults {}, PSI some {:?} % from {:?}",
+        r.reclaimed, r.cold_reclaimed, r.cold_pages, r.refaults, r.psi_some_pct, r.pressure_scope
+    );
+    assert_eq!(r.verify_mismatches, 0);
+    assert!(r.reclaimed > 0, "{WHAT}: nothing reclaimed");
+    assert!(r.psi_some_pct.is_some() && r.pressure_scope.is_some());
+    assert!(r.ops_per_cpu_sec > 0.0 && r.vcpu_cpu_secs > 0.0);
+}
+
+/// `damon`: where DAMON is usable the DAMOS pageout scheme reclaims; where it is not (no sysfs,
+/// a foreign kdamond, an enabled DAMON module) the run is refused with the reason, before the
+/// VM runs — never by touching someone else's kdamond.
+#[test]
+fn damon_policy_reclaims_or_is_refused_with_the_reason() {
+    use agelab_mglru::kernel::damon::{DamonAdmin, DamonError};
+    use agelab_mglru::reclaim::ReclaimRunError;
+    const WHAT: &str = "run_once memfd damon";
+    let Some(_swap) = swap_for_test(WHAT) else {
+        return;
+    };
+    let before = DamonAdmin::new().kdamonds().ok();
+    let cfg = ReclaimRunConfig {
+        mem_bytes: 64 << 20,
+        backing: Backing::Memfd,
+        policy: PolicyKind::Damon,
+        duration: Duration::from_secs(6),
+        min_age: Duration::from_secs(1),
+        warmup: Duration::from_secs(1),
+        workload: "hotcold:hot=20%,p=100%,op=read".parse().unwrap(),
+        controller: agelab_mglru::reclaim::ControllerConfig {
+            max_step_pct: 20.0,
+            step_period: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match run_once(&cfg) {
+        Ok(r) => {
+            let d = r.damon.as_ref().expect("damon info");
+            eprintln!(
+                "{WHAT}: reclaimed {} pages, applied {} KiB, auto-tuned {}",
+                r.reclaimed,
+                d.stats.sz_applied >> 10,
+                d.auto_tuned
+            );
+            assert_eq!(r.verify_mismatches, 0);
+            assert!(d.stats.sz_applied > 0, "{WHAT}: DAMOS applied nothing");
+        }
+        Err(ReclaimRunError::Damon(
+            e @ (DamonError::ForeignRunning { .. }
+            | DamonError::ModuleRunning { .. }
+            | DamonError::NotBuilt(_)
+            | DamonError::ForeignConfigured { .. }),
+        )) => {
+            // The foreign kdamond is exactly as it was.
+            assert_eq!(DamonAdmin::new().kdamonds().ok(), before);
+            skip(WHAT, &e.to_string());
+        }
+        Err(e) => panic!("{WHAT}: {e}"),
+    }
+}

@@ -152,6 +152,12 @@ fn malformed_values_and_options() {
     expect_input_error(&["reclaim", "--workload", "hotcold:hot=5%,hot=6%"], "'hot'");
     expect_input_error(&["reclaim", "--policy", "bogus"], "--policy");
     expect_input_error(&["reclaim", "--reps", "0"], "--reps 0");
+    expect_input_error(
+        &["reclaim", "--warmup", "15s", "--duration", "10s"],
+        "--warmup",
+    );
+    expect_input_error(&["reclaim", "--psi-target", "0"], "--psi-target");
+    expect_input_error(&["reclaim", "--psi-target", "100"], "--psi-target");
     expect_input_error(&["workloads", "--bogus"], "--bogus");
     expect_input_error(&["bench", "--bogus"], "--bogus");
     expect_input_error(&["frobnicate"], "frobnicate");

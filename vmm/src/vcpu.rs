@@ -191,6 +191,8 @@ pub struct VcpuShared {
     pub last_progress_ms: AtomicU64,
     /// Exit counters.
     pub exits: ExitCounters,
+    /// The thread's kernel task id (0 until it starts).
+    pub tid: std::sync::atomic::AtomicI32,
     epoch: Instant,
 }
 
@@ -204,6 +206,7 @@ impl VcpuShared {
             finished: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
             exits: ExitCounters::default(),
+            tid: std::sync::atomic::AtomicI32::new(0),
             epoch,
         }
     }
@@ -259,6 +262,9 @@ enum Flow {
 impl VcpuThread {
     /// The thread body.
     pub fn run(mut self) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        self.shared.tid.store(tid, Ordering::SeqCst);
         self.shared.progress();
         self.shared.idle.store(false, Ordering::SeqCst);
         let result = self.run_loop();

@@ -79,6 +79,9 @@ pub enum DamonError {
     /// PFN lookup for paddr monitoring failed.
     #[error(transparent)]
     Pagemap(#[from] PagemapError),
+    /// A quota auto-tuning goal was asked for with a metric this kernel does not list.
+    #[error("DAMOS quota goal metric '{0}' refused by this kernel")]
+    GoalMetric(String),
     /// A tried region did not parse.
     #[error("tried region {0}: malformed")]
     BadRegion(PathBuf),
@@ -125,6 +128,59 @@ impl Default for DamonAttrs {
             max_nr_regions: 10_000,
         }
     }
+}
+
+/// What the kdamond's one scheme does.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum DamonScheme {
+    /// `stat`: matches every region, only counts (the access source).
+    #[default]
+    Stat,
+    /// `pageout`: reclaims regions idle long enough, within a quota (DAMON_RECLAIM's shape).
+    Pageout(PageoutScheme),
+}
+
+/// A DAMOS `pageout` scheme: regions with no access for at least `min_age_us`, at most
+/// `quota_bytes` and `quota_ms` of work per `reset_interval_ms`, oldest first (weights 0/0/1, as
+/// DAMON_RECLAIM), optionally with the quota auto-tuned toward a goal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageoutScheme {
+    /// Minimum idle time (µs), rounded to whole aggregation intervals.
+    pub min_age_us: u64,
+    /// Size quota per reset interval (bytes; 0 = none).
+    pub quota_bytes: u64,
+    /// Time quota per reset interval (ms; 0 = none).
+    pub quota_ms: u64,
+    /// Quota reset interval (ms).
+    pub reset_interval_ms: u64,
+    /// Auto-tuning goal, applied where the kernel has `quotas/goals`.
+    pub goal: Option<QuotaGoal>,
+}
+
+/// A DAMOS quota auto-tuning goal: the kernel scales the effective quota so `metric` approaches
+/// `target_value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaGoal {
+    /// Metric name as sysfs takes it, e.g. `some_mem_psi_us` (memory PSI some stall, µs per
+    /// reset interval).
+    pub metric: String,
+    /// Target value of the metric.
+    pub target_value: u64,
+}
+
+/// A running scheme's counters (`update_schemes_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SchemeStats {
+    /// Regions the scheme tried.
+    pub nr_tried: u64,
+    /// Bytes it tried.
+    pub sz_tried: u64,
+    /// Regions the action was applied to.
+    pub nr_applied: u64,
+    /// Bytes the action was applied to.
+    pub sz_applied: u64,
+    /// Times the quota was exceeded.
+    pub qt_exceeds: u64,
 }
 
 /// One region reported by the stat scheme.
@@ -235,6 +291,16 @@ impl DamonAdmin {
 
     /// Creates, configures and starts a kdamond with one `stat` scheme.
     pub fn start(&self, target: &DamonTarget, attrs: DamonAttrs) -> Result<Kdamond, DamonError> {
+        self.start_scheme(target, attrs, &DamonScheme::Stat)
+    }
+
+    /// Creates, configures and starts a kdamond with one scheme.
+    pub fn start_scheme(
+        &self,
+        target: &DamonTarget,
+        attrs: DamonAttrs,
+        scheme: &DamonScheme,
+    ) -> Result<Kdamond, DamonError> {
         self.check()?;
         let nr_path = self.kdamonds_dir().join("nr_kdamonds");
         let dir = self.kdamonds_dir().join("0");
@@ -247,8 +313,12 @@ impl DamonAdmin {
             },
         )?;
         write_str(&nr_path, "1")?;
-        let k = Kdamond { dir, guard };
-        k.configure(target, attrs)?;
+        let mut k = Kdamond {
+            dir,
+            guard,
+            goal_applied: false,
+        };
+        k.configure(target, attrs, scheme)?;
         write_str(k.dir.join("state"), "on").map_err(|e| match e.errno() {
             Some(libc::EBUSY) => DamonError::StartBusy,
             _ => e.into(),
@@ -276,6 +346,7 @@ pub(crate) fn undo_kdamond(dir: &Path, nr_path: &Path) -> Result<String, KernelF
 pub struct Kdamond {
     dir: PathBuf,
     guard: RestoreGuard,
+    goal_applied: bool,
 }
 
 impl Kdamond {
@@ -283,7 +354,12 @@ impl Kdamond {
         self.dir.join("contexts/0")
     }
 
-    fn configure(&self, target: &DamonTarget, attrs: DamonAttrs) -> Result<(), DamonError> {
+    fn configure(
+        &mut self,
+        target: &DamonTarget,
+        attrs: DamonAttrs,
+        scheme: &DamonScheme,
+    ) -> Result<(), DamonError> {
         write_str(self.dir.join("contexts/nr_contexts"), "1")?;
         let ctx = self.ctx();
         let ops = match target {
@@ -310,19 +386,92 @@ impl Kdamond {
             }
         }
         write_str(ctx.join("schemes/nr_schemes"), "1")?;
-        write_str(ctx.join("schemes/0/action"), "stat")?;
-        // The pattern defaults differ by kernel (7.2 defaults nr_accesses to 0..0, which would hide
-        // every accessed region), so the stat scheme is told to match everything.
-        let pat = ctx.join("schemes/0/access_pattern");
-        for (what, max) in [
-            ("sz", u64::MAX),
-            ("nr_accesses", u64::from(u32::MAX)),
-            ("age", u64::from(u32::MAX)),
-        ] {
+        let sch = ctx.join("schemes/0");
+        let pat = sch.join("access_pattern");
+        // Max first, then min: min may not exceed the current max.
+        let pattern = |what: &str, min: u64, max: u64| -> Result<(), DamonError> {
             write_str(pat.join(what).join("max"), &max.to_string())?;
-            write_str(pat.join(what).join("min"), "0")?;
+            write_str(pat.join(what).join("min"), &min.to_string())?;
+            Ok(())
+        };
+        match scheme {
+            DamonScheme::Stat => {
+                write_str(sch.join("action"), "stat")?;
+                // The pattern defaults differ by kernel (7.2 defaults nr_accesses to 0..0, which
+                // would hide every accessed region), so the stat scheme matches everything.
+                pattern("sz", 0, u64::MAX)?;
+                pattern("nr_accesses", 0, u64::from(u32::MAX))?;
+                pattern("age", 0, u64::from(u32::MAX))?;
+            }
+            DamonScheme::Pageout(p) => {
+                write_str(sch.join("action"), "pageout")?;
+                pattern("sz", 4096, u64::MAX)?;
+                pattern("nr_accesses", 0, 0)?;
+                let min_age = p.min_age_us.div_ceil(attrs.aggr_us.max(1));
+                pattern("age", min_age, u64::from(u32::MAX))?;
+                let q = sch.join("quotas");
+                write_str(q.join("ms"), &p.quota_ms.to_string())?;
+                write_str(q.join("bytes"), &p.quota_bytes.to_string())?;
+                write_str(
+                    q.join("reset_interval_ms"),
+                    &p.reset_interval_ms.to_string(),
+                )?;
+                // DAMON_RECLAIM's prioritisation: the oldest regions first.
+                write_str(q.join("weights/sz_permil"), "0")?;
+                write_str(q.join("weights/nr_accesses_permil"), "0")?;
+                write_str(q.join("weights/age_permil"), "1")?;
+                if let Some(g) = &p.goal {
+                    let goals = q.join("goals");
+                    if goals.join("nr_goals").exists() {
+                        write_str(goals.join("nr_goals"), "1")?;
+                        let g0 = goals.join("0");
+                        if g0.join("target_metric").exists() {
+                            write_str(g0.join("target_metric"), &g.metric)
+                                .map_err(|_| DamonError::GoalMetric(g.metric.clone()))?;
+                        } else if g.metric != "user_input" {
+                            // Before target_metric (6.8) a goal was user_input only.
+                            return Err(DamonError::GoalMetric(g.metric.clone()));
+                        }
+                        write_str(g0.join("target_value"), &g.target_value.to_string())?;
+                        self.goal_applied = true;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Whether the scheme's quota goal was set (the kernel has `quotas/goals`).
+    pub fn goal_applied(&self) -> bool {
+        self.goal_applied
+    }
+
+    /// The kdamond thread's pid (`None` when off).
+    pub fn pid(&self) -> Option<i32> {
+        read_trimmed(self.dir.join("state"))
+            .ok()
+            .filter(|s| s == "on")?;
+        read_trimmed(self.dir.join("pid")).ok()?.parse().ok()
+    }
+
+    /// The scheme's counters, refreshed now (`update_schemes_stats`).
+    pub fn scheme_stats(&self) -> Result<SchemeStats, DamonError> {
+        write_str(self.dir.join("state"), "update_schemes_stats")?;
+        let d = self.ctx().join("schemes/0/stats");
+        Ok(SchemeStats {
+            nr_tried: read_u64(d.join("nr_tried"))?,
+            sz_tried: read_u64(d.join("sz_tried"))?,
+            nr_applied: read_u64(d.join("nr_applied"))?,
+            sz_applied: read_u64(d.join("sz_applied"))?,
+            qt_exceeds: read_u64(d.join("qt_exceeds"))?,
+        })
+    }
+
+    /// The quota the kernel applies now, bytes (`update_schemes_effective_quotas`; kernels
+    /// with quota goals), `None` where the file is missing.
+    pub fn effective_quota_bytes(&self) -> Option<u64> {
+        write_str(self.dir.join("state"), "update_schemes_effective_quotas").ok()?;
+        read_u64(self.ctx().join("schemes/0/quotas/effective_bytes")).ok()
     }
 
     fn write_attrs(&self, a: DamonAttrs) -> Result<(), DamonError> {

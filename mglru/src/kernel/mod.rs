@@ -11,6 +11,7 @@ pub mod memcg;
 pub mod page_idle;
 pub mod pagemap;
 pub mod pfn_runs;
+pub mod psi;
 pub mod soft_dirty;
 pub mod swap;
 pub mod sysfs;

@@ -1,17 +1,18 @@
-//! The reclaim benchmark: workloads × policies × repetitions, mean and 95% confidence interval.
+//! The reclaim benchmark: workloads × policy arms × repetitions, mean and 95% confidence interval.
+//!
+//! Arms run interleaved, round by round (A B C A B C …), so slow drifts of a shared host hit every
+//! arm alike. Throughput is paired per round: each run's guest operations per vCPU-thread CPU
+//! second (and per wall second) after the warm-up, divided by the same round's `none` run. The
+//! interval is Student's t over the rounds, `t(0.975, n−1)·sd/√n` ([`crate::stats`]). A policy
+//! listed twice is a second arm (`none,none` = an A/A pair: the second arm's interval is the
+//! benchmark's resolution).
 
 use serde::Serialize;
 
 use super::policy::PolicyKind;
 use super::run::{run_once, ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+use crate::stats::Summary;
 use agelab_vmm::workload::WorkloadSpec;
-
-/// Two-sided 95% Student-t quantiles for 1..=30 degrees of freedom (then 1.96).
-const T95: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
-];
 
 /// Mean and 95% confidence half-width of a sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -35,11 +36,10 @@ impl MeanCi {
         if n == 1 {
             return MeanCi { mean, ci95: 0.0, n };
         }
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        let t = T95.get(n - 2).copied().unwrap_or(1.96);
+        let s = Summary::of(xs);
         MeanCi {
             mean,
-            ci95: t * (var / n as f64).sqrt(),
+            ci95: s.ci95.unwrap_or(0.0),
             n,
         }
     }
@@ -65,8 +65,15 @@ pub struct PolicySummary {
     pub cold_reclaimed_pct: MeanCi,
     /// Working-set pages out at the end, %.
     pub ws_reclaimed_pct: MeanCi,
-    /// Guest throughput relative to `none` (mean of `none` = 100%).
+    /// Guest operations per vCPU-thread CPU second after the warm-up, relative to the same
+    /// round's `none` run, %: paired per round.
     pub throughput_pct: MeanCi,
+    /// The same per wall second of guest run time, %.
+    pub throughput_wall_pct: MeanCi,
+    /// The same per vCPU second the guest ran or was blocked (wall minus run-queue wait), %.
+    pub throughput_eff_pct: MeanCi,
+    /// Guest operations per vCPU-thread CPU second (absolute, after the warm-up).
+    pub ops_per_cpu_sec: MeanCi,
     /// Refaults per run.
     pub refaults: MeanCi,
     /// Refaults, % of working set per minute.
@@ -75,6 +82,8 @@ pub struct PolicySummary {
     pub aging_cpu_ms: MeanCi,
     /// Reclaim CPU time per run, ms.
     pub reclaim_cpu_ms: MeanCi,
+    /// Memory pressure (PSI some) during the measured part, % of wall time.
+    pub psi_some_pct: MeanCi,
     /// Integrity: total wrong words over every repetition (must be 0).
     pub verify_mismatches: u64,
     /// Sources the engine had.
@@ -101,6 +110,8 @@ pub struct BenchReport {
     pub backing: String,
     /// Run length, s.
     pub duration_s: f64,
+    /// Warm-up excluded from throughput, s.
+    pub warmup_s: f64,
     /// Interval, ms.
     pub interval_ms: f64,
     /// Age gate, s.
@@ -122,6 +133,7 @@ pub fn run_bench(
     reps: usize,
     mut progress: impl FnMut(&ReclaimRunReport),
 ) -> Result<BenchReport, ReclaimRunError> {
+    let labels = arm_labels(policies);
     let mut runs = Vec::new();
     let mut summaries = Vec::new();
     for w in workloads {
@@ -133,20 +145,29 @@ pub fn run_bench(
                     policy: p,
                     ..base.clone()
                 };
-                let r = run_once(&cfg)?;
+                let mut r = run_once(&cfg)?;
+                r.policy = labels[i].clone();
                 progress(&r);
                 per[i].push(r);
             }
         }
-        let none_ops = policies
-            .iter()
-            .position(|&p| p == PolicyKind::None)
-            .map(|i| MeanCi::of(&per[i].iter().map(|r| r.ops_per_sec).collect::<Vec<_>>()).mean);
+        let baseline = policies.iter().position(|&p| p == PolicyKind::None);
         let mut ps = Vec::new();
-        for (i, &p) in policies.iter().enumerate() {
+        for (i, label) in labels.iter().enumerate() {
             let rs = &per[i];
             let f = |g: &dyn Fn(&ReclaimRunReport) -> f64| {
                 MeanCi::of(&rs.iter().map(g).collect::<Vec<_>>())
+            };
+            // Paired per round against the round's `none` run.
+            let paired = |g: &dyn Fn(&ReclaimRunReport) -> f64| match baseline {
+                Some(b) => MeanCi::of(
+                    &rs.iter()
+                        .zip(&per[b])
+                        .filter(|(_, n)| g(n) > 0.0)
+                        .map(|(r, n)| g(r) / g(n) * 100.0)
+                        .collect::<Vec<_>>(),
+                ),
+                None => MeanCi::default(),
             };
             let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
             let pct = |a: u64, b: u64| {
@@ -157,20 +178,23 @@ pub fn run_bench(
                 }
             };
             ps.push(PolicySummary {
-                policy: p.name().into(),
+                policy: label.clone(),
                 saved_mib: f(&|r| mib(r.saved)),
                 rss_mib: f(&|r| mib(r.rss_end)),
                 swap_mib: f(&|r| mib(r.swap_used)),
                 cold_reclaimed_pct: f(&|r| pct(r.cold_reclaimed, r.cold_pages)),
                 ws_reclaimed_pct: f(&|r| pct(r.ws_reclaimed, r.ws_pages)),
-                throughput_pct: f(&|r| match none_ops {
-                    Some(n) if n > 0.0 => r.ops_per_sec / n * 100.0,
-                    _ => 0.0,
-                }),
+                throughput_pct: paired(&|r| r.ops_per_cpu_sec),
+                throughput_wall_pct: paired(&|r| r.ops_per_wall_sec),
+                throughput_eff_pct: paired(&|r| r.ops_per_eff_sec),
+                ops_per_cpu_sec: f(&|r| r.ops_per_cpu_sec),
                 refaults: f(&|r| r.refaults as f64),
                 refault_pct_ws_min: f(&|r| r.refault_pct_ws_min),
                 aging_cpu_ms: f(&|r| r.aging_cpu_ns as f64 / 1e6),
                 reclaim_cpu_ms: f(&|r| r.reclaim_cpu_ns as f64 / 1e6),
+                psi_some_pct: MeanCi::of(
+                    &rs.iter().filter_map(|r| r.psi_some_pct).collect::<Vec<_>>(),
+                ),
                 verify_mismatches: rs.iter().map(|r| r.verify_mismatches).sum(),
                 sources: rs.first().map(|r| r.sources.clone()).unwrap_or_default(),
             });
@@ -186,6 +210,7 @@ pub fn run_bench(
         mem_bytes: base.mem_bytes,
         backing: base.backing.to_string(),
         duration_s: base.duration.as_secs_f64(),
+        warmup_s: base.warmup.as_secs_f64(),
         interval_ms: base.interval.as_secs_f64() * 1e3,
         min_age_s: base.min_age.as_secs_f64(),
         controller: base.controller,
@@ -194,30 +219,54 @@ pub fn run_bench(
     })
 }
 
+/// Table labels of the arms: the policy name, `name#2`, `name#3` … for repeated policies.
+pub fn arm_labels(policies: &[PolicyKind]) -> Vec<String> {
+    policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let k = policies[..i].iter().filter(|&&q| q == *p).count();
+            if k == 0 {
+                p.name().to_string()
+            } else {
+                format!("{}#{}", p.name(), k + 1)
+            }
+        })
+        .collect()
+}
+
 /// The results as a Markdown table (one block per workload).
 pub fn table(r: &BenchReport) -> String {
     let mut s = String::new();
     for w in &r.workloads {
         s.push_str(&format!(
-            "\n{} — {} MiB {}, {} reps, {:.0} s, mean ± 95% CI\n\n",
+            "\n{} — {} MiB {}, {} rounds (arms interleaved), {:.0} s per run, throughput after a {:.0} s warm-up; mean ± 95% CI (Student t over rounds; throughput paired per round against `none`)\n\n",
             w.workload,
             r.mem_bytes >> 20,
             r.backing,
             r.reps,
-            r.duration_s
+            r.duration_s,
+            r.warmup_s
         ));
-        s.push_str("| policy | saved MiB | cold reclaimed % | WS out % | throughput % | refaults | refaults %WS/min | aging CPU ms | reclaim CPU ms | verify |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| policy | saved MiB | cold reclaimed % | WS out % | ops/vCPU-CPU-s % | ops/(wall−runq)-s % | ops/wall-s % | refaults | refaults %WS/min | PSI some % | aging CPU ms | reclaim CPU ms | verify |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for p in &w.policies {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 p.policy,
                 p.saved_mib.fmt(1),
                 p.cold_reclaimed_pct.fmt(1),
                 p.ws_reclaimed_pct.fmt(1),
-                p.throughput_pct.fmt(1),
+                p.throughput_pct.fmt(2),
+                p.throughput_eff_pct.fmt(2),
+                p.throughput_wall_pct.fmt(2),
                 p.refaults.fmt(0),
                 p.refault_pct_ws_min.fmt(2),
+                if p.psi_some_pct.n == 0 {
+                    "—".to_string()
+                } else {
+                    p.psi_some_pct.fmt(3)
+                },
                 p.aging_cpu_ms.fmt(1),
                 p.reclaim_cpu_ms.fmt(1),
                 if p.verify_mismatches == 0 {
@@ -225,6 +274,15 @@ pub fn table(r: &BenchReport) -> String {
                 } else {
                     format!("{} WRONG", p.verify_mismatches)
                 }
+            ));
+        }
+        for p in w.policies.iter().filter(|p| p.policy.starts_with("none#")) {
+            s.push_str(&format!(
+                "\nA/A resolution ({} vs none, same workload, interleaved): {} % per vCPU-CPU-s, {} % per (wall − run-queue wait) s, {} % per wall-s (target ±1 %)\n",
+                p.policy,
+                p.throughput_pct.fmt(2),
+                p.throughput_eff_pct.fmt(2),
+                p.throughput_wall_pct.fmt(2)
             ));
         }
     }
@@ -240,7 +298,13 @@ mod tests {
         let m = MeanCi::of(&[1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(m.mean, 3.0);
         // s = sqrt(2.5), t(4) = 2.776, ci = 2.776 * sqrt(2.5/5)
-        assert!((m.ci95 - 2.776 * 0.5f64.sqrt()).abs() < 1e-9);
+        assert!((m.ci95 - 2.776 * 0.5f64.sqrt()).abs() < 1e-3);
         assert_eq!(MeanCi::of(&[7.0]).ci95, 0.0);
+    }
+
+    #[test]
+    fn repeated_policies_are_separate_arms() {
+        let l = arm_labels(&[PolicyKind::None, PolicyKind::Psi, PolicyKind::None]);
+        assert_eq!(l, ["none", "psi", "none#2"]);
     }
 }

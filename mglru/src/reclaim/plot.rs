@@ -14,7 +14,7 @@ const METRICS: [Metric; 4] = [
         Some(90.0),
     ),
     (
-        "guest throughput vs none (%) — goal ≥ 98",
+        "guest ops per vCPU CPU-s vs none (%) — goal ≥ 98",
         |p| p.throughput_pct,
         Some(98.0),
     ),

@@ -14,6 +14,14 @@
 //! - `memcg-limit`: lowers the memcg's v1 `memory.limit_in_bytes` / v2 `memory.max` by the step;
 //!   raises it again while the SLO is violated.
 //! - `memcg-reclaim`: writes the step to v2 `memory.reclaim` (lab kernels).
+//! - `damon`: a DAMOS `pageout` scheme on the VMM process's virtual address space (its own
+//!   kdamond; refused where DAMON is unavailable or another kdamond runs): regions idle for the
+//!   age gate, a size quota equal to the controller's cap and a 10 ms/s time quota, auto-tuned
+//!   toward a memory PSI target where the kernel has quota goals (DAMON_RECLAIM's shape).
+//! - `psi`: a Senpai-like loop on the VM's memcg: while memory pressure (PSI some) during the
+//!   interval stays under the target it probes (v2 `memory.reclaim`; v1 lowers
+//!   `memory.limit_in_bytes` to usage − step while the guest is paused and lifts it again) by the
+//!   cap scaled by `1 − pressure/target`; above the target it backs off (reclaims nothing).
 //!
 //! The first six choose pages themselves and apply a [`ReclaimAction`](super::ReclaimAction);
 //! the kernel ones let the kernel choose, and the refault detector finds out which pages went.
@@ -44,6 +52,10 @@ pub enum PolicyKind {
     MemcgLimit,
     /// cgroup v2 `memory.reclaim`.
     MemcgReclaim,
+    /// A DAMOS `pageout` scheme with quotas.
+    Damon,
+    /// A Senpai-like pressure-driven loop on the memcg.
+    Psi,
 }
 
 /// Every policy, in table order.
@@ -57,6 +69,8 @@ pub const ALL_POLICIES: &[PolicyKind] = &[
     PolicyKind::LruGen,
     PolicyKind::MemcgLimit,
     PolicyKind::MemcgReclaim,
+    PolicyKind::Damon,
+    PolicyKind::Psi,
 ];
 
 /// The benchmark's default set (runs on any KVM host with zram).
@@ -82,6 +96,8 @@ impl PolicyKind {
             PolicyKind::LruGen => "lru-gen",
             PolicyKind::MemcgLimit => "memcg-limit",
             PolicyKind::MemcgReclaim => "memcg-reclaim",
+            PolicyKind::Damon => "damon",
+            PolicyKind::Psi => "psi",
         }
     }
 
@@ -89,7 +105,10 @@ impl PolicyKind {
     pub fn needs_memcg(self) -> bool {
         matches!(
             self,
-            PolicyKind::LruGen | PolicyKind::MemcgLimit | PolicyKind::MemcgReclaim
+            PolicyKind::LruGen
+                | PolicyKind::MemcgLimit
+                | PolicyKind::MemcgReclaim
+                | PolicyKind::Psi
         )
     }
 
@@ -109,7 +128,7 @@ impl PolicyKind {
 
 /// An unknown policy name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown reclaim policy '{0}' (known: none, random, fifo, engine-dirty, engine-all, oracle, lru-gen, memcg-limit, memcg-reclaim)")]
+#[error("unknown reclaim policy '{0}' (known: none, random, fifo, engine-dirty, engine-all, oracle, lru-gen, memcg-limit, memcg-reclaim, damon, psi)")]
 pub struct UnknownPolicy(pub String);
 
 impl FromStr for PolicyKind {
@@ -124,6 +143,8 @@ impl FromStr for PolicyKind {
                 "engine" | "engine-dirty-log" => Some(PolicyKind::EngineDirty),
                 "engine-every" => Some(PolicyKind::EngineAll),
                 "kernel" => Some(PolicyKind::LruGen),
+                "senpai" => Some(PolicyKind::Psi),
+                "damos" | "damon-reclaim" => Some(PolicyKind::Damon),
                 _ => None,
             })
             .ok_or_else(|| UnknownPolicy(s.to_string()))
@@ -136,7 +157,8 @@ impl std::fmt::Display for PolicyKind {
     }
 }
 
-/// Parses `none,random,...` or `all` / `bench`.
+/// Parses `none,random,...` or `all` / `bench`; a policy listed twice is a second arm (`none,none`
+/// = an A/A pair).
 pub fn parse_policies(s: &str) -> Result<Vec<PolicyKind>, UnknownPolicy> {
     match s {
         "all" => Ok(ALL_POLICIES.to_vec()),

@@ -18,8 +18,13 @@ use super::refault::{RefaultDetector, ResidencyError};
 use crate::engine::{
     AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration, PassTruth,
 };
+use crate::kernel::damon::{
+    DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
+    SchemeStats,
+};
 use crate::kernel::lru_gen::{LruGenControl, LruGenError};
 use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
+use crate::kernel::psi::{PressureSource, PsiError};
 use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
 use crate::source::AccessSource;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
@@ -55,6 +60,13 @@ pub struct ReclaimRunConfig {
     pub cold_window: Duration,
     /// Seed of the random policy.
     pub seed: u64,
+    /// Throughput counts only epochs that start this long after the workload started.
+    pub warmup: Duration,
+    /// `psi` and `damon`: target memory pressure, PSI some stall time in % of wall time (TMO:
+    /// 0.1).
+    pub psi_target_pct: f64,
+    /// `damon`: DAMOS time quota, ms of scheme work per second (DAMON_RECLAIM: 10).
+    pub damon_quota_ms: u64,
 }
 
 impl Default for ReclaimRunConfig {
@@ -75,6 +87,9 @@ impl Default for ReclaimRunConfig {
             gens: 8,
             cold_window: Duration::from_secs(5),
             seed: 1,
+            warmup: Duration::from_secs(2),
+            psi_target_pct: 0.1,
+            damon_quota_ms: 10,
         }
     }
 }
@@ -115,6 +130,12 @@ pub enum ReclaimRunError {
     /// lru_gen is missing or refused a command.
     #[error("lru-gen: {0}")]
     LruGen(#[from] LruGenError),
+    /// DAMON is unavailable, held by someone else, or refused the scheme.
+    #[error("damon: {0}")]
+    Damon(#[from] DamonError),
+    /// Memory pressure could not be read.
+    #[error("psi: {0}")]
+    Psi(#[from] PsiError),
     /// The memcg is not visible in the lru_gen listing.
     #[error("lru-gen: memcg {0} not found in /sys/kernel/debug/lru_gen")]
     LruGenMemcg(String),
@@ -139,6 +160,12 @@ pub struct IntervalRecord {
     pub t: f64,
     /// Guest ops in the epoch.
     pub ops: u64,
+    /// Wall time of the epoch, µs.
+    pub wall_us: u64,
+    /// CPU time of the vCPU threads in the epoch, µs.
+    pub vcpu_cpu_us: u64,
+    /// Run-queue wait of the vCPU threads in the epoch, µs.
+    pub runq_wait_us: u64,
     /// Resident guest pages after the interval's reclaim.
     pub resident: u64,
     /// Refaults found this interval.
@@ -147,6 +174,8 @@ pub struct IntervalRecord {
     pub reclaimed: u64,
     /// The controller.
     pub control: ControlStep,
+    /// `psi`: memory pressure (PSI some) during the epoch, % of its wall time.
+    pub psi_pct: Option<f64>,
 }
 
 /// The result of one run.
@@ -166,6 +195,31 @@ pub struct ReclaimRunReport {
     pub guest_secs: f64,
     /// ops / guest_secs.
     pub ops_per_sec: f64,
+    /// Guest ops after the warm-up.
+    pub ops_measured: u64,
+    /// Wall time of the epochs after the warm-up, s.
+    pub measured_secs: f64,
+    /// CPU time of the vCPU threads in the epochs after the warm-up, s.
+    pub vcpu_cpu_secs: f64,
+    /// Guest ops per vCPU-thread CPU second: the median over the measured epochs of each
+    /// epoch's ops / vCPU CPU time (a median, so the odd epoch a co-running job slows is not the
+    /// run's figure); a shared host's CPU contention does not move it.
+    pub ops_per_cpu_sec: f64,
+    /// ops_measured / measured_secs.
+    pub ops_per_wall_sec: f64,
+    /// vCPU-seconds of the measured epochs minus the vCPU threads' run-queue waits, s: the time
+    /// the guest ran or was blocked (on faults, swap-in), without the time a loaded host gave
+    /// its CPU to others.
+    pub vcpu_eff_secs: f64,
+    /// Median over the measured epochs of ops / (vCPU wall − run-queue wait) (0 without
+    /// schedstat): unlike CPU time it includes the time the guest was blocked on faults.
+    pub ops_per_eff_sec: f64,
+    /// `psi`: memory pressure (PSI some) during the measured epochs, % of wall time.
+    pub psi_some_pct: Option<f64>,
+    /// `psi`: whose pressure was read.
+    pub pressure_scope: Option<String>,
+    /// `damon`: the scheme's counters and quota at the end.
+    pub damon: Option<DamonRunInfo>,
     /// Resident guest memory after fill, bytes.
     pub rss_start: u64,
     /// Resident guest memory at the end (before verify), bytes.
@@ -204,6 +258,45 @@ pub struct ReclaimRunReport {
     pub sources: Vec<String>,
     /// Per interval.
     pub intervals: Vec<IntervalRecord>,
+}
+
+/// What the `damon` policy's kdamond did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DamonRunInfo {
+    /// Scheme counters at the end.
+    pub stats: SchemeStats,
+    /// Whether the quota was auto-tuned toward the PSI goal (the kernel has `quotas/goals`).
+    pub auto_tuned: bool,
+    /// The effective quota at the end, bytes (kernels that report it).
+    pub effective_quota_bytes: Option<u64>,
+    /// The kdamond thread's CPU time during the run, ns (10 ms ticks).
+    pub kdamond_cpu_ns: u64,
+}
+
+/// CPU time (utime + stime) of thread or process `pid` from `/proc/<pid>/stat`, ns.
+pub fn proc_cpu_ns(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14, stime 15.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / hz)
+}
+
+/// Median of `xs` (0 when empty); sorts it.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 /// Thread CPU time now, ns.
@@ -251,6 +344,34 @@ pub const ENGINE_ALL_IDLE_INTERVALS: u8 = 4;
 /// `engine-all` arms at most guest pages / this many new pages per pass (storms are spread).
 pub const ENGINE_ALL_ADMIT_DIV: u64 = 8;
 
+/// `engine-all`'s guest slowdown budget for uffd-minor faults, % of each interval.
+pub const ENGINE_ALL_TARGET_SLOWDOWN_PCT: f64 = 2.0;
+
+/// Cost of one guest uffd-minor fault assumed by the budget, µs (50–90 µs measured on this
+/// nested host).
+pub const ENGINE_ALL_FAULT_COST_US: f64 = 70.0;
+
+/// The fault budget of one interval: [`ENGINE_ALL_TARGET_SLOWDOWN_PCT`] of it in faults of
+/// [`ENGINE_ALL_FAULT_COST_US`].
+pub fn engine_all_fault_budget(interval: Duration) -> u64 {
+    (ENGINE_ALL_TARGET_SLOWDOWN_PCT / 100.0 * interval.as_secs_f64() * 1e6
+        / ENGINE_ALL_FAULT_COST_US) as u64
+}
+
+/// The next admission limit of guided arming: halved while the last interval's faults exceed the
+/// budget, doubled (up to `max`) while they stay under half of it. Cold pages armed never fault,
+/// so discovery runs at `max`; once the oldest generations hold hot pages (every cold page gone),
+/// their faults shrink admission until the fault rate fits the budget.
+pub fn next_admit_limit(admit: u64, faults: u64, budget: u64, max: u64) -> u64 {
+    if faults > budget {
+        (admit / 2).max(1)
+    } else if faults * 2 <= budget {
+        admit.saturating_mul(2).clamp(1, max.max(1))
+    } else {
+        admit
+    }
+}
+
 /// The userfaultfd MINOR source (guest reads and writes on shmem), with the arming the engine
 /// drives (its [`ENGINE_ALL_ARM_GENS`] oldest generations), or an unavailable placeholder with
 /// the reason.
@@ -296,6 +417,7 @@ struct KernelReclaim {
     lru_gen: Option<(LruGenControl, u64)>,
     _caps_guard: Option<crate::host_guard::RestoreGuard>,
     limit: Option<u64>,
+    pressure: Option<PressureSource>,
 }
 
 impl KernelReclaim {
@@ -325,12 +447,18 @@ impl KernelReclaim {
         } else {
             None
         };
+        let pressure = if policy == PolicyKind::Psi {
+            Some(PressureSource::for_process(&memcg)?)
+        } else {
+            None
+        };
         Ok(KernelReclaim {
             policy,
             memcg,
             lru_gen,
             _caps_guard: caps_guard,
             limit: None,
+            pressure,
         })
     }
 
@@ -362,6 +490,27 @@ impl KernelReclaim {
                     self.limit = Some(next);
                 }
             }
+            PolicyKind::Psi if !backoff && pages > 0 => match self.memcg.version() {
+                CgroupVersion::V2 => {
+                    // EAGAIN: less was reclaimed than asked.
+                    let _ = self.memcg.reclaim(pages * PAGE_SIZE);
+                }
+                CgroupVersion::V1 => {
+                    // v1 has no memory.reclaim and no memory.high, and a lasting hard limit near
+                    // the hot set fails the guest mid-epoch (a task at the limit is OOM-killed;
+                    // with the OOM killer disabled KVM's own faults get ENOMEM, KVM_RUN EFAULT).
+                    // So the limit steps down only while the guest is paused: set to usage −
+                    // step (the write reclaims synchronously, the kernel choosing the pages;
+                    // EBUSY when it cannot), then lifted again — v1's memory.reclaim.
+                    let usage = self.memcg.usage_bytes().map_err(memcg_err)?;
+                    let _ = self
+                        .memcg
+                        .set_limit(Some(usage.saturating_sub(pages * PAGE_SIZE)));
+                    self.memcg.set_limit(None).map_err(memcg_err)?;
+                }
+            },
+            // Back-off: memory.reclaim keeps no state, so backing off is not probing.
+            PolicyKind::Psi => {}
             PolicyKind::MemcgReclaim if pages > 0 => {
                 // EAGAIN: less was reclaimed than asked; the residency scan sees what went.
                 let _ = self.memcg.reclaim(pages * PAGE_SIZE);
@@ -391,8 +540,50 @@ fn swap_zram() -> Option<ZramDevice> {
     })
 }
 
+/// The `damon` policy's kdamond: a DAMOS `pageout` scheme on this (the VMM) process's virtual
+/// address space, DAMON_RECLAIM's monitoring attributes (5 ms samples, 100 ms aggregation), the age
+/// gate as minimum idle time, a size quota equal to the controller's cap per second and
+/// `damon_quota_ms` of work per second, auto-tuned toward `psi_target_pct` of memory PSI some where the kernel has
+/// quota goals.
+fn start_damon(
+    cfg: &ReclaimRunConfig,
+    pages: u64,
+) -> Result<crate::kernel::damon::Kdamond, DamonError> {
+    let per_sec = cfg.controller.max_step_pct / 100.0 * (pages * PAGE_SIZE) as f64
+        / cfg.controller.step_period.as_secs_f64().max(1e-3);
+    let attrs = DamonAttrs {
+        sample_us: 5_000,
+        aggr_us: 100_000,
+        update_us: 1_000_000,
+        min_nr_regions: 10,
+        max_nr_regions: 1_000,
+    };
+    let scheme = DamonScheme::Pageout(PageoutScheme {
+        min_age_us: cfg.min_age.as_micros() as u64,
+        quota_bytes: (per_sec as u64).max(PAGE_SIZE),
+        quota_ms: cfg.damon_quota_ms,
+        reset_interval_ms: 1_000,
+        goal: Some(QuotaGoal {
+            metric: "some_mem_psi_us".into(),
+            // µs of stall per 1 s reset interval.
+            target_value: (cfg.psi_target_pct / 100.0 * 1e6) as u64,
+        }),
+    });
+    DamonAdmin::new().start_scheme(
+        &DamonTarget::Vaddr {
+            pid: std::process::id() as i32,
+        },
+        attrs,
+        &scheme,
+    )
+}
+
 /// Runs one policy; see the module docs.
 pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunError> {
+    if cfg.policy == PolicyKind::Damon {
+        // Refused before any VM exists when DAMON is missing or someone else's kdamond runs.
+        DamonAdmin::new().check()?;
+    }
     let mut kernel = if cfg.policy.needs_memcg() {
         Some(KernelReclaim::new(cfg.policy)?)
     } else {
@@ -413,7 +604,8 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let map = vm.page_map().clone();
     let pages = map.len();
     // Checks for swap before anything runs: a clear error instead of a run that reclaims nothing.
-    let mut reclaimer = if cfg.policy.reclaims() && kernel.is_none() {
+    let kernel_chooses = kernel.is_some() || cfg.policy == PolicyKind::Damon;
+    let mut reclaimer = if cfg.policy.reclaims() && !kernel_chooses {
         let mut r = Reclaimer::new(map.clone(), cfg.action)?;
         let files: Vec<(u32, &std::fs::File)> = vm
             .test_slots()
@@ -425,7 +617,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     } else {
         None
     };
-    if kernel.is_some() {
+    if kernel_chooses {
         // Kernel reclaim of swap-backed memory needs swap just the same.
         Reclaimer::new(map.clone(), ReclaimAction::PageOut)?;
     }
@@ -469,6 +661,13 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     }
     let mut wl = Workload::start(vm, cfg.workload.clone())?;
     wl.fill()?;
+    // DAMON after the fill: its regions then start from resident memory.
+    let kdamond = if cfg.policy == PolicyKind::Damon {
+        Some(start_damon(cfg, pages)?)
+    } else {
+        None
+    };
+    let kdamond_cpu0 = kdamond.as_ref().and_then(|k| k.pid()).and_then(proc_cpu_ns);
     let fill_epoch = wl.epoch();
     let faults0 = guide.as_ref().map_or(0, |g| g.stats().faults);
     let zram = swap_zram();
@@ -491,18 +690,67 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         ..Default::default()
     };
     let mut epochs: Vec<(u64, Instant)> = Vec::new();
+    let admit_max = pages / ENGINE_ALL_ADMIT_DIV;
+    let mut admit = admit_max;
+    let mut faults_seen = faults0;
     let t0 = Instant::now();
     let mut guest = Duration::ZERO;
+    let mut vcpu_cpu = Duration::ZERO;
+    let mut measured = Duration::ZERO;
+    let mut eff = Duration::ZERO;
+    let mut per_cpu: Vec<f64> = Vec::new();
+    let mut per_eff: Vec<f64> = Vec::new();
+    let mut psi_stall_us = 0u64;
+    let pressure_src = kernel.as_mut().and_then(|k| k.pressure.take());
+    let pressure = pressure_src.as_ref();
+    rep.pressure_scope = pressure.map(|p| p.scope().to_string());
     while t0.elapsed() < cfg.duration {
+        let warm = t0.elapsed() >= cfg.warmup;
+        let psi0 = pressure.map(|p| p.read()).transpose()?;
         let r = wl.run_epoch(cfg.interval)?;
+        // Stall time during the epoch only: reclaim this loop does between epochs (a v1 limit
+        // write reclaims in the writer) is not the guest's pressure.
+        let psi_pct = match (pressure, psi0) {
+            (Some(p), Some(a)) => {
+                let d = p.read()?.some.total_us.saturating_sub(a.some.total_us);
+                if warm {
+                    psi_stall_us += d;
+                }
+                Some(d as f64 / (r.elapsed.as_secs_f64() * 1e6).max(1.0) * 100.0)
+            }
+            _ => None,
+        };
         guest += r.elapsed;
         rep.ops += r.total_ops();
+        if warm {
+            rep.ops_measured += r.total_ops();
+            measured += r.elapsed;
+            vcpu_cpu += r.vcpu_cpu.iter().sum::<Duration>();
+            let e: Duration = r
+                .vcpu_runq_wait
+                .iter()
+                .map(|w| r.elapsed.saturating_sub(*w))
+                .sum();
+            eff += e;
+            let c: Duration = r.vcpu_cpu.iter().sum();
+            if !c.is_zero() {
+                per_cpu.push(r.total_ops() as f64 / c.as_secs_f64());
+            }
+            if !e.is_zero() {
+                per_eff.push(r.total_ops() as f64 / e.as_secs_f64());
+            }
+        }
         epochs.push((r.epoch, Instant::now()));
 
         // Refaults the residency scan sees, then the aging pass (whose sources may see more).
         let c0 = thread_cpu_ns();
         let step = detector.step()?;
         let mut refaults = step.refaulted.count();
+        let mut reclaimed = 0;
+        if kdamond.is_some() {
+            // DAMON reclaims on its own; the scan sees what left.
+            reclaimed = step.evicted.count();
+        }
         fifo.refaulted(&step.refaulted);
         let c1 = thread_cpu_ns();
         if let Some(e) = engine.as_mut() {
@@ -536,12 +784,26 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             None => detector.resident().count(),
         };
         let control = ctrl.step(r.elapsed, refaults, ws_est);
-        let mut reclaimed = 0;
-        if cfg.policy.reclaims() && t0.elapsed() >= cfg.min_age {
+        // DAMON reclaims on its own (counted above).
+        if cfg.policy.reclaims() && kdamond.is_none() && t0.elapsed() >= cfg.min_age {
             let n = control.pages as usize;
             if let Some(k) = kernel.as_mut() {
                 let cap = (cfg.controller.max_step_pct / 100.0 * pages as f64) as u64;
-                k.step(control.pages, control.error < 0.0, cap)?;
+                match psi_pct {
+                    Some(p) => {
+                        // Senpai: probe by the cap scaled by the headroom under the target,
+                        // back off by the overshoot (at most 4 caps).
+                        let step = cap as f64 * r.elapsed.as_secs_f64()
+                            / cfg.controller.step_period.as_secs_f64().max(1e-3);
+                        let x = p / cfg.psi_target_pct;
+                        if x < 1.0 {
+                            k.step((step * (1.0 - x)) as u64, false, cap)?;
+                        } else {
+                            k.step((step * (x - 1.0).min(4.0)) as u64, true, cap)?;
+                        }
+                    }
+                    None => k.step(control.pages, control.error < 0.0, cap)?,
+                }
                 reclaimed = detector.step()?.evicted.count();
             } else if n > 0 {
                 let victims: Vec<u64> = match cfg.policy {
@@ -585,6 +847,16 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         let c3 = thread_cpu_ns();
         rep.reclaim_cpu_ns += (c1 - c0) + (c3 - c2);
         if let (Some(g), Some(e)) = (guide.as_mut(), engine.as_ref()) {
+            // Fault budget: admission follows the last interval's faults.
+            let f = g.stats().faults;
+            admit = next_admit_limit(
+                admit,
+                f - faults_seen,
+                engine_all_fault_budget(r.elapsed),
+                admit_max,
+            );
+            faults_seen = f;
+            g.set_admit_limit(Some(admit));
             // After reclaim: the armed set is the oldest generations' resident pages.
             g.arm_from(e.generations())?;
             rep.aging_cpu_ns += thread_cpu_ns() - c3;
@@ -594,10 +866,14 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         rep.intervals.push(IntervalRecord {
             t: t0.elapsed().as_secs_f64(),
             ops: r.total_ops(),
+            wall_us: r.elapsed.as_micros() as u64,
+            vcpu_cpu_us: r.vcpu_cpu.iter().sum::<Duration>().as_micros() as u64,
+            runq_wait_us: r.vcpu_runq_wait.iter().sum::<Duration>().as_micros() as u64,
             resident: detector.resident().count(),
             refaults,
             reclaimed,
             control,
+            psi_pct,
         });
     }
     // Final accounting before verify reads every page back in.
@@ -635,6 +911,31 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     cold.intersect_with(out);
     rep.cold_reclaimed = cold.count();
     rep.guest_secs = guest.as_secs_f64();
+    rep.measured_secs = measured.as_secs_f64();
+    rep.vcpu_cpu_secs = vcpu_cpu.as_secs_f64();
+    rep.ops_per_cpu_sec = median(&mut per_cpu);
+    rep.ops_per_wall_sec = rep.ops_measured as f64 / rep.measured_secs.max(1e-9);
+    rep.vcpu_eff_secs = eff.as_secs_f64();
+    rep.ops_per_eff_sec = median(&mut per_eff);
+    if pressure.is_some() {
+        rep.psi_some_pct = Some(psi_stall_us as f64 / (rep.measured_secs * 1e6).max(1.0) * 100.0);
+    }
+    if let Some(k) = kdamond.as_ref() {
+        let cpu = k
+            .pid()
+            .and_then(proc_cpu_ns)
+            .zip(kdamond_cpu0)
+            .map_or(0, |(b, a)| b.saturating_sub(a));
+        rep.reclaim_cpu_ns += cpu;
+        rep.damon = Some(DamonRunInfo {
+            stats: k.scheme_stats()?,
+            auto_tuned: k.goal_applied(),
+            effective_quota_bytes: k.effective_quota_bytes(),
+            kdamond_cpu_ns: cpu,
+        });
+    }
+    // DAMON off before verify reads every page back (and before the VM goes).
+    drop(kdamond);
     rep.ops_per_sec = rep.ops as f64 / rep.guest_secs.max(1e-9);
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     rep.refault_pct_ws_min = rep.refaults as f64 / (rep.ws_pages.max(1) as f64) / minutes * 100.0;
@@ -665,4 +966,31 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     drop(vm);
     drop(kernel.take());
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_budget_halves_over_and_doubles_under() {
+        let b = engine_all_fault_budget(Duration::from_millis(250));
+        assert_eq!(b, 71, "2% of 250 ms in 70 µs faults");
+        assert_eq!(next_admit_limit(64, b + 1, b, 8192), 32);
+        assert_eq!(next_admit_limit(1, 10_000, b, 8192), 1);
+        assert_eq!(next_admit_limit(64, 0, b, 8192), 128);
+        assert_eq!(next_admit_limit(8000, 0, b, 8192), 8192);
+        assert_eq!(
+            next_admit_limit(64, b, b, 8192),
+            64,
+            "between half and all: hold"
+        );
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
 }

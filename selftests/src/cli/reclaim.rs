@@ -20,7 +20,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Args)]
 pub struct ReclaimArgs {
     /// Policies, comma-separated: none, random, fifo, engine-dirty, engine-all, oracle, lru-gen,
-    /// memcg-limit, memcg-reclaim; `bench` = the first six, `all` = every one.
+    /// memcg-limit, memcg-reclaim, damon, psi; `bench` = the first six, `all` = every one. A
+    /// policy listed twice is a second arm (`none,none,...`: the A/A pair that shows the
+    /// benchmark's resolution).
     #[arg(long, default_value = "bench", value_parser = parse_policy_list)]
     pub policy: PolicyList,
     /// Workload (repeatable); default: a read-heavy hot/cold and a phase-shift workload.
@@ -43,6 +45,17 @@ pub struct ReclaimArgs {
     /// Length of each run.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Throughput counts only epochs after this much of each run (less than --duration).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// `psi` and `damon`: target memory pressure, PSI some stall in % of wall time (TMO: 0.1);
+    /// `psi` probes below it and backs off above, `damon` auto-tunes its quota toward it.
+    #[arg(long, default_value_t = 0.1)]
+    pub psi_target: f64,
+    /// `damon`: DAMOS time quota, ms of scheme work per 1 s (DAMON_RECLAIM's default: 10; 0 =
+    /// no time quota).
+    #[arg(long, default_value_t = 10)]
+    pub damon_quota_ms: u64,
     /// Control interval (one workload epoch).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub interval: Duration,
@@ -185,6 +198,23 @@ pub fn check_input(args: &ReclaimArgs) -> Result<(), InputError> {
         });
     }
     check::generations(args.gens)?;
+    if args.warmup >= args.duration {
+        return Err(InputError::OutOfRange {
+            option: "--warmup",
+            value: format!("{:?}", args.warmup),
+            why: format!(
+                "must be shorter than --duration ({:?}): nothing would be measured",
+                args.duration
+            ),
+        });
+    }
+    if !(args.psi_target > 0.0 && args.psi_target < 100.0) {
+        return Err(InputError::OutOfRange {
+            option: "--psi-target",
+            value: args.psi_target.to_string(),
+            why: "must be a percentage of wall time in (0, 100)".into(),
+        });
+    }
     check::memory(&args.backing, args.mem, 1)?;
     if let Some(path) = &args.svg {
         check::output_path("--svg", path)?;
@@ -264,18 +294,22 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         gens: args.gens,
         cold_window: args.cold_window,
         seed: 1,
+        warmup: args.warmup,
+        psi_target_pct: args.psi_target,
+        damon_quota_ms: args.damon_quota_ms,
     };
     let json = args.json;
     let report = run_bench(&base, &workloads, &args.policy.0, args.reps, |r| {
         if !json {
             eprintln!(
-                "  {:<13} {:<40} saved {:>6.1} MiB, cold out {:>5.1}%, refaults {:>6}, {:.3e} ops/s, verify ok",
+                "  {:<13} {:<40} saved {:>6.1} MiB, cold out {:>5.1}%, refaults {:>6}, {:.4e} ops/vCPU-CPU-s, {:.4e} ops/s, verify ok",
                 r.policy,
                 r.workload,
                 r.saved as f64 / (1u64 << 20) as f64,
                 if r.cold_pages == 0 { 0.0 } else { r.cold_reclaimed as f64 * 100.0 / r.cold_pages as f64 },
                 r.refaults,
-                r.ops_per_sec
+                r.ops_per_cpu_sec,
+                r.ops_per_wall_sec
             );
         }
     })?;
@@ -349,5 +383,15 @@ pub fn print_text(r: &BenchReport) {
                 println!("{} sources: {}", p.policy, p.sources.join("; "));
             }
         }
+    }
+    if let Some(scope) = r.runs.iter().find_map(|x| x.pressure_scope.as_ref()) {
+        println!("psi: memory pressure read from {scope}");
+    }
+    if let Some(d) = r.runs.iter().find_map(|x| x.damon.as_ref()) {
+        println!(
+            "damon: DAMOS pageout on the VMM's vaddr; quota auto-tuning toward some_mem_psi_us: {}; effective quota at the end: {}",
+            if d.auto_tuned { "on" } else { "not in this kernel (fixed quota)" },
+            d.effective_quota_bytes.map_or("not reported".into(), |b| format!("{} KiB/s", b >> 10))
+        );
     }
 }

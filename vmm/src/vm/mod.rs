@@ -425,6 +425,50 @@ impl Vm {
         r.replies.send(reply).map_err(|_| VmError::NotRunning(vcpu))
     }
 
+    /// CPU time vCPU `vcpu`'s thread has used so far (user + system, including time in KVM_RUN
+    /// and in host page faults it takes), read from its POSIX thread CPU clock
+    /// (`pthread_getcpuclockid`); `None` when the vCPU is not running. Unlike wall time it does
+    /// not grow while the thread waits for a CPU on a shared host, nor while it sleeps (e.g. on a
+    /// userfaultfd fault another thread resolves).
+    pub fn vcpu_cpu_time(&self, vcpu: usize) -> Option<Duration> {
+        let t = self.running.get(vcpu)?.thread.as_ref()?;
+        if self.shared[vcpu].finished.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the thread is not joined (its JoinHandle is held), so its pthread_t is valid;
+        // `clock` is a valid out-pointer.
+        if unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &mut clock) } != 0 {
+            return None;
+        }
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec the call fills in; `clock` came from
+        // pthread_getcpuclockid.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            return None;
+        }
+        Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+
+    /// vCPU `vcpu`'s scheduler statistics from `/proc/self/task/<tid>/schedstat`: time on a CPU
+    /// and time waiting on a run queue (runnable but not running: the share a loaded host takes);
+    /// `None` when the thread is not running or the file is missing (kernels without
+    /// CONFIG_SCHED_INFO).
+    pub fn vcpu_schedstat(&self, vcpu: usize) -> Option<(Duration, Duration)> {
+        let tid = self.shared.get(vcpu)?.tid.load(Ordering::SeqCst);
+        if tid == 0 || self.shared[vcpu].finished.load(Ordering::SeqCst) {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        let mut it = text.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let run = it.next()??;
+        let wait = it.next()??;
+        Some((Duration::from_nanos(run), Duration::from_nanos(wait)))
+    }
+
     /// Exit counters of vCPU `vcpu`.
     pub fn exits(&self, vcpu: usize) -> &ExitCounters {
         &self.shared[vcpu].exits

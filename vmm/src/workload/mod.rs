@@ -76,6 +76,12 @@ pub struct EpochResult {
     pub ops: Vec<u64>,
     /// Wall time of the epoch.
     pub elapsed: Duration,
+    /// CPU time each vCPU thread used during the epoch (its thread CPU clock; zero where it
+    /// could not be read).
+    pub vcpu_cpu: Vec<Duration>,
+    /// Time each vCPU thread waited on a run queue during the epoch (runnable, no CPU: the
+    /// host's other load); zero where schedstat is missing.
+    pub vcpu_runq_wait: Vec<Duration>,
 }
 
 impl EpochResult {
@@ -340,6 +346,8 @@ impl Workload {
         let regions = self.regions.clone();
         let blocks = self.command(WorkCmd::Run, max_ops, |v| regions[v])?;
         self.vm.set_watchdog(duration + Duration::from_secs(20));
+        let cpu0 = self.vcpu_cpu_times();
+        let wait0 = self.vcpu_runq_waits();
         let t0 = Instant::now();
         self.resume_all(WorkCmd::Run)?;
         if max_ops == 0 {
@@ -350,6 +358,18 @@ impl Workload {
         }
         self.wait_ready(duration + Duration::from_secs(30))?;
         let elapsed = t0.elapsed();
+        let vcpu_cpu = self
+            .vcpu_cpu_times()
+            .iter()
+            .zip(&cpu0)
+            .map(|(b, a)| b.saturating_sub(*a))
+            .collect();
+        let vcpu_runq_wait = self
+            .vcpu_runq_waits()
+            .iter()
+            .zip(&wait0)
+            .map(|(b, a)| b.saturating_sub(*a))
+            .collect();
         let mut ops = Vec::with_capacity(blocks.len());
         let mut record = Vec::with_capacity(blocks.len());
         for (v, b) in blocks.iter().enumerate() {
@@ -370,7 +390,23 @@ impl Workload {
             epoch: self.epoch,
             ops,
             elapsed,
+            vcpu_cpu,
+            vcpu_runq_wait,
         })
+    }
+
+    /// Each vCPU thread's run-queue wait so far (zero where it cannot be read).
+    fn vcpu_runq_waits(&self) -> Vec<Duration> {
+        (0..self.vm.vcpus())
+            .map(|v| self.vm.vcpu_schedstat(v).map_or(Duration::ZERO, |s| s.1))
+            .collect()
+    }
+
+    /// Each vCPU thread's CPU time so far (zero where it cannot be read).
+    fn vcpu_cpu_times(&self) -> Vec<Duration> {
+        (0..self.vm.vcpus())
+            .map(|v| self.vm.vcpu_cpu_time(v).unwrap_or_default())
+            .collect()
     }
 
     /// Writes the integrity pattern over every vCPU's partition of test memory.

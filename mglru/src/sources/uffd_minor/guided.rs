@@ -213,6 +213,12 @@ impl GuidedArming {
         self
     }
 
+    /// Changes the limit of [`with_admit_limit`](Self::with_admit_limit) between passes (a
+    /// fault-budget controller sets it from the faults of the last interval).
+    pub fn set_admit_limit(&mut self, limit: Option<u64>) {
+        self.admit_limit = limit;
+    }
+
     /// Pages armed now that stayed untouched through at least `intervals` consecutive intervals
     /// up to the last harvest (call between the harvest and [`arm_from`](Self::arm_from)): the
     /// pages whose idleness was watched, not inferred.

@@ -5,7 +5,8 @@
 
 pub mod metrics;
 pub mod report;
-pub mod stats;
+/// The statistics live in `agelab_mglru::stats` (shared with `agelab reclaim`).
+pub use agelab_mglru::stats;
 
 use super::matrix::{options_for, read_matrix, Matrix};
 use super::qemu::OutputMode;

@@ -1,4 +1,4 @@
-//! Small-sample statistics for `agelab ab`: mean with a 95% confidence interval from Student's t
+//! Small-sample statistics for `agelab ab` and `agelab reclaim`: mean with a 95% confidence interval from Student's t
 //! distribution, and Welch's unequal-variance t-test. The t distribution's CDF comes from the
 //! regularized incomplete beta function (Lentz's continued fraction), its quantile from bisection
 //! on the CDF; no statistics crate.
