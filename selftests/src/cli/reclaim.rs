@@ -45,9 +45,10 @@ pub struct ReclaimArgs {
     /// Length of each run.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Throughput counts only epochs after this much of each run (less than --duration).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub warmup: Duration,
+    /// Throughput counts only epochs after this much of each run (less than --duration;
+    /// default: 2s, or a fifth of a run shorter than 10s).
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
     /// `psi` and `damon`: target memory pressure, PSI some stall in % of wall time (TMO: 0.1);
     /// `psi` probes below it and backs off above, `damon` auto-tunes its quota toward it.
     #[arg(long, default_value_t = 0.1)]
@@ -109,6 +110,15 @@ pub struct ReclaimArgs {
     /// this directory (created).
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+}
+
+impl ReclaimArgs {
+    /// `--warmup`, or by default 2 s, or a fifth of a run shorter than 10 s (a short run still
+    /// measures something).
+    pub fn warmup_or_default(&self) -> Duration {
+        self.warmup
+            .unwrap_or_else(|| Duration::from_secs(2).min(self.duration / 5))
+    }
 }
 
 /// A checked list of policies.
@@ -198,10 +208,10 @@ pub fn check_input(args: &ReclaimArgs) -> Result<(), InputError> {
         });
     }
     check::generations(args.gens)?;
-    if args.warmup >= args.duration {
+    if let Some(warmup) = args.warmup.filter(|w| *w >= args.duration) {
         return Err(InputError::OutOfRange {
             option: "--warmup",
-            value: format!("{:?}", args.warmup),
+            value: format!("{warmup:?}"),
             why: format!(
                 "must be shorter than --duration ({:?}): nothing would be measured",
                 args.duration
@@ -294,7 +304,7 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         gens: args.gens,
         cold_window: args.cold_window,
         seed: 1,
-        warmup: args.warmup,
+        warmup: args.warmup_or_default(),
         psi_target_pct: args.psi_target,
         damon_quota_ms: args.damon_quota_ms,
     };
