@@ -21,13 +21,11 @@ fn agelab(args: &[&str]) -> (Output, Duration) {
     (out, t.elapsed())
 }
 
+/// Why this host cannot run a VM, in the VMM's own words (`open_kvm`), if it cannot.
 fn kvm_usable() -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
+    agelab_vmm::vm::open_kvm()
         .map(drop)
-        .map_err(|e| format!("/dev/kvm: {e}"))
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `args`, expects exit 2 before any VM with one stderr line that contains `needle`.

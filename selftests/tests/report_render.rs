@@ -36,13 +36,11 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Why this host cannot run a VM, in the VMM's own words (`open_kvm`), if it cannot.
 fn kvm_usable() -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
+    agelab_vmm::vm::open_kvm()
         .map(drop)
-        .map_err(|e| format!("/dev/kvm: {e}"))
+        .map_err(|e| e.to_string())
 }
 
 /// Why the test cannot run here, if it cannot.
