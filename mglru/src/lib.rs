@@ -4,7 +4,7 @@ pub mod engine;
 pub mod host_guard;
 pub mod journal;
 pub mod kernel;
-pub mod lru_gen_run;
+pub mod lru_gen_aging;
 pub mod reclaim;
 pub mod selfcheck;
 pub mod source;

@@ -6,7 +6,7 @@
 //! `agelab run` uses for the kernel's lru_gen view).
 
 use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
-use agelab_mglru::lru_gen_run::charge_vm_memory;
+use agelab_mglru::lru_gen_aging::charge_vm_memory;
 use agelab_vmm::testing::skip;
 use agelab_vmm::{Backing, Vm, VmConfig};
 use std::fs::File;

@@ -4,7 +4,7 @@ use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::{pass_summary, EngineReport, PassJson};
 use agelab_mglru::engine::{AgeHeatmap, WorkingSetHistogram};
-use agelab_mglru::lru_gen_run::{engine_generations, KernelAging, KernelLruGenReport};
+use agelab_mglru::lru_gen_aging::{engine_generations, KernelAging, KernelLruGenReport};
 use agelab_mglru::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog::{self, SourceKind};
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};

@@ -1,12 +1,15 @@
 //! MGLRU's kernel interface: capability switches, `min_ttl_ms`, the debugfs listing and its
 //! aging/eviction commands, and a per-memcg view to print beside the userspace engine's generations.
+//! Forced aging of a memcg built on these lives in [`crate::lru_gen_aging`].
 
 pub mod control;
 pub mod debugfs;
+pub mod generations;
 pub mod view;
 
 pub use control::{LruGenCaps, LruGenControl};
 pub use debugfs::{GenerationStats, LruGenDebugfs, MemcgLruGen, NodeLruGen, TierStats};
+pub use generations::MemcgGenerations;
 pub use view::{EngineGeneration, LruGenView, ViewGeneration};
 
 use super::sysfs::KernelFileError;

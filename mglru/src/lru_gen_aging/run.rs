@@ -1,4 +1,4 @@
-//! The kernel's MGLRU aging the VM's memory during a run, for comparison with the engine.
+//! The kernel's MGLRU aging the VM's memory during `agelab run`, for comparison with the engine.
 //!
 //! The whole VMM process moves into a dedicated child memcg before the VM is created, and stays
 //! there: lru_gen's aging walks the page tables of the mms on the memcg's own mm list (an mm is
@@ -6,16 +6,16 @@
 //! in it for aging to see them. [`KernelAging::charge_guest`] then makes the memcg hold every guest
 //! page whatever the backing (see [`GuestMemcg`]): private memory is faulted in by the process
 //! itself from inside, shared memory (memfd/shmem, files) by a helper forked into the memcg.
-//! Every pass forces one aging step (`+ memcg node max_seq 1 1`) on each node and reads the
-//! memcg's generations back; [`KernelAging::report`] gives them as data. All lru_gen switches get every capability
-//! the kernel has and `min_ttl_ms` 0 for the run; the memcg, the switches and `min_ttl_ms` are
-//! restored on every exit path (guards, and [`host_guard`](crate::host_guard) on signals).
+//! Every pass forces one aging step through [`MemcgAging::age_nodes`] and reads the memcg's
+//! generations back; [`KernelAging::report`] gives them as data. All lru_gen switches get every
+//! capability the kernel has and `min_ttl_ms` 0 for the run; the memcg, the switches and
+//! `min_ttl_ms` are restored on every exit path (guards, and [`host_guard`](crate::host_guard) on
+//! signals).
 
+use super::{LruGenAgingError, MemcgAging};
 use crate::engine::Engine;
 use crate::host_guard::RestoreGuard;
-use crate::kernel::lru_gen::{
-    EngineGeneration, LruGenCaps, LruGenControl, LruGenError, LruGenView,
-};
+use crate::kernel::lru_gen::{EngineGeneration, LruGenCaps, LruGenControl, LruGenView};
 use crate::kernel::memcg::{GuestMemcg, MemcgError};
 use crate::source::Unavailable;
 use agelab_vmm::Vm;
@@ -23,36 +23,12 @@ use serde::Serialize;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
-/// Errors of kernel aging during a run.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelAgingError {
-    /// An lru_gen file or command failed.
-    #[error("lru_gen: {0}")]
-    LruGen(#[from] LruGenError),
-    /// The memcg could not be set up.
-    #[error("memcg: {0}")]
-    Memcg(#[from] MemcgError),
-    /// Guest memory could not be charged to the memcg.
-    #[error("charging guest memory (slot {slot}) to the VM's memcg: {err}")]
-    Charge {
-        /// The memslot.
-        slot: u32,
-        /// Cause.
-        #[source]
-        err: MemcgError,
-    },
-    /// The memcg is missing from the debugfs listing.
-    #[error("memcg {0} is not in /sys/kernel/debug/lru_gen")]
-    NotListed(String),
-}
-
 /// Kernel aging of this process's memory in its own memcg.
 #[derive(Debug)]
 pub struct KernelAging {
     // Field order is drop order: the memcg goes first (moving the process back out), then the
     // knobs are restored.
-    memcg: GuestMemcg,
-    ctl: LruGenControl,
+    aging: MemcgAging,
     caps: LruGenCaps,
     _ttl: RestoreGuard,
     _caps: RestoreGuard,
@@ -71,16 +47,15 @@ impl KernelAging {
     }
 
     /// Enables lru_gen for the run and moves this process into a new child memcg `name`.
-    pub fn start(name: &str) -> Result<Self, KernelAgingError> {
+    pub fn start(name: &str) -> Result<Self, LruGenAgingError> {
         let ctl = LruGenControl::new();
         ctl.check_debugfs()?;
         let (caps, caps_guard) = ctl.enable_for_run()?;
         let ttl = ctl.set_min_ttl_ms(0)?;
-        let memcg = GuestMemcg::create(name)?;
-        memcg.add_process(std::process::id() as i32)?;
+        let aging = MemcgAging::of(GuestMemcg::create(name)?, ctl)?;
+        aging.join()?;
         Ok(KernelAging {
-            memcg,
-            ctl,
+            aging,
             caps,
             _ttl: ttl,
             _caps: caps_guard,
@@ -96,7 +71,7 @@ impl KernelAging {
 
     /// The memcg.
     pub fn memcg(&self) -> &GuestMemcg {
-        &self.memcg
+        self.aging.memcg()
     }
 
     /// Charges every page of `vm`'s test memory to the memcg: shared slots (memfd/shmem, file)
@@ -104,20 +79,17 @@ impl KernelAging {
     /// slots), private slots (anon, THP) by populating them from this process, which is in the
     /// memcg. Call before the guest runs; it changes no data. hugetlb pages are not on the LRU
     /// (and on cgroup v1 not charged to memcgs), so they stay outside the kernel's generations.
-    pub fn charge_guest(&self, vm: &Vm) -> Result<(), KernelAgingError> {
-        charge_vm_memory(&self.memcg, vm)
+    pub fn charge_guest(&self, vm: &Vm) -> Result<(), LruGenAgingError> {
+        charge_vm_memory(self.aging.memcg(), vm)
     }
 
     /// The kernel's generations of the memcg now, as data, beside `guest_pages` (the guest's test
     /// memory in 4 KiB pages).
-    pub fn report(&self, guest_pages: u64) -> Result<KernelLruGenReport, KernelAgingError> {
-        let listing = self.ctl.read(false)?;
-        let id = self
-            .memcg
-            .lru_gen_id(&listing)
-            .ok_or_else(|| KernelAgingError::NotListed(self.memcg.path().into()))?;
-        let view = LruGenView::from_listing(&listing, id, None)
-            .ok_or_else(|| KernelAgingError::NotListed(self.memcg.path().into()))?;
+    pub fn report(&self, guest_pages: u64) -> Result<KernelLruGenReport, LruGenAgingError> {
+        let listing = self.aging.control().read(false)?;
+        let id = self.aging.id();
+        let not_listed = || LruGenAgingError::NotListed(self.aging.path().into());
+        let view = LruGenView::from_listing(&listing, id, None).ok_or_else(not_listed)?;
         let nodes = listing
             .memcg(id)
             .map(|m| m.nodes.iter().map(|n| n.node).collect())
@@ -130,7 +102,7 @@ impl KernelAging {
             nodes,
             memcg_pages: view.pages(),
             guest_pages,
-            usage_bytes: self.memcg.usage_bytes().ok(),
+            usage_bytes: self.aging.memcg().usage_bytes().ok(),
             generations: view
                 .generations
                 .iter()
@@ -153,36 +125,16 @@ impl KernelAging {
     }
 
     /// The memcg's generations now, without aging.
-    pub fn view(&self) -> Result<LruGenView, KernelAgingError> {
-        let listing = self.ctl.read(false)?;
-        let id = self
-            .memcg
-            .lru_gen_id(&listing)
-            .ok_or_else(|| KernelAgingError::NotListed(self.memcg.path().into()))?;
-        LruGenView::from_listing(&listing, id, None)
-            .ok_or_else(|| KernelAgingError::NotListed(self.memcg.path().into()))
+    pub fn view(&self) -> Result<LruGenView, LruGenAgingError> {
+        let listing = self.aging.control().read(false)?;
+        LruGenView::from_listing(&listing, self.aging.id(), None)
+            .ok_or_else(|| LruGenAgingError::NotListed(self.aging.path().into()))
     }
 
     /// Forces one aging step on every node of the memcg, then returns its generations.
-    pub fn age(&mut self) -> Result<LruGenView, KernelAgingError> {
-        let listing = self.ctl.read(false)?;
-        let id = self
-            .memcg
-            .lru_gen_id(&listing)
-            .ok_or_else(|| KernelAgingError::NotListed(self.memcg.path().into()))?;
-        let nodes: Vec<u32> = listing
-            .memcg(id)
-            .map(|m| m.nodes.iter().map(|n| n.node).collect())
-            .unwrap_or_default();
-        let t = Instant::now();
-        for node in nodes {
-            match self.ctl.age_now(id, node, true) {
-                // Another aging (kswapd, a concurrent walk) produced the generation first.
-                Ok(_) | Err(LruGenError::AgingNotDone { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.aging_ns += t.elapsed().as_nanos() as u64;
+    pub fn age(&mut self) -> Result<LruGenView, LruGenAgingError> {
+        let took = self.aging.age_nodes()?;
+        self.aging_ns += took.as_nanos() as u64;
         self.passes += 1;
         self.view()
     }
@@ -191,10 +143,10 @@ impl KernelAging {
 /// Charges every page of `vm`'s test memory to `memcg` (what [`KernelAging::charge_guest`] does):
 /// shared slots through [`GuestMemcg::charge_shared`], each backing file once; private slots
 /// through [`GuestMemcg::charge_private`], which needs this process in `memcg`.
-pub fn charge_vm_memory(memcg: &GuestMemcg, vm: &Vm) -> Result<(), KernelAgingError> {
+pub fn charge_vm_memory(memcg: &GuestMemcg, vm: &Vm) -> Result<(), LruGenAgingError> {
     let mut files_done: Vec<(u64, u64)> = Vec::new();
     for s in vm.test_slots() {
-        let charge = |err| KernelAgingError::Charge { slot: s.slot, err };
+        let charge = |err| LruGenAgingError::Charge { slot: s.slot, err };
         match &s.mapping.file {
             Some(f) => {
                 let meta = f.metadata().map_err(|err| {
