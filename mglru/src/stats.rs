@@ -1,4 +1,4 @@
-//! Small-sample statistics for `agelab ab` and `agelab reclaim`: mean with a 95% confidence interval from Student's t
+//! Small-sample statistics for `agelab ab` and `agelab reclaim`: medians, mean with a 95% confidence interval from Student's t
 //! distribution, and Welch's unequal-variance t-test. The t distribution's CDF comes from the
 //! regularized incomplete beta function (Lentz's continued fraction), its quantile from bisection
 //! on the CDF; no statistics crate.
@@ -222,6 +222,20 @@ fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
     h
 }
 
+/// Median of `xs` (0 when empty); sorts it.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +337,12 @@ mod tests {
         let w = welch(&[0.0, 0.0], &[5.0, 5.0]).unwrap();
         assert_eq!(w.p, 0.0);
         assert!(w.significant(0.05));
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
     }
 }

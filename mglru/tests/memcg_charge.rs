@@ -69,6 +69,26 @@ fn resident_bytes(file: &File, len: usize) -> usize {
     }
 }
 
+/// How many bytes `cg`'s charge grew while `f` ran (0 if it shrank).
+fn usage_growth(cg: &GuestMemcg, f: impl FnOnce()) -> u64 {
+    let before = cg.usage_bytes().unwrap();
+    f();
+    cg.usage_bytes().unwrap().saturating_sub(before)
+}
+
+/// A new memcg `name` under this process's own, or `None` after a skip when the host has no
+/// memory controller.
+fn memcg_or_skip(test: &str, name: &str) -> Option<GuestMemcg> {
+    match GuestMemcg::create(name) {
+        Ok(cg) => Some(cg),
+        Err(e @ MemcgError::NoMemoryController) => {
+            skip(test, &e.to_string());
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 #[test]
 fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
     const TEST: &str = "helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside";
@@ -78,23 +98,19 @@ fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
     let name = format!("agelab-charge-{}", std::process::id());
     // Removed on every exit path: on drop (also when an assertion below unwinds) and by
     // host_guard's signal/panic cleanup, which GuestMemcg registers.
-    let cg = match GuestMemcg::create(&name) {
-        Ok(cg) => cg,
-        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
-        Err(e) => panic!("{e}"),
+    let Some(cg) = memcg_or_skip(TEST, &name) else {
+        return;
     };
     let me = std::process::id() as i32;
     let dir = cg.dir().to_path_buf();
 
     // Through the helper: the whole memfd is charged to the memcg.
     let charged = memfd("agelab-charge-helper", LEN);
-    let before = cg.usage_bytes().unwrap();
-    cg.charge_shared(&charged, 0, LEN).unwrap();
-    let after = cg.usage_bytes().unwrap();
+    let grew = usage_growth(&cg, || cg.charge_shared(&charged, 0, LEN).unwrap());
     assert_eq!(resident_bytes(&charged, LEN), LEN, "every page faulted in");
     assert!(
-        after >= before + LEN as u64,
-        "helper: memcg usage {before} -> {after}, want +{LEN}"
+        grew >= LEN as u64,
+        "helper: memcg usage grew {grew} bytes, want +{LEN}"
     );
     let procs = cg.processes().unwrap();
     assert!(
@@ -105,18 +121,15 @@ fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
 
     // Bypassed: the same memfd faulted in here, outside the memcg, does not reach it.
     let bypassed = memfd("agelab-charge-bypass", LEN);
-    let before = cg.usage_bytes().unwrap();
-    touch_here(&bypassed, LEN);
-    let after = cg.usage_bytes().unwrap();
+    let grew = usage_growth(&cg, || touch_here(&bypassed, LEN));
     assert_eq!(resident_bytes(&bypassed, LEN), LEN, "every page faulted in");
     assert!(
-        after < before + (4 << 20),
-        "bypass: memcg usage {before} -> {after}: pages faulted outside must not be charged there"
+        grew < 4 << 20,
+        "bypass: memcg usage grew {grew} bytes: pages faulted outside must not be charged there"
     );
     // Pages already in the page cache keep their memcg: charging them later moves nothing.
-    cg.charge_shared(&bypassed, 0, LEN).unwrap();
-    let again = cg.usage_bytes().unwrap();
-    assert!(again < before + (4 << 20), "re-charge: {before} -> {again}");
+    let again = usage_growth(&cg, || cg.charge_shared(&bypassed, 0, LEN).unwrap());
+    assert!(grew + again < 4 << 20, "re-charge: grew {again} more bytes");
 
     // A bad range reports the helper's failing step.
     let e = cg
@@ -141,10 +154,8 @@ fn private_memory_is_charged_from_inside_only() {
         return skip(TEST, "creating memcgs needs root");
     }
     let name = format!("agelab-charge-priv-{}", std::process::id());
-    let cg = match GuestMemcg::create(&name) {
-        Ok(cg) => cg,
-        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
-        Err(e) => panic!("{e}"),
+    let Some(cg) = memcg_or_skip(TEST, &name) else {
+        return;
     };
     // From outside: refused with the reason.
     let mut buf = vec![0u8; 4096];
@@ -206,10 +217,8 @@ fn private_child() {
         )
     };
     assert_ne!(addr, libc::MAP_FAILED);
-    let before = cg.usage_bytes().unwrap();
-    cg.charge_private(addr.cast(), PRIVATE_LEN).unwrap();
-    let after = cg.usage_bytes().unwrap();
-    println!("charged {}", after.saturating_sub(before));
+    let grew = usage_growth(&cg, || cg.charge_private(addr.cast(), PRIVATE_LEN).unwrap());
+    println!("charged {grew}");
     // SAFETY: unmapping the mapping made above.
     unsafe { libc::munmap(addr, PRIVATE_LEN) };
 }
@@ -227,10 +236,8 @@ fn vm_guest_memory_is_charged_whole_for_shared_backings() {
     std::fs::create_dir_all(&dir).unwrap();
     for backing in [Backing::Memfd, Backing::File(dir.clone())] {
         let name = format!("agelab-charge-vm-{}", std::process::id());
-        let cg = match GuestMemcg::create(&name) {
-            Ok(cg) => cg,
-            Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
-            Err(e) => panic!("{e}"),
+        let Some(cg) = memcg_or_skip(TEST, &name) else {
+            return;
         };
         let vm = Vm::new(VmConfig {
             mem_bytes: LEN as u64,
@@ -239,12 +246,10 @@ fn vm_guest_memory_is_charged_whole_for_shared_backings() {
             ..Default::default()
         })
         .unwrap();
-        let before = cg.usage_bytes().unwrap();
-        charge_vm_memory(&cg, &vm).unwrap();
-        let after = cg.usage_bytes().unwrap();
+        let grew = usage_growth(&cg, || charge_vm_memory(&cg, &vm).unwrap());
         assert!(
-            after >= before + LEN as u64,
-            "{backing}: memcg usage {before} -> {after}, want +{LEN} (every guest page)"
+            grew >= LEN as u64,
+            "{backing}: memcg usage grew {grew} bytes, want +{LEN} (every guest page)"
         );
         assert!(
             cg.processes().unwrap().is_empty(),

@@ -131,11 +131,10 @@ fn file_backed_pageout_1000_cycles_zero_mismatches() {
     hammer(Backing::File(file_backing_dir()), "reclaim file");
 }
 
-fn controlled_run(backing: Backing, policy: PolicyKind, what: &str) {
-    let Some(_swap) = swap_for_test(what) else {
-        return;
-    };
-    let cfg = ReclaimRunConfig {
+/// A short run of `policy`: a 64 MiB guest running `workload` for 4 s in 200 ms intervals, an
+/// 800 ms age gate, a 2 s cold window and a controller allowed 20% of memory per second.
+fn short_run(backing: Backing, policy: PolicyKind, workload: &str) -> ReclaimRunConfig {
+    ReclaimRunConfig {
         mem_bytes: 64 << 20,
         backing,
         policy,
@@ -143,14 +142,21 @@ fn controlled_run(backing: Backing, policy: PolicyKind, what: &str) {
         interval: Duration::from_millis(200),
         min_age: Duration::from_millis(800),
         cold_window: Duration::from_secs(2),
-        workload: "hotcold:hot=20%,p=100%,op=write".parse().unwrap(),
+        workload: workload.parse().unwrap(),
         controller: agelab_mglru::reclaim::ControllerConfig {
             max_step_pct: 20.0,
             step_period: Duration::from_secs(1),
             ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+fn controlled_run(backing: Backing, policy: PolicyKind, what: &str) {
+    let Some(_swap) = swap_for_test(what) else {
+        return;
     };
+    let cfg = short_run(backing, policy, "hotcold:hot=20%,p=100%,op=write");
     let r = run_once(&cfg).unwrap_or_else(|e| panic!("{what}: {e}"));
     eprintln!(
         "{what}: reclaimed {} pages, cold out {}/{}, refaults {}, saved {} KiB, verify {} wrong",
@@ -212,21 +218,13 @@ fn psi_policy_reclaims_under_the_pressure_target() {
         return;
     };
     let cfg = ReclaimRunConfig {
-        mem_bytes: 64 << 20,
-        backing: Backing::Memfd,
-        policy: PolicyKind::Psi,
         duration: Duration::from_secs(5),
-        interval: Duration::from_millis(200),
-        min_age: Duration::from_millis(800),
         warmup: Duration::from_secs(1),
-        cold_window: Duration::from_secs(2),
-        workload: "hotcold:hot=20%,p=100%,op=read".parse().unwrap(),
-        controller: agelab_mglru::reclaim::ControllerConfig {
-            max_step_pct: 20.0,
-            step_period: Duration::from_secs(1),
-            ..Default::default()
-        },
-        ..Default::default()
+        ..short_run(
+            Backing::Memfd,
+            PolicyKind::Psi,
+            "hotcold:hot=20%,p=100%,op=read",
+        )
     };
     let r = run_once(&cfg).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
     eprintln!(
@@ -251,20 +249,19 @@ fn damon_policy_reclaims_or_is_refused_with_the_reason() {
         return;
     };
     let before = DamonAdmin::new().kdamonds().ok();
+    let defaults = ReclaimRunConfig::default();
     let cfg = ReclaimRunConfig {
-        mem_bytes: 64 << 20,
-        backing: Backing::Memfd,
-        policy: PolicyKind::Damon,
         duration: Duration::from_secs(6),
         min_age: Duration::from_secs(1),
         warmup: Duration::from_secs(1),
-        workload: "hotcold:hot=20%,p=100%,op=read".parse().unwrap(),
-        controller: agelab_mglru::reclaim::ControllerConfig {
-            max_step_pct: 20.0,
-            step_period: Duration::from_secs(1),
-            ..Default::default()
-        },
-        ..Default::default()
+        // DAMON's own monitoring intervals: the run's defaults, not the short run's.
+        interval: defaults.interval,
+        cold_window: defaults.cold_window,
+        ..short_run(
+            Backing::Memfd,
+            PolicyKind::Damon,
+            "hotcold:hot=20%,p=100%,op=read",
+        )
     };
     match run_once(&cfg) {
         Ok(r) => {

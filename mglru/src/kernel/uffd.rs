@@ -4,6 +4,7 @@
 //! `UFFD_USER_MODE_ONLY` so that faults taken by the kernel on our behalf (KVM faulting guest
 //! memory in through GUP) reach us too; that needs root or `vm.unprivileged_userfaultfd=1`.
 
+use crate::cpu_time::thread_cpu_ns;
 use agelab_vmm::{PageSet, PAGE_SIZE};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -616,12 +617,6 @@ impl Drop for FaultThread {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn thread_cpu_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 fn fault_loop(uffd: &Userfaultfd, stop: &OwnedFd, c: &FaultCounters, handler: &mut FaultHandler) {

@@ -134,15 +134,20 @@ pub fn run_bench(
     mut progress: impl FnMut(&ReclaimRunReport),
 ) -> Result<BenchReport, ReclaimRunError> {
     let labels = arm_labels(policies);
+    let total = workloads.len() * reps * policies.len();
+    let mut started = 0;
     let mut runs = Vec::new();
     let mut summaries = Vec::new();
     for w in workloads {
         let mut per: Vec<Vec<ReclaimRunReport>> = vec![Vec::new(); policies.len()];
         for _ in 0..reps {
             for (i, &p) in policies.iter().enumerate() {
+                started += 1;
+                let label = format!("agelab reclaim: run {started}/{total} {} on {w}", labels[i]);
                 let cfg = ReclaimRunConfig {
                     workload: w.clone(),
                     policy: p,
+                    progress: base.progress.labelled(&label),
                     ..base.clone()
                 };
                 let mut r = run_once(&cfg)?;

@@ -7,7 +7,7 @@
 //! controller for a step, picks victims and reclaims them → measure RSS and swap →
 //! `Workload::verify()` (any mismatch fails the run) → guest exits.
 
-use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
+use agelab_vmm::workload::{WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError, PAGE_SIZE};
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,8 @@ use super::action::{ReclaimAction, ReclaimActionError, Reclaimer};
 use super::controller::{ControlStep, ControllerConfig, ReclaimController};
 use super::policy::{FifoVictims, PolicyKind, RandomVictims};
 use super::refault::{RefaultDetector, ResidencyError};
-use crate::engine::{
-    AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration, PassTruth,
-};
+use crate::cpu_time::{proc_cpu_ns, thread_cpu_ns};
+use crate::engine::{AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration};
 use crate::kernel::damon::{
     DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
     SchemeStats,
@@ -26,9 +25,12 @@ use crate::kernel::lru_gen::{LruGenControl, LruGenError};
 use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
 use crate::kernel::psi::{PressureSource, PsiError};
 use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
+use crate::progress::ProgressLine;
+use crate::session::{AgingSession, AgingSessionError, SessionOptions};
 use crate::source::AccessSource;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
-use crate::sources::{catalog, OracleSource, SourceKind, UnavailableSource};
+use crate::sources::{catalog, SourceKind, UnavailableSource};
+use crate::stats::median;
 
 /// Everything about one run.
 #[derive(Clone, Debug)]
@@ -67,6 +69,8 @@ pub struct ReclaimRunConfig {
     pub psi_target_pct: f64,
     /// `damon`: DAMOS time quota, ms of scheme work per second (DAMON_RECLAIM: 10).
     pub damon_quota_ms: u64,
+    /// The progress line on a terminal (off by default).
+    pub progress: ProgressLine,
 }
 
 impl Default for ReclaimRunConfig {
@@ -90,6 +94,7 @@ impl Default for ReclaimRunConfig {
             warmup: Duration::from_secs(2),
             psi_target_pct: 0.1,
             damon_quota_ms: 10,
+            progress: ProgressLine::off(),
         }
     }
 }
@@ -151,6 +156,16 @@ pub enum ReclaimRunError {
         /// First bad guest addresses.
         first: Vec<u64>,
     },
+}
+
+impl From<AgingSessionError> for ReclaimRunError {
+    fn from(e: AgingSessionError) -> Self {
+        match e {
+            AgingSessionError::Workload(e) => ReclaimRunError::Workload(e),
+            AgingSessionError::Engine(e) => ReclaimRunError::Engine(e),
+            AgingSessionError::UffdArm(e) => ReclaimRunError::UffdArm(e),
+        }
+    }
 }
 
 /// One control interval.
@@ -271,43 +286,6 @@ pub struct DamonRunInfo {
     pub effective_quota_bytes: Option<u64>,
     /// The kdamond thread's CPU time during the run, ns (10 ms ticks).
     pub kdamond_cpu_ns: u64,
-}
-
-/// CPU time (utime + stime) of thread or process `pid` from `/proc/<pid>/stat`, ns.
-pub fn proc_cpu_ns(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(ticks * 1_000_000_000 / hz)
-}
-
-/// Median of `xs` (0 when empty); sorts it.
-pub fn median(xs: &mut [f64]) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-/// Thread CPU time now, ns.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec the call fills in; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sources of the `engine-all` policy besides uffd-minor (added first, built here with the
@@ -640,7 +618,6 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     } else {
         None
     };
-    let mut oracle_tx = None;
     let mut guide = None;
     if let Some(e) = engine.as_mut() {
         if cfg.policy == PolicyKind::EngineAll {
@@ -653,14 +630,22 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         for s in catalog::build(&source_kinds, &mut vm) {
             e.add_source(s);
         }
-        if cfg.policy == PolicyKind::Oracle {
-            let (tx, rx) = std::sync::mpsc::channel();
-            e.add_source(Box::new(OracleSource::from_channel(pages, rx)));
-            oracle_tx = Some(tx);
-        }
     }
-    let mut wl = Workload::start(vm, cfg.workload.clone())?;
-    wl.fill()?;
+    let mut session = AgingSession::start(
+        vm,
+        cfg.workload.clone(),
+        engine,
+        guide,
+        SessionOptions {
+            duration: cfg.duration,
+            interval: cfg.interval,
+            trim_last_epoch: false,
+            oracle: cfg.policy == PolicyKind::Oracle,
+            arm_at_start: false,
+            progress: cfg.progress.clone(),
+        },
+    )?;
+    session.workload_mut().fill()?;
     // DAMON after the fill: its regions then start from resident memory.
     let kdamond = if cfg.policy == PolicyKind::Damon {
         Some(start_damon(cfg, pages)?)
@@ -668,8 +653,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         None
     };
     let kdamond_cpu0 = kdamond.as_ref().and_then(|k| k.pid()).and_then(proc_cpu_ns);
-    let fill_epoch = wl.epoch();
-    let faults0 = guide.as_ref().map_or(0, |g| g.stats().faults);
+    let faults0 = session.guide().map_or(0, |g| g.stats().faults);
     let zram = swap_zram();
     let swap0 = SwapStatus::read()?.used_kib();
     let zram0 = zram
@@ -693,7 +677,6 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let admit_max = pages / ENGINE_ALL_ADMIT_DIV;
     let mut admit = admit_max;
     let mut faults_seen = faults0;
-    let t0 = Instant::now();
     let mut guest = Duration::ZERO;
     let mut vcpu_cpu = Duration::ZERO;
     let mut measured = Duration::ZERO;
@@ -704,10 +687,10 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     let pressure_src = kernel.as_mut().and_then(|k| k.pressure.take());
     let pressure = pressure_src.as_ref();
     rep.pressure_scope = pressure.map(|p| p.scope().to_string());
-    while t0.elapsed() < cfg.duration {
-        let warm = t0.elapsed() >= cfg.warmup;
+    while session.running() {
+        let warm = session.elapsed() >= cfg.warmup;
         let psi0 = pressure.map(|p| p.read()).transpose()?;
-        let r = wl.run_epoch(cfg.interval)?;
+        let r = session.run_epoch()?;
         // Stall time during the epoch only: reclaim this loop does between epochs (a v1 limit
         // write reclaims in the writer) is not the guest's pressure.
         let psi_pct = match (pressure, psi0) {
@@ -753,18 +736,11 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         }
         fifo.refaulted(&step.refaulted);
         let c1 = thread_cpu_ns();
-        if let Some(e) = engine.as_mut() {
+        if let Some(e) = session.engine_mut() {
             e.record_refaults(&step.refaulted)?;
             e.mark_reclaimed(step.evicted.iter())?;
-            let truth = wl.ground_truth(r.epoch).expect("epoch just ran");
-            let split = PassTruth {
-                read: truth.read.clone(),
-                written: truth.written.clone(),
-            };
-            if let Some(tx) = &oracle_tx {
-                let _ = tx.send(split.accessed());
-            }
-            let pass = e.run_pass_split(&split)?;
+        }
+        if let Some(pass) = session.age_epoch(r.epoch)? {
             refaults += pass.promotion.refaulted;
         }
         let c2 = thread_cpu_ns();
@@ -772,7 +748,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
 
         // The controller's working-set estimate: what the engine saw within ws_window, else
         // every resident page.
-        let ws_est = match engine.as_ref() {
+        let ws_est = match session.engine() {
             Some(e) => {
                 let g = e.generations();
                 let now = Instant::now();
@@ -785,7 +761,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         };
         let control = ctrl.step(r.elapsed, refaults, ws_est);
         // DAMON reclaims on its own (counted above).
-        if cfg.policy.reclaims() && kdamond.is_none() && t0.elapsed() >= cfg.min_age {
+        if cfg.policy.reclaims() && kdamond.is_none() && session.elapsed() >= cfg.min_age {
             let n = control.pages as usize;
             if let Some(k) = kernel.as_mut() {
                 let cap = (cfg.controller.max_step_pct / 100.0 * pages as f64) as u64;
@@ -810,21 +786,21 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
                     PolicyKind::Random => random.select(n, detector.resident()),
                     PolicyKind::Fifo => fifo.select(n, detector.resident()),
                     _ => {
-                        let e = engine.as_mut().expect("engine policy");
                         // Guided uffd-minor watches only the oldest generations: evict only
                         // pages it watched untouched through the last interval (still armed
                         // after the harvest), whatever merges and emptied generations did to
                         // the window since it armed them.
-                        let watched = guide
-                            .as_ref()
+                        let watched = session
+                            .guide()
                             .map(|g| g.watched_idle(ENGINE_ALL_IDLE_INTERVALS));
-                        let oldest_gens = match guide {
+                        let oldest_gens = match session.guide() {
                             Some(_) => ENGINE_ALL_ARM_GENS,
                             None => cfg.gens - 1,
                         };
                         let scope = EvictionScope {
                             oldest_gens: oldest_gens.max(1),
                         };
+                        let e = session.engine_mut().expect("engine policy");
                         e.eviction_candidates(scope)
                             .filter(|c| watched.as_ref().is_none_or(|w| w.contains(c.page.index)))
                             .take(n)
@@ -838,7 +814,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
                     rep.madvise_calls += a.madvise_calls;
                     let gone = detector.confirm(&victims)?;
                     reclaimed = gone.len() as u64;
-                    if let Some(e) = engine.as_mut() {
+                    if let Some(e) = session.engine_mut() {
                         e.mark_reclaimed(gone.iter().copied())?;
                     }
                 }
@@ -846,7 +822,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         }
         let c3 = thread_cpu_ns();
         rep.reclaim_cpu_ns += (c1 - c0) + (c3 - c2);
-        if let (Some(g), Some(e)) = (guide.as_mut(), engine.as_ref()) {
+        if let Some(g) = session.guide_mut() {
             // Fault budget: admission follows the last interval's faults.
             let f = g.stats().faults;
             admit = next_admit_limit(
@@ -858,13 +834,13 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             faults_seen = f;
             g.set_admit_limit(Some(admit));
             // After reclaim: the armed set is the oldest generations' resident pages.
-            g.arm_from(e.generations())?;
+            session.arm()?;
             rep.aging_cpu_ns += thread_cpu_ns() - c3;
         }
         rep.refaults += refaults;
         rep.reclaimed += reclaimed;
         rep.intervals.push(IntervalRecord {
-            t: t0.elapsed().as_secs_f64(),
+            t: session.elapsed().as_secs_f64(),
             ops: r.total_ops(),
             wall_us: r.elapsed.as_micros() as u64,
             vcpu_cpu_us: r.vcpu_cpu.iter().sum::<Duration>().as_micros() as u64,
@@ -874,6 +850,15 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             reclaimed,
             control,
             psi_pct,
+        });
+        let resident = detector.resident().count();
+        session.show_progress(|| {
+            format!(
+                "resident {:.1} MiB, reclaimed {} pages, refaults {}",
+                (resident * PAGE_SIZE) as f64 / f64::from(1 << 20),
+                rep.reclaimed,
+                rep.refaults
+            )
         });
     }
     // Final accounting before verify reads every page back in.
@@ -895,7 +880,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         if end.duration_since(at) > cfg.cold_window {
             break;
         }
-        if let Some(t) = wl.ground_truth(k) {
+        if let Some(t) = session.workload_mut().ground_truth(k) {
             ws.union_with(&t.read);
             ws.union_with(&t.written);
         }
@@ -937,9 +922,9 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     // DAMON off before verify reads every page back (and before the VM goes).
     drop(kdamond);
     rep.ops_per_sec = rep.ops as f64 / rep.guest_secs.max(1e-9);
-    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    let minutes = session.elapsed().as_secs_f64() / 60.0;
     rep.refault_pct_ws_min = rep.refaults as f64 / (rep.ws_pages.max(1) as f64) / minutes * 100.0;
-    if let Some(e) = engine.as_ref() {
+    if let Some(e) = session.engine() {
         rep.sources = e
             .sources()
             .map(|s| match &s.reason {
@@ -948,8 +933,8 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
             })
             .collect();
     }
-    rep.uffd_faults = guide.as_ref().map(|g| g.stats().faults - faults0);
-    let _ = fill_epoch;
+    rep.uffd_faults = session.guide().map(|g| g.stats().faults - faults0);
+    let (mut wl, engine, _guide) = session.finish();
     let v = wl.verify()?;
     rep.verify_mismatches = v.mismatches;
     if v.mismatches > 0 {
@@ -985,12 +970,5 @@ mod tests {
             64,
             "between half and all: hold"
         );
-    }
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(&mut []), 0.0);
     }
 }

@@ -5,6 +5,7 @@ use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::host_guard;
 use agelab_mglru::kernel::swap::{agelab_swap_devices, SwapError, SwapStatus, ZramSwap};
+use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::{
     parse_policies, plot, ControllerConfig, PolicyKind, ReclaimAction, ReclaimRunConfig,
@@ -102,6 +103,10 @@ pub struct ReclaimArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// No progress on stderr: neither the line rewritten in place (shown only when stderr is a
+    /// terminal) nor one line per finished run.
+    #[arg(long)]
+    pub quiet: bool,
     /// Also write the JSON report to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -307,10 +312,11 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         warmup: args.warmup_or_default(),
         psi_target_pct: args.psi_target,
         damon_quota_ms: args.damon_quota_ms,
+        progress: ProgressLine::on_terminal(args.quiet || args.json, "agelab reclaim"),
     };
-    let json = args.json;
+    let quiet = args.quiet || args.json;
     let report = run_bench(&base, &workloads, &args.policy.0, args.reps, |r| {
-        if !json {
+        if !quiet {
             eprintln!(
                 "  {:<13} {:<40} saved {:>6.1} MiB, cold out {:>5.1}%, refaults {:>6}, {:.4e} ops/vCPU-CPU-s, {:.4e} ops/s, verify ok",
                 r.policy,

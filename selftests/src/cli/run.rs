@@ -1,21 +1,22 @@
-//! `agelab run`: boot a guest, run a workload in epochs, report throughput and exits.
+//! `agelab run`: its options, and the printing of what the run shows and reports. The run itself
+//! is `agelab_mglru::session::run`.
 
 use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
-use agelab_mglru::engine::report::{pass_summary, EngineReport, PassJson};
-use agelab_mglru::engine::{AgeHeatmap, WorkingSetHistogram};
-use agelab_mglru::lru_gen_aging::{engine_generations, KernelAging, KernelLruGenReport};
-use agelab_mglru::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
+use agelab_mglru::engine::report::pass_summary;
+use agelab_mglru::lru_gen_aging::engine_generations;
+use agelab_mglru::progress::ProgressLine;
+use agelab_mglru::selfcheck::SelfcheckError;
+use agelab_mglru::session::{self, run::AgingRunConfig, run::AgingRunError, run::RunEvent};
 use agelab_mglru::sources::catalog::{self, SourceKind};
-use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
-use agelab_mglru::{
-    AccessKinds, Engine, EngineConfig, EngineError, Observes, OracleSource, PassTruth, SourceView,
-};
-use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
-use agelab_vmm::{Backing, MemoryError, Vm, VmConfig, VmError};
+use agelab_mglru::sources::uffd_minor::ArmPolicy;
+use agelab_mglru::EngineError;
+use agelab_vmm::workload::{WorkloadError, WorkloadSpec};
+use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;
-use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use agelab_mglru::session::run::RunReport;
 
 /// Options of `agelab run`.
 #[derive(Debug, Clone, Args)]
@@ -70,7 +71,8 @@ pub struct RunArgs {
     /// working set; host facts) and `report.json` into this directory (created).
     #[arg(long, value_name = "DIR")]
     pub report: Option<std::path::PathBuf>,
-    /// Print only the final engine table, not one per aging pass.
+    /// Print only the final engine table, not one per aging pass, and no progress line (the
+    /// line on stderr, rewritten in place, appears only when stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
     /// Print one JSON object instead of text.
@@ -135,15 +137,9 @@ pub enum RunError {
     /// Input the user can fix, found before anything ran.
     #[error(transparent)]
     Input(#[from] InputError),
-    /// The VM could not be created.
+    /// The run failed.
     #[error(transparent)]
-    Vm(#[from] VmError),
-    /// The workload failed.
-    #[error(transparent)]
-    Workload(#[from] WorkloadError),
-    /// The aging engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+    Run(#[from] AgingRunError),
     /// The SVG could not be written.
     #[error("writing {path}: {err}")]
     Svg {
@@ -156,25 +152,6 @@ pub enum RunError {
     /// The HTML report could not be written.
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
-    /// The self-check could not run.
-    #[error(transparent)]
-    Selfcheck(#[from] SelfcheckError),
-    /// Guided uffd-minor arming failed.
-    #[error(transparent)]
-    UffdArm(#[from] UffdMinorError),
-    /// A source is less accurate than `--require-accurate` asks.
-    #[error(transparent)]
-    Inaccurate(#[from] AccuracyError),
-    /// Verification found corrupted words.
-    #[error("data integrity: {mismatches} of {words} words wrong, first at {first:#x?}")]
-    Integrity {
-        /// Wrong words.
-        mismatches: u64,
-        /// Words checked.
-        words: u64,
-        /// First bad addresses.
-        first: Vec<u64>,
-    },
 }
 
 impl RunError {
@@ -182,11 +159,11 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Input(_)
-            | RunError::Vm(VmError::Config(_))
-            | RunError::Workload(WorkloadError::TooSmall { .. })
-            | RunError::Engine(EngineError::Policy(_)) => EXIT_INPUT,
-            RunError::Vm(VmError::Memory(e))
-            | RunError::Selfcheck(SelfcheckError::Vm(VmError::Memory(e)))
+            | RunError::Run(AgingRunError::Vm(VmError::Config(_)))
+            | RunError::Run(AgingRunError::Workload(WorkloadError::TooSmall { .. }))
+            | RunError::Run(AgingRunError::Engine(EngineError::Policy(_))) => EXIT_INPUT,
+            RunError::Run(AgingRunError::Vm(VmError::Memory(e)))
+            | RunError::Run(AgingRunError::Selfcheck(SelfcheckError::Vm(VmError::Memory(e))))
                 if e.is_user_fixable() =>
             {
                 EXIT_INPUT
@@ -194,87 +171,6 @@ impl RunError {
             _ => 1,
         }
     }
-}
-
-/// Per-vCPU totals.
-#[derive(Debug, Clone, Serialize)]
-pub struct VcpuReport {
-    /// Accesses.
-    pub ops: u64,
-    /// Mean ns per access.
-    pub ns_per_access: f64,
-}
-
-/// One epoch.
-#[derive(Debug, Clone, Serialize)]
-pub struct EpochReport {
-    /// Accesses by all vCPUs.
-    pub ops: u64,
-    /// Distinct pages read (ground truth).
-    pub pages_read: u64,
-    /// Distinct pages written (ground truth).
-    pub pages_written: u64,
-    /// Epoch wall time in ms.
-    pub ms: f64,
-}
-
-/// Everything `agelab run` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    /// vCPUs.
-    pub vcpus: usize,
-    /// Test memory bytes.
-    pub mem_bytes: u64,
-    /// Backing.
-    pub backing: String,
-    /// Memslots.
-    pub slots: usize,
-    /// Workload spec, normalised.
-    pub workload: String,
-    /// VM creation time in ms.
-    pub setup_ms: f64,
-    /// Per vCPU.
-    pub vcpu: Vec<VcpuReport>,
-    /// Per epoch.
-    pub epochs: Vec<EpochReport>,
-    /// Per aging pass: time, generations after it, each source's precision and recall.
-    pub passes: Vec<PassJson>,
-    /// Pages by idle time at the end (`edges_ms`, `pages` per bucket, `reclaimed`).
-    pub working_set: WorkingSetHistogram,
-    /// Page age over time (`--svg`, `--report`): rows of guest pages × passes, mean age in ms
-    /// (`null` for a row with no resident page); `null` when not recorded.
-    pub heatmap: Option<AgeHeatmap>,
-    /// Exit counters summed over vCPUs.
-    pub exits: serde_json::Map<String, serde_json::Value>,
-    /// Why the run ended.
-    pub exit_reason: String,
-    /// Integrity check result (words wrong), when `--verify`.
-    pub verify_mismatches: Option<u64>,
-    /// The engine: generations, sources (precision/recall), aging cost, tiers.
-    #[serde(flatten)]
-    pub engine: EngineReport,
-    /// Set when no available source observes a kind of access the workload makes: why (pages
-    /// touched only that way age out although in use); `null` otherwise.
-    pub blind: Option<String>,
-    /// The startup self-check of the sources.
-    pub selfcheck: Option<SelfcheckReport>,
-    /// uffd-minor arming (`--uffd-arm`) and, when guided, what it armed and the guest's faults.
-    pub uffd_arm: String,
-    /// Totals of guided arming (`--uffd-arm oldest...`).
-    pub uffd_guided: Option<GuidedStats>,
-    /// The kernel's lru_gen generations of the VM's memcg after the run, as data: the memcg
-    /// (path, id), per generation seq/age_ms/anon/file summed over nodes, and `memcg_pages` vs
-    /// `guest_pages` (the memcg holds every guest page plus the VMM's own).
-    pub kernel_lru_gen: Option<KernelLruGenReport>,
-    /// The same beside the engine's generations, as a text table (human report only).
-    #[serde(skip)]
-    pub kernel_lru_gen_table: String,
-    /// Final engine table (debugfs style).
-    #[serde(skip)]
-    pub table: String,
-    /// Working-set histogram as text.
-    #[serde(skip)]
-    pub histogram: String,
 }
 
 /// Checks everything the user can fix before any VM exists.
@@ -292,280 +188,67 @@ pub fn check_input(args: &RunArgs) -> Result<(), InputError> {
     Ok(())
 }
 
-/// The self-check VM's backing for the run's: a `file:PATH` backing becomes a fresh unlinked
-/// file in PATH's directory (same filesystem), so the self-check leaves PATH to the run.
-fn selfcheck_backing(backing: &Backing) -> Backing {
-    match backing {
-        Backing::File(p) if !p.is_dir() => Backing::File(match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => ".".into(),
-        }),
-        b => b.clone(),
+/// The run as the library takes it.
+fn config(args: &RunArgs) -> AgingRunConfig {
+    AgingRunConfig {
+        mem_bytes: args.mem,
+        vcpus: args.vcpus,
+        workload: args.workload.clone(),
+        duration: args.duration,
+        interval: args.interval,
+        backing: args.backing.clone(),
+        slots: args.slots,
+        verify: args.verify,
+        sources: args.sources.0.clone(),
+        named_sources: args.sources.1.clone(),
+        fault_budget: args.fault_budget,
+        uffd_arm: args.uffd_arm,
+        gens: args.gens,
+        heatmap: args.svg.is_some() || args.report.is_some(),
+        selfcheck: !args.no_selfcheck,
+        require_accurate: args.require_accurate,
+        progress: ProgressLine::on_terminal(args.quiet || args.json, "agelab run"),
+    }
+}
+
+/// Prints what the run shows as it runs: the self-check table, warnings, blindness and (unless
+/// `--quiet`) one summary and generation table per pass; nothing but warnings with `--json`.
+fn print_event(args: &RunArgs, e: RunEvent) {
+    match e {
+        RunEvent::Selfcheck(r) if !args.json => println!("{}", r.table()),
+        RunEvent::Warning(w) => eprintln!("agelab run: {w}"),
+        RunEvent::Blind(why) if !args.json => eprintln!("agelab run: BLIND: {why}"),
+        RunEvent::Pass {
+            pass,
+            engine,
+            kernel,
+        } if !args.json && !args.quiet => {
+            println!("{}", pass_summary(pass));
+            println!("{}", engine.table());
+            match kernel {
+                Some(Ok(v)) => println!("{}", v.side_by_side(&engine_generations(engine))),
+                Some(Err(e)) => println!("kernel lru_gen: {e}"),
+                None => {}
+            }
+        }
+        _ => {}
     }
 }
 
 /// Runs the command.
 pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
     check_input(args)?;
-    let workload_kinds = AccessKinds::of(args.workload.op);
-    let oracle_view = [SourceView {
-        name: SourceKind::Oracle.name(),
-        observes: SourceKind::Oracle.observes(),
-        unavailable: None,
-    }];
-    let with_oracle = args.sources.0.contains(&SourceKind::Oracle);
-    // Before any thread exists: memcg, lru_gen knobs and kdamonds are restored on SIGINT/SIGTERM.
-    if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
-        eprintln!("agelab run: {e}");
-    }
-    let selfcheck = if args.no_selfcheck {
-        None
-    } else {
-        let r = selfcheck::run(&selfcheck::SelfcheckOptions {
-            mem_bytes: args.mem.min(64 << 20),
-            backing: selfcheck_backing(&args.backing),
-            sources: selfcheck::sources_for_run(&args.sources.0),
-            ..Default::default()
-        })?;
-        if !args.json {
-            println!("{}", r.table());
-        }
-        if let Some(min) = args.require_accurate {
-            r.require_accurate(
-                min,
-                &AccuracyGate {
-                    requested: &args.sources.1,
-                    workload: workload_kinds,
-                    unmeasured: if with_oracle { &oracle_view } else { &[] },
-                },
-            )?;
-        }
-        Some(r)
-    };
-    // The kernel's own aging of the VM's memory, shown beside the engine's when lru_gen is here.
-    let mut kernel_aging = match KernelAging::available() {
-        Ok(()) => match KernelAging::start(&format!("agelab-run-{}", std::process::id())) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                eprintln!("agelab run: kernel lru_gen view off: {e}");
-                None
-            }
-        },
-        Err(_) => None,
-    };
-    let cfg = VmConfig {
-        vcpus: args.vcpus,
-        mem_bytes: args.mem,
-        backing: args.backing.clone(),
-        slots: args.slots,
-        heap_bytes: agelab_vmm::workload::heap_bytes(&args.workload, args.mem),
-        dirty_ring_entries: catalog::wants_dirty_ring(&args.sources.0).then_some(4096),
-        ..Default::default()
-    };
-    let mut vm = Vm::new(cfg)?;
-    // The memcg holds every guest page whatever the backing, so the kernel's generations cover
-    // the guest (untouched memfd pages would otherwise be charged nowhere, or wherever faulted).
-    if let Some(k) = &kernel_aging {
-        if let Err(e) = k.charge_guest(&vm) {
-            eprintln!("agelab run: kernel lru_gen view: {e}");
-        }
-    }
-    let setup = vm.setup_time();
-    let map = vm.page_map().clone();
-    let pages = map.len();
-    let config = EngineConfig {
-        policy: agelab_mglru::AgingPolicy {
-            max_gens: args.gens,
-            ..Default::default()
-        },
-        heatmap_rows: (args.svg.is_some() || args.report.is_some()).then_some(256),
-        ..Default::default()
-    };
-    let mut engine = Engine::new(map, config)?;
-    let uffd_arm = match args.fault_budget {
-        Some(b) => ArmPolicy::Sample {
-            budget_faults_per_sec: b,
-        },
-        None => args.uffd_arm,
-    };
-    let (sources, mut guide) = catalog::build_guided(
-        &args.sources.0,
-        &mut vm,
-        catalog::BuildOptions {
-            fault_budget: args.fault_budget,
-            interval: Some(args.interval),
-            uffd_arm: Some(uffd_arm),
-            ..Default::default()
-        },
-    );
-    for s in sources {
-        engine.add_source(s);
-    }
-    if let Some(g) = guide.as_mut() {
-        g.arm_from(engine.generations())?;
-    }
-    let oracle = if with_oracle {
-        let (tx, rx) = std::sync::mpsc::channel();
-        engine.add_source(Box::new(OracleSource::from_channel(pages, rx)));
-        Some(tx)
-    } else {
-        None
-    };
-    let blind = agelab_mglru::source::blindness(
-        workload_kinds,
-        engine.sources().map(|s| SourceView {
-            name: &s.name,
-            observes: s.observes.unwrap_or(Observes::Presence),
-            unavailable: (!s.available).then(|| s.reason.as_deref().unwrap_or("unavailable")),
-        }),
-    );
-    if let (Some(why), false) = (&blind, args.json) {
-        eprintln!("agelab run: BLIND: {why}");
-    }
-    let mut wl = Workload::start(vm, args.workload.clone())?;
-    if args.verify {
-        wl.fill()?;
-    }
-    let mut epochs = Vec::new();
-    let mut passes = Vec::new();
-    let mut ops = vec![0u64; args.vcpus];
-    let mut busy = vec![Duration::ZERO; args.vcpus];
-    let t0 = Instant::now();
-    let mut last_progress = Instant::now();
-    while t0.elapsed() < args.duration {
-        let left = args.duration.saturating_sub(t0.elapsed());
-        let r = wl.run_epoch(args.interval.min(left).max(Duration::from_millis(1)))?;
-        let truth = wl.ground_truth(r.epoch).expect("epoch just ran");
-        let split = PassTruth {
-            read: truth.read.clone(),
-            written: truth.written.clone(),
-        };
-        if let Some(tx) = &oracle {
-            let _ = tx.send(split.accessed());
-        }
-        let pass = engine.run_pass_split(&split)?;
-        passes.push(PassJson::of(&pass, &engine));
-        if let Some(g) = guide.as_mut() {
-            g.arm_from(engine.generations())?;
-        }
-        let kernel_view = kernel_aging.as_mut().map(|k| k.age());
-        if !args.json && !args.quiet {
-            println!("{}", pass_summary(&pass));
-            println!("{}", engine.table());
-            match &kernel_view {
-                Some(Ok(v)) => println!("{}", v.side_by_side(&engine_generations(&engine))),
-                Some(Err(e)) => println!("kernel lru_gen: {e}"),
-                None => {}
-            }
-        }
-        for v in 0..args.vcpus {
-            ops[v] += r.ops[v];
-            busy[v] += r.elapsed;
-        }
-        epochs.push(EpochReport {
-            ops: r.total_ops(),
-            pages_read: truth.read.count(),
-            pages_written: truth.written.count(),
-            ms: r.elapsed.as_secs_f64() * 1e3,
-        });
-        if !args.json && last_progress.elapsed() > Duration::from_secs(5) {
-            eprintln!(
-                "  ... {:.0}/{:.0} s",
-                t0.elapsed().as_secs_f64(),
-                args.duration.as_secs_f64()
-            );
-            last_progress = Instant::now();
-        }
-    }
-    let verify_mismatches = if args.verify {
-        let v = wl.verify()?;
-        if v.mismatches > 0 {
-            return Err(RunError::Integrity {
-                mismatches: v.mismatches,
-                words: v.words,
-                first: v.first_bad,
-            });
-        }
-        Some(0)
-    } else {
-        None
-    };
-    let vm = wl.finish()?;
-    let kernel_lru_gen = kernel_aging.as_ref().and_then(|k| match k.report(pages) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            eprintln!("agelab run: kernel lru_gen view: {e}");
-            None
-        }
-    });
-    let kernel_lru_gen_table = match (&kernel_aging, &kernel_lru_gen) {
-        (Some(k), Some(r)) => k.view().ok().map_or_else(String::new, |v| {
-            format!(
-                "{}forced aging: {:.2} ms per pass (caps {}); memcg {} pages, guest {} pages",
-                v.side_by_side(&engine_generations(&engine)),
-                r.aging_ms_per_pass,
-                r.caps,
-                r.memcg_pages,
-                r.guest_pages
-            )
-        }),
-        _ => String::new(),
-    };
-    if let (Some(path), Some(h)) = (&args.svg, engine.heatmap()) {
+    let cfg = config(args);
+    let report = session::run::run(&cfg, &mut |e| print_event(args, e))?;
+    if let (Some(path), Some(h)) = (&args.svg, &report.heatmap) {
         let title = format!("agelab: page age over time — {}", args.workload);
         std::fs::write(path, h.to_svg(&title)).map_err(|err| RunError::Svg {
             path: path.clone(),
             err,
         })?;
     }
-    let mut exits = serde_json::Map::new();
-    let sum = |f: &dyn Fn(&agelab_vmm::vcpu::ExitCounters) -> u64| {
-        (0..args.vcpus).map(|v| f(vm.exits(v))).sum::<u64>()
-    };
-    use std::sync::atomic::Ordering::Relaxed;
-    exits.insert("ucall".into(), sum(&|e| e.ucall.load(Relaxed)).into());
-    exits.insert("intr".into(), sum(&|e| e.intr.load(Relaxed)).into());
-    exits.insert(
-        "dirty_ring_full".into(),
-        sum(&|e| e.ring_full.load(Relaxed)).into(),
-    );
-    exits.insert("fatal".into(), sum(&|e| e.fatal.load(Relaxed)).into());
-    let report = RunReport {
-        vcpus: args.vcpus,
-        mem_bytes: args.mem,
-        backing: args.backing.to_string(),
-        slots: args.slots,
-        workload: args.workload.to_string(),
-        setup_ms: setup.as_secs_f64() * 1e3,
-        vcpu: (0..args.vcpus)
-            .map(|v| VcpuReport {
-                ops: ops[v],
-                ns_per_access: if ops[v] == 0 {
-                    0.0
-                } else {
-                    busy[v].as_nanos() as f64 / ops[v] as f64
-                },
-            })
-            .collect(),
-        epochs,
-        passes,
-        working_set: engine.histogram(),
-        heatmap: engine.heatmap().cloned(),
-        exits,
-        exit_reason: "completed: every vCPU reported DONE".into(),
-        verify_mismatches,
-        blind,
-        uffd_arm: uffd_arm.to_string(),
-        uffd_guided: guide.as_ref().map(|g| g.stats()),
-        selfcheck,
-        kernel_lru_gen,
-        kernel_lru_gen_table,
-        engine: engine.report(),
-        table: engine.table(),
-        histogram: engine.histogram().to_text(),
-    };
     if let Some(dir) = &args.report {
-        let path = crate::report::write_run(dir, &report_params(args, uffd_arm), &report)?;
+        let path = crate::report::write_run(dir, &report_params(args, cfg.arm_policy()), &report)?;
         if !args.json {
             eprintln!("agelab run: report written to {}", path.display());
         }

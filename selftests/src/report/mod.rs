@@ -19,7 +19,7 @@ use agelab_mglru::reclaim::bench::BenchReport;
 use agelab_mglru::reclaim::plot;
 use serde::Serialize;
 
-use crate::cli::run::RunReport;
+use agelab_mglru::session::run::RunReport;
 use svg::{esc, num, Plot, PALETTE};
 
 /// The chart ids of a run report, in page order.
