@@ -6,7 +6,6 @@
 
 use agelab_vmm::testing::skip;
 use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 
 /// The in-place line's marks: carriage return, then the label and the epoch.
@@ -63,7 +62,7 @@ fn stderr_on_pty(args: &[&str]) -> String {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(OwnedFd::from(pty.slave)))
+        .stderr(Stdio::from(pty.slave))
         .spawn()
         .expect("running agelab");
     // Only the child holds the terminal's slave side now: reading ends (EIO) when it exits.
