@@ -24,10 +24,12 @@
 pub mod action;
 pub mod bench;
 pub mod controller;
+mod kernel_policies;
 pub mod plot;
 pub mod policy;
 pub mod refault;
 pub mod run;
+pub mod run_report;
 
 pub use action::{ActionReport, ReclaimAction, ReclaimActionError, Reclaimer};
 pub use bench::{run_bench, BenchReport, MeanCi};

@@ -12,25 +12,25 @@ use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError, PAGE_SIZE};
 use std::time::{Duration, Instant};
 
 use super::action::{ReclaimAction, ReclaimActionError, Reclaimer};
-use super::controller::{ControlStep, ControllerConfig, ReclaimController};
+use super::controller::{ControllerConfig, ReclaimController};
+use super::kernel_policies::{start_damon, swap_zram, KernelReclaim};
 use super::policy::{FifoVictims, PolicyKind, RandomVictims};
 use super::refault::{RefaultDetector, ResidencyError};
 use crate::cpu_time::{proc_cpu_ns, thread_cpu_ns};
 use crate::engine::{AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration};
-use crate::kernel::damon::{
-    DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
-    SchemeStats,
-};
-use crate::kernel::lru_gen::{LruGenControl, LruGenError};
-use crate::kernel::memcg::{CgroupVersion, GuestMemcg, MemcgError};
-use crate::kernel::psi::{PressureSource, PsiError};
-use crate::kernel::swap::{SwapError, SwapStatus, ZramDevice};
+use crate::kernel::damon::{DamonAdmin, DamonError};
+use crate::kernel::lru_gen::LruGenError;
+use crate::kernel::memcg::MemcgError;
+use crate::kernel::psi::PsiError;
+use crate::kernel::swap::{SwapError, SwapStatus};
 use crate::progress::ProgressLine;
 use crate::session::{AgingSession, AgingSessionError, SessionOptions};
 use crate::source::AccessSource;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
 use crate::sources::{catalog, SourceKind, UnavailableSource};
 use crate::stats::median;
+
+pub use super::run_report::{DamonRunInfo, IntervalRecord, ReclaimRunReport};
 
 /// Everything about one run.
 #[derive(Clone, Debug)]
@@ -168,126 +168,6 @@ impl From<AgingSessionError> for ReclaimRunError {
     }
 }
 
-/// One control interval.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct IntervalRecord {
-    /// Seconds since the workload started.
-    pub t: f64,
-    /// Guest ops in the epoch.
-    pub ops: u64,
-    /// Wall time of the epoch, µs.
-    pub wall_us: u64,
-    /// CPU time of the vCPU threads in the epoch, µs.
-    pub vcpu_cpu_us: u64,
-    /// Run-queue wait of the vCPU threads in the epoch, µs.
-    pub runq_wait_us: u64,
-    /// Resident guest pages after the interval's reclaim.
-    pub resident: u64,
-    /// Refaults found this interval.
-    pub refaults: u64,
-    /// Pages actually reclaimed this interval.
-    pub reclaimed: u64,
-    /// The controller.
-    pub control: ControlStep,
-    /// `psi`: memory pressure (PSI some) during the epoch, % of its wall time.
-    pub psi_pct: Option<f64>,
-}
-
-/// The result of one run.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ReclaimRunReport {
-    /// Policy.
-    pub policy: String,
-    /// Workload, normalised.
-    pub workload: String,
-    /// Backing.
-    pub backing: String,
-    /// Guest pages.
-    pub pages: u64,
-    /// Guest ops during the run.
-    pub ops: u64,
-    /// Guest time (sum of epoch wall times), s.
-    pub guest_secs: f64,
-    /// ops / guest_secs.
-    pub ops_per_sec: f64,
-    /// Guest ops after the warm-up.
-    pub ops_measured: u64,
-    /// Wall time of the epochs after the warm-up, s.
-    pub measured_secs: f64,
-    /// CPU time of the vCPU threads in the epochs after the warm-up, s.
-    pub vcpu_cpu_secs: f64,
-    /// Guest ops per vCPU-thread CPU second: the median over the measured epochs of each
-    /// epoch's ops / vCPU CPU time (a median, so the odd epoch a co-running job slows is not the
-    /// run's figure); a shared host's CPU contention does not move it.
-    pub ops_per_cpu_sec: f64,
-    /// ops_measured / measured_secs.
-    pub ops_per_wall_sec: f64,
-    /// vCPU-seconds of the measured epochs minus the vCPU threads' run-queue waits, s: the time
-    /// the guest ran or was blocked (on faults, swap-in), without the time a loaded host gave
-    /// its CPU to others.
-    pub vcpu_eff_secs: f64,
-    /// Median over the measured epochs of ops / (vCPU wall − run-queue wait) (0 without
-    /// schedstat): unlike CPU time it includes the time the guest was blocked on faults.
-    pub ops_per_eff_sec: f64,
-    /// `psi`: memory pressure (PSI some) during the measured epochs, % of wall time.
-    pub psi_some_pct: Option<f64>,
-    /// `psi`: whose pressure was read.
-    pub pressure_scope: Option<String>,
-    /// `damon`: the scheme's counters and quota at the end.
-    pub damon: Option<DamonRunInfo>,
-    /// Resident guest memory after fill, bytes.
-    pub rss_start: u64,
-    /// Resident guest memory at the end (before verify), bytes.
-    pub rss_end: u64,
-    /// Swap in use by this run at the end (from /proc/swaps, delta), bytes.
-    pub swap_used: u64,
-    /// RAM the zram device holds for it (mm_stat mem_used_total delta), bytes; 0 for non-zram.
-    pub zram_mem: u64,
-    /// Memory saved: RSS drop minus zram's RAM, bytes.
-    pub saved: u64,
-    /// Cold pages at the end (not accessed during the last `cold_window`).
-    pub cold_pages: u64,
-    /// Of them, out of memory at the end.
-    pub cold_reclaimed: u64,
-    /// Working set at the end (accessed during the last `cold_window`).
-    pub ws_pages: u64,
-    /// Of them, out of memory at the end.
-    pub ws_reclaimed: u64,
-    /// Pages reclaimed (seen leaving memory), total.
-    pub reclaimed: u64,
-    /// Refaults (residency scans plus pages the sources saw while out).
-    pub refaults: u64,
-    /// Refaults per minute, percent of the working set.
-    pub refault_pct_ws_min: f64,
-    /// CPU time of aging (harvest + engine), ns.
-    pub aging_cpu_ns: u64,
-    /// CPU time of reclaim (residency scans, selection, madvise, kernel commands), ns.
-    pub reclaim_cpu_ns: u64,
-    /// madvise calls.
-    pub madvise_calls: u64,
-    /// Guest uffd-minor faults during the run (after fill), `engine-all` only.
-    pub uffd_faults: Option<u64>,
-    /// Words the verify pass found wrong (must be 0).
-    pub verify_mismatches: u64,
-    /// Sources the engine used, with availability.
-    pub sources: Vec<String>,
-    /// Per interval.
-    pub intervals: Vec<IntervalRecord>,
-}
-
-/// What the `damon` policy's kdamond did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct DamonRunInfo {
-    /// Scheme counters at the end.
-    pub stats: SchemeStats,
-    /// Whether the quota was auto-tuned toward the PSI goal (the kernel has `quotas/goals`).
-    pub auto_tuned: bool,
-    /// The effective quota at the end, bytes (kernels that report it).
-    pub effective_quota_bytes: Option<u64>,
-    /// The kdamond thread's CPU time during the run, ns (10 ms ticks).
-    pub kdamond_cpu_ns: u64,
-}
-
 /// Sources of the `engine-all` policy besides uffd-minor (added first, built here with the
 /// engine's guided arming): every source runs take that reports accesses
 /// (the KVM dirty log through CLEAR_DIRTY_LOG; the dirty ring excludes the dirty log, pagemap is
@@ -386,174 +266,6 @@ fn uffd_minor_source(
             None,
         ),
     }
-}
-
-/// The kernel-side reclaimer of the kernel policies.
-struct KernelReclaim {
-    policy: PolicyKind,
-    memcg: GuestMemcg,
-    lru_gen: Option<(LruGenControl, u64)>,
-    _caps_guard: Option<crate::host_guard::RestoreGuard>,
-    limit: Option<u64>,
-    pressure: Option<PressureSource>,
-}
-
-impl KernelReclaim {
-    fn new(policy: PolicyKind) -> Result<Self, ReclaimRunError> {
-        let memcg_err = |err| ReclaimRunError::Memcg { policy, err };
-        let name = format!("agelab-reclaim-{}", std::process::id());
-        let memcg = GuestMemcg::create(&name).map_err(memcg_err)?;
-        if policy == PolicyKind::MemcgReclaim && memcg.version() != CgroupVersion::V2 {
-            return Err(memcg_err(MemcgError::Unsupported {
-                what: "memory.reclaim",
-                version: memcg.version(),
-                hint: "use --policy memcg-limit on cgroup v1 hosts",
-            }));
-        }
-        memcg
-            .add_process(std::process::id() as i32)
-            .map_err(memcg_err)?;
-        let mut caps_guard = None;
-        let lru_gen = if policy == PolicyKind::LruGen {
-            let ctl = LruGenControl::new();
-            let (_, g) = ctl.enable_for_run()?;
-            caps_guard = Some(g);
-            let id = memcg
-                .lru_gen_id(&ctl.read(false)?)
-                .ok_or_else(|| ReclaimRunError::LruGenMemcg(memcg.path().to_string()))?;
-            Some((ctl, id))
-        } else {
-            None
-        };
-        let pressure = if policy == PolicyKind::Psi {
-            Some(PressureSource::for_process(&memcg)?)
-        } else {
-            None
-        };
-        Ok(KernelReclaim {
-            policy,
-            memcg,
-            lru_gen,
-            _caps_guard: caps_guard,
-            limit: None,
-            pressure,
-        })
-    }
-
-    /// Reclaims about `pages` pages the kernel's way; `backoff` raises a limit instead.
-    fn step(&mut self, pages: u64, backoff: bool, cap: u64) -> Result<(), ReclaimRunError> {
-        let policy = self.policy;
-        let memcg_err = |err| ReclaimRunError::Memcg { policy, err };
-        match self.policy {
-            PolicyKind::LruGen => {
-                if pages == 0 {
-                    return Ok(());
-                }
-                let (ctl, id) = self.lru_gen.as_ref().expect("lru-gen set up");
-                let old = ctl.age_now(*id, 0, true)?;
-                // Evict every generation but the two youngest, up to `pages` pages; 200 = anon
-                // (and shmem) only, which is what guest memory is.
-                ctl.evict(*id, 0, (old + 1).saturating_sub(2), 200, pages)?;
-            }
-            PolicyKind::MemcgLimit => {
-                let usage = self.memcg.usage_bytes().map_err(memcg_err)?;
-                let cur = self.limit.unwrap_or(usage);
-                let next = if backoff {
-                    cur.saturating_add(cap * PAGE_SIZE)
-                } else {
-                    cur.min(usage).saturating_sub(pages * PAGE_SIZE)
-                };
-                // EBUSY: the kernel could not reclaim down to it; keep the previous limit.
-                if self.memcg.set_limit(Some(next)).is_ok() {
-                    self.limit = Some(next);
-                }
-            }
-            PolicyKind::Psi if !backoff && pages > 0 => match self.memcg.version() {
-                CgroupVersion::V2 => {
-                    // EAGAIN: less was reclaimed than asked.
-                    let _ = self.memcg.reclaim(pages * PAGE_SIZE);
-                }
-                CgroupVersion::V1 => {
-                    // v1 has no memory.reclaim and no memory.high, and a lasting hard limit near
-                    // the hot set fails the guest mid-epoch (a task at the limit is OOM-killed;
-                    // with the OOM killer disabled KVM's own faults get ENOMEM, KVM_RUN EFAULT).
-                    // So the limit steps down only while the guest is paused: set to usage −
-                    // step (the write reclaims synchronously, the kernel choosing the pages;
-                    // EBUSY when it cannot), then lifted again — v1's memory.reclaim.
-                    let usage = self.memcg.usage_bytes().map_err(memcg_err)?;
-                    let _ = self
-                        .memcg
-                        .set_limit(Some(usage.saturating_sub(pages * PAGE_SIZE)));
-                    self.memcg.set_limit(None).map_err(memcg_err)?;
-                }
-            },
-            // Back-off: memory.reclaim keeps no state, so backing off is not probing.
-            PolicyKind::Psi => {}
-            PolicyKind::MemcgReclaim if pages > 0 => {
-                // EAGAIN: less was reclaimed than asked; the residency scan sees what went.
-                let _ = self.memcg.reclaim(pages * PAGE_SIZE);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-impl Drop for KernelReclaim {
-    fn drop(&mut self) {
-        if self.limit.is_some() {
-            let _ = self.memcg.set_limit(None);
-        }
-    }
-}
-
-/// Active zram device backing swap, if the swap is zram (its RAM cost counts against savings).
-fn swap_zram() -> Option<ZramDevice> {
-    let s = SwapStatus::read().ok()?;
-    s.areas.iter().find_map(|a| {
-        a.filename
-            .strip_prefix("/dev/zram")
-            .and_then(|n| n.parse().ok())
-            .map(ZramDevice::new)
-    })
-}
-
-/// The `damon` policy's kdamond: a DAMOS `pageout` scheme on this (the VMM) process's virtual
-/// address space, DAMON_RECLAIM's monitoring attributes (5 ms samples, 100 ms aggregation), the age
-/// gate as minimum idle time, a size quota equal to the controller's cap per second and
-/// `damon_quota_ms` of work per second, auto-tuned toward `psi_target_pct` of memory PSI some where the kernel has
-/// quota goals.
-fn start_damon(
-    cfg: &ReclaimRunConfig,
-    pages: u64,
-) -> Result<crate::kernel::damon::Kdamond, DamonError> {
-    let per_sec = cfg.controller.max_step_pct / 100.0 * (pages * PAGE_SIZE) as f64
-        / cfg.controller.step_period.as_secs_f64().max(1e-3);
-    let attrs = DamonAttrs {
-        sample_us: 5_000,
-        aggr_us: 100_000,
-        update_us: 1_000_000,
-        min_nr_regions: 10,
-        max_nr_regions: 1_000,
-    };
-    let scheme = DamonScheme::Pageout(PageoutScheme {
-        min_age_us: cfg.min_age.as_micros() as u64,
-        quota_bytes: (per_sec as u64).max(PAGE_SIZE),
-        quota_ms: cfg.damon_quota_ms,
-        reset_interval_ms: 1_000,
-        goal: Some(QuotaGoal {
-            metric: "some_mem_psi_us".into(),
-            // µs of stall per 1 s reset interval.
-            target_value: (cfg.psi_target_pct / 100.0 * 1e6) as u64,
-        }),
-    });
-    DamonAdmin::new().start_scheme(
-        &DamonTarget::Vaddr {
-            pid: std::process::id() as i32,
-        },
-        attrs,
-        &scheme,
-    )
 }
 
 /// Runs one policy; see the module docs.
