@@ -76,9 +76,13 @@ fn usage_growth(cg: &GuestMemcg, f: impl FnOnce()) -> u64 {
     cg.usage_bytes().unwrap().saturating_sub(before)
 }
 
-/// A new memcg `name` under this process's own, or `None` after a skip when the host has no
-/// memory controller.
+/// A new memcg `name` under this process's own, or `None` after a skip when not root or the
+/// host has no memory controller.
 fn memcg_or_skip(test: &str, name: &str) -> Option<GuestMemcg> {
+    if !agelab_mglru::kernel::is_root() {
+        skip(test, "creating memcgs needs root");
+        return None;
+    }
     match GuestMemcg::create(name) {
         Ok(cg) => Some(cg),
         Err(e @ MemcgError::NoMemoryController) => {
@@ -92,9 +96,6 @@ fn memcg_or_skip(test: &str, name: &str) -> Option<GuestMemcg> {
 #[test]
 fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
     const TEST: &str = "helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside";
-    if !agelab_mglru::kernel::is_root() {
-        return skip(TEST, "creating memcgs needs root");
-    }
     let name = format!("agelab-charge-{}", std::process::id());
     // Removed on every exit path: on drop (also when an assertion below unwinds) and by
     // host_guard's signal/panic cleanup, which GuestMemcg registers.
@@ -150,9 +151,6 @@ const PRIVATE_LEN: usize = 32 << 20;
 #[test]
 fn private_memory_is_charged_from_inside_only() {
     const TEST: &str = "private_memory_is_charged_from_inside_only";
-    if !agelab_mglru::kernel::is_root() {
-        return skip(TEST, "creating memcgs needs root");
-    }
     let name = format!("agelab-charge-priv-{}", std::process::id());
     let Some(cg) = memcg_or_skip(TEST, &name) else {
         return;
