@@ -86,9 +86,7 @@ pub enum CustomKernelError {
 
 /// Where the project's patch sets live (`selftests/lab/patches/<name>/*.patch`).
 pub fn patches_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("lab")
-        .join("patches")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("patches")
 }
 
 /// The patch files of `spec`'s patch sets, in application order.
