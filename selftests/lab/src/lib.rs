@@ -27,6 +27,7 @@ mod kernel;
 mod matrix;
 mod modules;
 mod prereq;
+mod progress;
 mod qemu;
 mod status;
 
