@@ -137,4 +137,138 @@ mod tests {
         assert_eq!(rel[2][0].name, "libc6");
         assert_eq!(rel[2][0].version, None);
     }
+
+    /// Captured real deb822 text: `apt-cache show` of the sid kernel, linux-source and busybox
+    /// paragraphs, the head and signature of sid's InRelease (a Release stanza inside PGP
+    /// armour), and this host's `debian.sources` (mirror names replaced).
+    const FIXTURES: &[&str] = &[
+        include_str!("../tests/fixtures/deb822/apt-cache-show-sid.txt"),
+        include_str!("../tests/fixtures/deb822/sid-InRelease-excerpt.txt"),
+        include_str!("../tests/fixtures/deb822/host-debian.sources"),
+    ];
+
+    /// deb822 text as written by Debian's tools: `Key: first line`, continuation lines indented
+    /// by one space, paragraphs separated by a blank line.
+    fn render(paragraphs: &[Vec<(String, String)>]) -> String {
+        let mut out = String::new();
+        for p in paragraphs {
+            for (k, v) in p {
+                let mut lines = v.split('\n');
+                out.push_str(&format!("{k}: {}\n", lines.next().unwrap_or_default()));
+                for l in lines {
+                    out.push_str(&format!(" {l}\n"));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A field value: a first line and continuation lines, none blank, none `.`, no edge blanks.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        let line = "[!-~é中]([ !-~é中]{0,24}[!-~é中])?";
+        proptest::collection::vec(line, 1..4)
+            .prop_filter("`.` is deb822's empty line", |ls| {
+                ls.iter().all(|l| l != ".")
+            })
+            .prop_map(|ls| ls.join("\n"))
+    }
+
+    use proptest::prelude::*;
+
+    #[test]
+    fn arbitrary_text_is_parsed_without_panic() {
+        crate::fuzz::run_cases(
+            "deb822 arbitrary text",
+            2048,
+            "(\\PC|[\n\t :#.]){0,200}",
+            |s| {
+                for p in parse_paragraphs(&s) {
+                    prop_assert!(!p.fields.is_empty(), "empty paragraph from {s:?}");
+                    let _ = p.words("Depends");
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn mutated_real_paragraphs_are_parsed_without_panic() {
+        crate::fuzz::run_cases(
+            "deb822 mutated captures",
+            2048,
+            crate::fuzz::mutated(FIXTURES),
+            |s| {
+                for p in parse_paragraphs(&s) {
+                    for field in ["Depends", "Suites", "Size", "Version"] {
+                        let _ = p.words(field);
+                        let _ = p.get(field).map(parse_relations);
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn arbitrary_relation_fields_give_named_relations() {
+        crate::fuzz::run_cases(
+            "deb822 relations",
+            2048,
+            "([a-z0-9.+-]{0,8}|:[a-z0-9]{0,5}| |,|\\||\\(|\\)|<<|>=|=|\\[|\\]|~|\\PC){0,40}",
+            |s| {
+                for group in parse_relations(&s) {
+                    for r in group {
+                        prop_assert!(!r.name.is_empty(), "{s:?}");
+                        prop_assert!(
+                            !r.name
+                                .contains(|c: char| c.is_whitespace() || ",|(:".contains(c)),
+                            "{s:?} gave name {:?}",
+                            r.name
+                        );
+                    }
+                }
+                Ok(())
+            },
+        );
+        // The captured relation fields parse in full.
+        for p in parse_paragraphs(FIXTURES[0]) {
+            for field in ["Depends", "Recommends", "Suggests", "Breaks"] {
+                if let Some(v) = p.get(field) {
+                    assert_eq!(parse_relations(v).len(), v.split(',').count(), "{v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rendered_paragraphs_round_trip() {
+        let key = "[A-Za-z][A-Za-z0-9-]{0,15}";
+        let paragraph = proptest::collection::vec((key, value()), 1..6);
+        crate::fuzz::run_cases(
+            "deb822 render/parse round trip",
+            1024,
+            proptest::collection::vec(paragraph, 0..4),
+            |ps| {
+                let text = render(&ps);
+                let parsed = parse_paragraphs(&text);
+                let want: Vec<Paragraph> = ps
+                    .iter()
+                    .map(|fields| Paragraph {
+                        fields: fields.clone(),
+                    })
+                    .collect();
+                prop_assert_eq!(&parsed, &want, "text:\n{}", text);
+                // Names are case-insensitive: the first field of each paragraph, asked for in
+                // upper case, is found.
+                for (p, fields) in parsed.iter().zip(&ps) {
+                    let (k, v) = &fields[0];
+                    let first = fields.iter().find(|(f, _)| f.eq_ignore_ascii_case(k));
+                    prop_assert_eq!(p.get(&k.to_uppercase()), first.map(|(_, v)| v.as_str()));
+                    prop_assert_eq!(first.map(|(_, v)| v), Some(v));
+                }
+                Ok(())
+            },
+        );
+    }
 }

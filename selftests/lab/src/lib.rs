@@ -21,6 +21,8 @@ mod cpio;
 mod custom;
 mod deb822;
 mod elf;
+#[cfg(test)]
+mod fuzz;
 mod hash;
 mod initramfs;
 mod kernel;

@@ -71,6 +71,7 @@ pub fn command_script(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn records_in_order() {
@@ -123,6 +124,149 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "a b|it's|$HOME|*||\"q\"\n|"
+        );
+    }
+
+    use proptest::prelude::*;
+
+    /// A real status channel captured from `agelab lab --kernel debian-6.12 --zram 64M -- sh -c
+    /// 'sleep 1; exit 7'`, and the same with a warning and a record cut mid-write.
+    const FIXTURES: &[&str] = &[
+        include_str!("../tests/fixtures/status/debian-6.12-exit-7.txt"),
+        concat!(
+            include_str!("../tests/fixtures/status/debian-6.12-exit-7.txt"),
+            "agelab-status v1 warn insmod kvm-amd.ko failed\r\nagelab-status v1 exit 1 upt"
+        ),
+    ];
+
+    #[test]
+    fn arbitrary_status_text_is_parsed_without_panic() {
+        crate::fuzz::run_cases(
+            "status arbitrary text",
+            2048,
+            "(agelab-status v1 |booted |started |exit |warn |uptime=|-?[0-9.e+]{1,8}| |\r|\n|\\PC){0,40}",
+            |s| {
+                for r in parse_records(&s) {
+                    if let StatusRecord::Exited { status, .. } = r {
+                        prop_assert!((0..=255).contains(&status), "{s:?}");
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn mutated_real_status_channels_are_parsed_without_panic() {
+        crate::fuzz::run_cases(
+            "status mutated captures",
+            2048,
+            crate::fuzz::mutated(FIXTURES),
+            |s| {
+                let records = parse_records(&s);
+                // Whatever was appended after the last newline never adds a record.
+                let cut = s.rfind('\n').map_or("", |i| &s[..=i]);
+                prop_assert_eq!(&parse_records(cut), &records);
+                Ok(())
+            },
+        );
+    }
+
+    /// init.sh's own writer (`status() { echo "agelab-status v1 $*" >&9; }`), run by busybox sh
+    /// as in the guest, produces records that parse back to what was written.
+    #[test]
+    fn records_written_by_init_parse_back() {
+        if std::process::Command::new("busybox")
+            .arg("true")
+            .output()
+            .is_err()
+        {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIP: busybox is not installed (Debian: busybox-static); the guest's shell writes the records"
+            );
+            return;
+        }
+        let writer = crate::initramfs::INIT_SCRIPT
+            .lines()
+            .find(|l| l.starts_with("status() "))
+            .expect("init.sh defines status()");
+        let uptime = (0..100_000u32, 0..100u32).prop_map(|(s, c)| format!("{s}.{c:02}"));
+        let record = prop_oneof![
+            uptime
+                .clone()
+                .prop_map(|u| ("booted".to_string(), format!("uptime={u}"))),
+            uptime
+                .clone()
+                .prop_map(|u| ("started".to_string(), format!("uptime={u}"))),
+            "[ -~]{0,40}".prop_map(|m| ("warn".to_string(), m)),
+            (0..=255i32, uptime)
+                .prop_map(|(rc, u)| ("exit".to_string(), format!("{rc} uptime={u}"))),
+        ];
+        crate::fuzz::run_cases(
+            "status init.sh writer round trip",
+            128,
+            proptest::collection::vec(record, 0..6),
+            |records| {
+                let mut script = format!("{writer}\nexec 9>&1\n");
+                for (kind, args) in &records {
+                    script.push_str(&format!("status {kind} {}\n", shell_quote(args)));
+                }
+                let out = std::process::Command::new("busybox")
+                    .args(["sh", "-c", &script])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8(out.stdout).unwrap();
+                let want: Vec<StatusRecord> = records
+                    .iter()
+                    .map(|(kind, args)| {
+                        let uptime = || {
+                            args.rsplit_once("uptime=")
+                                .map(|(_, u)| u.parse::<f64>().unwrap())
+                                .unwrap()
+                        };
+                        match kind.as_str() {
+                            "booted" => StatusRecord::Booted { uptime: uptime() },
+                            "started" => StatusRecord::Started { uptime: uptime() },
+                            "warn" => StatusRecord::Warning(args.clone()),
+                            _ => StatusRecord::Exited {
+                                status: args.split(' ').next().unwrap().parse().unwrap(),
+                                uptime: uptime(),
+                            },
+                        }
+                    })
+                    .collect();
+                prop_assert_eq!(parse_records(&text), want, "channel:\n{}", text);
+                Ok(())
+            },
+        );
+    }
+
+    /// `command_script` is the writer the guest's shell reads: any argv comes back verbatim.
+    #[test]
+    fn any_argv_survives_the_shell() {
+        crate::fuzz::run_cases(
+            "status command_script round trip",
+            128,
+            proptest::collection::vec("[ -~\n\t'\"$`\\\\*?é]{0,12}", 0..5),
+            |args| {
+                let mut argv = vec!["printf".to_string(), "%s\\0".to_string()];
+                argv.extend(args.iter().cloned());
+                let out = std::process::Command::new("sh")
+                    .args(["-c", &command_script(&argv)])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8(out.stdout).unwrap();
+                let mut got: Vec<&str> = text.split('\0').collect();
+                prop_assert_eq!(got.pop(), Some(""));
+                if args.is_empty() {
+                    // printf prints its format once with no arguments.
+                    prop_assert_eq!(got, vec![""]);
+                } else {
+                    prop_assert_eq!(got, args.iter().map(String::as_str).collect::<Vec<_>>());
+                }
+                Ok(())
+            },
         );
     }
 }

@@ -523,6 +523,29 @@ mod tests {
         assert_eq!(value("0x0007"), None);
     }
 
+    /// KTAP and kselftest output captured on the host and in the lab, with up to 8 arbitrary
+    /// mutations each (lines cut, repeated, characters replaced, text inserted): no panic, and
+    /// every outcome comes from a line of the text.
+    #[test]
+    fn mutated_captured_outputs_are_parsed_without_panic() {
+        const FIXTURES: &[&str] = &[
+            include_str!("../../tests/fixtures/ab/access_tracking_perf_test.host.txt"),
+            include_str!("../../tests/fixtures/ab/access_tracking_perf_test.lab-debian-6.12.txt"),
+            include_str!("../../tests/fixtures/ab/lru_gen_secondary_mmu_test.host.txt"),
+            include_str!("../../tests/fixtures/ab/lru_gen_secondary_mmu_test.lab-debian-7.2.txt"),
+        ];
+        crate::fuzz::run_cases(
+            "ab metrics (KTAP) mutated captures",
+            1024,
+            crate::fuzz::mutated(FIXTURES),
+            |s| {
+                let x = extract(&s);
+                proptest::prop_assert!(x.outcomes.len() <= s.lines().count());
+                Ok(())
+            },
+        );
+    }
+
     proptest::proptest! {
         // Arbitrary text, and text built from the pieces the extractor looks for: no panic.
         #[test]
