@@ -345,10 +345,7 @@ impl PrivateApt {
             .command("apt-get")
             .args(["-q", "update"])
             .output()
-            .map_err(|source| AptError::Spawn {
-                program: "apt-get".into(),
-                source,
-            })?;
+            .map_err(spawn_error("apt-get"))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         // apt-get update exits 0 even when a source failed; its "W:"/"E:" lines tell.
         if !out.status.success() || stderr.lines().any(|l| l.starts_with("E:")) {
@@ -367,10 +364,7 @@ impl PrivateApt {
             .command("apt-cache")
             .args(["show", "--no-all-versions", package])
             .output()
-            .map_err(|source| AptError::Spawn {
-                program: "apt-cache".into(),
-                source,
-            })?;
+            .map_err(spawn_error("apt-cache"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         parse_paragraphs(&text)
             .into_iter()
@@ -427,16 +421,9 @@ impl PrivateApt {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| AptError::Spawn {
-                program: "apt-get".into(),
-                source,
-            })?;
-        let watched = watch_download(child, &file, total, package, progress).map_err(|source| {
-            AptError::Spawn {
-                program: "apt-get".into(),
-                source,
-            }
-        })?;
+            .map_err(spawn_error("apt-get"))?;
+        let watched = watch_download(child, &file, total, package, progress)
+            .map_err(spawn_error("apt-get"))?;
         if !watched.status.success() || !file.exists() {
             return Err(AptError::Download {
                 package: package.to_string(),
@@ -521,10 +508,7 @@ pub fn extract_deb(deb: &Path, dest: &Path) -> Result<(), AptError> {
         .arg(deb)
         .arg(dest)
         .output()
-        .map_err(|source| AptError::Spawn {
-            program: "dpkg-deb".into(),
-            source,
-        })?;
+        .map_err(spawn_error("dpkg-deb"))?;
     if !out.status.success() {
         return Err(AptError::Extract {
             deb: deb.to_path_buf(),
@@ -532,6 +516,14 @@ pub fn extract_deb(deb: &Path, dest: &Path) -> Result<(), AptError> {
         });
     }
     Ok(())
+}
+
+/// Maps a failure to start (or wait for) `program` to [`AptError::Spawn`].
+fn spawn_error(program: &'static str) -> impl FnOnce(std::io::Error) -> AptError {
+    move |source| AptError::Spawn {
+        program: program.into(),
+        source,
+    }
 }
 
 fn write_if_changed(path: &Path, data: &[u8]) -> Result<(), CacheError> {
