@@ -7,7 +7,7 @@
 
 use super::cache::{create_dir, write_atomic, CacheError, CacheLock};
 use super::deb822::{parse_paragraphs, Paragraph};
-use super::progress::{bytes_line, Progress};
+use super::progress::{bytes_line, minutes_seconds, Progress};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,11 +17,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long downloaded package lists are trusted before `apt-get update` runs again.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 
-/// How often a download prints a progress line when stderr is not a terminal (CI logs).
-const DOWNLOAD_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often apt's downloads (packages, package lists) print a progress line when stderr is
+/// not a terminal (CI logs).
+const APT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// How often a running download's file size is looked at.
-const DOWNLOAD_POLL: Duration = Duration::from_millis(100);
+/// How often a running apt download is looked at.
+const APT_POLL: Duration = Duration::from_millis(100);
 
 /// Errors of the private apt state.
 #[derive(Debug, thiserror::Error)]
@@ -341,17 +342,27 @@ impl PrivateApt {
         if fresh && !force {
             return Ok(());
         }
-        let out = self
+        let child = self
             .command("apt-get")
             .args(["-q", "update"])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(spawn_error("apt-get"))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let out = watch(
+            child,
+            &format!("updating the package lists of {}", self.suite),
+            minutes_seconds,
+            &mut Progress::stderr(APT_LOG_EVERY),
+        )
+        .map_err(spawn_error("apt-get"))?;
+        let stderr = out.stderr;
         // apt-get update exits 0 even when a source failed; its "W:"/"E:" lines tell.
         if !out.status.success() || stderr.lines().any(|l| l.starts_with("E:")) {
             return Err(AptError::Update {
                 suite: self.suite.clone(),
-                stderr: stderr.into_owned(),
+                stderr,
             });
         }
         write_atomic(&stamp, b"")?;
@@ -381,7 +392,7 @@ impl PrivateApt {
     /// Progress (bytes so far of the package's size, rate, elapsed) goes to stderr: in place on
     /// a terminal, a line every 10 s otherwise.
     pub fn download(&self, package: &str) -> Result<PathBuf, AptError> {
-        let mut progress = Progress::stderr(DOWNLOAD_LOG_EVERY);
+        let mut progress = Progress::stderr(APT_LOG_EVERY);
         let info = self.show(package)?;
         let debs = self.dir.join("debs");
         let file = debs.join(deb_file_name(package, &info, &self.arch));
@@ -450,14 +461,13 @@ struct Watched {
     stderr: String,
 }
 
-/// Waits for `child` (writing `file`, `total` bytes when known) and reports `file`'s size as it
-/// grows, with the rate and the time spent, then a final line (downloads under 2 s that printed
-/// nothing stay quiet). `child`'s stderr is collected for the error message.
-fn watch_download<W: Write>(
+/// Waits for `child`, reporting `agelab lab: WHAT: <measure(elapsed)>` while it runs and the
+/// same with `(done)` or `(failed)` at the end (work under 2 s that printed nothing stays
+/// quiet). `child`'s stderr is collected for the error message.
+fn watch<W: Write>(
     mut child: Child,
-    file: &Path,
-    total: u64,
-    package: &str,
+    what: &str,
+    measure: impl Fn(Duration) -> String,
     progress: &mut Progress<W>,
 ) -> std::io::Result<Watched> {
     let stderr = child.stderr.take().map(|mut pipe| {
@@ -468,36 +478,43 @@ fn watch_download<W: Write>(
         })
     });
     let started = Instant::now();
-    let size = || fs::metadata(file).map_or(0, |m| m.len());
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         let elapsed = started.elapsed();
         progress.tick(elapsed, || {
-            format!(
-                "agelab lab: downloading {package}: {}",
-                bytes_line(size(), total, elapsed)
-            )
+            format!("agelab lab: {what}: {}", measure(elapsed))
         });
-        std::thread::sleep(DOWNLOAD_POLL);
+        std::thread::sleep(APT_POLL);
     };
     let elapsed = started.elapsed();
-    let verb = if status.success() {
-        "downloaded"
-    } else {
-        "download failed:"
-    };
+    let end = if status.success() { "done" } else { "failed" };
     progress.done(
         elapsed,
         Duration::from_secs(2),
-        &format!(
-            "agelab lab: {verb} {package}: {}",
-            bytes_line(size(), total, elapsed)
-        ),
+        &format!("agelab lab: {what}: {} ({end})", measure(elapsed)),
     );
     let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     Ok(Watched { status, stderr })
+}
+
+/// [`watch`] for a download of `package` into `file` (`total` bytes when known): bytes so far,
+/// rate and elapsed time.
+fn watch_download<W: Write>(
+    child: Child,
+    file: &Path,
+    total: u64,
+    package: &str,
+    progress: &mut Progress<W>,
+) -> std::io::Result<Watched> {
+    let size = || fs::metadata(file).map_or(0, |m| m.len());
+    watch(
+        child,
+        &format!("downloading {package}"),
+        |elapsed| bytes_line(size(), total, elapsed),
+        progress,
+    )
 }
 
 /// Extracts the contents of `deb` into `dest` with `dpkg-deb -x`.
@@ -625,7 +642,8 @@ mod tests {
         }
         let last = lines.last().unwrap();
         assert!(
-            last.starts_with("agelab lab: downloaded pkg: 1.0/1.0 MB (100%), "),
+            last.starts_with("agelab lab: downloading pkg: 1.0/1.0 MB (100%), ")
+                && last.ends_with(" (done)"),
             "{last}"
         );
         let sizes: Vec<&str> = lines.iter().map(|l| l.split('/').next().unwrap()).collect();
@@ -685,7 +703,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("agelab lab: downloaded busybox-static: ") && text.contains("(100%)"),
+            text.contains("(100%)") && text.ends_with(" (done)\n"),
             "{text}"
         );
         fs::remove_dir_all(&dir).unwrap();
