@@ -113,7 +113,9 @@ apt_opts=(-o "Dir::Etc::SourceParts=$state/parts" -o "Dir::State::Lists=$state/l
 # apt's own progress, never silenced: its progress bars on a terminal; in a log (CI) one line per
 # index or package fetched (`Get:`), the total (`Fetched ... in ...s (rate)`) and dpkg's
 # per-package steps, without a pty.
+terminal=no
 if [ -t 1 ] && [ -t 2 ]; then
+  terminal=yes
   progress_opts=(-o Dpkg::Progress-Fancy=1)
 else
   progress_opts=(-q -o Dpkg::Use-Pty=0)
@@ -155,9 +157,13 @@ apt_install() {
     extra+=(-d -o "Dir::Cache::archives=$download_dir")
     mkdir -p "$download_dir/partial"
   fi
-  # apt's output goes to stderr as it comes (with its progress) and into install.log.
-  if ! apt-get "${apt_opts[@]}" "${progress_opts[@]}" "${extra[@]}" install -y --no-install-recommends "$@" 2>&1 |
-    tee -a "$state/install.log" >&2; then
+  local cmd=(apt-get "${apt_opts[@]}" "${progress_opts[@]}" "${extra[@]}" install -y --no-install-recommends "$@")
+  # On a terminal apt draws its progress bars on it directly; otherwise its output goes to stderr
+  # as it comes and into install.log.
+  if [ "$terminal" = yes ]; then
+    echo "(apt ran on the terminal: ${cmd[*]})" >>"$state/install.log"
+    "${cmd[@]}" || { say "cannot install $* (apt's output above). Run $how_to"; exit 1; }
+  elif ! "${cmd[@]}" 2>&1 | tee -a "$state/install.log" >&2; then
     say "cannot install $* (apt's output above; log: $state/install.log). Run $how_to"
     exit 1
   fi
