@@ -44,7 +44,7 @@ bench: build
 	target/release/dirty_layout_bench
 	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
-# --- lab (owned by selftests/src/lab) ---
+# --- lab (owned by selftests/lab, crate agelab-lab) ---
 ## The lab boots real kernels under QEMU TCG (see selftests/lab/README.md). `make test` runs the
 ## matrix on the three Debian kernels (downloads, ~5 s boots) and the secondary-MMU verdicts on
 ## the negative-control pair; `make lab` runs everything on every kernel.

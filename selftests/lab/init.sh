@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# agelab lab init (PID 1 of the lab guest). Built into the initramfs by selftests/src/lab.
+# agelab lab init (PID 1 of the lab guest). Built into the initramfs by selftests/lab/src/initramfs.rs.
 #
 # Channels: the console (kernel and init messages only), the command's stdout and stderr on two
 # dedicated serial ports, and framed status records (`agelab-status v1 ...`) on a third one:

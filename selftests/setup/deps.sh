@@ -4,6 +4,7 @@
 #   selftests/setup/deps.sh              install what is missing (root, network)
 #   selftests/setup/deps.sh --check      exit 0 when everything is present, else 3 and name what is not
 #   selftests/setup/deps.sh --simulate   print the apt plan (`apt-get install -s`), change nothing
+#   --download-only DIR                  fetch the missing packages' .debs into DIR, install nothing
 #   --admindir DIR                       judge "installed" from DIR/status instead of the host's
 #                                        dpkg database (tests simulate machine states with it)
 #   --packages "P Q"                     replace the package list (tests)
@@ -31,9 +32,10 @@ while (($#)); do
   case "$1" in
     --check) mode=check ;;
     --simulate) mode=simulate ;;
+    --download-only) mode=download; download_dir="$2"; shift ;;
     --admindir) admindir="$2"; shift ;;
     --packages) PACKAGES="$2"; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "setup: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -92,6 +94,9 @@ if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
   mirror=$(awk -v c="$codename" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/ && $(i+1) == c) { print $i; exit } }' /etc/apt/sources.list)
 fi
 mkdir -p "$state/lists/partial" "$state/parts"
+# One run at a time rewrites the private state (parallel tests, two `make setup`s).
+exec 9>"$state/lock"
+flock 9
 rm -f "$state/parts/"*
 for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
   [ -f "$f" ] && cp "$f" "$state/parts/"
@@ -102,9 +107,23 @@ if [ -n "$mirror" ] && [ -n "$codename" ]; then
 fi
 apt_opts=(-o "Dir::Etc::SourceParts=$state/parts" -o "Dir::State::Lists=$state/lists"
   -o "Dir::State::status=$admindir/status" -o "Acquire::Check-Valid-Until=false")
+# The private lists belong to root; apt's _apt sandbox user could not write them.
+[ "$(id -u)" != 0 ] || apt_opts+=(-o "APT::Sandbox::User=root")
+
+# apt's own progress, never silenced: its progress bars on a terminal; in a log (CI) one line per
+# index or package fetched (`Get:`), the total (`Fetched ... in ...s (rate)`) and dpkg's
+# per-package steps, without a pty.
+terminal=no
+if [ -t 1 ] && [ -t 2 ]; then
+  terminal=yes
+  progress_opts=(-o Dpkg::Progress-Fancy=1)
+else
+  progress_opts=(-q -o Dpkg::Use-Pty=0)
+fi
 
 export DEBIAN_FRONTEND=noninteractive
-if ! out=$(apt-get "${apt_opts[@]}" update -qq 2>&1) || grep -q '^[WE]: Failed to fetch' <<<"$out"; then
+if ! out=$(apt-get "${apt_opts[@]}" "${progress_opts[@]}" update 2>&1 | tee /dev/stderr) ||
+  grep -q '^[WE]: Failed to fetch' <<<"$out"; then
   say "cannot install ${missing[*]}: apt-get update failed (no network, or the mirror '${mirror:-?}' is unreachable): $(grep -m1 -E '^[WE]:' <<<"$out" || echo "$out" | tail -n1). Run $how_to"
   exit 1
 fi
@@ -134,14 +153,26 @@ apt_install() {
     apt-get "${apt_opts[@]}" "${extra[@]}" install -s --no-install-recommends "$@"
     return
   fi
-  if ! apt-get "${apt_opts[@]}" "${extra[@]}" install -y -qq --no-install-recommends "$@" >>"$state/install.log" 2>&1; then
-    tail -n 15 "$state/install.log" >&2
-    say "cannot install $* (log: $state/install.log). Run $how_to"
+  if [ "$mode" = download ]; then
+    extra+=(-d -o "Dir::Cache::archives=$download_dir")
+    mkdir -p "$download_dir/partial"
+  fi
+  local cmd=(apt-get "${apt_opts[@]}" "${progress_opts[@]}" "${extra[@]}" install -y --no-install-recommends "$@")
+  # On a terminal apt draws its progress bars on it directly; otherwise its output goes to stderr
+  # as it comes and into install.log.
+  if [ "$terminal" = yes ]; then
+    echo "(apt ran on the terminal: ${cmd[*]})" >>"$state/install.log"
+    "${cmd[@]}" || { say "cannot install $* (apt's output above). Run $how_to"; exit 1; }
+  elif ! "${cmd[@]}" 2>&1 | tee -a "$state/install.log" >&2; then
+    say "cannot install $* (apt's output above; log: $state/install.log). Run $how_to"
     exit 1
   fi
 }
 : >"$state/install.log"
-say "installing ${targets[*]}"
+if [ "$mode" = download ]; then say "fetching ${targets[*]}"; else say "installing ${targets[*]}"; fi
 ((${#other_targets[@]} == 0)) || apt_install -- "${other_targets[@]}"
 ((${#qemu_targets[@]} == 0)) || apt_install -t "$qemu_suite" -- "${qemu_targets[@]}"
-[ "$mode" = simulate ] || say "installed ${#targets[@]} packages"
+case "$mode" in
+  install) say "installed ${#targets[@]} packages" ;;
+  download) say "downloaded ${#targets[@]} packages and their dependencies into $download_dir" ;;
+esac

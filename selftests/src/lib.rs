@@ -1,12 +1,12 @@
-//! agelab: the command-line front end, the QEMU lab runner and the kernel-style selftests.
+//! agelab: the command-line front end and the kernel-style selftests.
 //!
-//! The machinery lives in `agelab-vmm` (KVM), `agelab-guest` (guest code) and `agelab-mglru`
-//! (the aging engine); this crate ties them into commands and scenarios.
+//! The machinery lives in `agelab-vmm` (KVM), `agelab-guest` (guest code), `agelab-mglru`
+//! (the aging engine) and `agelab-lab` (the QEMU lab, `agelab lab` and `agelab ab`); this crate
+//! ties them into commands and scenarios.
 
 pub mod access_tracking;
 pub mod cli;
 pub mod ktap;
-pub mod lab;
 pub mod report;
 pub mod scenarios;
 pub mod units;

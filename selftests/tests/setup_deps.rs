@@ -272,3 +272,60 @@ fn not_root_names_the_packages_and_the_command() {
         "{said}"
     );
 }
+
+/// apt's own progress reaches the set-up's output (a CI log here: not a terminal): the index
+/// fetch and, for a real download of a missing package (`--download-only`: .debs into a temporary
+/// directory, nothing installed), apt's `Get:` line per package and its `Fetched ... (rate)`
+/// total. Silencing apt (`-qq`, output only into install.log) fails this.
+#[test]
+fn apt_progress_is_shown_in_a_log() {
+    const TEST: &str = "setup_deps::apt_progress";
+    if let Some(reason) = skip_reason() {
+        return skip(TEST, &reason);
+    }
+    let state = machine_state("progress", &["busybox-static"], &[]);
+    let debs = state.join("debs");
+    let out = deps(
+        &state,
+        &[
+            "--packages",
+            "busybox-static",
+            "--download-only",
+            debs.to_str().unwrap(),
+        ],
+    );
+    let said = text(&out);
+    if said.contains("apt-get update failed") {
+        return skip(TEST, &format!("no Debian mirror reachable: {said}"));
+    }
+    assert!(out.status.success(), "deps.sh --download-only:\n{said}");
+    let _ = writeln!(std::io::stderr().lock(), "{said}");
+    let get = said
+        .lines()
+        .find(|l| l.starts_with("Get:") && l.contains(" busybox-static "));
+    assert!(
+        get.is_some_and(|l| l.ends_with(" kB]") || l.ends_with(" MB]")),
+        "apt's Get: line with the package size is missing:\n{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("Fetched ") && l.ends_with("B/s)")),
+        "apt's Fetched total with its rate is missing:\n{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("Hit:") || l.starts_with("Get:1 ")),
+        "the index update is silent:\n{said}"
+    );
+    let fetched: Vec<_> = std::fs::read_dir(&debs)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("busybox-static_")
+        })
+        .collect();
+    assert_eq!(fetched.len(), 1, "{said}");
+    std::fs::remove_dir_all(&state).unwrap();
+}

@@ -27,10 +27,10 @@ enum Command {
     /// Foundation and workload benchmarks (guest vs native loop, first touch, patterns).
     Bench,
     /// Boot QEMU with a lab kernel and run a command inside it.
-    Lab(agelab::lab::LabArgs),
+    Lab(agelab_lab::LabArgs),
     /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
     /// Welch's t-test per metric.
-    Ab(agelab::lab::ab::AbArgs),
+    Ab(agelab_lab::ab::AbArgs),
     /// Proactive reclaim: policies, refault SLO controller, zram swap, benchmark table/SVG/JSON.
     Reclaim(cli::reclaim::ReclaimArgs),
     /// Undo host changes left by agelab processes that are gone (SIGKILL, OOM kill, crash), from
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             cli::workloads::print();
             ExitCode::SUCCESS
         }
-        Command::Lab(args) => match agelab::lab::run(&args) {
+        Command::Lab(args) => match agelab_lab::run(&args) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
                 eprintln!("agelab lab: {e}");
@@ -129,9 +129,9 @@ fn main() -> ExitCode {
         },
         Command::Ab(args) => finish(
             "ab",
-            agelab::lab::ab::run(&args),
+            agelab_lab::ab::run(&args),
             args.json,
-            |r| print!("{}", agelab::lab::ab::report::render(r)),
+            |r| print!("{}", agelab_lab::ab::report::render(r)),
             |e| e.exit_code(),
         ),
     }

@@ -1,5 +1,9 @@
 //! The lab: boots Debian (or custom-built) kernels under QEMU and runs agelab binaries inside them.
 //!
+//! This crate (`selftests/lab`, next to its data: `init.sh`, `custom-x86_64.config`,
+//! `matrix.txt`, `patches/`) is the library behind `agelab lab` and `agelab ab`; it needs
+//! neither the VMM nor the aging engine, only `agelab_mglru::stats` for the A/B statistics.
+//!
 //! `agelab lab --kernel debian-7.2 -- CMD ARGS...` fetches the kernel (apt, private state under
 //! `~/.cache/agelab`), assembles an initramfs (busybox, init, the project's static binaries,
 //! kernel modules), boots it under QEMU TCG and returns CMD's exit status; CMD's stdout and
@@ -17,12 +21,15 @@ mod cpio;
 mod custom;
 mod deb822;
 mod elf;
+#[cfg(test)]
+mod fuzz;
 mod hash;
 mod initramfs;
 mod kernel;
 mod matrix;
 mod modules;
 mod prereq;
+mod progress;
 mod qemu;
 mod status;
 

@@ -74,7 +74,7 @@ pub const ARCHES: &[ArchSpec] = &[
         kbuild_arch: "x86_64",
         kbuild_image: "arch/x86/boot/bzImage",
         kbuild_target: "bzImage",
-        custom_config: include_str!("../../lab/custom-x86_64.config"),
+        custom_config: include_str!("../custom-x86_64.config"),
         kvm_modules: &[("svm", "kvm_amd"), ("vmx", "kvm_intel")],
     },
     ArchSpec {

@@ -6,10 +6,11 @@ use super::arch::ArchSpec;
 use super::cache::{create_dir, write_atomic, CacheError, CacheLock};
 use super::hash::CacheHasher;
 use super::kernel::{KernelSource, KernelSpec, LabKernel, KERNELS};
+use super::progress::{minutes_seconds, Progress};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Bump when the build recipe changes in a way the fragment hash does not capture.
 const RECIPE_VERSION: &str = "tinyconfig+fragment v1";
@@ -86,9 +87,7 @@ pub enum CustomKernelError {
 
 /// Where the project's patch sets live (`selftests/lab/patches/<name>/*.patch`).
 pub fn patches_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("lab")
-        .join("patches")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("patches")
 }
 
 /// The patch files of `spec`'s patch sets, in application order.
@@ -903,12 +902,12 @@ impl Builder<'_> {
             .spawn()
             .map_err(|e| self.io(Path::new(step), e))?;
         let started = Instant::now();
-        let progress = BuildProgress::new(self.kernel, step);
+        let mut progress = BuildProgress::new(self.kernel, step);
         let status = loop {
             if let Some(status) = child.try_wait().map_err(|e| self.io(Path::new(step), e))? {
                 break status;
             }
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(500));
             progress.tick(started.elapsed(), || objects_built(self.log, log_start));
         };
         progress.done(started.elapsed(), objects_built(self.log, log_start));
@@ -945,61 +944,44 @@ pub fn count_objects(text: &str) -> usize {
         .count()
 }
 
-/// Progress of one long build step on stderr: rewritten in place on a terminal, one line every
-/// 30 s otherwise (CI logs), so minutes of `make` are never silent.
+/// Progress of one long build step on stderr (see [`Progress`]): in place on a terminal, one
+/// line every 30 s otherwise (CI logs), so minutes of `make` are never silent.
 struct BuildProgress<'a> {
     kernel: &'a str,
     step: &'a str,
-    terminal: bool,
-    last: std::cell::Cell<std::time::Duration>,
+    out: Progress<std::io::Stderr>,
 }
 
 impl<'a> BuildProgress<'a> {
     fn new(kernel: &'a str, step: &'a str) -> Self {
-        use std::io::IsTerminal;
         BuildProgress {
             kernel,
             step,
-            terminal: std::io::stderr().is_terminal(),
-            last: std::cell::Cell::new(std::time::Duration::ZERO),
+            out: Progress::stderr(Duration::from_secs(30)),
         }
-    }
-
-    fn line(&self, elapsed: std::time::Duration, objects: usize) -> String {
-        let secs = elapsed.as_secs();
-        format!(
-            "agelab lab: building {}: {}, {objects} objects, {}m{:02}s",
-            self.kernel,
-            self.step,
-            secs / 60,
-            secs % 60
-        )
     }
 
     /// Called every half second while the step runs.
-    fn tick(&self, elapsed: std::time::Duration, objects: impl FnOnce() -> usize) {
-        let every = if self.terminal { 1 } else { 30 };
-        if elapsed.as_secs() < self.last.get().as_secs() + every {
-            return;
-        }
-        self.last.set(elapsed);
-        let line = self.line(elapsed, objects());
-        if self.terminal {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
+    fn tick(&mut self, elapsed: Duration, objects: impl FnOnce() -> usize) {
+        let (kernel, step) = (self.kernel, self.step);
+        self.out
+            .tick(elapsed, || build_line(kernel, step, elapsed, objects()));
     }
 
-    /// The step ended: the final count, on its own line.
-    fn done(&self, elapsed: std::time::Duration, objects: usize) {
-        if elapsed.as_secs() >= 5 {
-            if self.terminal {
-                eprint!("\r");
-            }
-            eprintln!("{} (done)", self.line(elapsed, objects));
-        }
+    /// The step ended: the final count, on its own line (steps under 5 s stay quiet).
+    fn done(&mut self, elapsed: Duration, objects: usize) {
+        let line = build_line(self.kernel, self.step, elapsed, objects);
+        self.out
+            .done(elapsed, Duration::from_secs(5), &format!("{line} (done)"));
     }
+}
+
+/// `agelab lab: building custom-7.2: make, 1234 objects, 2m05s`.
+fn build_line(kernel: &str, step: &str, elapsed: Duration, objects: usize) -> String {
+    format!(
+        "agelab lab: building {kernel}: {step}, {objects} objects, {}",
+        minutes_seconds(elapsed)
+    )
 }
 
 #[cfg(test)]
@@ -1011,9 +993,8 @@ mod tests {
         let log = "  HOSTCC  scripts/basic/fixdep\n  CC      mm/vmscan.o\n  AR      mm/built-in.a\nmm/vmscan.c:1: warning: x\n  LD      vmlinux.o\n  GEN     Makefile\n";
         assert_eq!(count_objects(log), 4);
         assert_eq!(count_objects(""), 0);
-        let p = BuildProgress::new("custom-7.2", "make bzImage");
         assert_eq!(
-            p.line(std::time::Duration::from_secs(195), 812),
+            build_line("custom-7.2", "make bzImage", Duration::from_secs(195), 812),
             "agelab lab: building custom-7.2: make bzImage, 812 objects, 3m15s"
         );
     }

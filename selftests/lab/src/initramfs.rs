@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 /// The init script, PID 1 of the lab guest.
-pub const INIT_SCRIPT: &str = include_str!("../../lab/init.sh");
+pub const INIT_SCRIPT: &str = include_str!("../init.sh");
 
 /// Bump when the archive layout changes.
 const LAYOUT_VERSION: &str = "agelab initramfs v1";

@@ -21,7 +21,7 @@ pub enum KernelError {
         known: String,
     },
     /// The suite's metapackage now points at another kernel series.
-    #[error("{kernel}: Debian {suite}'s linux-image-{flavour} now depends on {found}, not a {series} kernel; update the kernel table in selftests/src/lab/kernel.rs")]
+    #[error("{kernel}: Debian {suite}'s linux-image-{flavour} now depends on {found}, not a {series} kernel; update the kernel table in selftests/lab/src/kernel.rs")]
     SeriesMoved {
         /// The lab kernel name.
         kernel: String,

@@ -7,13 +7,22 @@
 
 use super::cache::{create_dir, write_atomic, CacheError, CacheLock};
 use super::deb822::{parse_paragraphs, Paragraph};
+use super::progress::{bytes_line, minutes_seconds, Progress};
 use std::fs;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long downloaded package lists are trusted before `apt-get update` runs again.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// How often apt's downloads (packages, package lists) print a progress line when stderr is
+/// not a terminal (CI logs).
+const APT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How often a running apt download is looked at.
+const APT_POLL: Duration = Duration::from_millis(100);
 
 /// Errors of the private apt state.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,14 @@ pub enum AptError {
         deb: PathBuf,
         /// dpkg-deb's error output.
         stderr: String,
+    },
+    /// A downloaded package could not be moved into the cache.
+    #[error("storing {path}: {source}")]
+    Store {
+        /// The cache file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
     },
     /// Cache bookkeeping failed.
     #[error(transparent)]
@@ -325,20 +342,27 @@ impl PrivateApt {
         if fresh && !force {
             return Ok(());
         }
-        let out = self
+        let child = self
             .command("apt-get")
             .args(["-q", "update"])
-            .output()
-            .map_err(|source| AptError::Spawn {
-                program: "apt-get".into(),
-                source,
-            })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error("apt-get"))?;
+        let out = watch(
+            child,
+            &format!("updating the package lists of {}", self.suite),
+            minutes_seconds,
+            &mut Progress::stderr(APT_LOG_EVERY),
+        )
+        .map_err(spawn_error("apt-get"))?;
+        let stderr = out.stderr;
         // apt-get update exits 0 even when a source failed; its "W:"/"E:" lines tell.
         if !out.status.success() || stderr.lines().any(|l| l.starts_with("E:")) {
             return Err(AptError::Update {
                 suite: self.suite.clone(),
-                stderr: stderr.into_owned(),
+                stderr,
             });
         }
         write_atomic(&stamp, b"")?;
@@ -351,10 +375,7 @@ impl PrivateApt {
             .command("apt-cache")
             .args(["show", "--no-all-versions", package])
             .output()
-            .map_err(|source| AptError::Spawn {
-                program: "apt-cache".into(),
-                source,
-            })?;
+            .map_err(spawn_error("apt-cache"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         parse_paragraphs(&text)
             .into_iter()
@@ -368,34 +389,132 @@ impl PrivateApt {
     }
 
     /// Downloads the candidate of `package` (or reuses an earlier download); returns the file.
+    /// Progress (bytes so far of the package's size, rate, elapsed) goes to stderr: in place on
+    /// a terminal, a line every 10 s otherwise.
     pub fn download(&self, package: &str) -> Result<PathBuf, AptError> {
+        let mut progress = Progress::stderr(APT_LOG_EVERY);
         let info = self.show(package)?;
-        let version = info.get("Version").unwrap_or_default().replace(':', "%3a");
-        let arch = info.get("Architecture").unwrap_or(&self.arch);
         let debs = self.dir.join("debs");
-        let file = debs.join(format!("{package}_{version}_{arch}.deb"));
+        let file = debs.join(deb_file_name(package, &info, &self.arch));
         let _lock = self.lock()?;
         if file.exists() {
             return Ok(file);
         }
-        let out = self
+        // Fetched into partial/ and renamed when complete: an interrupted download is never
+        // taken for a cached package.
+        let partial = debs.join("partial");
+        create_dir(&partial)?;
+        let fetched = self.fetch_into(package, &info, &partial, &mut progress)?;
+        fs::rename(&fetched, &file).map_err(|source| AptError::Store {
+            path: file.clone(),
+            source,
+        })?;
+        Ok(file)
+    }
+
+    /// Runs `apt-get download` for `package` (its `apt-cache show` paragraph `info`) in `dir`,
+    /// reporting progress to `progress`; returns the downloaded file.
+    pub fn fetch_into<W: Write>(
+        &self,
+        package: &str,
+        info: &Paragraph,
+        dir: &Path,
+        progress: &mut Progress<W>,
+    ) -> Result<PathBuf, AptError> {
+        let file = dir.join(deb_file_name(package, info, &self.arch));
+        let _ = fs::remove_file(&file);
+        let total = info.get("Size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let child = self
             .command("apt-get")
             .args(["-q", "download", package])
-            .current_dir(&debs)
-            .output()
-            .map_err(|source| AptError::Spawn {
-                program: "apt-get".into(),
-                source,
-            })?;
-        if !out.status.success() || !file.exists() {
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error("apt-get"))?;
+        let watched = watch_download(child, &file, total, package, progress)
+            .map_err(spawn_error("apt-get"))?;
+        if !watched.status.success() || !file.exists() {
             return Err(AptError::Download {
                 package: package.to_string(),
                 suite: self.suite.clone(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                stderr: watched.stderr,
             });
         }
         Ok(file)
     }
+}
+
+/// The file name `apt-get download` gives `package` (`name_version_arch.deb`, `:` of an epoch
+/// as `%3a`), from its `apt-cache show` paragraph.
+fn deb_file_name(package: &str, info: &Paragraph, default_arch: &str) -> String {
+    let version = info.get("Version").unwrap_or_default().replace(':', "%3a");
+    let arch = info.get("Architecture").unwrap_or(default_arch);
+    format!("{package}_{version}_{arch}.deb")
+}
+
+/// How a watched download ended.
+#[derive(Debug)]
+struct Watched {
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+/// Waits for `child`, reporting `agelab lab: WHAT: <measure(elapsed)>` while it runs and the
+/// same with `(done)` or `(failed)` at the end (work under 2 s that printed nothing stays
+/// quiet). `child`'s stderr is collected for the error message.
+fn watch<W: Write>(
+    mut child: Child,
+    what: &str,
+    measure: impl Fn(Duration) -> String,
+    progress: &mut Progress<W>,
+) -> std::io::Result<Watched> {
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let elapsed = started.elapsed();
+        progress.tick(elapsed, || {
+            format!("agelab lab: {what}: {}", measure(elapsed))
+        });
+        std::thread::sleep(APT_POLL);
+    };
+    let elapsed = started.elapsed();
+    let end = if status.success() { "done" } else { "failed" };
+    progress.done(
+        elapsed,
+        Duration::from_secs(2),
+        &format!("agelab lab: {what}: {} ({end})", measure(elapsed)),
+    );
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok(Watched { status, stderr })
+}
+
+/// [`watch`] for a download of `package` into `file` (`total` bytes when known): bytes so far,
+/// rate and elapsed time.
+fn watch_download<W: Write>(
+    child: Child,
+    file: &Path,
+    total: u64,
+    package: &str,
+    progress: &mut Progress<W>,
+) -> std::io::Result<Watched> {
+    let size = || fs::metadata(file).map_or(0, |m| m.len());
+    watch(
+        child,
+        &format!("downloading {package}"),
+        |elapsed| bytes_line(size(), total, elapsed),
+        progress,
+    )
 }
 
 /// Extracts the contents of `deb` into `dest` with `dpkg-deb -x`.
@@ -406,10 +525,7 @@ pub fn extract_deb(deb: &Path, dest: &Path) -> Result<(), AptError> {
         .arg(deb)
         .arg(dest)
         .output()
-        .map_err(|source| AptError::Spawn {
-            program: "dpkg-deb".into(),
-            source,
-        })?;
+        .map_err(spawn_error("dpkg-deb"))?;
     if !out.status.success() {
         return Err(AptError::Extract {
             deb: deb.to_path_buf(),
@@ -417,6 +533,14 @@ pub fn extract_deb(deb: &Path, dest: &Path) -> Result<(), AptError> {
         });
     }
     Ok(())
+}
+
+/// Maps a failure to start (or wait for) `program` to [`AptError::Spawn`].
+fn spawn_error(program: &'static str) -> impl FnOnce(std::io::Error) -> AptError {
+    move |source| AptError::Spawn {
+        program: program.into(),
+        source,
+    }
 }
 
 fn write_if_changed(path: &Path, data: &[u8]) -> Result<(), CacheError> {
@@ -484,6 +608,105 @@ mod tests {
         let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_CODENAME=bookworm\n";
         assert_eq!(os_release_codename(text).as_deref(), Some("bookworm"));
         assert_eq!(os_release_codename("ID=debian\n"), None);
+    }
+
+    /// A download the test controls: a shell appends 200 kB every 0.3 s, five times, to a file
+    /// announced as 1 MB; the progress must follow it (removing the progress fails this).
+    #[test]
+    fn a_growing_download_prints_bytes_rate_and_elapsed() {
+        let dir = std::env::temp_dir().join(format!("agelab-dl-progress-{}", std::process::id()));
+        create_dir(&dir).unwrap();
+        let file = dir.join("pkg.deb");
+        let _ = fs::remove_file(&file);
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("for i in 1 2 3 4 5; do head -c 200000 /dev/zero >> \"$0\"; sleep 0.3; done; echo fine >&2")
+            .arg(&file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = Progress::new(Vec::new(), false, Duration::from_millis(250));
+        let watched = watch_download(child, &file, 1_000_000, "pkg", &mut log).unwrap();
+        assert!(watched.status.success());
+        assert_eq!(watched.stderr, "fine\n");
+        let text = String::from_utf8(log.into_inner()).unwrap();
+        writeln!(std::io::stderr().lock(), "{text}").unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.len() >= 4,
+            "a line per 0.25 s of a 1.5 s download: {text}"
+        );
+        for l in &lines[..lines.len() - 1] {
+            assert!(l.starts_with("agelab lab: downloading pkg: "), "{l}");
+            assert!(l.contains("/1.0 MB (") && l.contains(" MB/s, 0m0"), "{l}");
+        }
+        let last = lines.last().unwrap();
+        assert!(
+            last.starts_with("agelab lab: downloading pkg: 1.0/1.0 MB (100%), ")
+                && last.ends_with(" (done)"),
+            "{last}"
+        );
+        let sizes: Vec<&str> = lines.iter().map(|l| l.split('/').next().unwrap()).collect();
+        assert!(
+            sizes.windows(2).any(|w| w[0] != w[1]),
+            "the byte count never moved: {text}"
+        );
+        let mut tty = Progress::new(Vec::new(), true, Duration::ZERO);
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 0.3")
+            .spawn()
+            .unwrap();
+        watch_download(child, &file, 1_000_000, "pkg", &mut tty).unwrap();
+        let text = String::from_utf8(tty.into_inner()).unwrap();
+        assert!(
+            text.starts_with("\ragelab lab: downloading pkg: 1.0/1.0 MB (100%)"),
+            "{text:?}"
+        );
+        assert_eq!(
+            text.matches('\n').count(),
+            1,
+            "one line, rewritten in place: {text:?}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A real `apt-get download` of busybox-static (~1 MB) from the host's mirror into a fresh
+    /// directory, progress on every poll: at least one progress line and the final one.
+    #[test]
+    fn a_real_download_reports_progress() {
+        let skip = |why: &str| writeln!(std::io::stderr().lock(), "SKIP: {why}").unwrap();
+        if Command::new("apt-get").arg("--version").output().is_err() {
+            return skip("apt-get not installed");
+        }
+        let cache = super::super::cache::cache_root().unwrap();
+        let apt = match PrivateApt::open(&cache, "sid", "amd64") {
+            Ok(a) => a,
+            Err(e) => return skip(&e.to_string()),
+        };
+        if let Err(e) = apt.update(false) {
+            return skip(&format!("no Debian mirror reachable: {e}"));
+        }
+        let info = apt.show("busybox-static").unwrap();
+        let dir = std::env::temp_dir().join(format!("agelab-dl-real-{}", std::process::id()));
+        create_dir(&dir).unwrap();
+        let mut log = Progress::new(Vec::new(), false, Duration::ZERO);
+        let file = apt
+            .fetch_into("busybox-static", &info, &dir, &mut log)
+            .unwrap();
+        let size = fs::metadata(&file).unwrap().len();
+        assert_eq!(Some(size.to_string().as_str()), info.get("Size"));
+        let text = String::from_utf8(log.into_inner()).unwrap();
+        writeln!(std::io::stderr().lock(), "{text}").unwrap();
+        assert!(
+            text.contains("agelab lab: downloading busybox-static: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("(100%)") && text.ends_with(" (done)\n"),
+            "{text}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -26,10 +26,11 @@ pub enum StaticBinsError {
     Spawn(std::io::Error),
 }
 
-/// The workspace this crate belongs to.
+/// The workspace this crate belongs to (the crate lives in `selftests/lab`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 

@@ -335,7 +335,7 @@ mod tests {
     fn access_tracking_perf_test_on_the_host() {
         // Captured: target/release/access_tracking_perf_test -b 16M on this host (no lru_gen).
         let x = extract(include_str!(
-            "../../../tests/fixtures/ab/access_tracking_perf_test.host.txt"
+            "../../tests/fixtures/ab/access_tracking_perf_test.host.txt"
         ));
         assert_eq!(get(&x, "Populating memory (s)"), Some(0.021_918_748));
         assert_eq!(get(&x, "Writing to idle memory (s)"), Some(0.000_082_333));
@@ -355,7 +355,7 @@ mod tests {
         // Captured: agelab ab --base debian-6.12 … -- access_tracking_perf_test -b 16M -v 1,
         // run A-1 (debian-6.12 under QEMU TCG: lru_gen does not see the guest's accesses).
         let x = extract(include_str!(
-            "../../../tests/fixtures/ab/access_tracking_perf_test.lab-debian-6.12.txt"
+            "../../tests/fixtures/ab/access_tracking_perf_test.lab-debian-6.12.txt"
         ));
         assert_eq!(get(&x, "Populating memory (s)"), Some(0.081_073));
         assert_eq!(
@@ -386,7 +386,7 @@ mod tests {
     fn lru_gen_secondary_mmu_test_slowdown_lines_on_the_host() {
         // Captured: target/release/lru_gen_secondary_mmu_test -b 16M on this host.
         let x = extract(include_str!(
-            "../../../tests/fixtures/ab/lru_gen_secondary_mmu_test.host.txt"
+            "../../tests/fixtures/ab/lru_gen_secondary_mmu_test.host.txt"
         ));
         assert_eq!(
             get(&x, "kvm-clear-log slowdown: idle (ns/access)"),
@@ -413,7 +413,7 @@ mod tests {
         // Captured: agelab ab --kernel debian-7.2 --append-a kvm.tdp_mmu=Y … with
         // lru_gen_secondary_mmu_test -b 16M -n, run A-1 (QEMU TCG, nested KVM).
         let x = extract(include_str!(
-            "../../../tests/fixtures/ab/lru_gen_secondary_mmu_test.lab-debian-7.2.txt"
+            "../../tests/fixtures/ab/lru_gen_secondary_mmu_test.lab-debian-7.2.txt"
         ));
         let keys: Vec<&str> = x.values.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
@@ -521,6 +521,29 @@ mod tests {
         assert_eq!(number("abc"), None);
         assert_eq!(value("98.0%,"), Some((98.0, "%")));
         assert_eq!(value("0x0007"), None);
+    }
+
+    /// KTAP and kselftest output captured on the host and in the lab, with up to 8 arbitrary
+    /// mutations each (lines cut, repeated, characters replaced, text inserted): no panic, and
+    /// every outcome comes from a line of the text.
+    #[test]
+    fn mutated_captured_outputs_are_parsed_without_panic() {
+        const FIXTURES: &[&str] = &[
+            include_str!("../../tests/fixtures/ab/access_tracking_perf_test.host.txt"),
+            include_str!("../../tests/fixtures/ab/access_tracking_perf_test.lab-debian-6.12.txt"),
+            include_str!("../../tests/fixtures/ab/lru_gen_secondary_mmu_test.host.txt"),
+            include_str!("../../tests/fixtures/ab/lru_gen_secondary_mmu_test.lab-debian-7.2.txt"),
+        ];
+        crate::fuzz::run_cases(
+            "ab metrics (KTAP) mutated captures",
+            1024,
+            crate::fuzz::mutated(FIXTURES),
+            |s| {
+                let x = extract(&s);
+                proptest::prop_assert!(x.outcomes.len() <= s.lines().count());
+                Ok(())
+            },
+        );
     }
 
     proptest::proptest! {
