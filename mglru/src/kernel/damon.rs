@@ -196,6 +196,24 @@ pub struct TriedRegion {
     pub age: u64,
 }
 
+impl TriedRegion {
+    /// The files of a `tried_regions/<n>` directory, in the order [`parse`](Self::parse) takes.
+    pub const FILES: [&'static str; 4] = ["start", "end", "nr_accesses", "age"];
+
+    /// A region from the text of its four files ([`FILES`](Self::FILES) order); `None` when a
+    /// field is not an unsigned decimal number or `end < start`.
+    pub fn parse<S: AsRef<str>>(fields: &[S; 4]) -> Option<Self> {
+        let n = |i: usize| fields[i].as_ref().trim().parse::<u64>().ok();
+        let region = TriedRegion {
+            start: n(0)?,
+            end: n(1)?,
+            nr_accesses: n(2)?,
+            age: n(3)?,
+        };
+        (region.end >= region.start).then_some(region)
+    }
+}
+
 /// State of one kdamond.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KdamondInfo {
@@ -310,6 +328,7 @@ impl DamonAdmin {
             HostChange::Kdamond {
                 dir: dir.clone(),
                 nr_path: nr_path.clone(),
+                target: Some(target_text(target)),
             },
         )?;
         write_str(&nr_path, "1")?;
@@ -327,11 +346,66 @@ impl DamonAdmin {
     }
 }
 
+/// A kdamond's target in words, as [`configured_target`] reads it back from sysfs: `vaddr pid
+/// PID` or `paddr START-END ...` (bytes, decimal).
+pub fn target_text(target: &DamonTarget) -> String {
+    match target {
+        DamonTarget::Vaddr { pid } => format!("vaddr pid {pid}"),
+        DamonTarget::Paddr { ranges } => {
+            let r: Vec<String> = ranges.iter().map(|(s, e)| format!("{s}-{e}")).collect();
+            format!("paddr {}", r.join(" "))
+        }
+    }
+}
+
+/// What the kdamond in `dir` monitors (its first context's first target), in
+/// [`target_text`]'s words; `None` when it has no such target or a file does not read.
+pub fn configured_target(dir: &Path) -> Option<String> {
+    let ctx = dir.join("contexts/0");
+    let t = ctx.join("targets/0");
+    match read_trimmed(ctx.join("operations")).ok()?.as_str() {
+        "vaddr" => Some(format!(
+            "vaddr pid {}",
+            read_trimmed(t.join("pid_target")).ok()?
+        )),
+        "paddr" => {
+            let n = read_u64(t.join("regions/nr_regions")).ok()?;
+            let mut r = Vec::new();
+            for i in 0..n.min(4096) {
+                let d = t.join(format!("regions/{i}"));
+                let (s, e) = (
+                    read_u64(d.join("start")).ok()?,
+                    read_u64(d.join("end")).ok()?,
+                );
+                r.push(format!("{s}-{e}"));
+            }
+            Some(format!("paddr {}", r.join(" ")))
+        }
+        _ => None,
+    }
+}
+
 /// The journal's undo of [`HostChange::Kdamond`]: `state` off, `nr_kdamonds` 0 (nothing when
-/// `nr_kdamonds` is already 0: killed before the kdamond was created).
-pub(crate) fn undo_kdamond(dir: &Path, nr_path: &Path) -> Result<String, KernelFileError> {
+/// `nr_kdamonds` is already 0: killed before the kdamond was created). With `target` (what
+/// agelab's kdamond monitored), a kdamond in `dir` that monitors something else is not agelab's —
+/// someone set it up after agelab's owner died and its own kdamond stopped — and is left alone.
+pub(crate) fn undo_kdamond(
+    dir: &Path,
+    nr_path: &Path,
+    target: Option<&str>,
+) -> Result<String, KernelFileError> {
     if !nr_path.exists() || read_u64(nr_path)? == 0 {
         return Ok(format!("DAMON {}: nothing to stop", dir.display()));
+    }
+    if let Some(ours) = target {
+        let now = configured_target(dir);
+        if now.as_deref() != Some(ours) {
+            return Ok(format!(
+                "DAMON {}: not agelab's any more (it monitors {}, agelab's monitored {ours}): left alone",
+                dir.display(),
+                now.as_deref().unwrap_or("nothing readable")
+            ));
+        }
     }
     let _ = write_str(dir.join("state"), "off");
     write_str(nr_path, "0")?;
@@ -514,20 +588,12 @@ impl Kdamond {
         let mut out = Vec::with_capacity(idx.len());
         for i in idx {
             let r = d.join(i.to_string());
-            let mut get = |f: &str| -> Result<u64, DamonError> {
-                let v = read_u64(r.join(f))?;
+            let mut fields = [const { String::new() }; 4];
+            for (f, name) in fields.iter_mut().zip(TriedRegion::FILES) {
+                *f = read_trimmed(r.join(name))?;
                 bytes += 21;
-                Ok(v)
-            };
-            let region = TriedRegion {
-                start: get("start")?,
-                end: get("end")?,
-                nr_accesses: get("nr_accesses")?,
-                age: get("age")?,
-            };
-            if region.end < region.start {
-                return Err(DamonError::BadRegion(r));
             }
+            let region = TriedRegion::parse(&fields).ok_or_else(|| DamonError::BadRegion(r))?;
             out.push(region);
         }
         Ok((out, bytes))
@@ -536,5 +602,67 @@ impl Kdamond {
     /// Turns the kdamond off and sets nr_kdamonds back to 0.
     pub fn stop(self) {
         drop(self.guard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kdamonds directory with kdamond 0 monitoring `ops` target `value`, on.
+    fn tree(tag: &str, ops: &str, target: &[(&str, &str)]) -> (PathBuf, PathBuf, PathBuf) {
+        let root = std::env::temp_dir().join(format!("agelab-damon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let k = root.join("kdamonds");
+        let ctx = k.join("0/contexts/0");
+        std::fs::create_dir_all(ctx.join("targets/0/regions/0")).unwrap();
+        std::fs::write(k.join("nr_kdamonds"), "1\n").unwrap();
+        std::fs::write(k.join("0/state"), "on\n").unwrap();
+        std::fs::write(ctx.join("operations"), format!("{ops}\n")).unwrap();
+        for (f, v) in target {
+            std::fs::write(ctx.join("targets/0").join(f), format!("{v}\n")).unwrap();
+        }
+        (root, k.join("0"), k.join("nr_kdamonds"))
+    }
+
+    /// The undo stops the kdamond that monitors what agelab's monitored, and leaves one that
+    /// monitors anything else (someone set it up after agelab's owner died) alone.
+    #[test]
+    fn undo_stops_only_agelabs_kdamond() {
+        let ours = target_text(&DamonTarget::Vaddr { pid: 4242 });
+        let (root, dir, nr) = tree("ours", "vaddr", &[("pid_target", "4242")]);
+        assert_eq!(configured_target(&dir).as_deref(), Some(ours.as_str()));
+        let done = undo_kdamond(&dir, &nr, Some(&ours)).unwrap();
+        assert!(done.contains("off, nr_kdamonds 0"), "{done}");
+        assert_eq!(std::fs::read_to_string(&nr).unwrap(), "0");
+        let _ = std::fs::remove_dir_all(&root);
+
+        let (root, dir, nr) = tree("foreign", "vaddr", &[("pid_target", "77")]);
+        let done = undo_kdamond(&dir, &nr, Some(&ours)).unwrap();
+        assert!(done.contains("left alone"), "{done}");
+        assert_eq!(std::fs::read_to_string(&nr).unwrap(), "1\n");
+        assert_eq!(std::fs::read_to_string(dir.join("state")).unwrap(), "on\n");
+        let _ = std::fs::remove_dir_all(&root);
+
+        let paddr = target_text(&DamonTarget::Paddr {
+            ranges: vec![(4096, 8192)],
+        });
+        let (root, dir, nr) = tree(
+            "paddr",
+            "paddr",
+            &[
+                ("regions/nr_regions", "1"),
+                ("regions/0/start", "4096"),
+                ("regions/0/end", "8192"),
+            ],
+        );
+        assert_eq!(configured_target(&dir), Some(paddr.clone()));
+        assert!(undo_kdamond(&dir, &nr, Some("paddr 0-4096"))
+            .unwrap()
+            .contains("left alone"));
+        assert!(undo_kdamond(&dir, &nr, Some(&paddr))
+            .unwrap()
+            .contains("nr_kdamonds 0"));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -15,6 +15,10 @@
 //!   with swap on: the matrix line gives `--zram`);
 //! - `foreign-sysfs`, `foreign-damon-stat`: a foreign kdamond runs, agelab's DAMON is refused, the
 //!   run is killed; the foreign kdamond must be untouched by the restore;
+//! - `foreign-after-kill`: `agelab run --sources damon-vaddr` is killed, its kdamond stops by
+//!   itself (its target process is gone) and a DAMON user then sets up a kdamond of its own in the
+//!   same sysfs slot before any agelab command ran (as `damo start` would): the restore must stop
+//!   agelab's kdamond only, never that one;
 //! - `live-and-killed`: one `agelab run --verify` continues while another is killed and `agelab
 //!   cleanup` runs: the live run's knobs and memcg stay, it completes with 0 words wrong.
 //!
@@ -48,6 +52,7 @@ enum Stage {
     ReclaimDamon,
     ForeignSysfs,
     ForeignDamonStat,
+    ForeignAfterKill,
     LiveAndKilled,
 }
 
@@ -182,7 +187,10 @@ fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Aging passes printed so far.
 fn passes(a: &Agelab) -> usize {
-    a.stdout().lines().filter(|l| l.starts_with("pass ")).count()
+    a.stdout()
+        .lines()
+        .filter(|l| l.starts_with("pass "))
+        .count()
 }
 
 /// The operations of sysfs kdamond 0's first context.
@@ -256,7 +264,10 @@ fn leftovers(prior: &HostState, pid: u32, command: &str) -> Vec<(String, bool, S
         (
             "cgroup.subtree_control as before".into(),
             now.subtree_control == prior.subtree_control,
-            format!("prior {:?}, now {:?}", prior.subtree_control, now.subtree_control),
+            format!(
+                "prior {:?}, now {:?}",
+                prior.subtree_control, now.subtree_control
+            ),
         ),
         (
             format!("no memcg agelab-{command}-{pid} left"),
@@ -289,6 +300,13 @@ fn force_restore(prior: &HostState, pid: u32, command: &str) {
     for f in journal_files(pid) {
         let _ = std::fs::remove_file(f);
     }
+    let memory = |s: &Option<String>| {
+        s.as_deref()
+            .is_some_and(|s| s.split_whitespace().any(|c| c == "memory"))
+    };
+    if !memory(&prior.subtree_control) && memory(&HostState::read().subtree_control) {
+        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "-memory");
+    }
     for (path, v) in [(ENABLED, &prior.enabled), (MIN_TTL, &prior.min_ttl)] {
         if let Some(v) = v {
             let _ = std::fs::write(path, v);
@@ -317,7 +335,7 @@ fn killed_args(stage: Stage) -> Vec<&'static str> {
     };
     match stage {
         Stage::Knobs => run("kvm-clear-log", false),
-        Stage::DamonVaddr => run("damon-vaddr", false),
+        Stage::DamonVaddr | Stage::ForeignAfterKill => run("damon-vaddr", false),
         Stage::DamonPaddr => run("damon-vaddr", true),
         Stage::ForeignSysfs | Stage::ForeignDamonStat | Stage::LiveAndKilled => {
             run("kvm-clear-log,damon-vaddr", false)
@@ -352,7 +370,9 @@ fn reach(stage: Stage, a: &mut Agelab, timeout: Duration) -> Result<(), String> 
             Stage::Knobs | Stage::ForeignSysfs | Stage::ForeignDamonStat | Stage::LiveAndKilled => {
                 passes(a) >= 2
             }
-            Stage::DamonVaddr => passes(a) >= 2 && HostState::read().kdamond_on(),
+            Stage::DamonVaddr | Stage::ForeignAfterKill => {
+                passes(a) >= 2 && HostState::read().kdamond_on()
+            }
             Stage::DamonPaddr => {
                 HostState::read().kdamond_on() && kdamond0_ops().as_deref() == Some("paddr")
             }
@@ -463,7 +483,7 @@ impl Ctx {
     }
 
     fn case_with(&mut self, stage: Stage, how: Restore, name: &str) {
-        let prior = HostState::read();
+        let mut prior = HostState::read();
         ktap::diag(&format!("{name}: prior {prior:?}"));
         let args = killed_args(stage);
         let command = args[0];
@@ -502,6 +522,37 @@ impl Ctx {
         if let Some(l) = a.stderr().lines().find(|l| l.contains("damon")) {
             ktap::diag(&format!("{name}: killed run said: {l}"));
         }
+        for f in journal_files(pid) {
+            let text = read(&f).unwrap_or_default();
+            let one_line: String = text.lines().map(str::trim).collect();
+            ktap::diag(&format!("journal entry {}: {one_line}", f.display()));
+        }
+        let _foreign = if stage == Stage::ForeignAfterKill {
+            // agelab's vaddr kdamond stops once its target is gone; then a DAMON user takes the
+            // slot. The restore must leave that kdamond as it is now.
+            let off = poll(Duration::from_secs(30), || !HostState::read().kdamond_on());
+            match ForeignKdamond::start() {
+                Ok(f) if off => {
+                    let now = HostState::read();
+                    ktap::diag(&format!(
+                        "{name}: foreign kdamond started after the kill: {now:?}"
+                    ));
+                    prior.kdamonds = now.kdamonds;
+                    prior.threads = now.threads;
+                    Some(f)
+                }
+                r => {
+                    force_restore(&prior, pid, command);
+                    let why = format!(
+                        "agelab's kdamond off after the kill: {off}; foreign start: {:?}",
+                        r.err()
+                    );
+                    return self.fail(&format!("{name}: foreign kdamond set up"), &why);
+                }
+            }
+        } else {
+            None
+        };
         // The checks must find the leftovers before anything restores.
         let dirty: Vec<String> = leftovers(&prior, pid, command)
             .into_iter()
@@ -524,7 +575,10 @@ impl Ctx {
             ));
         }
         let (code, text) = restore(how);
-        for l in text.lines().filter(|l| l.contains("journal") || l.contains("restored")) {
+        for l in text
+            .lines()
+            .filter(|l| l.contains("journal") || l.contains("restored"))
+        {
             ktap::diag(&format!("{name}: {l}"));
         }
         check_line(
@@ -554,7 +608,9 @@ impl Ctx {
         let memcg = agelab_memcg("run", l.pid);
         check_line(
             &mut self.t,
-            l.running() && memcg.as_ref().is_some_and(|m| m.exists()) && now.min_ttl.as_deref() == Some("0"),
+            l.running()
+                && memcg.as_ref().is_some_and(|m| m.exists())
+                && now.min_ttl.as_deref() == Some("0"),
             &format!("{name}: the live run's memcg and knobs survive the restore"),
             &format!(
                 "running {}, memcg {memcg:?}, min_ttl_ms {:?} (prior {:?})",
@@ -572,7 +628,12 @@ impl Ctx {
             &format!("exit {code}; stderr {}", l.stderr()),
         );
         for (desc, ok, diag) in leftovers(prior, l.pid, "run") {
-            check_line(&mut self.t, ok, &format!("{name}: after the live run: {desc}"), &diag);
+            check_line(
+                &mut self.t,
+                ok,
+                &format!("{name}: after the live run: {desc}"),
+                &diag,
+            );
         }
     }
 }
@@ -581,7 +642,11 @@ impl Ctx {
 fn stage_missing(stage: Stage) -> Option<String> {
     let damon = Path::new(KDAMONDS).join("nr_kdamonds").exists();
     match stage {
-        Stage::DamonVaddr | Stage::DamonPaddr | Stage::ForeignSysfs | Stage::ReclaimDamon
+        Stage::DamonVaddr
+        | Stage::DamonPaddr
+        | Stage::ForeignSysfs
+        | Stage::ForeignAfterKill
+        | Stage::ReclaimDamon
             if !damon =>
         {
             Some("no DAMON sysfs in this kernel".into())
@@ -589,9 +654,7 @@ fn stage_missing(stage: Stage) -> Option<String> {
         Stage::ForeignDamonStat if read(DAMON_STAT).is_none() => {
             Some("no damon_stat in this kernel".into())
         }
-        Stage::ReclaimDamon
-            if read("/proc/swaps").is_none_or(|s| s.lines().count() < 2) =>
-        {
+        Stage::ReclaimDamon if read("/proc/swaps").is_none_or(|s| s.lines().count() < 2) => {
             Some("no swap (the matrix line gives --zram)".into())
         }
         _ => None,
@@ -632,6 +695,7 @@ fn main() -> ExitCode {
             Stage::ReclaimDamon,
             Stage::ForeignSysfs,
             Stage::ForeignDamonStat,
+            Stage::ForeignAfterKill,
             Stage::LiveAndKilled,
         ]
     };
