@@ -593,7 +593,7 @@ impl Kdamond {
                 *f = read_trimmed(r.join(name))?;
                 bytes += 21;
             }
-            let region = TriedRegion::parse(&fields).ok_or_else(|| DamonError::BadRegion(r))?;
+            let region = TriedRegion::parse(&fields).ok_or(DamonError::BadRegion(r))?;
             out.push(region);
         }
         Ok((out, bytes))

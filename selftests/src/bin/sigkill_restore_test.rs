@@ -517,7 +517,16 @@ impl Ctx {
             return self.fail(&format!("{name}: stage reached"), &e);
         }
         let during = HostState::read();
+        let swap_used_kib: u64 = read("/proc/swaps")
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .sum();
         a.kill9();
+        ktap::diag(&format!(
+            "{name}: swap in use at the kill: {swap_used_kib} KiB"
+        ));
         ktap::diag(&format!("{name}: SIGKILLed pid {pid}; during {during:?}"));
         if let Some(l) = a.stderr().lines().find(|l| l.contains("damon")) {
             ktap::diag(&format!("{name}: killed run said: {l}"));
