@@ -36,6 +36,7 @@ use agelab::scenarios::host_state::{
     agelab, agelab_memcg, check_line, journal_files, read, HostState, DAMON_STAT, ENABLED,
     KDAMONDS, MIN_TTL,
 };
+use agelab_mglru::kernel::swap::SwapStatus;
 use clap::Parser;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -517,12 +518,7 @@ impl Ctx {
             return self.fail(&format!("{name}: stage reached"), &e);
         }
         let during = HostState::read();
-        let swap_used_kib: u64 = read("/proc/swaps")
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
-            .sum();
+        let swap_used_kib = SwapStatus::read().map_or(0, |s| s.used_kib());
         a.kill9();
         ktap::diag(&format!(
             "{name}: swap in use at the kill: {swap_used_kib} KiB"
