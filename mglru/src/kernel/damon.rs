@@ -7,7 +7,9 @@
 //! all, never writes anything under a kdamond it did not create, and turns its own off and sets
 //! `nr_kdamonds` back to 0 on every exit path (via [`host_guard`](crate::host_guard), journaled
 //! before `nr_kdamonds` is written, so a SIGKILLed run's kdamond is stopped by the next agelab
-//! command).
+//! command). The journal entry records what the kdamond monitors ([`target_text`]); that undo
+//! stops the kdamond in the slot only while it still monitors that ([`configured_target`]): a
+//! kdamond someone set up there after agelab's owner died is not touched.
 //!
 //! The kdamond runs one `stat` scheme matching every region; [`Kdamond::tried_regions`] asks the
 //! kernel to `update_schemes_tried_regions` and reads the regions back.

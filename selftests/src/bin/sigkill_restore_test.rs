@@ -33,7 +33,7 @@
 
 use agelab::ktap::{self, Ktap};
 use agelab::scenarios::host_state::{
-    agelab, agelab_memcg, check_line, journal_files, read, HostState, DAMON_STAT, ENABLED,
+    agelab, agelab_memcg, check_line, journal_files, poll, read, HostState, DAMON_STAT, ENABLED,
     KDAMONDS, MIN_TTL,
 };
 use agelab_mglru::kernel::swap::SwapStatus;
@@ -174,18 +174,6 @@ impl Drop for Agelab {
     }
 }
 
-/// Polls `f` every 20 ms until true or `timeout`.
-fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// Aging passes printed so far.
 fn passes(a: &Agelab) -> usize {
     a.stdout()
@@ -233,6 +221,12 @@ impl Drop for ForeignKdamond {
     }
 }
 
+/// One check that a value is as before.
+fn same<T: PartialEq + std::fmt::Debug>(desc: &str, prior: T, now: T) -> (String, bool, String) {
+    let diag = format!("prior {prior:?}, now {now:?}");
+    (desc.to_string(), prior == now, diag)
+}
+
 /// Each restore check on the host now, against `prior`, after `agelab <command>` (pid `pid`):
 /// (description, passed, diagnostic).
 fn leftovers(prior: &HostState, pid: u32, command: &str) -> Vec<(String, bool, String)> {
@@ -240,35 +234,27 @@ fn leftovers(prior: &HostState, pid: u32, command: &str) -> Vec<(String, bool, S
     let memcg = agelab_memcg(command, pid);
     let memcg_left = memcg.as_ref().is_some_and(|m| m.exists());
     let journal = journal_files(pid);
+    let p = prior;
     vec![
-        (
-            "lru_gen enabled and min_ttl_ms back to their prior values".to_string(),
-            now.enabled == prior.enabled && now.min_ttl == prior.min_ttl,
-            format!(
-                "prior {:?}/{:?}, now {:?}/{:?}",
-                prior.enabled, prior.min_ttl, now.enabled, now.min_ttl
-            ),
+        same(
+            "lru_gen enabled and min_ttl_ms back to their prior values",
+            (&p.enabled, &p.min_ttl),
+            (&now.enabled, &now.min_ttl),
         ),
-        (
-            "sysfs kdamonds as before (agelab's stopped and removed, foreign untouched)".into(),
-            now.kdamonds == prior.kdamonds,
-            format!("prior {:?}, now {:?}", prior.kdamonds, now.kdamonds),
+        same(
+            "sysfs kdamonds as before (agelab's stopped and removed, foreign untouched)",
+            &p.kdamonds,
+            &now.kdamonds,
         ),
-        (
-            "kdamond threads as before".into(),
-            now.threads == prior.threads && now.damon_stat == prior.damon_stat,
-            format!(
-                "prior {:?} (damon_stat {:?}), now {:?} (damon_stat {:?})",
-                prior.threads, prior.damon_stat, now.threads, now.damon_stat
-            ),
+        same(
+            "kdamond threads and damon_stat as before",
+            (&p.threads, &p.damon_stat),
+            (&now.threads, &now.damon_stat),
         ),
-        (
-            "cgroup.subtree_control as before".into(),
-            now.subtree_control == prior.subtree_control,
-            format!(
-                "prior {:?}, now {:?}",
-                prior.subtree_control, now.subtree_control
-            ),
+        same(
+            "cgroup.subtree_control as before",
+            &p.subtree_control,
+            &now.subtree_control,
         ),
         (
             format!("no memcg agelab-{command}-{pid} left"),

@@ -8,6 +8,7 @@ use crate::ktap::Ktap;
 use agelab_mglru::journal::Journal;
 use agelab_mglru::kernel::memcg::MemoryHierarchy;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// lru_gen's capability switch.
 pub const ENABLED: &str = "/sys/kernel/mm/lru_gen/enabled";
@@ -141,4 +142,16 @@ pub fn check_line(t: &mut Ktap, ok: bool, desc: &str, diag: &str) {
         t.diag(&format!("{desc}: {diag}"));
     }
     t.result(ok, desc);
+}
+
+/// Polls `f` every 20 ms until it is true (returns true) or `timeout` passed (false).
+pub fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
