@@ -387,6 +387,31 @@ pub fn configured_target(dir: &Path) -> Option<String> {
     }
 }
 
+/// Whether `now` (a stopped kdamond's [`configured_target`]) is what a kdamond being configured
+/// for `ours` looks like part way: nothing readable yet, a vaddr target with its pid still 0, or
+/// paddr regions each unset (`0-0`) or one of ours.
+fn partial_target(now: Option<&str>, ours: &str) -> bool {
+    let Some(now) = now else { return true };
+    let (Some((ops, rest)), Some((our_ops, our_rest))) =
+        (now.split_once(' '), ours.split_once(' '))
+    else {
+        return false;
+    };
+    if ops != our_ops {
+        return false;
+    }
+    match ops {
+        "vaddr" => rest == our_rest || rest == "pid 0",
+        "paddr" => {
+            let our_ranges: std::collections::HashSet<&str> = our_rest.split(' ').collect();
+            rest.split(' ')
+                .filter(|r| !r.is_empty())
+                .all(|r| r == "0-0" || our_ranges.contains(r))
+        }
+        _ => false,
+    }
+}
+
 /// The journal's undo of [`HostChange::Kdamond`]: `state` off, `nr_kdamonds` 0 (nothing when
 /// `nr_kdamonds` is already 0: killed before the kdamond was created). With `target` (what
 /// agelab's kdamond monitored), a kdamond in `dir` that monitors something else is not agelab's —
@@ -401,7 +426,14 @@ pub(crate) fn undo_kdamond(
     }
     if let Some(ours) = target {
         let now = configured_target(dir);
-        if now.as_deref() != Some(ours) {
+        let running = read_trimmed(dir.join("state")).is_ok_and(|s| s == "on");
+        let mine = match (now.as_deref(), running) {
+            (Some(c), _) if c == ours => true,
+            // Stopped: also agelab's when killed while configuring it (a part of its target).
+            (c, false) => partial_target(c, ours),
+            _ => false,
+        };
+        if !mine {
             return Ok(format!(
                 "DAMON {}: not agelab's any more (it monitors {}, agelab's monitored {ours}): left alone",
                 dir.display(),
@@ -662,6 +694,21 @@ mod tests {
         assert!(undo_kdamond(&dir, &nr, Some("paddr 0-4096"))
             .unwrap()
             .contains("left alone"));
+        // Stopped part way through agelab's configuration (a kill while writing regions): ours.
+        std::fs::write(dir.join("state"), "off\n").unwrap();
+        assert!(partial_target(
+            Some("paddr 4096-8192 0-0"),
+            "paddr 4096-8192 12288-16384"
+        ));
+        assert!(!partial_target(Some("paddr 4096-8192 0-0"), "paddr 0-4096"));
+        assert!(!partial_target(Some("vaddr pid 77"), "vaddr pid 4242"));
+        assert!(partial_target(Some("vaddr pid 0"), "vaddr pid 4242"));
+        let ours_plus = format!("{paddr} 12288-16384");
+        assert!(undo_kdamond(&dir, &nr, Some(&ours_plus))
+            .unwrap()
+            .contains("nr_kdamonds 0"));
+        std::fs::write(&nr, "1\n").unwrap();
+        std::fs::write(dir.join("state"), "on\n").unwrap();
         assert!(undo_kdamond(&dir, &nr, Some(&paddr))
             .unwrap()
             .contains("nr_kdamonds 0"));
