@@ -221,11 +221,25 @@ impl Drop for ForeignKdamond {
     }
 }
 
-/// One check that a value is as before.
-fn same<T: PartialEq + std::fmt::Debug>(desc: &str, prior: T, now: T) -> (String, bool, String) {
-    let diag = format!("prior {prior:?}, now {now:?}");
-    (desc.to_string(), prior == now, diag)
-}
+/// The host state each as-before check compares, with its description.
+type Projection = (&'static str, fn(&HostState) -> String);
+
+const AS_BEFORE: [Projection; 4] = [
+    (
+        "lru_gen enabled and min_ttl_ms back to their prior values",
+        |h| format!("{:?}", (&h.enabled, &h.min_ttl)),
+    ),
+    (
+        "sysfs kdamonds as before (agelab's stopped and removed, foreign untouched)",
+        |h| format!("{:?}", h.kdamonds),
+    ),
+    ("kdamond threads and damon_stat as before", |h| {
+        format!("{:?}", (&h.threads, &h.damon_stat))
+    }),
+    ("cgroup.subtree_control as before", |h| {
+        format!("{:?}", h.subtree_control)
+    }),
+];
 
 /// Each restore check on the host now, against `prior`, after `agelab <command>` (pid `pid`):
 /// (description, passed, diagnostic).
@@ -234,28 +248,14 @@ fn leftovers(prior: &HostState, pid: u32, command: &str) -> Vec<(String, bool, S
     let memcg = agelab_memcg(command, pid);
     let memcg_left = memcg.as_ref().is_some_and(|m| m.exists());
     let journal = journal_files(pid);
-    let p = prior;
-    vec![
-        same(
-            "lru_gen enabled and min_ttl_ms back to their prior values",
-            (&p.enabled, &p.min_ttl),
-            (&now.enabled, &now.min_ttl),
-        ),
-        same(
-            "sysfs kdamonds as before (agelab's stopped and removed, foreign untouched)",
-            &p.kdamonds,
-            &now.kdamonds,
-        ),
-        same(
-            "kdamond threads and damon_stat as before",
-            (&p.threads, &p.damon_stat),
-            (&now.threads, &now.damon_stat),
-        ),
-        same(
-            "cgroup.subtree_control as before",
-            &p.subtree_control,
-            &now.subtree_control,
-        ),
+    let mut checks: Vec<_> = AS_BEFORE
+        .iter()
+        .map(|(desc, f)| {
+            let (p, n) = (f(prior), f(&now));
+            (desc.to_string(), p == n, format!("prior {p}, now {n}"))
+        })
+        .collect();
+    checks.extend([
         (
             format!("no memcg agelab-{command}-{pid} left"),
             !memcg_left,
@@ -266,7 +266,8 @@ fn leftovers(prior: &HostState, pid: u32, command: &str) -> Vec<(String, bool, S
             journal.is_empty(),
             format!("{journal:?}"),
         ),
-    ]
+    ]);
+    checks
 }
 
 /// Puts the host back by hand (after a case built to fail, or a failed one), so the next case
@@ -301,49 +302,31 @@ fn force_restore(prior: &HostState, pid: u32, command: &str) {
     }
 }
 
+/// What every killed run shares: a small guest, a long run, frequent passes.
+const LONG_RUN: &str = "--mem 64M --duration 900s --interval 300ms";
+
 /// The arguments of the run killed at `stage`.
 fn killed_args(stage: Stage) -> Vec<&'static str> {
-    let run = |sources: &'static str, selfcheck: bool| {
-        let mut v = vec![
-            "run",
-            "--mem",
-            "64M",
-            "--duration",
-            "900s",
-            "--interval",
-            "300ms",
-            "--sources",
-            sources,
-        ];
-        if !selfcheck {
-            v.push("--no-selfcheck");
-        }
-        v
+    let with_long_run = |head: &'static str, tail: &'static str| -> Vec<&'static str> {
+        [head, LONG_RUN, tail]
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .collect()
     };
     match stage {
-        Stage::Knobs => run("kvm-clear-log", false),
-        Stage::DamonVaddr | Stage::ForeignAfterKill => run("damon-vaddr", false),
-        Stage::DamonPaddr => run("damon-vaddr", true),
-        Stage::ForeignSysfs | Stage::ForeignDamonStat | Stage::LiveAndKilled => {
-            run("kvm-clear-log,damon-vaddr", false)
+        Stage::Knobs => with_long_run("run", "--sources kvm-clear-log --no-selfcheck"),
+        Stage::DamonVaddr | Stage::ForeignAfterKill => {
+            with_long_run("run", "--sources damon-vaddr --no-selfcheck")
         }
-        Stage::ReclaimDamon => vec![
-            "reclaim",
-            "--policy",
-            "damon",
-            "--mem",
-            "64M",
-            "--duration",
-            "900s",
-            "--interval",
-            "300ms",
-            "--min-age",
-            "300ms",
-            "--cold-window",
-            "1s",
-            "--workload",
-            "hotcold:hot=20%,p=100%,op=read",
-        ],
+        // With the self-check: it runs the paddr kdamond.
+        Stage::DamonPaddr => with_long_run("run", "--sources damon-vaddr"),
+        Stage::ForeignSysfs | Stage::ForeignDamonStat | Stage::LiveAndKilled => {
+            with_long_run("run", "--sources kvm-clear-log,damon-vaddr --no-selfcheck")
+        }
+        Stage::ReclaimDamon => with_long_run(
+            "reclaim --policy damon",
+            "--min-age 300ms --cold-window 1s --workload hotcold:hot=20%,p=100%,op=read",
+        ),
     }
 }
 
