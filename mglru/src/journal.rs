@@ -175,7 +175,7 @@ pub fn proc_stat(pid: i32) -> Result<Option<(u64, char)>, JournalError> {
 
 /// Field 3 (state) and field 22 (starttime): the comm field (2) may hold spaces and parentheses,
 /// so fields are counted after its last `)`.
-fn parse_stat(text: &str) -> Option<(u64, char)> {
+pub fn parse_stat(text: &str) -> Option<(u64, char)> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let state = f.first()?.chars().next()?;
@@ -210,12 +210,21 @@ pub enum HostChange {
         /// What to write back.
         restore: String,
     },
-    /// A DAMON kdamond created by agelab. Undo: `state` off, `nr_kdamonds` 0.
+    /// A DAMON kdamond created by agelab. Undo: `state` off, `nr_kdamonds` 0 — only while the
+    /// kdamond in `dir` still monitors `target` (a kdamond someone set up in the slot after the
+    /// owner died is not agelab's and is left alone).
     Kdamond {
         /// The kdamond directory (`.../kdamonds/0`).
         dir: PathBuf,
         /// The `nr_kdamonds` file.
         nr_path: PathBuf,
+        /// What agelab's kdamond monitors, as [`damon::configured_target`] reads it back
+        /// (`None` in entries written before it was recorded: the kdamond is stopped whatever it
+        /// monitors).
+        ///
+        /// [`damon::configured_target`]: crate::kernel::damon::configured_target
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
     },
 }
 
@@ -251,9 +260,12 @@ impl HostChange {
             HostChange::Knob { path, restore } => write_str(path, restore)
                 .map(|()| format!("{} = {restore}", path.display()))
                 .map_err(|e| fail(e.to_string())),
-            HostChange::Kdamond { dir, nr_path } => {
-                crate::kernel::damon::undo_kdamond(dir, nr_path).map_err(|e| fail(e.to_string()))
-            }
+            HostChange::Kdamond {
+                dir,
+                nr_path,
+                target,
+            } => crate::kernel::damon::undo_kdamond(dir, nr_path, target.as_deref())
+                .map_err(|e| fail(e.to_string())),
         }
     }
 }

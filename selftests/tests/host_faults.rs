@@ -11,6 +11,7 @@
 //! (no parallel runs, even across test binaries), and a guard restores whatever a case left behind,
 //! also when it fails or panics.
 
+use agelab::scenarios::host_state::poll;
 use agelab_mglru::journal::{Journal, JOURNAL_DIR};
 use agelab_mglru::kernel::memcg::MemoryHierarchy;
 use agelab_mglru::kernel::swap::{zram_indices, SwapStatus, ZramDevice};
@@ -339,18 +340,6 @@ fn reclaim_args<'a>(zram: &'a str, policy: &'a str, duration: &'a str) -> Vec<&'
         "--workload",
         "hotcold:hot=20%,p=100%,op=read",
     ]
-}
-
-/// Polls until `f` is true.
-fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// SIGKILL at one stage, then `agelab cleanup` (or a fresh reclaim when `fresh`); also the case

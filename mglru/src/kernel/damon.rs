@@ -7,7 +7,9 @@
 //! all, never writes anything under a kdamond it did not create, and turns its own off and sets
 //! `nr_kdamonds` back to 0 on every exit path (via [`host_guard`](crate::host_guard), journaled
 //! before `nr_kdamonds` is written, so a SIGKILLed run's kdamond is stopped by the next agelab
-//! command).
+//! command). The journal entry records what the kdamond monitors ([`target_text`]); that undo
+//! stops the kdamond in the slot only while it still monitors that ([`configured_target`]): a
+//! kdamond someone set up there after agelab's owner died is not touched.
 //!
 //! The kdamond runs one `stat` scheme matching every region; [`Kdamond::tried_regions`] asks the
 //! kernel to `update_schemes_tried_regions` and reads the regions back.
@@ -196,6 +198,24 @@ pub struct TriedRegion {
     pub age: u64,
 }
 
+impl TriedRegion {
+    /// The files of a `tried_regions/<n>` directory, in the order [`parse`](Self::parse) takes.
+    pub const FILES: [&'static str; 4] = ["start", "end", "nr_accesses", "age"];
+
+    /// A region from the text of its four files ([`FILES`](Self::FILES) order); `None` when a
+    /// field is not an unsigned decimal number or `end < start`.
+    pub fn parse<S: AsRef<str>>(fields: &[S; 4]) -> Option<Self> {
+        let n = |i: usize| fields[i].as_ref().trim().parse::<u64>().ok();
+        let region = TriedRegion {
+            start: n(0)?,
+            end: n(1)?,
+            nr_accesses: n(2)?,
+            age: n(3)?,
+        };
+        (region.end >= region.start).then_some(region)
+    }
+}
+
 /// State of one kdamond.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KdamondInfo {
@@ -310,6 +330,7 @@ impl DamonAdmin {
             HostChange::Kdamond {
                 dir: dir.clone(),
                 nr_path: nr_path.clone(),
+                target: Some(target_text(target)),
             },
         )?;
         write_str(&nr_path, "1")?;
@@ -327,11 +348,98 @@ impl DamonAdmin {
     }
 }
 
+/// A kdamond's target in words, as [`configured_target`] reads it back from sysfs: `vaddr pid
+/// PID` or `paddr START-END ...` (bytes, decimal).
+pub fn target_text(target: &DamonTarget) -> String {
+    match target {
+        DamonTarget::Vaddr { pid } => format!("vaddr pid {pid}"),
+        DamonTarget::Paddr { ranges } => {
+            let r: Vec<String> = ranges.iter().map(|(s, e)| format!("{s}-{e}")).collect();
+            format!("paddr {}", r.join(" "))
+        }
+    }
+}
+
+/// What the kdamond in `dir` monitors (its first context's first target), in
+/// [`target_text`]'s words; `None` when it has no such target or a file does not read.
+pub fn configured_target(dir: &Path) -> Option<String> {
+    let ctx = dir.join("contexts/0");
+    let t = ctx.join("targets/0");
+    match read_trimmed(ctx.join("operations")).ok()?.as_str() {
+        "vaddr" => Some(format!(
+            "vaddr pid {}",
+            read_trimmed(t.join("pid_target")).ok()?
+        )),
+        "paddr" => {
+            let n = read_u64(t.join("regions/nr_regions")).ok()?;
+            let mut r = Vec::new();
+            for i in 0..n.min(4096) {
+                let d = t.join(format!("regions/{i}"));
+                let (s, e) = (
+                    read_u64(d.join("start")).ok()?,
+                    read_u64(d.join("end")).ok()?,
+                );
+                r.push(format!("{s}-{e}"));
+            }
+            Some(format!("paddr {}", r.join(" ")))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `now` (a stopped kdamond's [`configured_target`]) is what a kdamond being configured
+/// for `ours` looks like part way: nothing readable yet, a vaddr target with its pid still 0, or
+/// paddr regions each unset (`0-0`) or one of ours.
+fn partial_target(now: Option<&str>, ours: &str) -> bool {
+    let Some(now) = now else { return true };
+    let (Some((ops, rest)), Some((our_ops, our_rest))) =
+        (now.split_once(' '), ours.split_once(' '))
+    else {
+        return false;
+    };
+    if ops != our_ops {
+        return false;
+    }
+    match ops {
+        "vaddr" => rest == our_rest || rest == "pid 0",
+        "paddr" => {
+            let our_ranges: std::collections::HashSet<&str> = our_rest.split(' ').collect();
+            rest.split(' ')
+                .filter(|r| !r.is_empty())
+                .all(|r| r == "0-0" || our_ranges.contains(r))
+        }
+        _ => false,
+    }
+}
+
 /// The journal's undo of [`HostChange::Kdamond`]: `state` off, `nr_kdamonds` 0 (nothing when
-/// `nr_kdamonds` is already 0: killed before the kdamond was created).
-pub(crate) fn undo_kdamond(dir: &Path, nr_path: &Path) -> Result<String, KernelFileError> {
+/// `nr_kdamonds` is already 0: killed before the kdamond was created). With `target` (what
+/// agelab's kdamond monitored), a kdamond in `dir` that monitors something else is not agelab's —
+/// someone set it up after agelab's owner died and its own kdamond stopped — and is left alone.
+pub(crate) fn undo_kdamond(
+    dir: &Path,
+    nr_path: &Path,
+    target: Option<&str>,
+) -> Result<String, KernelFileError> {
     if !nr_path.exists() || read_u64(nr_path)? == 0 {
         return Ok(format!("DAMON {}: nothing to stop", dir.display()));
+    }
+    if let Some(ours) = target {
+        let now = configured_target(dir);
+        let running = read_trimmed(dir.join("state")).is_ok_and(|s| s == "on");
+        let mine = match (now.as_deref(), running) {
+            (Some(c), _) if c == ours => true,
+            // Stopped: also agelab's when killed while configuring it (a part of its target).
+            (c, false) => partial_target(c, ours),
+            _ => false,
+        };
+        if !mine {
+            return Ok(format!(
+                "DAMON {}: not agelab's any more (it monitors {}, agelab's monitored {ours}): left alone",
+                dir.display(),
+                now.as_deref().unwrap_or("nothing readable")
+            ));
+        }
     }
     let _ = write_str(dir.join("state"), "off");
     write_str(nr_path, "0")?;
@@ -514,20 +622,12 @@ impl Kdamond {
         let mut out = Vec::with_capacity(idx.len());
         for i in idx {
             let r = d.join(i.to_string());
-            let mut get = |f: &str| -> Result<u64, DamonError> {
-                let v = read_u64(r.join(f))?;
+            let mut fields = [const { String::new() }; 4];
+            for (f, name) in fields.iter_mut().zip(TriedRegion::FILES) {
+                *f = read_trimmed(r.join(name))?;
                 bytes += 21;
-                Ok(v)
-            };
-            let region = TriedRegion {
-                start: get("start")?,
-                end: get("end")?,
-                nr_accesses: get("nr_accesses")?,
-                age: get("age")?,
-            };
-            if region.end < region.start {
-                return Err(DamonError::BadRegion(r));
             }
+            let region = TriedRegion::parse(&fields).ok_or(DamonError::BadRegion(r))?;
             out.push(region);
         }
         Ok((out, bytes))
@@ -536,5 +636,82 @@ impl Kdamond {
     /// Turns the kdamond off and sets nr_kdamonds back to 0.
     pub fn stop(self) {
         drop(self.guard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kdamonds directory with kdamond 0 monitoring `ops` target `value`, on.
+    fn tree(tag: &str, ops: &str, target: &[(&str, &str)]) -> (PathBuf, PathBuf, PathBuf) {
+        let root = std::env::temp_dir().join(format!("agelab-damon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let k = root.join("kdamonds");
+        let ctx = k.join("0/contexts/0");
+        std::fs::create_dir_all(ctx.join("targets/0/regions/0")).unwrap();
+        std::fs::write(k.join("nr_kdamonds"), "1\n").unwrap();
+        std::fs::write(k.join("0/state"), "on\n").unwrap();
+        std::fs::write(ctx.join("operations"), format!("{ops}\n")).unwrap();
+        for (f, v) in target {
+            std::fs::write(ctx.join("targets/0").join(f), format!("{v}\n")).unwrap();
+        }
+        (root, k.join("0"), k.join("nr_kdamonds"))
+    }
+
+    /// The undo stops the kdamond that monitors what agelab's monitored, and leaves one that
+    /// monitors anything else (someone set it up after agelab's owner died) alone.
+    #[test]
+    fn undo_stops_only_agelabs_kdamond() {
+        let ours = target_text(&DamonTarget::Vaddr { pid: 4242 });
+        let (root, dir, nr) = tree("ours", "vaddr", &[("pid_target", "4242")]);
+        assert_eq!(configured_target(&dir).as_deref(), Some(ours.as_str()));
+        let done = undo_kdamond(&dir, &nr, Some(&ours)).unwrap();
+        assert!(done.contains("off, nr_kdamonds 0"), "{done}");
+        assert_eq!(std::fs::read_to_string(&nr).unwrap(), "0");
+        let _ = std::fs::remove_dir_all(&root);
+
+        let (root, dir, nr) = tree("foreign", "vaddr", &[("pid_target", "77")]);
+        let done = undo_kdamond(&dir, &nr, Some(&ours)).unwrap();
+        assert!(done.contains("left alone"), "{done}");
+        assert_eq!(std::fs::read_to_string(&nr).unwrap(), "1\n");
+        assert_eq!(std::fs::read_to_string(dir.join("state")).unwrap(), "on\n");
+        let _ = std::fs::remove_dir_all(&root);
+
+        let paddr = target_text(&DamonTarget::Paddr {
+            ranges: vec![(4096, 8192)],
+        });
+        let (root, dir, nr) = tree(
+            "paddr",
+            "paddr",
+            &[
+                ("regions/nr_regions", "1"),
+                ("regions/0/start", "4096"),
+                ("regions/0/end", "8192"),
+            ],
+        );
+        assert_eq!(configured_target(&dir), Some(paddr.clone()));
+        assert!(undo_kdamond(&dir, &nr, Some("paddr 0-4096"))
+            .unwrap()
+            .contains("left alone"));
+        // Stopped part way through agelab's configuration (a kill while writing regions): ours.
+        std::fs::write(dir.join("state"), "off\n").unwrap();
+        assert!(partial_target(
+            Some("paddr 4096-8192 0-0"),
+            "paddr 4096-8192 12288-16384"
+        ));
+        assert!(!partial_target(Some("paddr 4096-8192 0-0"), "paddr 0-4096"));
+        assert!(!partial_target(Some("vaddr pid 77"), "vaddr pid 4242"));
+        assert!(partial_target(Some("vaddr pid 0"), "vaddr pid 4242"));
+        let ours_plus = format!("{paddr} 12288-16384");
+        assert!(undo_kdamond(&dir, &nr, Some(&ours_plus))
+            .unwrap()
+            .contains("nr_kdamonds 0"));
+        std::fs::write(&nr, "1\n").unwrap();
+        std::fs::write(dir.join("state"), "on\n").unwrap();
+        assert!(undo_kdamond(&dir, &nr, Some(&paddr))
+            .unwrap()
+            .contains("nr_kdamonds 0"));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

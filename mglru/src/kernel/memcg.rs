@@ -129,6 +129,16 @@ impl MemoryHierarchy {
     /// `memory` (the kernel's lru_gen selftest looks in the same two places).
     pub fn detect() -> Result<Self, MemcgError> {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        Self::from_mounts(&mounts, |mount| {
+            read_trimmed(mount.join("cgroup.controllers")).unwrap_or_default()
+        })
+        .ok_or(MemcgError::NoMemoryController)
+    }
+
+    /// The memory hierarchy named in `mounts` (the text of `/proc/self/mounts`): a v1 `memory`
+    /// mount first, else the first cgroup2 mount whose `cgroup.controllers` (read through
+    /// `controllers`) lists `memory`.
+    pub fn from_mounts(mounts: &str, controllers: impl Fn(&Path) -> String) -> Option<Self> {
         let mut v2 = None;
         for line in mounts.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -137,14 +147,13 @@ impl MemoryHierarchy {
             }
             match f[2] {
                 "cgroup" if f[3].split(',').any(|o| o == "memory") => {
-                    return Ok(MemoryHierarchy {
+                    return Some(MemoryHierarchy {
                         version: CgroupVersion::V1,
                         mount: f[1].into(),
                     })
                 }
                 "cgroup2" if v2.is_none() => {
-                    let ctl = read_trimmed(Path::new(f[1]).join("cgroup.controllers"))
-                        .unwrap_or_default();
+                    let ctl = controllers(Path::new(f[1]));
                     if ctl.split_whitespace().any(|c| c == "memory") {
                         v2 = Some(PathBuf::from(f[1]));
                     }
@@ -156,28 +165,58 @@ impl MemoryHierarchy {
             version: CgroupVersion::V2,
             mount,
         })
-        .ok_or(MemcgError::NoMemoryController)
     }
 
     /// This process's cgroup in the hierarchy, as a path relative to its root (`/a/b`).
     pub fn own_cgroup(&self) -> Result<String, MemcgError> {
         let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        for line in text.lines() {
+        self.cgroup_in(&text).ok_or(MemcgError::OwnCgroupUnknown)
+    }
+
+    /// The cgroup path of this hierarchy in `text` (a `/proc/<pid>/cgroup` file).
+    pub fn cgroup_in(&self, text: &str) -> Option<String> {
+        text.lines().find_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, ctrls, path) = (parts.next(), parts.next(), parts.next());
-            let (Some(ctrls), Some(path)) = (ctrls, path) else {
-                continue;
-            };
             let hit = match self.version {
-                CgroupVersion::V1 => ctrls.split(',').any(|c| c == "memory"),
-                CgroupVersion::V2 => ctrls.is_empty(),
+                CgroupVersion::V1 => ctrls?.split(',').any(|c| c == "memory"),
+                CgroupVersion::V2 => ctrls?.is_empty(),
             };
-            if hit {
-                return Ok(path.to_string());
-            }
-        }
-        Err(MemcgError::OwnCgroupUnknown)
+            hit.then(|| path.map(str::to_string)).flatten()
+        })
     }
+}
+
+/// `cgroup.procs` text: one pid per line (lines that are not a pid are skipped).
+pub fn parse_procs(text: &str) -> Vec<i32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// `memory.stat` (v1 or v2) text as (key, value) pairs; lines that are not `key number` are
+/// skipped.
+pub fn parse_memory_stat(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A hard-limit file's text (`memory.max` on v2, `memory.limit_in_bytes` on v1) as bytes, `None`
+/// for unlimited (`max`, or v1's PAGE_COUNTER_MAX-sized number); `Err` with the text otherwise.
+pub fn parse_limit(version: CgroupVersion, text: &str) -> Result<Option<u64>, String> {
+    // v1 reports "unlimited" as PAGE_COUNTER_MAX pages rounded to bytes, a huge number.
+    let unlimited_from = match version {
+        CgroupVersion::V1 => 1u64 << 62,
+        CgroupVersion::V2 => u64::MAX,
+    };
+    let s = text.trim();
+    if s == "max" {
+        return Ok(None);
+    }
+    let v: u64 = s.parse().map_err(|_| s.to_string())?;
+    Ok((v < unlimited_from).then_some(v))
 }
 
 /// A child memcg created (and owned) by this process.
@@ -294,10 +333,7 @@ impl GuestMemcg {
 
     /// Processes in the memcg.
     pub fn processes(&self) -> Result<Vec<i32>, MemcgError> {
-        Ok(read_trimmed(self.dir.join("cgroup.procs"))?
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect())
+        Ok(parse_procs(&read_trimmed(self.dir.join("cgroup.procs"))?))
     }
 
     /// Bytes charged to the memcg now.
@@ -311,13 +347,9 @@ impl GuestMemcg {
 
     /// `memory.stat` as (key, value) pairs.
     pub fn stat(&self) -> Result<Vec<(String, u64)>, MemcgError> {
-        Ok(read_trimmed(self.dir.join("memory.stat"))?
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                Some((k.to_string(), v.trim().parse().ok()?))
-            })
-            .collect())
+        Ok(parse_memory_stat(&read_trimmed(
+            self.dir.join("memory.stat"),
+        )?))
     }
 
     /// Sets the hard limit (`None` = unlimited): `memory.limit_in_bytes` (v1) / `memory.max` (v2).
@@ -333,23 +365,18 @@ impl GuestMemcg {
 
     /// The hard limit in bytes (`None` = unlimited).
     pub fn limit(&self) -> Result<Option<u64>, MemcgError> {
-        let (file, unlimited_from) = match self.hierarchy.version {
-            // v1 reports "unlimited" as PAGE_COUNTER_MAX pages rounded to bytes, a huge number.
-            CgroupVersion::V1 => ("memory.limit_in_bytes", 1u64 << 62),
-            CgroupVersion::V2 => ("memory.max", u64::MAX),
+        let file = match self.hierarchy.version {
+            CgroupVersion::V1 => "memory.limit_in_bytes",
+            CgroupVersion::V2 => "memory.max",
         };
         let s = read_trimmed(self.dir.join(file))?;
-        if s == "max" {
-            return Ok(None);
-        }
-        let v: u64 = s.parse().map_err(|_| {
+        parse_limit(self.hierarchy.version, &s).map_err(|s| {
             MemcgError::File(KernelFileError {
                 op: "read".into(),
                 path: self.dir.join(file),
-                err: std::io::Error::new(std::io::ErrorKind::InvalidData, s.clone()),
+                err: std::io::Error::new(std::io::ErrorKind::InvalidData, s),
             })
-        })?;
-        Ok((v < unlimited_from).then_some(v))
+        })
     }
 
     /// Proactively reclaims `bytes` (cgroup v2 `memory.reclaim`; EAGAIN if less was reclaimed).

@@ -205,6 +205,22 @@ pub struct ZramMmStat {
     pub mem_used_total: u64,
 }
 
+impl ZramMmStat {
+    /// The first three numbers of `mm_stat` text (missing or unparsable ones count as 0).
+    pub fn parse(text: &str) -> Self {
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .take(3)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        ZramMmStat {
+            orig_data_size: f.first().copied().unwrap_or(0),
+            compr_data_size: f.get(1).copied().unwrap_or(0),
+            mem_used_total: f.get(2).copied().unwrap_or(0),
+        }
+    }
+}
+
 /// State of a zram device as read from sysfs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ZramState {
@@ -260,17 +276,9 @@ impl ZramDevice {
 
     /// Reads `mm_stat` (zeros when the device is not initialized).
     pub fn mm_stat(&self) -> Result<ZramMmStat, SwapError> {
-        let s = read_trimmed(self.sysfs().join("mm_stat"))?;
-        let f: Vec<u64> = s
-            .split_whitespace()
-            .take(3)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        Ok(ZramMmStat {
-            orig_data_size: f.first().copied().unwrap_or(0),
-            compr_data_size: f.get(1).copied().unwrap_or(0),
-            mem_used_total: f.get(2).copied().unwrap_or(0),
-        })
+        Ok(ZramMmStat::parse(&read_trimmed(
+            self.sysfs().join("mm_stat"),
+        )?))
     }
 
     /// Why the device cannot be used now (`None`: free).

@@ -18,73 +18,18 @@ use std::time::Duration;
 
 /// The SIGINT cleanup check.
 mod sigint {
-    use agelab_mglru::kernel::memcg::MemoryHierarchy;
+    use agelab::scenarios::host_state::{
+        agelab, agelab_memcg, check_line, read, HostState, ENABLED, MIN_TTL,
+    };
     use std::io::{BufRead, BufReader};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use agelab::ktap::{self, Ktap};
 
-    /// One check: the diagnostic is printed only when it failed.
-    fn check_line(t: &mut Ktap, ok: bool, desc: &str, diag: &str) {
-        if !ok {
-            t.diag(&format!("{desc}: {diag}"));
-        }
-        t.result(ok, desc);
-    }
-
-    const ENABLED: &str = "/sys/kernel/mm/lru_gen/enabled";
-    const MIN_TTL: &str = "/sys/kernel/mm/lru_gen/min_ttl_ms";
-    const KDAMONDS: &str = "/sys/kernel/mm/damon/admin/kdamonds";
-
-    fn read(p: impl AsRef<Path>) -> Option<String> {
-        std::fs::read_to_string(p)
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-
-    /// Host state agelab may change: lru_gen knobs, kdamonds (count and states).
-    #[derive(Debug, PartialEq, Eq)]
-    struct HostState {
-        enabled: Option<String>,
-        min_ttl: Option<String>,
-        kdamonds: Option<(String, Vec<String>)>,
-    }
-
     fn host_state() -> HostState {
-        let kdamonds = read(Path::new(KDAMONDS).join("nr_kdamonds")).map(|nr| {
-            let n: u64 = nr.parse().unwrap_or(0);
-            let states = (0..n)
-                .map(|i| read(Path::new(KDAMONDS).join(format!("{i}/state"))).unwrap_or_default())
-                .collect();
-            (nr, states)
-        });
-        HostState {
-            enabled: read(ENABLED),
-            min_ttl: read(MIN_TTL),
-            kdamonds,
-        }
-    }
-
-    fn agelab() -> PathBuf {
-        let here = std::env::current_exe().ok();
-        let sibling = here.as_ref().and_then(|p| Some(p.parent()?.join("agelab")));
-        match sibling {
-            Some(p) if p.exists() => p,
-            _ => PathBuf::from("agelab"),
-        }
-    }
-
-    /// The memcg `agelab run` (pid `pid`) creates: `agelab-run-PID` beside our own cgroup.
-    fn run_memcg(pid: u32) -> Option<PathBuf> {
-        let h = MemoryHierarchy::detect().ok()?;
-        let own = h.own_cgroup().ok()?;
-        Some(
-            h.mount
-                .join(own.trim_start_matches('/'))
-                .join(format!("agelab-run-{pid}")),
-        )
+        HostState::read()
     }
 
     /// Runs the check; returns the exit code.
@@ -148,7 +93,7 @@ mod sigint {
             "",
         );
         let during = host_state();
-        let memcg = run_memcg(pid);
+        let memcg = agelab_memcg("run", pid);
         let memcg_during = memcg.as_ref().is_some_and(|p| p.exists());
         println!("# during: {during:?}, memcg {memcg:?} exists: {memcg_during}");
         let t0 = Instant::now();
