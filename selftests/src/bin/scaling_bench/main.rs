@@ -60,6 +60,9 @@ struct Args {
     /// Print one JSON object instead of the text table.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON object to this file (with the text table on stdout).
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,7 +155,7 @@ fn rows(results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
             Some(r.vm_create_ms? + r.start_ms? + r.fill_ms?)
         }),
         Row::measured(
-            "guest access, untracked",
+            "guest access, untracked (vCPU CPU)",
             "ns/access",
             Scale::PerAccess,
             sizes,
@@ -163,6 +166,13 @@ fn rows(results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
                 .iter()
                 .map(|r| r.touched.map(|t| format!("{t:.0} pages/pass")))
                 .collect(),
+        ),
+        Row::measured(
+            "guest access, untracked (wall)",
+            "ns/access",
+            Scale::PerAccess,
+            sizes,
+            col(&|r| r.guest_wall_ns),
         ),
     ];
     let names = SourceKind::ALL.iter().map(|k| k.name()).chain([LRU_GEN]);
@@ -235,7 +245,14 @@ fn source_rows(name: &str, results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
             get(|c| c.build_ms),
         ));
         out.push(Row::measured(
-            format!("  guest access under {name}"),
+            format!("  {name}, pass CPU time"),
+            "µs/pass",
+            Scale::Total,
+            sizes,
+            get(|c| c.pass_cpu_us),
+        ));
+        out.push(Row::measured(
+            format!("  guest under {name}, vCPU CPU"),
             "ns/access",
             Scale::PerAccess,
             sizes,
@@ -264,6 +281,12 @@ fn main() -> ExitCode {
     for &s in &sizes {
         if let Err(e) = check::memory(&args.backing, s, 1) {
             eprintln!("scaling_bench: --sizes: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &args.json_out {
+        if let Err(e) = check::output_path("--json-out", path) {
+            eprintln!("scaling_bench: {e}");
             return ExitCode::from(2);
         }
     }
@@ -334,21 +357,25 @@ fn main() -> ExitCode {
         .iter()
         .filter(|r| matches!(r.status, Status::Failed(_)))
         .collect();
+    let report = Report {
+        conditions: &conditions,
+        sizes: &sizes,
+        rows: &rows,
+        incomplete: &incomplete,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("plain data serializes");
     if args.json {
-        let report = Report {
-            conditions: &conditions,
-            sizes: &sizes,
-            rows: &rows,
-            incomplete: &incomplete,
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("plain data serializes")
-        );
+        println!("{json}");
     } else {
         print_text(&conditions, &rows, &sizes);
     }
     let mut err = std::io::stderr().lock();
+    if let Some(path) = &args.json_out {
+        if let Err(e) = std::fs::write(path, format!("{json}\n")) {
+            let _ = writeln!(err, "scaling_bench: --json-out {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
     for m in &incomplete {
         let _ = writeln!(err, "scaling_bench: table incomplete: {m}");
     }

@@ -13,6 +13,7 @@
 
 use crate::table::Status;
 use agelab_mglru::lru_gen_run::KernelAging;
+use agelab_mglru::reclaim::run::thread_cpu_ns;
 use agelab_mglru::sources::catalog::BuildOptions;
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::{SourceKind, UnavailableSource};
@@ -151,8 +152,12 @@ pub struct SourceCost {
     pub idle_us: Option<f64>,
     /// Median pages reported per pass.
     pub pages: Option<f64>,
-    /// Median guest ns per access while this source tracked (own-VM sources).
+    /// Median guest ns per access while this source tracked (own-VM sources): vCPU thread CPU
+    /// time per access.
     pub guest_ns: Option<f64>,
+    /// Median CPU time of this thread over the whole aging pass (harvest and bookkeeping), µs:
+    /// the harvest's cost without the host's other load (own-VM sources, alone in their pass).
+    pub pass_cpu_us: Option<f64>,
     /// Building the source (enabling logging, registering userfaultfd...), ms.
     pub build_ms: Option<f64>,
 }
@@ -165,6 +170,7 @@ impl SourceCost {
             idle_us: None,
             pages: None,
             guest_ns: None,
+            pass_cpu_us: None,
             build_ms: None,
         }
     }
@@ -183,8 +189,10 @@ pub struct SizeResult {
     pub start_ms: Option<f64>,
     /// The guest writing the integrity pattern over all memory (its first touch), ms.
     pub fill_ms: Option<f64>,
-    /// Median guest ns per access, untracked (base VM).
+    /// Median guest ns per access, untracked (base VM): vCPU thread CPU time per access.
     pub guest_ns: Option<f64>,
+    /// The same in wall time (epoch time per access; includes waiting for a CPU).
+    pub guest_wall_ns: Option<f64>,
     /// Median engine bookkeeping per pass, µs.
     pub bookkeeping_us: Option<f64>,
     /// Median host replay of one pass's ground truth, µs.
@@ -232,6 +240,8 @@ fn memory_refusal(bytes: u64) -> Option<String> {
 #[derive(Debug, Default)]
 struct PassStats {
     guest_ns: Vec<f64>,
+    guest_wall_ns: Vec<f64>,
+    pass_cpu_ns: Vec<f64>,
     bookkeeping_ns: Vec<f64>,
     replay_ns: Vec<f64>,
     touched: Vec<f64>,
@@ -255,6 +265,7 @@ impl PassStats {
             pages: h.and_then(|h| median(h.iter().map(|x| x.1).collect())),
             idle_us: self.idle_ns.get(name).map(|ns| ns / 1e3),
             guest_ns: median(self.guest_ns.clone()),
+            pass_cpu_us: median(self.pass_cpu_ns.iter().map(|ns| ns / 1e3).collect()),
             build_ms: None,
         }
     }
@@ -282,7 +293,9 @@ fn run_passes(
         if let Some(tx) = oracle {
             let _ = tx.send(split.accessed());
         }
+        let cpu = thread_cpu_ns();
         let pass = engine.run_pass_split(&split)?;
+        let pass_cpu = thread_cpu_ns().saturating_sub(cpu);
         let kernel_ns = kernel.as_deref_mut().map(|k| {
             let t = Instant::now();
             k.age().map(|_| t.elapsed().as_nanos() as f64)
@@ -299,8 +312,19 @@ fn run_passes(
             continue; // warm-up: first touches, sources settle
         }
         let vcpus = r.ops.len();
+        let per_access = |v: usize| {
+            let cpu = r.vcpu_cpu[v].as_nanos() as f64;
+            if cpu > 0.0 && r.ops[v] > 0 {
+                cpu / r.ops[v] as f64
+            } else {
+                r.ns_per_access(v)
+            }
+        };
         st.guest_ns
+            .push((0..vcpus).map(per_access).sum::<f64>() / vcpus as f64);
+        st.guest_wall_ns
             .push((0..vcpus).map(|v| r.ns_per_access(v)).sum::<f64>() / vcpus as f64);
+        st.pass_cpu_ns.push(pass_cpu as f64);
         st.bookkeeping_ns.push(pass.bookkeeping_ns as f64);
         st.replay_ns.push(replay.as_nanos() as f64);
         st.touched.push(split.accessed().count() as f64);
@@ -338,6 +362,7 @@ pub fn size(bytes: u64, settings: &Settings) -> Result<SizeResult, MeasureError>
         start_ms: None,
         fill_ms: None,
         guest_ns: None,
+        guest_wall_ns: None,
         bookkeeping_us: None,
         replay_us: None,
         touched: None,
@@ -429,13 +454,16 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
     }
     wl.finish()?;
     out.guest_ns = median(st.guest_ns.clone());
+    out.guest_wall_ns = median(st.guest_wall_ns.clone());
     out.bookkeeping_us = median(st.bookkeeping_ns.iter().map(|ns| ns / 1e3).collect());
     out.replay_us = median(st.replay_ns.iter().map(|ns| ns / 1e3).collect());
     out.touched = median(st.touched.clone());
     for (kind, s) in added.iter().zip(engine.sources()) {
         let cost = if s.available {
             let mut c = st.cost(&s.name);
-            c.guest_ns = None; // the base VM's speed is the untracked row
+            // The base VM's speed is the untracked row; its pass CPU is every shared source's.
+            c.guest_ns = None;
+            c.pass_cpu_us = None;
             c
         } else {
             SourceCost::status(Status::Unavailable(

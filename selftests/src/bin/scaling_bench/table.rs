@@ -197,7 +197,7 @@ pub fn render(rows: &[Row], sizes: &[u64]) -> String {
         .windows(2)
         .map(|w| format!("{}/{}", w[1], w[0]))
         .collect();
-    let mut out = format!("{:<48}", "cost");
+    let mut out = format!("{:<52}", "cost");
     for l in &labels {
         out += &format!(" {l:>10}");
     }
@@ -208,7 +208,7 @@ pub fn render(rows: &[Row], sizes: &[u64]) -> String {
     out += "  growth\n";
     for r in rows {
         let head = format!("{} ({})", r.name, r.unit);
-        out += &format!("{head:<48}");
+        out += &format!("{head:<52}");
         match &r.status {
             Status::Unavailable(why) => {
                 out += &format!(" unavailable: {why}\n");
