@@ -227,37 +227,28 @@ fn source_rows(name: &str, results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
             .for_source(name)
             .with_detail(pages),
     ];
-    if get(|c| c.idle_us).iter().any(Option::is_some) {
-        out.push(Row::measured(
-            format!("  {name}, idle pass"),
-            "µs/pass",
-            Scale::Total,
-            sizes,
-            get(|c| c.idle_us),
-        ));
-    }
-    if get(|c| c.build_ms).iter().any(Option::is_some) {
-        out.push(Row::measured(
-            format!("  {name}, build"),
-            "ms",
-            Scale::Total,
-            sizes,
-            get(|c| c.build_ms),
-        ));
-        out.push(Row::measured(
-            format!("  {name}, pass CPU time"),
-            "µs/pass",
-            Scale::Total,
-            sizes,
-            get(|c| c.pass_cpu_us),
-        ));
-        out.push(Row::measured(
-            format!("  guest under {name}, vCPU CPU"),
-            "ns/access",
-            Scale::PerAccess,
-            sizes,
-            get(|c| c.guest_ns),
-        ));
+    // Extra rows where the source has them: idle harvest (all), build, pass CPU time and the
+    // guest's speed while it tracks (own-VM sources).
+    type Get = fn(&SourceCost) -> Option<f64>;
+    let extras: [(&str, &'static str, Scale, Get); 4] = [
+        ("idle pass", "µs/pass", Scale::Total, |c| c.idle_us),
+        ("build", "ms", Scale::Total, |c| c.build_ms),
+        ("pass CPU time", "µs/pass", Scale::Total, |c| c.pass_cpu_us),
+        ("guest vCPU CPU", "ns/access", Scale::PerAccess, |c| {
+            c.guest_ns
+        }),
+    ];
+    for (what, unit, scale, f) in extras {
+        let values = get(f);
+        if values.iter().any(Option::is_some) {
+            out.push(Row::measured(
+                format!("  {name}, {what}"),
+                unit,
+                scale,
+                sizes,
+                values,
+            ));
+        }
     }
     out
 }

@@ -32,7 +32,7 @@ pub const LRU_GEN: &str = "lru_gen";
 pub const DISABLED: &str = "made unavailable with --unavailable (negative control)";
 
 /// Longest a counted epoch may take before the workload's watchdog fires (plus its margin).
-const EPOCH_LIMIT: Duration = Duration::from_secs(60);
+const EPOCH_LIMIT: Duration = Duration::from_secs(300);
 
 /// Errors while measuring.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +142,7 @@ pub fn needs_own_vm(kind: SourceKind) -> bool {
 }
 
 /// One source's (or lru_gen's) costs at one size.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SourceCost {
     /// Measured, or why not.
     pub status: Status,
@@ -166,18 +166,13 @@ impl SourceCost {
     fn status(status: Status) -> Self {
         SourceCost {
             status,
-            harvest_us: None,
-            idle_us: None,
-            pages: None,
-            guest_ns: None,
-            pass_cpu_us: None,
-            build_ms: None,
+            ..Default::default()
         }
     }
 }
 
 /// Everything measured at one size.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SizeResult {
     /// Guest memory, bytes.
     pub bytes: u64,
@@ -357,17 +352,7 @@ fn run_passes(
 pub fn size(bytes: u64, settings: &Settings) -> Result<SizeResult, MeasureError> {
     let mut out = SizeResult {
         bytes,
-        skipped: None,
-        vm_create_ms: None,
-        start_ms: None,
-        fill_ms: None,
-        guest_ns: None,
-        guest_wall_ns: None,
-        bookkeeping_us: None,
-        replay_us: None,
-        touched: None,
-        verify_ms: None,
-        sources: BTreeMap::new(),
+        ..Default::default()
     };
     if let Some(why) = memory_refusal(bytes) {
         out.skipped = Some(why);

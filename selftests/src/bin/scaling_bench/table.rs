@@ -4,10 +4,11 @@
 use serde::Serialize;
 
 /// Whether a row holds measurements, or why not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", content = "reason", rename_all = "lowercase")]
 pub enum Status {
     /// Measured at every size that ran.
+    #[default]
     Measured,
     /// The source cannot work on this host (the reason it gives).
     Unavailable(String),
@@ -261,39 +262,16 @@ mod tests {
     #[test]
     fn growth_names_linear_flat_and_superlinear() {
         let sizes = [G, 4 * G, 16 * G];
-        let lin = Row::measured(
-            "x",
-            "ms",
-            Scale::Total,
-            &sizes,
-            vec![Some(1.0), Some(4.1), Some(15.8)],
-        );
+        let total =
+            |v: [f64; 3]| Row::measured("x", "ms", Scale::Total, &sizes, v.map(Some).to_vec());
+        let lin = total([1.0, 4.1, 15.8]);
         assert_eq!(lin.verdict, Some("linear"));
         assert_eq!(lin.per_gib[2].map(|v| (v * 100.0).round()), Some(99.0));
         assert_eq!(lin.growth[0].map(|g| (g * 10.0).round()), Some(41.0));
-        let flat = Row::measured(
-            "y",
-            "µs",
-            Scale::Total,
-            &sizes,
-            vec![Some(3.0), Some(3.1), Some(3.3)],
-        );
-        assert_eq!(flat.verdict, Some("flat"));
-        let sup = Row::measured(
-            "z",
-            "µs",
-            Scale::Total,
-            &sizes,
-            vec![Some(1.0), Some(16.0), Some(256.0)],
-        );
-        assert_eq!(sup.verdict, Some("superlinear"));
-        let per = Row::measured(
-            "n",
-            "ns",
-            Scale::PerAccess,
-            &sizes,
-            vec![Some(10.0), Some(12.0), None],
-        );
+        assert_eq!(total([3.0, 3.1, 3.3]).verdict, Some("flat"));
+        assert_eq!(total([1.0, 16.0, 256.0]).verdict, Some("superlinear"));
+        let values = vec![Some(10.0), Some(12.0), None];
+        let per = Row::measured("n", "ns", Scale::PerAccess, &sizes, values);
         assert_eq!(per.per_gib, vec![None, None, None]);
         assert_eq!(per.growth[1], None);
         assert_eq!(per.verdict, Some("flat"));
