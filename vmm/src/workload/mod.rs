@@ -137,7 +137,8 @@ impl std::fmt::Debug for Workload {
 
 /// How long a vCPU may take over its partition of a whole-memory pass (fill, verify) before the
 /// watchdog calls it stuck: 120 s, or 100 µs per page of the largest partition — a first touch
-/// costs ~4 µs per page on an idle host and 25× that was seen on a loaded one (16 GiB guests).
+/// costs ~4 µs per page on an idle host, and a 16 GiB fill on a loaded one (load average 17
+/// on 2 cores) took over 60 µs per page.
 fn whole_memory_limit(parts: &[(u64, u64)]) -> Duration {
     let pages = parts.iter().map(|p| p.1).max().unwrap_or(0);
     Duration::from_secs(120)
