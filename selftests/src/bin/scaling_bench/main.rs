@@ -151,6 +151,7 @@ fn rows(results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
         total("setup: VM creation", "ms", &|r| r.vm_create_ms),
         total("setup: workload start", "ms", &|r| r.start_ms),
         total("setup: first touch (guest fill)", "ms", &|r| r.fill_ms),
+        total("setup: first touch, vCPU CPU", "ms", &|r| r.fill_cpu_ms),
         total("setup: total", "ms", &|r| {
             Some(r.vm_create_ms? + r.start_ms? + r.fill_ms?)
         }),
@@ -179,15 +180,21 @@ fn rows(results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
     for name in names {
         out.extend(source_rows(name, results, sizes));
     }
-    out.push(total("engine bookkeeping", "µs/pass", &|r| {
-        r.bookkeeping_us
-    }));
-    out.push(total("ground-truth replay (host)", "µs/pass", &|r| {
-        r.replay_us
-    }));
-    out.push(total("verify (guest reads every word)", "ms", &|r| {
-        r.verify_ms
-    }));
+    type Of = fn(&SizeResult) -> Option<f64>;
+    let tail: [(&str, &'static str, Of); 5] = [
+        ("engine bookkeeping", "µs/pass", |r| r.bookkeeping_us),
+        (
+            "shared-VM pass CPU (pagemap+oracle+engine)",
+            "µs/pass",
+            |r| r.base_pass_cpu_us,
+        ),
+        ("ground-truth replay (host)", "µs/pass", |r| r.replay_us),
+        ("verify (guest reads every word)", "ms", |r| r.verify_ms),
+        ("verify, vCPU CPU", "ms", |r| r.verify_cpu_ms),
+    ];
+    for (name, unit, f) in tail {
+        out.push(total(name, unit, &f));
+    }
     out
 }
 

@@ -184,6 +184,8 @@ pub struct SizeResult {
     pub start_ms: Option<f64>,
     /// The guest writing the integrity pattern over all memory (its first touch), ms.
     pub fill_ms: Option<f64>,
+    /// The same as CPU time of a vCPU thread (mean over vCPUs), ms.
+    pub fill_cpu_ms: Option<f64>,
     /// Median guest ns per access, untracked (base VM): vCPU thread CPU time per access.
     pub guest_ns: Option<f64>,
     /// The same in wall time (epoch time per access; includes waiting for a CPU).
@@ -192,10 +194,15 @@ pub struct SizeResult {
     pub bookkeeping_us: Option<f64>,
     /// Median host replay of one pass's ground truth, µs.
     pub replay_us: Option<f64>,
+    /// Median CPU time of the base VM's aging pass (its shared sources — pagemap dominates —
+    /// and bookkeeping), µs.
+    pub base_pass_cpu_us: Option<f64>,
     /// Median pages the guest touched per pass (ground truth).
     pub touched: Option<f64>,
     /// Verifying every word of guest memory, ms.
     pub verify_ms: Option<f64>,
+    /// The same as CPU time of a vCPU thread (mean over vCPUs), ms.
+    pub verify_cpu_ms: Option<f64>,
     /// Per source name (and [`LRU_GEN`]).
     pub sources: BTreeMap<String, SourceCost>,
 }
@@ -229,6 +236,24 @@ fn memory_refusal(bytes: u64) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// Each vCPU thread's CPU time now.
+fn vcpu_cpu(wl: &Workload) -> Vec<Option<Duration>> {
+    (0..wl.vm().vcpus())
+        .map(|v| wl.vm().vcpu_cpu_time(v))
+        .collect()
+}
+
+/// Mean CPU time the vCPU threads used since `before`, ms (`None` where it cannot be read).
+fn cpu_since(wl: &Workload, before: &[Option<Duration>]) -> Option<f64> {
+    let used: Option<Vec<Duration>> = vcpu_cpu(wl)
+        .iter()
+        .zip(before)
+        .map(|(now, then)| Some(now.as_ref()?.saturating_sub((*then)?)))
+        .collect();
+    let used = used?;
+    Some(used.iter().map(|d| ms(*d)).sum::<f64>() / used.len().max(1) as f64)
 }
 
 /// What the passes of one VM measured.
@@ -280,7 +305,7 @@ fn run_passes(
         let r = wl.run_epoch(EPOCH_LIMIT)?;
         let t = Instant::now();
         let truth = wl.ground_truth(r.epoch).expect("the epoch just ran");
-        let replay = t.elapsed();
+        let replay = t.elapsed(); // wall: the replay runs one thread per vCPU
         let split = PassTruth {
             read: truth.read.clone(),
             written: truth.written.clone(),
@@ -420,7 +445,9 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
     let t = Instant::now();
     let mut wl = Workload::start(vm, settings.spec(bytes)?)?;
     out.start_ms = Some(ms(t.elapsed()));
+    let cpu = vcpu_cpu(&wl);
     out.fill_ms = Some(ms(wl.fill()?));
+    out.fill_cpu_ms = cpu_since(&wl, &cpu);
     let st = run_passes(
         &mut wl,
         &mut engine,
@@ -428,9 +455,10 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
         kernel.as_mut().ok(),
         settings,
     )?;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), vcpu_cpu(&wl));
     let v = wl.verify()?;
     out.verify_ms = Some(ms(t.elapsed()));
+    out.verify_cpu_ms = cpu_since(&wl, &cpu);
     if v.mismatches > 0 {
         return Err(MeasureError::Integrity {
             mismatches: v.mismatches,
@@ -442,6 +470,7 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
     out.guest_wall_ns = median(st.guest_wall_ns.clone());
     out.bookkeeping_us = median(st.bookkeeping_ns.iter().map(|ns| ns / 1e3).collect());
     out.replay_us = median(st.replay_ns.iter().map(|ns| ns / 1e3).collect());
+    out.base_pass_cpu_us = median(st.pass_cpu_ns.iter().map(|ns| ns / 1e3).collect());
     out.touched = median(st.touched.clone());
     for (kind, s) in added.iter().zip(engine.sources()) {
         let cost = if s.available {
