@@ -6,8 +6,9 @@
 //! each with its figure per GiB, the growth ratio between consecutive sizes and whether it is
 //! linear. One size at a time, each VM freed before the next (16 GiB on a 24 GiB host).
 //!
-//! Exit: 0 with a complete table; 1 when a source row is missing or incomplete, a source failed
-//! or verify found corrupted memory; 2 for bad options.
+//! Exit: 0 with a complete table; 1 when a source row is missing or incomplete, a source failed,
+//! a size could not be measured (too little free memory) or verify found corrupted memory; 2 for
+//! bad options.
 
 mod measure;
 mod table;
@@ -380,7 +381,10 @@ fn main() -> ExitCode {
     for r in &failed {
         let _ = writeln!(err, "scaling_bench: {} failed", r.name);
     }
-    if incomplete.is_empty() && failed.is_empty() {
+    for s in &conditions.skipped {
+        let _ = writeln!(err, "scaling_bench: size skipped: {s}");
+    }
+    if incomplete.is_empty() && failed.is_empty() && conditions.skipped.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
