@@ -135,6 +135,16 @@ impl std::fmt::Debug for Workload {
     }
 }
 
+/// How long a vCPU may take over its partition of a whole-memory pass (fill, verify) before the
+/// watchdog calls it stuck: 120 s, or 100 µs per page of the largest partition — a first touch
+/// costs ~4 µs per page on an idle host, and a 16 GiB fill on a loaded one (load average 17
+/// on 2 cores) took over 60 µs per page.
+fn whole_memory_limit(parts: &[(u64, u64)]) -> Duration {
+    let pages = parts.iter().map(|p| p.1).max().unwrap_or(0);
+    Duration::from_secs(120)
+        .max(Duration::from_micros(100).saturating_mul(u32::try_from(pages).unwrap_or(u32::MAX)))
+}
+
 /// System memory a workload needs on top of the VM's own (zipf table).
 pub fn heap_bytes(spec: &WorkloadSpec, mem_bytes: u64) -> u64 {
     match spec.pattern {
@@ -413,10 +423,11 @@ impl Workload {
     pub fn fill(&mut self) -> Result<Duration, WorkloadError> {
         let parts = self.partitions();
         self.command(WorkCmd::Fill, 0, |v| parts[v])?;
-        self.vm.set_watchdog(Duration::from_secs(120));
+        let limit = whole_memory_limit(&parts);
+        self.vm.set_watchdog(limit);
         let t0 = Instant::now();
         self.resume_all(WorkCmd::Fill)?;
-        self.wait_ready(Duration::from_secs(300))?;
+        self.wait_ready(limit + Duration::from_secs(30))?;
         let mut record = Vec::new();
         for (v, &(first, pages)) in parts.iter().enumerate() {
             let mut params = self.spec.params(pages);
@@ -442,9 +453,10 @@ impl Workload {
     pub fn verify(&mut self) -> Result<VerifyReport, WorkloadError> {
         let parts = self.partitions();
         self.command(WorkCmd::Verify, 0, |v| parts[v])?;
-        self.vm.set_watchdog(Duration::from_secs(120));
+        let limit = whole_memory_limit(&parts);
+        self.vm.set_watchdog(limit);
         self.resume_all(WorkCmd::Verify)?;
-        self.wait_ready(Duration::from_secs(300))?;
+        self.wait_ready(limit + Duration::from_secs(30))?;
         let mut r = VerifyReport::default();
         for (v, &(_, pages)) in parts.iter().enumerate() {
             let w = self.read_work(v)?;
