@@ -26,11 +26,11 @@ use agelab::access_tracking::env::{
     detect_tracking, idle_check_unreliable, running_nested, TrackingMode,
 };
 use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
-use agelab::access_tracking::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
 use agelab::access_tracking::{fail, phase_line, skip_all};
 use agelab::ktap::{self, Ktap};
 use agelab::units::parse_size;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::{Backing, MemoryError};
 use std::time::Instant;
 

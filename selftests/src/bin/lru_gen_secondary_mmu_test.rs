@@ -39,13 +39,13 @@ use agelab::access_tracking::kvm_trace::KvmAgingTrace;
 use agelab::access_tracking::lru_gen::{
     lru_gen_usable, MemcgAging, MemcgGenerations, Observed, YoungJudgement,
 };
-use agelab::access_tracking::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::{fail, skip_all};
 use agelab::ktap::{self, Ktap};
 use agelab::units::{parse_duration, parse_size};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::Backing;
 use std::time::Duration;
 
