@@ -10,6 +10,7 @@ pub mod selfcheck;
 pub mod source;
 pub mod sources;
 pub mod stats;
+pub mod units;
 
 pub use engine::{
     AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth,

@@ -1,7 +1,7 @@
 //! Kernel interfaces on the machine running the tests: real pagemap, kpageflags, memcg, DAMON
 //! refusal, soft-dirty and uffd-wp async; page_idle and lru_gen are checked for precise
 //! "unavailable" reasons where the kernel lacks them. A test whose feature is missing prints
-//! `SKIP <test>: <reason>` to stderr and returns.
+//! `SKIP <test>: <reason>` straight to stderr (visible under `cargo test`'s capture) and returns.
 
 use agelab_mglru::kernel::damon::{
     DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
@@ -17,11 +17,8 @@ use agelab_mglru::sources::pagemap::PagemapSource;
 use agelab_mglru::sources::soft_dirty::SoftDirtySource;
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;
+use agelab_vmm::testing::skip;
 use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
-
-fn skip(test: &str, reason: impl std::fmt::Display) {
-    eprintln!("SKIP {test}: {reason}");
-}
 
 fn map_of(m: &ScratchMapping) -> GuestPageMap {
     GuestPageMap::new(vec![PageRange {

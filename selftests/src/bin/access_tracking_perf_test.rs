@@ -29,9 +29,9 @@ use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
 use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
 use agelab::access_tracking::{fail, phase_line, skip_all};
 use agelab::ktap::{self, Ktap};
-use agelab::units::parse_size;
+use agelab::options::Options;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
-use agelab_vmm::{Backing, MemoryError};
+use agelab_vmm::{Backing, PAGE_SIZE};
 use std::time::Instant;
 
 const NAME: &str = "access_tracking_perf_test";
@@ -54,8 +54,7 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error(NAME, &m, USAGE) };
+    let opts = Options::parse(NAME, "hb:v:os:w:", USAGE);
     let mut a = Args {
         cfg: MemstressConfig {
             vcpus: 1,
@@ -65,40 +64,17 @@ fn parse_args() -> Args {
         },
         warn_only: None,
     };
-    for (c, v) in ktap::getopt(&argv, "hb:v:os:w:").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        match c {
-            'b' => {
-                a.cfg.bytes_per_vcpu = match parse_size(&v) {
-                    Ok(n) if n >= 4096 => n,
-                    Ok(n) => bad(format!("-b: {n} bytes is less than one 4 KiB page")),
-                    Err(e) => bad(format!("-b: invalid size '{v}': {e}")),
-                }
-            }
-            'v' => {
-                a.cfg.vcpus = match v.parse::<usize>() {
-                    Ok(n) if (1..=256).contains(&n) => n,
-                    _ => bad(format!("-v: invalid number of vCPUs '{v}': expected 1..256")),
-                }
-            }
+    for o in opts.iter() {
+        match o.letter {
+            'b' => a.cfg.bytes_per_vcpu = o.size(PAGE_SIZE),
+            'v' => a.cfg.vcpus = o.number_in("number of vCPUs", 1..=256),
             'o' => a.cfg.overlap = true,
-            's' => {
-                a.cfg.backing = v
-                    .parse()
-                    .unwrap_or_else(|e: MemoryError| bad(format!("-s: {e}")))
-            }
+            's' => a.cfg.backing = o.parsed(),
             'w' => {
-                a.warn_only = match v.parse::<u32>() {
-                    Ok(n) => Some(n > 0),
-                    Err(_) => bad(format!(
-                        "-w: invalid idle pages warning mode '{v}': expected a non-negative number (0 = fail, >0 = warn)"
-                    )),
-                }
+                a.warn_only =
+                    Some(o.number::<u32>("idle pages warning mode (0 = fail, >0 = warn)") > 0)
             }
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(ktap::EXIT_PASS);
-            }
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     a

@@ -41,12 +41,12 @@ use agelab::access_tracking::lru_gen::{
 };
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::{self, Ktap};
-use agelab::units::{parse_duration, parse_size};
+use agelab::ktap::Ktap;
+use agelab::options::Options;
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
-use agelab_vmm::Backing;
+use agelab_vmm::{Backing, PAGE_SIZE};
 use std::time::Duration;
 
 const NAME: &str = "lru_gen_secondary_mmu_test";
@@ -75,21 +75,16 @@ struct Choices {
 }
 
 fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
-    let argv: Vec<String> = std::env::args()
-        .skip(1)
-        .map(|a| {
-            if a == "--expect-secondary-mmu-aging" {
-                "-e".to_string()
-            } else {
-                a
-            }
-        })
-        .collect();
+    let opts = Options::parse_with_long(
+        NAME,
+        "hb:v:d:p:e:ns:",
+        USAGE,
+        &[("--expect-secondary-mmu-aging", 'e')],
+    );
     let mut choices = Choices {
         expect: None,
         no_cost: false,
     };
-    let bad = |m: String| -> ! { ktap::usage_error(NAME, &m, USAGE) };
     let mut cfg = MemstressConfig {
         vcpus: 2,
         bytes_per_vcpu: 32 << 20,
@@ -102,56 +97,25 @@ fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
         rounds: 2,
         period: Duration::from_millis(10),
     };
-    for (c, v) in ktap::getopt(&argv, "hb:v:d:p:e:ns:").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        match c {
+    for o in opts.iter() {
+        match o.letter {
             'e' => {
-                choices.expect = match v.as_str() {
+                choices.expect = match o.value {
                     "yes" => Some(Observed::Yes),
                     "no" => Some(Observed::No),
                     "" => None,
-                    _ => bad(format!(
+                    v => o.bad(format!(
                         "--expect-secondary-mmu-aging: '{v}': expected yes, no or empty"
                     )),
                 }
             }
             'n' => choices.no_cost = true,
-            's' => {
-                cfg.backing = v
-                    .parse()
-                    .unwrap_or_else(|e: agelab_vmm::MemoryError| bad(format!("-s: {e}")))
-            }
-            'b' => {
-                cfg.bytes_per_vcpu = match parse_size(&v) {
-                    Ok(n) if n >= 16 * 4096 => n,
-                    Ok(n) => bad(format!("-b: {n} bytes is less than 16 pages")),
-                    Err(e) => bad(format!("-b: invalid size '{v}': {e}")),
-                }
-            }
-            'v' => {
-                cfg.vcpus = match v.parse::<usize>() {
-                    Ok(n) if (1..=64).contains(&n) => n,
-                    _ => bad(format!("-v: invalid number of vCPUs '{v}': expected 1..64")),
-                }
-            }
-            'd' => {
-                plan.window = match parse_duration(&v) {
-                    Ok(d) if d >= Duration::from_millis(10) => d,
-                    Ok(_) => bad(format!("-d: window '{v}' is shorter than 10ms")),
-                    Err(e) => bad(format!("-d: invalid duration '{v}': {e}")),
-                }
-            }
-            'p' => {
-                plan.period = match parse_duration(&v) {
-                    Ok(d) if d > Duration::ZERO => d,
-                    Ok(_) => bad(format!("-p: period '{v}' must be positive")),
-                    Err(e) => bad(format!("-p: invalid duration '{v}': {e}")),
-                }
-            }
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(ktap::EXIT_PASS);
-            }
+            's' => cfg.backing = o.parsed(),
+            'b' => cfg.bytes_per_vcpu = o.size(16 * PAGE_SIZE),
+            'v' => cfg.vcpus = o.number_in("number of vCPUs", 1..=64),
+            'd' => plan.window = o.duration(Duration::from_millis(10)),
+            'p' => plan.period = o.duration(Duration::ZERO),
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     (cfg, plan, choices)
