@@ -335,3 +335,128 @@ fn a_new_backing_file_is_left_to_the_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs selftest binary `bin` (its path from cargo) with `args`.
+fn selftest(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .output()
+        .expect("running a selftest binary")
+}
+
+/// Every kselftest binary declares its options through `agelab::options`: a bad value or an
+/// unknown option is refused with exit 2 and a first stderr line `<binary>: <what>` naming the
+/// option (then the usage), before any VM; `-h` prints the usage and exits 0.
+#[test]
+fn selftest_binaries_refuse_bad_options_with_exit_2() {
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "dirty_log_test",
+            env!("CARGO_BIN_EXE_dirty_log_test"),
+            &["-v", "0"],
+            "-v",
+        ),
+        (
+            "dirty_log_test",
+            env!("CARGO_BIN_EXE_dirty_log_test"),
+            &["-M", "bogus"],
+            "-M",
+        ),
+        (
+            "dirty_log_test",
+            env!("CARGO_BIN_EXE_dirty_log_test"),
+            &["-c", "1000"],
+            "-c",
+        ),
+        (
+            "dirty_log_perf_test",
+            env!("CARGO_BIN_EXE_dirty_log_perf_test"),
+            &["-b", "12X"],
+            "-b",
+        ),
+        (
+            "dirty_log_perf_test",
+            env!("CARGO_BIN_EXE_dirty_log_perf_test"),
+            &["-s", "bogus"],
+            "-s",
+        ),
+        (
+            "access_tracking_perf_test",
+            env!("CARGO_BIN_EXE_access_tracking_perf_test"),
+            &["-v", "999"],
+            "-v",
+        ),
+        (
+            "access_tracking_perf_test",
+            env!("CARGO_BIN_EXE_access_tracking_perf_test"),
+            &["-q"],
+            "'-q'",
+        ),
+        (
+            "lru_gen_secondary_mmu_test",
+            env!("CARGO_BIN_EXE_lru_gen_secondary_mmu_test"),
+            &["-d", "1ms"],
+            "-d",
+        ),
+        (
+            "lru_gen_secondary_mmu_test",
+            env!("CARGO_BIN_EXE_lru_gen_secondary_mmu_test"),
+            &["--expect-secondary-mmu-aging", "maybe"],
+            "--expect-secondary-mmu-aging",
+        ),
+        (
+            "tlb_flush_accuracy_test",
+            env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
+            &["-t", "soon"],
+            "-t",
+        ),
+        (
+            "tlb_flush_accuracy_test",
+            env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
+            &["-S", "bogus"],
+            "-S",
+        ),
+        (
+            "dirty_bench",
+            env!("CARGO_BIN_EXE_dirty_bench"),
+            &["-r", "0"],
+            "-r",
+        ),
+        (
+            "dirty_layout_bench",
+            env!("CARGO_BIN_EXE_dirty_layout_bench"),
+            &["-b", "9M"],
+            "-b",
+        ),
+    ];
+    for &(name, bin, args, needle) in cases {
+        let out = selftest(bin, args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown = format!(
+            "{name} {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            args.join(" ")
+        );
+        assert_eq!(out.status.code(), Some(2), "exit code, {shown}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("{name}: ")) && first.contains(needle),
+            "first stderr line names {needle:?}, {shown}"
+        );
+        assert!(stderr.contains("usage:"), "usage follows, {shown}");
+        assert!(
+            stdout.trim().is_empty(),
+            "refused before any test output, {shown}"
+        );
+    }
+    // The same binaries with -h: usage on stdout, exit 0 (the scanner accepts what is declared).
+    for &(name, bin, _, _) in cases {
+        let out = selftest(bin, &["-h"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name} -h: {stdout}");
+        assert!(
+            stdout.starts_with("usage:"),
+            "{name} -h prints the usage: {stdout}"
+        );
+    }
+}

@@ -4,6 +4,6 @@
 use std::io::Write;
 
 /// Reports that `what` was skipped and why. Never a silent pass.
-pub fn skip(what: &str, reason: impl std::fmt::Display) {
+pub fn skip(what: &str, reason: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIP {what}: {reason}");
 }

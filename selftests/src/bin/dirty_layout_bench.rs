@@ -269,7 +269,7 @@ fn main() {
         match o.letter {
             'b' => {
                 bytes = o.size(8 << 20);
-                if bytes % (8 << 20) != 0 {
+                if !bytes.is_multiple_of(8 << 20) {
                     o.bad(format!("'{}' is not a multiple of 8 MiB", o.value));
                 }
             }
