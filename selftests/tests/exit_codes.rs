@@ -28,16 +28,22 @@ fn kvm_usable() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Runs `args`, expects exit 2 before any VM with one stderr line that contains `needle`.
-fn expect_input_error(args: &[&str], needle: &str) {
-    let (out, took) = agelab(args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+/// Checks that `prog args` exited 2; returns its stdout, stderr and both shown for messages.
+fn refused(prog: &str, args: &[&str], out: &Output) -> (String, String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let shown = format!(
-        "agelab {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "{prog} {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         args.join(" ")
     );
     assert_eq!(out.status.code(), Some(2), "exit code, {shown}");
+    (stdout, stderr, shown)
+}
+
+/// Runs `args`, expects exit 2 before any VM with one stderr line that contains `needle`.
+fn expect_input_error(args: &[&str], needle: &str) {
+    let (out, took) = agelab(args);
+    let (stdout, stderr, shown) = refused("agelab", args, &out);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "exactly one error line, {shown}");
     assert!(lines[0].contains(needle), "error names {needle:?}, {shown}");
@@ -431,13 +437,7 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
     ];
     for &(name, bin, args, needle) in cases {
         let out = selftest(bin, args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let shown = format!(
-            "{name} {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            args.join(" ")
-        );
-        assert_eq!(out.status.code(), Some(2), "exit code, {shown}");
+        let (stdout, stderr, shown) = refused(name, args, &out);
         let first = stderr.lines().next().unwrap_or_default();
         assert!(
             first.starts_with(&format!("{name}: ")) && first.contains(needle),
