@@ -129,6 +129,19 @@ pub fn skip_all(reason: &str) -> ! {
     std::process::exit(EXIT_SKIP)
 }
 
+/// `result.or_fail()`: the value, or `# FAIL: <error>` and exit 1 after restoring the host (the
+/// kernel selftests' `TEST_ASSERT` on a call that must succeed).
+pub trait OrFail<T> {
+    /// The value, or [`fail`] with the error.
+    fn or_fail(self) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self) -> T {
+        self.unwrap_or_else(|e| fail(&e.to_string()))
+    }
+}
+
 /// Prints `# FAIL: msg` and exits 1 after restoring the host.
 pub fn fail(msg: &str) -> ! {
     println!("# FAIL: {msg}");

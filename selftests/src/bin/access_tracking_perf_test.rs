@@ -28,7 +28,7 @@ use agelab::access_tracking::env::{
 use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
 use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
 use agelab::access_tracking::{fail, phase_line, skip_all};
-use agelab::ktap::{self, Ktap};
+use agelab::ktap::{self, Ktap, OrFail};
 use agelab::options::Options;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::{Backing, PAGE_SIZE};
@@ -137,7 +137,7 @@ impl Tracker {
             ),
             Some(TrackingMode::LruGen(_)) => {
                 let memcg = self.memcg.as_ref().expect("lru_gen mode has a memcg");
-                let (g, took) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
+                let (g, took) = memcg.age().or_fail();
                 let new_gen = match self.find_generation(k, &g) {
                     Ok(s) => s,
                     Err(msg) => {
@@ -300,7 +300,7 @@ fn main() {
         }
         Ok(TrackingMode::PageIdle) => {
             k.diag("Using page_idle for aging");
-            t.marker = Some(IdleMarker::open().unwrap_or_else(|e| fail(&e.to_string())));
+            t.marker = Some(IdleMarker::open().or_fail());
         }
         Err(why) => k.diag(&format!(
             "No access tracking: {why}; only the control phases are timed"
@@ -314,19 +314,19 @@ fn main() {
         fail(&e.to_string())
     });
     t.test_pages = ms.test_pages();
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+    ms.start().or_fail();
 
     // Joined now that the VM exists: the guest's memory is charged to the memcg, the VMM's own
     // pages are not, and the process stays a member so aging walks its page tables.
     if let Some(memcg) = &t.memcg {
-        memcg.join().unwrap_or_else(|e| fail(&e.to_string()));
+        memcg.join().or_fail();
     }
     access(&ms, Access::Write, "Populating memory");
     if let Some(memcg) = &t.memcg {
         // After population aging may not move pages to a newer generation; one pass now makes
         // every later pass do so.
         k.diag("Initial aging pass (lru_gen)");
-        let (g, _) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
+        let (g, _) = memcg.age().or_fail();
         // The memcg holds guest memory only, so the count is exact but for pages still in the
         // per-CPU LRU batches (FOLIO_BATCH_SIZE, 31 each), which the listing cannot show yet.
         let in_batches = 31 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -345,7 +345,7 @@ fn main() {
         }
         k.result(ok, "lru_gen accounts for every test page in the memcg");
         access(&ms, Access::Write, "Re-populating memory");
-        let g = memcg.read().unwrap_or_else(|e| fail(&e.to_string()));
+        let g = memcg.read().or_fail();
         t.last_gen = Some(t.find_generation(&k, &g).unwrap_or_else(|m| fail(&m)));
     }
     access(&ms, Access::Write, "Writing to populated memory");

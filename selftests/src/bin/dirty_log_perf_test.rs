@@ -5,7 +5,7 @@
 //! enabling logging, each iteration's dirtying and its get/clear of the dirty log, disabling,
 //! and prints the averages plus the guest's dirtying time per page.
 
-use agelab::ktap::{self, ts};
+use agelab::ktap::{self, ts, OrFail};
 use agelab::options::Options;
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress};
@@ -104,9 +104,9 @@ fn main() {
     };
     let mut opts = DirtyOptions::new(mode);
     opts.initially_set = a.initially_set;
-    let mut tracker = DirtyTracker::new(&mut vm, opts).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut tracker = DirtyTracker::new(&mut vm, opts).or_fail();
     let pages = vm.page_map().len();
-    let mut ms = Memstress::with_vm(vm, false).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut ms = Memstress::with_vm(vm, false).or_fail();
     let per_vcpu = ms.pages_per_vcpu();
     println!(
         "# Testing guest mode: CPL3 4K, mode {mode} ({}), backing {}, {} vCPU(s) x {} MiB, {} slot(s)",
@@ -125,20 +125,15 @@ fn main() {
     if let Some(n) = ring_entries {
         println!("# dirty ring: {n} entries per vCPU");
     }
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
-    let dirty_all = || {
-        ms.run(GuestCmd::sweep(Access::Write))
-            .unwrap_or_else(|e| fail(&e.to_string()))
-    };
+    ms.start().or_fail();
+    let dirty_all = || ms.run(GuestCmd::sweep(Access::Write)).or_fail();
 
     // Iteration 1 populates memory, as in the kernel test.
     let populate = dirty_all();
     println!("Populate memory time: {}", ts(populate));
 
     let t = Instant::now();
-    tracker
-        .set_logging_all(ms.vm(), true)
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    tracker.set_logging_all(ms.vm(), true).or_fail();
     println!("Enabling dirty logging time: {}", ts(t.elapsed()));
 
     let mut dirty_total = Duration::ZERO;
@@ -148,9 +143,7 @@ fn main() {
         let d = dirty_all();
         dirty_total += d;
         println!("Iteration {i} dirty memory time: {}", ts(d));
-        let st = tracker
-            .harvest_into(&mut out)
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        let st = tracker.harvest_into(&mut out).or_fail();
         totals.add(&st);
         println!(
             "Iteration {i} get dirty log time: {}",
@@ -169,9 +162,7 @@ fn main() {
     }
 
     let t = Instant::now();
-    tracker
-        .set_logging_all(ms.vm(), false)
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    tracker.set_logging_all(ms.vm(), false).or_fail();
     println!("Disabling dirty logging time: {}", ts(t.elapsed()));
 
     let n = a.iterations;

@@ -41,7 +41,7 @@ use agelab::access_tracking::lru_gen::{
 };
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::Ktap;
+use agelab::ktap::{Ktap, OrFail};
 use agelab::options::Options;
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
@@ -133,7 +133,7 @@ fn new_vm(cfg: &MemstressConfig) -> Memstress {
 /// Reads pages `[first, first + n)` of every vCPU's region a few times.
 fn guest_reads(ms: &Memstress, first: u64, n: u64) {
     ms.run(GuestCmd::window(Access::Read, 4, first, n))
-        .unwrap_or_else(|e| fail(&e.to_string()));
+        .or_fail();
 }
 
 /// The memcgs of the three page classes: set A, set B, the rest of guest memory.
@@ -173,9 +173,9 @@ fn age_classes(
         let gens = sets
             .all()
             .iter()
-            .map(|m| m.age_as_member().unwrap_or_else(|e| fail(&e.to_string())).0)
+            .map(|m| m.age_as_member().or_fail().0)
             .collect();
-        sets.rest.leave().unwrap_or_else(|e| fail(&e.to_string()));
+        sets.rest.leave().or_fail();
         gens
     };
     let gens = match trace {
@@ -216,14 +216,14 @@ fn aging_scenario(
         }
     };
     let mut ms = new_vm(cfg);
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+    ms.start().or_fail();
     let quarter = ms.pages_per_vcpu() / 4;
     let set = quarter * cfg.vcpus as u64;
     // Each class is first touched while this process sits in its memcg.
     let populate = |m: &MemcgAging, first: u64, pages: u64| {
         m.charge(|| ms.run(GuestCmd::window(Access::Write, 1, first, pages)))
-            .unwrap_or_else(|e| fail(&e.to_string()))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+            .or_fail()
+            .or_fail();
     };
     populate(&sets.a, 0, quarter);
     populate(&sets.b, quarter, quarter);
@@ -231,7 +231,7 @@ fn aging_scenario(
     let sizes: Vec<u64> = sets
         .all()
         .iter()
-        .map(|m| m.read().unwrap_or_else(|e| fail(&e.to_string())).total())
+        .map(|m| m.read().or_fail().total())
         .collect();
     k.diag(&format!(
         "guest memory {} pages ({} backing) in three memcgs: A {} pages (set {set}), B {} (set {set}), rest {} (guest {})",
@@ -307,8 +307,8 @@ fn aging_scenario(
                 .count(|| {
                     guest_reads(&ms, 0, quarter);
                     let g = sets.a.age_as_member();
-                    sets.a.leave().unwrap_or_else(|e| fail(&e.to_string()));
-                    g.unwrap_or_else(|e| fail(&e.to_string()))
+                    sets.a.leave().or_fail();
+                    g.or_fail()
                 })
                 .unwrap_or_else(|e| fail(&format!("counting KVM trace events: {e}")));
             let asked = calls.calls() > 0;
@@ -359,14 +359,13 @@ fn slowdown(
             return;
         }
     };
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+    ms.start().or_fail();
     // Population charged to the memcg lru_gen ages (the whole guest, nothing of the VMM), and
     // this process stays a member while it is aged (the walk visits its members' mms only).
     if let Some(m) = memcg {
-        m.join().unwrap_or_else(|e| fail(&e.to_string()));
+        m.join().or_fail();
     }
-    ms.run(GuestCmd::sweep(Access::Write))
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    ms.run(GuestCmd::sweep(Access::Write)).or_fail();
     match measure_slowdown(&ms, agent.as_mut(), plan) {
         Ok(s) => {
             k.diag(&format!(
@@ -385,7 +384,7 @@ fn slowdown(
         }
     }
     if let Some(m) = memcg {
-        m.leave().unwrap_or_else(|e| fail(&e.to_string()));
+        m.leave().or_fail();
     }
 }
 

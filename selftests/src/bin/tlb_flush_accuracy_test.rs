@@ -19,7 +19,7 @@ use agelab::access_tracking::agents::{
 use agelab::access_tracking::lru_gen::{lru_gen_usable, MemcgAging};
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::Ktap;
+use agelab::ktap::{Ktap, OrFail};
 use agelab::options::Options;
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
@@ -87,8 +87,7 @@ fn parse_args() -> Plan {
 fn hot_loop(ms: &Memstress, access: Access, first: u64, n: u64, time: Duration) {
     let end = Instant::now() + time;
     while Instant::now() < end {
-        ms.run(GuestCmd::window(access, 2000, first, n))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        ms.run(GuestCmd::window(access, 2000, first, n)).or_fail();
     }
 }
 
@@ -194,9 +193,8 @@ fn main() {
                 continue;
             }
         };
-        ms.start().unwrap_or_else(|e| fail(&e.to_string()));
-        ms.run(GuestCmd::sweep(Access::Write))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        ms.start().or_fail();
+        ms.run(GuestCmd::sweep(Access::Write)).or_fail();
         let access = if name == "kvm-clear-log" {
             Access::Write
         } else {
