@@ -18,6 +18,7 @@
 
 use agelab::ktap;
 use agelab::options::Options;
+#[cfg(target_arch = "x86_64")]
 use agelab_guest::abi::UCALL_MMIO_ADDR;
 use agelab_guest::ucall;
 use agelab_vmm::dirty::DirtyMode;
