@@ -67,14 +67,20 @@ extern "C" fn guest_asserts(a: u64, _: u64) -> ! {
     ucall::done()
 }
 
+/// Starts a one-vCPU guest at `entry` with first argument `arg`, waits for SYNC(1) and returns
+/// the VM with the error the wait ended in.
+fn wait_error(entry: usize, arg: u64) -> Option<(Vm, VmError)> {
+    let mut vm = new_vm("another_stage_or_an_assertion_ends_the_wait", 1)?;
+    vm.start(entry, |_| [arg, 0]).unwrap();
+    let e = vm.wait_sync_all(1, WAIT).unwrap_err();
+    Some((vm, e))
+}
+
 #[test]
 fn another_stage_or_an_assertion_ends_the_wait_with_what_happened() {
-    let Some(mut vm) = new_vm("another_stage_or_an_assertion_ends_the_wait", 1) else {
+    let Some((vm, e)) = wait_error(guest_wrong_stage as *const () as usize, 0) else {
         return;
     };
-    vm.start(guest_wrong_stage as *const () as usize, |_| [0, 0])
-        .unwrap();
-    let e = vm.wait_sync_all(1, WAIT).unwrap_err();
     assert!(
         matches!(e, VmError::UnexpectedEvent { stage: 1, .. })
             && e.to_string().contains("SYNC(0x2)"),
@@ -82,12 +88,9 @@ fn another_stage_or_an_assertion_ends_the_wait_with_what_happened() {
     );
     vm.finish_all(0, WAIT).unwrap();
 
-    let Some(mut vm) = new_vm("another_stage_or_an_assertion_ends_the_wait", 1) else {
+    let Some((_, e)) = wait_error(guest_asserts as *const () as usize, 4) else {
         return;
     };
-    vm.start(guest_asserts as *const () as usize, |_| [4, 0])
-        .unwrap();
-    let e = vm.wait_sync_all(1, WAIT).unwrap_err();
     assert!(
         e.to_string().contains("guest assertion failed") && e.to_string().contains("0x4 != 0x5"),
         "{e}"
