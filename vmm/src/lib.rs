@@ -1,5 +1,6 @@
 //! agelab's VMM: guest memory, vCPUs running CPL3 (x86_64) / EL0 (aarch64) guest code, ucall,
-//! KVM dirty tracking and binary stats.
+//! KVM dirty tracking, binary stats, stage sync with the vCPUs (`Vm::sync_all`) and the memstress
+//! driver.
 
 pub mod arch;
 pub mod dirty;
