@@ -16,6 +16,7 @@ extern crate std;
 
 pub mod abi;
 pub mod integrity;
+pub mod memstress;
 pub mod pattern;
 pub mod rng;
 pub mod ucall;

@@ -13,6 +13,7 @@ pub mod session;
 pub mod source;
 pub mod sources;
 pub mod stats;
+pub mod units;
 
 pub use engine::{
     AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth,

@@ -1,7 +1,7 @@
 //! Kernel interfaces on the machine running the tests: real pagemap, kpageflags, memcg, DAMON
 //! refusal, soft-dirty and uffd-wp async; page_idle and lru_gen are checked for precise
 //! "unavailable" reasons where the kernel lacks them. A test whose feature is missing prints
-//! `SKIP <test>: <reason>` to stderr and returns.
+//! `SKIP <test>: <reason>` straight to stderr (visible under `cargo test`'s capture) and returns.
 
 use agelab_mglru::kernel::damon::{
     DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, PageoutScheme, QuotaGoal,
@@ -17,11 +17,8 @@ use agelab_mglru::sources::pagemap::PagemapSource;
 use agelab_mglru::sources::soft_dirty::SoftDirtySource;
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;
+use agelab_vmm::testing::skip;
 use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
-
-fn skip(test: &str, reason: impl std::fmt::Display) {
-    eprintln!("SKIP {test}: {reason}");
-}
 
 fn map_of(m: &ScratchMapping) -> GuestPageMap {
     GuestPageMap::new(vec![PageRange {
@@ -108,7 +105,7 @@ fn page_idle_source_availability() {
         Err(reason) if !std::path::Path::new("/sys/kernel/mm/page_idle/bitmap").exists() => {
             assert!(reason.0.contains("CONFIG_IDLE_PAGE_TRACKING"), "{reason}");
             assert!(src.harvest().is_err());
-            skip(TEST, reason);
+            skip(TEST, &reason.to_string());
         }
         Err(reason) => panic!("page_idle present but unavailable: {reason}"),
         Ok(()) => {
@@ -133,9 +130,9 @@ fn lru_gen_availability() {
         Err(reason) if !std::path::Path::new("/sys/kernel/mm/lru_gen").exists() => {
             assert!(reason.0.contains("CONFIG_LRU_GEN"), "{reason}");
             assert!(c.caps().is_err());
-            skip(TEST, reason);
+            skip(TEST, &reason.to_string());
         }
-        Err(reason) => skip(TEST, reason),
+        Err(reason) => skip(TEST, &reason.to_string()),
         Ok(()) => {
             let listing = c.read(false).unwrap();
             assert!(!listing.memcgs.is_empty());
@@ -284,7 +281,7 @@ fn soft_dirty_source() {
     let mut src = SoftDirtySource::new(map_of(&m));
     if let Err(reason) = src.available() {
         assert!(reason.0.contains("CONFIG_MEM_SOFT_DIRTY") || reason.0.contains("clear"));
-        return skip(TEST, reason);
+        return skip(TEST, &reason.to_string());
     }
     src.arm().unwrap();
     m.write(3, 2);
@@ -303,7 +300,7 @@ fn uffd_wp_async_source_sees_exactly_the_written_pages() {
     }
     let mut src = match UffdWpSource::new(&map_of(&m), UffdWpMode::Async) {
         Ok(src) => src,
-        Err(reason) => return skip(TEST, reason),
+        Err(reason) => return skip(TEST, &reason.to_string()),
     };
     let h = src.harvest().unwrap();
     assert!(
@@ -335,7 +332,7 @@ fn memcg_create_move_limit_usage_remove() {
     let name = format!("agelab-test-{}", std::process::id());
     let cg = match GuestMemcg::create(&name) {
         Ok(cg) => cg,
-        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, e),
+        Err(e @ MemcgError::NoMemoryController) => return skip(TEST, &e.to_string()),
         Err(e) => panic!("{e}"),
     };
     let dir = cg.dir().to_path_buf();
@@ -415,7 +412,7 @@ fn memcg_thread_move_v1() {
                 "memory controller is cgroup v2 (whole processes only)",
             )
         }
-        Err(e) => return skip(TEST, e),
+        Err(e) => return skip(TEST, &e.to_string()),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -499,7 +496,7 @@ fn damon_pageout_scheme_writes_pattern_quota_and_goal() {
     let admin = DamonAdmin::with_root(&root);
     if let Err(e @ (DamonError::NotRoot | DamonError::ModuleRunning { .. })) = admin.check() {
         std::fs::remove_dir_all(&root).unwrap();
-        return skip("damon_pageout_scheme", e);
+        return skip("damon_pageout_scheme", &e.to_string());
     }
     let k = admin.start_scheme(&target, attrs, &scheme).unwrap();
     assert_eq!(read("action"), "pageout");

@@ -1,6 +1,6 @@
 //! kselftest conventions for the selftest binaries: KTAP output (plan, `ok`/`not ok`, `# SKIP`
-//! directives, `#` diagnostics), the exit codes (0 pass, 1 fail, 4 skip; 2 for usage errors here),
-//! kernel-style timestamps and a getopt-style option scanner.
+//! directives, `#` diagnostics), the exit codes (0 pass, 1 fail, 4 skip; 2 for usage errors here)
+//! and kernel-style timestamps. Options: [`crate::options`].
 //!
 //! The one KTAP writer of the project: every way out of a selftest binary ([`Ktap::finish`],
 //! [`fail`], [`skip_all`]) first restores what the test changed on the host (memcgs, sysfs knobs,
@@ -129,18 +129,25 @@ pub fn skip_all(reason: &str) -> ! {
     std::process::exit(EXIT_SKIP)
 }
 
+/// `result.or_fail()`: the value, or `# FAIL: <error>` and exit 1 after restoring the host (the
+/// kernel selftests' `TEST_ASSERT` on a call that must succeed).
+pub trait OrFail<T> {
+    /// The value, or [`fail`] with the error.
+    fn or_fail(self) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self) -> T {
+        self.unwrap_or_else(|e| fail(&e.to_string()))
+    }
+}
+
 /// Prints `# FAIL: msg` and exits 1 after restoring the host.
 pub fn fail(msg: &str) -> ! {
     println!("# FAIL: {msg}");
     flush();
     agelab_mglru::host_guard::run_pending();
     std::process::exit(EXIT_FAIL)
-}
-
-/// Reports a bad command line on stderr (one line naming the problem, then the usage) and exits 2.
-pub fn usage_error(prog: &str, msg: &str, usage: &str) -> ! {
-    let _ = writeln!(std::io::stderr(), "{prog}: {msg}\n{usage}");
-    std::process::exit(EXIT_USAGE)
 }
 
 /// Formats a duration like the kernel selftests' `%ld.%.9lds`.
@@ -152,71 +159,9 @@ fn flush() {
     let _ = std::io::stdout().flush();
 }
 
-/// Scans `args` getopt-style against `spec` (`"b:v:h"`: a letter followed by `:` takes a value,
-/// given as `-b 1G` or `-b1G`). Returns `(letter, value)` pairs in order, or a message naming
-/// the bad option.
-pub fn getopt(args: &[String], spec: &str) -> Result<Vec<(char, Option<String>)>, String> {
-    let takes = |c: char| -> Option<bool> {
-        let i = spec.find(c)?;
-        Some(spec[i + c.len_utf8()..].starts_with(':'))
-    };
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(rest) = a.strip_prefix('-').filter(|r| !r.is_empty()) else {
-            return Err(format!("unexpected argument '{a}'"));
-        };
-        let mut chars = rest.chars();
-        let c = chars.next().unwrap_or('-');
-        match takes(c).filter(|_| c != ':') {
-            None => return Err(format!("unknown option '-{c}'")),
-            Some(false) => {
-                if chars.next().is_some() {
-                    return Err(format!("option '-{c}' takes no value (got '{a}')"));
-                }
-                out.push((c, None));
-            }
-            Some(true) => {
-                let inline: String = chars.collect();
-                let v = if inline.is_empty() {
-                    it.next()
-                        .cloned()
-                        .ok_or_else(|| format!("option '-{c}' needs a value"))?
-                } else {
-                    inline
-                };
-                out.push((c, Some(v)));
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn getopt_values_and_flags() {
-        let got = getopt(&args("-b 1G -v2 -h"), "b:v:h").unwrap();
-        assert_eq!(
-            got,
-            vec![
-                ('b', Some("1G".into())),
-                ('v', Some("2".into())),
-                ('h', None)
-            ]
-        );
-        assert!(getopt(&args("-x"), "b:").unwrap_err().contains("-x"));
-        assert!(getopt(&args("-b"), "b:")
-            .unwrap_err()
-            .contains("needs a value"));
-        assert!(getopt(&args("stray"), "b:").is_err());
-    }
 
     #[test]
     fn kernel_timestamps() {

@@ -7,6 +7,7 @@
 pub mod access_tracking;
 pub mod cli;
 pub mod ktap;
+pub mod options;
 pub mod report;
 pub mod scenarios;
 pub mod units;

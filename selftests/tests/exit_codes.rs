@@ -28,16 +28,22 @@ fn kvm_usable() -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Runs `args`, expects exit 2 before any VM with one stderr line that contains `needle`.
-fn expect_input_error(args: &[&str], needle: &str) {
-    let (out, took) = agelab(args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+/// Checks that `prog args` exited 2; returns its stdout, stderr and both shown for messages.
+fn refused(prog: &str, args: &[&str], out: &Output) -> (String, String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let shown = format!(
-        "agelab {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "{prog} {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         args.join(" ")
     );
     assert_eq!(out.status.code(), Some(2), "exit code, {shown}");
+    (stdout, stderr, shown)
+}
+
+/// Runs `args`, expects exit 2 before any VM with one stderr line that contains `needle`.
+fn expect_input_error(args: &[&str], needle: &str) {
+    let (out, took) = agelab(args);
+    let (stdout, stderr, shown) = refused("agelab", args, &out);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "exactly one error line, {shown}");
     assert!(lines[0].contains(needle), "error names {needle:?}, {shown}");
@@ -334,4 +340,123 @@ fn a_new_backing_file_is_left_to_the_run() {
         "stderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs selftest binary `bin` (its path from cargo) with `args`.
+fn selftest(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .output()
+        .expect("running a selftest binary")
+}
+
+/// Every kselftest binary declares its options through `agelab::options`: a bad value or an
+/// unknown option is refused with exit 2 and a first stderr line `<binary>: <what>` naming the
+/// option (then the usage), before any VM; `-h` prints the usage and exits 0.
+#[test]
+fn selftest_binaries_refuse_bad_options_with_exit_2() {
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "dirty_log_test",
+            env!("CARGO_BIN_EXE_dirty_log_test"),
+            &["-v", "0"],
+            "-v",
+        ),
+        (
+            "dirty_log_test",
+            env!("CARGO_BIN_EXE_dirty_log_test"),
+            &["-M", "bogus"],
+            "-M",
+        ),
+        (
+            "dirty_log_test",
+            env!("CARGO_BIN_EXE_dirty_log_test"),
+            &["-c", "1000"],
+            "-c",
+        ),
+        (
+            "dirty_log_perf_test",
+            env!("CARGO_BIN_EXE_dirty_log_perf_test"),
+            &["-b", "12X"],
+            "-b",
+        ),
+        (
+            "dirty_log_perf_test",
+            env!("CARGO_BIN_EXE_dirty_log_perf_test"),
+            &["-s", "bogus"],
+            "-s",
+        ),
+        (
+            "access_tracking_perf_test",
+            env!("CARGO_BIN_EXE_access_tracking_perf_test"),
+            &["-v", "999"],
+            "-v",
+        ),
+        (
+            "access_tracking_perf_test",
+            env!("CARGO_BIN_EXE_access_tracking_perf_test"),
+            &["-q"],
+            "'-q'",
+        ),
+        (
+            "lru_gen_secondary_mmu_test",
+            env!("CARGO_BIN_EXE_lru_gen_secondary_mmu_test"),
+            &["-d", "1ms"],
+            "-d",
+        ),
+        (
+            "lru_gen_secondary_mmu_test",
+            env!("CARGO_BIN_EXE_lru_gen_secondary_mmu_test"),
+            &["--expect-secondary-mmu-aging", "maybe"],
+            "--expect-secondary-mmu-aging",
+        ),
+        (
+            "tlb_flush_accuracy_test",
+            env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
+            &["-t", "soon"],
+            "-t",
+        ),
+        (
+            "tlb_flush_accuracy_test",
+            env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
+            &["-S", "bogus"],
+            "-S",
+        ),
+        (
+            "dirty_bench",
+            env!("CARGO_BIN_EXE_dirty_bench"),
+            &["-r", "0"],
+            "-r",
+        ),
+        (
+            "dirty_layout_bench",
+            env!("CARGO_BIN_EXE_dirty_layout_bench"),
+            &["-b", "9M"],
+            "-b",
+        ),
+    ];
+    for &(name, bin, args, needle) in cases {
+        let out = selftest(bin, args);
+        let (stdout, stderr, shown) = refused(name, args, &out);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("{name}: ")) && first.contains(needle),
+            "first stderr line names {needle:?}, {shown}"
+        );
+        assert!(stderr.contains("usage:"), "usage follows, {shown}");
+        assert!(
+            stdout.trim().is_empty(),
+            "refused before any test output, {shown}"
+        );
+    }
+    // The same binaries with -h: usage on stdout, exit 0 (the scanner accepts what is declared).
+    for &(name, bin, _, _) in cases {
+        let out = selftest(bin, &["-h"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name} -h: {stdout}");
+        assert!(
+            stdout.starts_with("usage:"),
+            "{name} -h prints the usage: {stdout}"
+        );
+    }
 }

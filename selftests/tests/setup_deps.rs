@@ -7,6 +7,7 @@
 //! all, everything present. The negative control shows that the first state really is the one in
 //! which a plain `apt-get install qemu-system-x86` breaks.
 
+use agelab_vmm::testing::skip;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,11 +24,6 @@ const QEMU_FAMILY: &[&str] = &[
 ];
 /// Leaf packages of the list that nothing else on the machine depends on.
 const LEAVES: &[&str] = &["busybox-static", "debootstrap", "dwarves"];
-
-/// Prints a skip line that `cargo test`'s capture does not swallow.
-fn skip(test: &str, reason: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
-}
 
 /// Why these tests cannot run here, if they cannot.
 fn skip_reason() -> Option<String> {

@@ -1,11 +1,13 @@
 //! agelab's VMM: guest memory, vCPUs running CPL3 (x86_64) / EL0 (aarch64) guest code, ucall,
-//! KVM dirty tracking and binary stats.
+//! KVM dirty tracking, binary stats, stage sync with the vCPUs (`Vm::sync_all`) and the memstress
+//! driver.
 
 pub mod arch;
 pub mod dirty;
 pub mod kvm_raw;
 pub mod loader;
 pub mod memory;
+pub mod memstress;
 pub mod page_map;
 pub mod pageset;
 pub mod stats;
@@ -22,4 +24,5 @@ pub use page_map::{BackingKind, GuestPage, GuestPageMap, PageRange, PAGE_SIZE};
 pub use pageset::{Confusion, PageSet};
 pub use ucall::Ucall;
 pub use vcpu::{VcpuError, VcpuEvent};
+pub use vm::sync::SyncArgs;
 pub use vm::{Vm, VmConfig, VmError};

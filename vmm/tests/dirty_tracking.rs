@@ -4,8 +4,11 @@
 use agelab_guest::rng::SplitMix64;
 use agelab_guest::ucall;
 use agelab_vmm::dirty::DirtyMode;
-use agelab_vmm::{DirtyOptions, DirtyTracker, PageSet, VcpuEvent, Vm, VmConfig, PAGE_SIZE};
+use agelab_vmm::{DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig, PAGE_SIZE};
 use std::time::Duration;
+
+/// Longest wait for the guest to report SYNC after a command.
+const SYNC_WAIT: Duration = Duration::from_secs(20);
 
 /// Control block the guest reads before each round (in untracked system memory).
 #[repr(C)]
@@ -84,19 +87,9 @@ impl Rig {
             .unwrap();
         vm.start(guest_writer as *const () as usize, |_| [ctl, 0])
             .unwrap();
-        let mut rig = Rig { vm, tracker, ctl };
-        rig.wait_sync();
+        let rig = Rig { vm, tracker, ctl };
+        rig.vm.wait_sync_all(1, SYNC_WAIT).unwrap();
         Some(rig)
-    }
-
-    fn wait_sync(&mut self) {
-        loop {
-            match self.vm.next_event(Duration::from_secs(20)).unwrap() {
-                VcpuEvent::Sync { stage: 1, .. } => return,
-                VcpuEvent::Printf { text, .. } => eprintln!("guest: {text}"),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
     }
 
     /// Runs one guest round and returns the pages it wrote.
@@ -114,8 +107,7 @@ impl Rig {
         // SAFETY: `p` is inside the live system memory mapping (checked above) and the guest is
         // waiting in SYNC, so nothing reads it concurrently.
         unsafe { std::ptr::write_volatile(p, cmd) };
-        self.vm.resume(0, round).unwrap();
-        self.wait_sync();
+        self.vm.sync_all(1, round, SYNC_WAIT).unwrap();
         truth(pages, seed, count)
     }
 }

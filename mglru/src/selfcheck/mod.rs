@@ -1,6 +1,7 @@
 //! Startup self-check of access sources against a guest whose accesses are known by construction.
 //!
-//! A one-vCPU guest first writes every page of its test memory (so every page is resident and
+//! A one-vCPU memstress guest (`agelab_vmm::memstress`, the selftests' toucher too) first writes
+//! every page of its test memory (so every page is resident and
 //! mapped by KVM), then, for every source in turn and for every [`Kind`], the source is armed
 //! (harvested once), the guest reads and/or writes known page ranges, and the source is harvested
 //! again and judged: precision (reported pages that were accessed in a way the source can see) and
@@ -14,14 +15,13 @@
 //! pool false positives come from).
 
 pub mod report;
-pub mod toucher;
 
 pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, SourceResult};
-pub use toucher::{Pages, Toucher, ToucherError};
 
 use crate::kernel::damon::DamonAttrs;
 use crate::source::{AccessSource, Observes};
 use crate::sources::catalog::{self, BuildOptions, SourceKind};
+use agelab_vmm::memstress::{Memstress, MemstressError};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,7 @@ pub enum SelfcheckError {
     Vm(#[from] VmError),
     /// The self-check guest failed.
     #[error(transparent)]
-    Guest(#[from] ToucherError),
+    Guest(#[from] MemstressError),
     /// Too little memory for the layout.
     #[error("self-check needs at least 16 pages of test memory, got {0}")]
     TooSmall(u64),
@@ -138,6 +138,35 @@ fn sets(kind: Kind, pages: u64) -> (Pages, Pages) {
     }
 }
 
+/// A half-open range of dense guest page indices.
+pub type Pages = std::ops::Range<u64>;
+
+/// Rounds over the same sets until `d` has passed (at least one), calling `during` once after
+/// `at` while the guest is between rounds; returns the rounds done.
+fn rounds_for(
+    g: &Memstress,
+    read: &Pages,
+    write: &Pages,
+    d: Duration,
+    at: Duration,
+    mut during: impl FnMut(),
+) -> Result<u64, MemstressError> {
+    let t = Instant::now();
+    let (mut n, mut called) = (0, false);
+    while n == 0 || t.elapsed() < d {
+        g.touch(read, write)?;
+        n += 1;
+        if !called && t.elapsed() >= at {
+            during();
+            called = true;
+        }
+    }
+    if !called {
+        during();
+    }
+    Ok(n)
+}
+
 fn set_of(r: &Pages, pages: u64) -> PageSet {
     let mut s = PageSet::new(pages);
     s.insert_range(r.start, r.end - r.start);
@@ -172,10 +201,11 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
         .filter_map(|&k| build_source(k, &mut vm))
         .collect::<Vec<_>>();
     before_start.reverse();
-    let mut g = Toucher::start(vm)?;
+    let mut g = Memstress::with_vm(vm, false)?;
+    g.start()?;
     // Fault everything in: every page resident, with a PFN and a KVM mapping.
     let t = Instant::now();
-    g.round(&(0..0), &(0..pages))?;
+    g.touch(&(0..0), &(0..pages))?;
     let fault_in = t.elapsed();
     let mut results = Vec::new();
     for &kind in &names {
@@ -214,8 +244,7 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
         // Dropping the source stops its kdamond / unregisters its uffd before the next one runs.
         drop(source);
     }
-    let vm = g.finish();
-    drop(vm);
+    drop(g);
     Ok(SelfcheckReport {
         mem_bytes: opts.mem_bytes,
         backing: opts.backing.to_string(),
@@ -229,7 +258,7 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
 }
 
 fn measure(
-    g: &mut Toucher,
+    g: &mut Memstress,
     source: &mut dyn AccessSource,
     source_kind: SourceKind,
     kind: Kind,
@@ -246,11 +275,11 @@ fn measure(
     let mut harvest = None;
     let rounds = if source_kind.samples_over_time() {
         let w = opts.sampling_window;
-        g.rounds_for(&read, &write, w, w * 3 / 4, || {
+        rounds_for(g, &read, &write, w, w * 3 / 4, || {
             harvest = Some(source.harvest())
         })?
     } else {
-        g.round(&read, &write)?;
+        g.touch(&read, &write)?;
         harvest = Some(source.harvest());
         1
     };

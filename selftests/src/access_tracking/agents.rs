@@ -2,10 +2,10 @@
 //! running one costs the guest: vCPU ns per access while the agent loops versus while it rests.
 
 use super::lru_gen::MemcgAging;
-use super::memstress::{Access, GuestCmd, Memstress, MemstressError};
 use super::page_idle::IdleMarker;
 use agelab_mglru::sources::{BuildOptions, CatalogError, SourceKind};
 use agelab_mglru::AccessSource;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressError};
 use agelab_vmm::GuestPageMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! Machinery of the secondary-MMU aging selftests (`access_tracking_perf_test`,
-//! `lru_gen_secondary_mmu_test`, `tlb_flush_accuracy_test`): the memstress VM, lru_gen aging of
-//! the test's memcg, page_idle marking, host aging agents and their cost to the guest.
+//! `lru_gen_secondary_mmu_test`, `tlb_flush_accuracy_test`): lru_gen aging of the test's memcg,
+//! page_idle marking, host aging agents and their cost to the guest. Their memstress VM is
+//! `agelab_vmm::memstress`.
 //!
 //! The scenario binaries in `src/bin` stay short; everything they share lives here.
 
@@ -8,7 +9,6 @@ pub mod agents;
 pub mod env;
 pub mod kvm_trace;
 pub mod lru_gen;
-pub mod memstress;
 pub mod page_idle;
 
 use crate::ktap;

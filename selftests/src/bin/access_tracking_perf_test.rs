@@ -26,12 +26,12 @@ use agelab::access_tracking::env::{
     detect_tracking, idle_check_unreliable, running_nested, TrackingMode,
 };
 use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
-use agelab::access_tracking::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
 use agelab::access_tracking::{fail, phase_line, skip_all};
-use agelab::ktap::{self, Ktap};
-use agelab::units::parse_size;
-use agelab_vmm::{Backing, MemoryError};
+use agelab::ktap::{self, Ktap, OrFail};
+use agelab::options::Options;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
+use agelab_vmm::{Backing, PAGE_SIZE};
 use std::time::Instant;
 
 const NAME: &str = "access_tracking_perf_test";
@@ -54,8 +54,7 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error(NAME, &m, USAGE) };
+    let opts = Options::parse(NAME, "hb:v:os:w:", USAGE);
     let mut a = Args {
         cfg: MemstressConfig {
             vcpus: 1,
@@ -65,40 +64,17 @@ fn parse_args() -> Args {
         },
         warn_only: None,
     };
-    for (c, v) in ktap::getopt(&argv, "hb:v:os:w:").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        match c {
-            'b' => {
-                a.cfg.bytes_per_vcpu = match parse_size(&v) {
-                    Ok(n) if n >= 4096 => n,
-                    Ok(n) => bad(format!("-b: {n} bytes is less than one 4 KiB page")),
-                    Err(e) => bad(format!("-b: invalid size '{v}': {e}")),
-                }
-            }
-            'v' => {
-                a.cfg.vcpus = match v.parse::<usize>() {
-                    Ok(n) if (1..=256).contains(&n) => n,
-                    _ => bad(format!("-v: invalid number of vCPUs '{v}': expected 1..256")),
-                }
-            }
+    for o in opts.iter() {
+        match o.letter {
+            'b' => a.cfg.bytes_per_vcpu = o.size(PAGE_SIZE),
+            'v' => a.cfg.vcpus = o.number_in("number of vCPUs", 1..=256),
             'o' => a.cfg.overlap = true,
-            's' => {
-                a.cfg.backing = v
-                    .parse()
-                    .unwrap_or_else(|e: MemoryError| bad(format!("-s: {e}")))
-            }
+            's' => a.cfg.backing = o.parsed(),
             'w' => {
-                a.warn_only = match v.parse::<u32>() {
-                    Ok(n) => Some(n > 0),
-                    Err(_) => bad(format!(
-                        "-w: invalid idle pages warning mode '{v}': expected a non-negative number (0 = fail, >0 = warn)"
-                    )),
-                }
+                a.warn_only =
+                    Some(o.number::<u32>("idle pages warning mode (0 = fail, >0 = warn)") > 0)
             }
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(ktap::EXIT_PASS);
-            }
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     a
@@ -161,7 +137,7 @@ impl Tracker {
             ),
             Some(TrackingMode::LruGen(_)) => {
                 let memcg = self.memcg.as_ref().expect("lru_gen mode has a memcg");
-                let (g, took) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
+                let (g, took) = memcg.age().or_fail();
                 let new_gen = match self.find_generation(k, &g) {
                     Ok(s) => s,
                     Err(msg) => {
@@ -324,7 +300,7 @@ fn main() {
         }
         Ok(TrackingMode::PageIdle) => {
             k.diag("Using page_idle for aging");
-            t.marker = Some(IdleMarker::open().unwrap_or_else(|e| fail(&e.to_string())));
+            t.marker = Some(IdleMarker::open().or_fail());
         }
         Err(why) => k.diag(&format!(
             "No access tracking: {why}; only the control phases are timed"
@@ -338,19 +314,19 @@ fn main() {
         fail(&e.to_string())
     });
     t.test_pages = ms.test_pages();
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+    ms.start().or_fail();
 
     // Joined now that the VM exists: the guest's memory is charged to the memcg, the VMM's own
     // pages are not, and the process stays a member so aging walks its page tables.
     if let Some(memcg) = &t.memcg {
-        memcg.join().unwrap_or_else(|e| fail(&e.to_string()));
+        memcg.join().or_fail();
     }
     access(&ms, Access::Write, "Populating memory");
     if let Some(memcg) = &t.memcg {
         // After population aging may not move pages to a newer generation; one pass now makes
         // every later pass do so.
         k.diag("Initial aging pass (lru_gen)");
-        let (g, _) = memcg.age().unwrap_or_else(|e| fail(&e.to_string()));
+        let (g, _) = memcg.age().or_fail();
         // The memcg holds guest memory only, so the count is exact but for pages still in the
         // per-CPU LRU batches (FOLIO_BATCH_SIZE, 31 each), which the listing cannot show yet.
         let in_batches = 31 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -369,7 +345,7 @@ fn main() {
         }
         k.result(ok, "lru_gen accounts for every test page in the memcg");
         access(&ms, Access::Write, "Re-populating memory");
-        let g = memcg.read().unwrap_or_else(|e| fail(&e.to_string()));
+        let g = memcg.read().or_fail();
         t.last_gen = Some(t.find_generation(&k, &g).unwrap_or_else(|m| fail(&m)));
     }
     access(&ms, Access::Write, "Writing to populated memory");

@@ -5,45 +5,19 @@
 //! Usage: dirty_bench [-b bytes] [-r clean_repeats] [-d dirty_repeats]
 
 use agelab::ktap::{self, ts};
-use agelab::units::parse_size;
-use agelab_guest::ucall;
+use agelab::options::Options;
 use agelab_vmm::dirty::DirtyMode;
-use agelab_vmm::{DirtyOptions, DirtyTracker, HarvestStats, PageSet, VcpuEvent, Vm, VmConfig};
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress};
+use agelab_vmm::{DirtyOptions, DirtyTracker, HarvestStats, PageSet, Vm, VmConfig};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: dirty_bench [-b bytes (default 1G)] [-r clean harvests (default 200)] \
 [-d dirty rounds (default 3)]";
 
-/// Guest: writes the host's reply value into every page of `[base, base + pages * 4096)` per round.
-extern "C" fn guest_dirty_all(base: u64, pages: u64) -> ! {
-    let mut round = ucall::sync(1, &[]);
-    while round != 0 {
-        let mut p = 0u64;
-        while p < pages {
-            // SAFETY: `p < pages`, inside the identity-mapped test memory.
-            unsafe {
-                core::ptr::write_volatile(
-                    base.wrapping_add(p.wrapping_mul(4096)) as *mut u64,
-                    round,
-                )
-            };
-            p = p.wrapping_add(1);
-        }
-        round = ucall::sync(1, &[round]);
-    }
-    ucall::done()
-}
-
-fn round(vm: &Vm, value: u64) -> Result<Duration, String> {
-    let t = Instant::now();
-    vm.resume(0, value).map_err(|e| e.to_string())?;
-    match vm
-        .next_event(Duration::from_secs(300))
-        .map_err(|e| e.to_string())?
-    {
-        VcpuEvent::Sync { stage: 1, .. } => Ok(t.elapsed()),
-        other => Err(format!("unexpected vCPU event {other:?}")),
-    }
+/// One timed round: the memstress guest writes every page once.
+fn round(ms: &Memstress) -> Result<Duration, String> {
+    ms.run(GuestCmd::sweep(Access::Write))
+        .map_err(|e| e.to_string())
 }
 
 /// Per-GiB figures of a series of harvests.
@@ -104,19 +78,11 @@ fn bench_mode(
     let mut tracker =
         DirtyTracker::new(&mut vm, DirtyOptions::new(mode)).map_err(|e| e.to_string())?;
     let pages = vm.page_map().len();
-    let base = vm.page_map().page(0).map(|p| p.gpa).unwrap_or_default();
-    vm.start(guest_dirty_all as *const () as usize, |_| [base, pages])
-        .map_err(|e| e.to_string())?;
-    match vm
-        .next_event(Duration::from_secs(30))
-        .map_err(|e| e.to_string())?
-    {
-        VcpuEvent::Sync { stage: 1, .. } => {}
-        other => return Err(format!("unexpected vCPU event {other:?}")),
-    }
-    round(&vm, 1)?; // populate
+    let mut ms = Memstress::with_vm(vm, false).map_err(|e| e.to_string())?;
+    ms.start().map_err(|e| e.to_string())?;
+    round(&ms)?; // populate
     tracker
-        .set_logging_all(&vm, true)
+        .set_logging_all(ms.vm(), true)
         .map_err(|e| e.to_string())?;
     let mut out = PageSet::new(pages);
     tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
@@ -140,8 +106,8 @@ fn bench_mode(
     }
     // Everything dirty.
     let mut dirty = HarvestStats::default();
-    for r in 0..dirty_n {
-        round(&vm, r + 2)?;
+    for _ in 0..dirty_n {
+        round(&ms)?;
         let st = tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
         if out.count() != pages {
             return Err(format!(
@@ -151,7 +117,7 @@ fn bench_mode(
         }
         dirty.add(&st);
     }
-    let _ = vm.resume(0, 0);
+    drop(ms);
     Ok((
         median_per_gib(&clean, gib),
         median_per_gib(&fresh, gib),
@@ -160,27 +126,15 @@ fn bench_mode(
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error("dirty_bench", &m, USAGE) };
+    let opts = Options::parse("dirty_bench", "b:r:d:h", USAGE);
     let mut bytes = 1u64 << 30;
     let (mut clean_n, mut dirty_n) = (200u64, 3u64);
-    for (c, v) in ktap::getopt(&argv, "b:r:d:h").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        let num = || match v.parse::<u64>() {
-            Ok(n) if n > 0 => n,
-            _ => bad(format!("-{c}: invalid count '{v}'")),
-        };
-        match c {
-            'b' => {
-                bytes =
-                    parse_size(&v).unwrap_or_else(|e| bad(format!("-b: invalid size '{v}': {e}")))
-            }
-            'r' => clean_n = num(),
-            'd' => dirty_n = num(),
-            _ => {
-                println!("{USAGE}");
-                return;
-            }
+    for o in opts.iter() {
+        match o.letter {
+            'b' => bytes = o.size(1),
+            'r' => clean_n = o.positive("count"),
+            'd' => dirty_n = o.positive("count"),
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));

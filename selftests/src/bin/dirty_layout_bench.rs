@@ -17,11 +17,12 @@
 //! Usage: dirty_layout_bench [-b bytes (default 64M)] [-i iterations (default 9)]
 
 use agelab::ktap;
-use agelab::units::parse_size;
+use agelab::options::Options;
+#[cfg(target_arch = "x86_64")]
 use agelab_guest::abi::UCALL_MMIO_ADDR;
 use agelab_guest::ucall;
 use agelab_vmm::dirty::DirtyMode;
-use agelab_vmm::{Backing, DirtyOptions, DirtyTracker, PageSet, VcpuEvent, Vm, VmConfig};
+use agelab_vmm::{Backing, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -130,20 +131,10 @@ struct Running {
 
 use ktap::fail;
 
-fn wait_sync(vm: &Vm) -> Result<(), String> {
-    match vm
-        .next_event(Duration::from_secs(300))
-        .map_err(|e| e.to_string())?
-    {
-        VcpuEvent::Sync { stage: 1, .. } => Ok(()),
-        other => Err(format!("unexpected vCPU event {other:?}")),
-    }
-}
-
 fn round(vm: &Vm, value: u64) -> Result<Duration, String> {
     let t = Instant::now();
-    vm.resume(0, value).map_err(|e| e.to_string())?;
-    wait_sync(vm)?;
+    vm.sync_all(1, value, Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
     Ok(t.elapsed())
 }
 
@@ -188,7 +179,8 @@ fn setup(l: &Layout) -> Result<Running, String> {
     };
     vm.start(entry, |_| [base, pages])
         .map_err(|e| e.to_string())?;
-    wait_sync(&vm)?;
+    vm.wait_sync_all(1, Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
     round(&vm, 1)?; // populate
     tracker
         .set_logging_all(&vm, true)
@@ -271,29 +263,19 @@ const STATS: [&str; 8] = [
 ];
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error("dirty_layout_bench", &m, USAGE) };
+    let opts = Options::parse("dirty_layout_bench", "b:i:h", USAGE);
     let mut bytes = 64u64 << 20;
     let mut iterations = 9u64;
-    for (c, v) in ktap::getopt(&argv, "b:i:h").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        match c {
+    for o in opts.iter() {
+        match o.letter {
             'b' => {
-                bytes = match parse_size(&v) {
-                    Ok(n) if n >= 8 << 20 && n % (8 << 20) == 0 => n,
-                    _ => bad(format!("-b: '{v}' is not a multiple of 8 MiB")),
+                bytes = o.size(8 << 20);
+                if !bytes.is_multiple_of(8 << 20) {
+                    o.bad(format!("'{}' is not a multiple of 8 MiB", o.value));
                 }
             }
-            'i' => {
-                iterations = match v.parse::<u64>() {
-                    Ok(n) if n > 0 => n,
-                    _ => bad(format!("-i: invalid count '{v}'")),
-                }
-            }
-            _ => {
-                println!("{USAGE}");
-                return;
-            }
+            'i' => iterations = o.positive("iteration count"),
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));

@@ -1,20 +1,19 @@
 //! dirty_log_perf_test: the cost of dirty logging, after the kernel selftest of the same name.
 //!
-//! Every vCPU writes every page of its partition once per iteration; the host times populating,
+//! Every vCPU writes every page of its partition once per iteration (the memstress guest); the
+//! host times populating,
 //! enabling logging, each iteration's dirtying and its get/clear of the dirty log, disabling,
 //! and prints the averages plus the guest's dirtying time per page.
 
-use agelab::ktap::{self, ts};
-use agelab::units::parse_size;
-use agelab_guest::ucall;
+use agelab::ktap::{self, ts, OrFail};
+use agelab::options::Options;
 use agelab_vmm::dirty::DirtyMode;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress};
 use agelab_vmm::{
-    Backing, DirtyOptions, DirtyTracker, HarvestStats, MemoryError, VcpuEvent, Vm, VmConfig,
-    VmError,
+    Backing, DirtyOptions, DirtyTracker, HarvestStats, MemoryError, Vm, VmConfig, VmError,
+    PAGE_SIZE,
 };
 use std::time::{Duration, Instant};
-
-const STAGE: u64 = 1;
 
 const USAGE: &str = "usage: dirty_log_perf_test [-b bytes_per_vcpu] [-v vcpus] [-i iterations] \
 [-M mode] [-s backing] [-x slots] [-c ring_entries] [-g]
@@ -27,23 +26,6 @@ const USAGE: &str = "usage: dirty_log_perf_test [-b bytes_per_vcpu] [-v vcpus] [
   -x: memslots the memory is split into (default 1)
   -c: dirty ring entries per vCPU (default: the largest KVM accepts)
   -g: clear-log without KVM_DIRTY_LOG_INITIALLY_SET";
-
-/// Guest: for every iteration number the host replies with, writes it into every page of its
-/// partition `[base, base + pages * 4096)`; 0 ends.
-extern "C" fn guest_dirty_all(base: u64, pages: u64) -> ! {
-    let mut iteration = ucall::sync(STAGE, &[]);
-    while iteration != 0 {
-        let mut p = 0u64;
-        while p < pages {
-            let addr = base.wrapping_add(p.wrapping_mul(4096));
-            // SAFETY: `p < pages`, inside this vCPU's identity-mapped partition.
-            unsafe { core::ptr::write_volatile(addr as *mut u64, iteration) };
-            p = p.wrapping_add(1);
-        }
-        iteration = ucall::sync(STAGE, &[iteration]);
-    }
-    ucall::done()
-}
 
 #[derive(Debug)]
 struct Args {
@@ -58,9 +40,7 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error("dirty_log_perf_test", &m, USAGE) };
-    let opts = ktap::getopt(&argv, "b:v:i:M:m:s:x:c:gh").unwrap_or_else(|e| bad(e));
+    let opts = Options::parse("dirty_log_perf_test", "b:v:i:M:m:s:x:c:gh", USAGE);
     let mut a = Args {
         bytes_per_vcpu: 1 << 30,
         vcpus: 1,
@@ -71,77 +51,23 @@ fn parse_args() -> Args {
         ring_entries: None,
         initially_set: true,
     };
-    for (c, v) in opts {
-        let v = v.unwrap_or_default();
-        let num = |what: &str| -> u64 {
-            match v.parse::<u64>() {
-                Ok(n) if n > 0 => n,
-                _ => bad(format!(
-                    "invalid {what} '{v}' for -{c}: expected a positive number"
-                )),
-            }
-        };
-        match c {
-            'b' => {
-                a.bytes_per_vcpu = match parse_size(&v) {
-                    Ok(n) if n >= 4096 => n,
-                    Ok(n) => bad(format!("-b: {n} bytes is less than one 4 KiB page")),
-                    Err(e) => bad(format!("-b: invalid size '{v}': {e}")),
-                }
-            }
-            'v' => a.vcpus = num("vCPU count") as usize,
-            'i' => a.iterations = num("iteration count"),
-            'M' | 'm' => {
-                a.mode = Some(
-                    v.parse()
-                        .unwrap_or_else(|e: agelab_vmm::dirty::UnknownDirtyMode| {
-                            bad(format!("-{c}: {e}"))
-                        }),
-                )
-            }
-            's' => {
-                a.backing = v
-                    .parse()
-                    .unwrap_or_else(|e: MemoryError| bad(format!("-s: {e}")))
-            }
-            'x' => a.slots = num("slot count") as usize,
-            'c' => {
-                let n = num("ring size");
-                if !n.is_power_of_two() || n > u64::from(u32::MAX) {
-                    bad(format!("-c: ring size {n} is not a power of two"));
-                }
-                a.ring_entries = Some(n as u32);
-            }
+    for o in opts.iter() {
+        match o.letter {
+            'b' => a.bytes_per_vcpu = o.size(PAGE_SIZE),
+            'v' => a.vcpus = o.positive("vCPU count"),
+            'i' => a.iterations = o.positive("iteration count"),
+            'M' | 'm' => a.mode = Some(o.parsed()),
+            's' => a.backing = o.parsed(),
+            'x' => a.slots = o.positive("slot count"),
+            'c' => a.ring_entries = Some(o.power_of_two("ring size")),
             'g' => a.initially_set = false,
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     a
 }
 
 use ktap::fail;
-
-/// Resumes every vCPU with `iteration` and waits until all report back; returns the wall time.
-fn run_iteration(vm: &Vm, iteration: u64) -> Duration {
-    let t0 = Instant::now();
-    for v in 0..vm.vcpus() {
-        vm.resume(v, iteration)
-            .unwrap_or_else(|e| fail(&e.to_string()));
-    }
-    let mut left = vm.vcpus();
-    while left > 0 {
-        match vm.next_event(Duration::from_secs(120)) {
-            Ok(VcpuEvent::Sync { stage: STAGE, .. }) => left -= 1,
-            Ok(VcpuEvent::Printf { vcpu, text }) => println!("# guest {vcpu}: {text}"),
-            Ok(other) => fail(&format!("unexpected vCPU event {other:?}")),
-            Err(e) => fail(&e.to_string()),
-        }
-    }
-    t0.elapsed()
-}
 
 fn main() {
     let a = parse_args();
@@ -178,10 +104,10 @@ fn main() {
     };
     let mut opts = DirtyOptions::new(mode);
     opts.initially_set = a.initially_set;
-    let mut tracker = DirtyTracker::new(&mut vm, opts).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut tracker = DirtyTracker::new(&mut vm, opts).or_fail();
     let pages = vm.page_map().len();
-    let per_vcpu = pages / a.vcpus as u64;
-    let base = vm.page_map().page(0).map(|p| p.gpa).unwrap_or_default();
+    let mut ms = Memstress::with_vm(vm, false).or_fail();
+    let per_vcpu = ms.pages_per_vcpu();
     println!(
         "# Testing guest mode: CPL3 4K, mode {mode} ({}), backing {}, {} vCPU(s) x {} MiB, {} slot(s)",
         support.detail,
@@ -199,39 +125,25 @@ fn main() {
     if let Some(n) = ring_entries {
         println!("# dirty ring: {n} entries per vCPU");
     }
-    vm.start(guest_dirty_all as *const () as usize, |i| {
-        [base + i as u64 * per_vcpu * 4096, per_vcpu]
-    })
-    .unwrap_or_else(|e| fail(&e.to_string()));
-    let mut ready = 0;
-    while ready < a.vcpus {
-        match vm.next_event(Duration::from_secs(30)) {
-            Ok(VcpuEvent::Sync { stage: STAGE, .. }) => ready += 1,
-            Ok(other) => fail(&format!("unexpected vCPU event {other:?}")),
-            Err(e) => fail(&e.to_string()),
-        }
-    }
+    ms.start().or_fail();
+    let dirty_all = || ms.run(GuestCmd::sweep(Access::Write)).or_fail();
 
     // Iteration 1 populates memory, as in the kernel test.
-    let populate = run_iteration(&vm, 1);
+    let populate = dirty_all();
     println!("Populate memory time: {}", ts(populate));
 
     let t = Instant::now();
-    tracker
-        .set_logging_all(&vm, true)
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    tracker.set_logging_all(ms.vm(), true).or_fail();
     println!("Enabling dirty logging time: {}", ts(t.elapsed()));
 
     let mut dirty_total = Duration::ZERO;
     let mut totals = HarvestStats::default();
     let mut out = agelab_vmm::PageSet::new(pages);
     for i in 1..=a.iterations {
-        let d = run_iteration(&vm, i + 1);
+        let d = dirty_all();
         dirty_total += d;
         println!("Iteration {i} dirty memory time: {}", ts(d));
-        let st = tracker
-            .harvest_into(&mut out)
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        let st = tracker.harvest_into(&mut out).or_fail();
         totals.add(&st);
         println!(
             "Iteration {i} get dirty log time: {}",
@@ -250,9 +162,7 @@ fn main() {
     }
 
     let t = Instant::now();
-    tracker
-        .set_logging_all(&vm, false)
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    tracker.set_logging_all(ms.vm(), false).or_fail();
     println!("Disabling dirty logging time: {}", ts(t.elapsed()));
 
     let n = a.iterations;
@@ -294,8 +204,6 @@ fn main() {
     println!(
         "Guest dirtying time per page: {per_page:.1} ns (per vCPU, wall time / pages per vCPU)"
     );
-    for v in 0..vm.vcpus() {
-        let _ = vm.resume(v, 0);
-    }
+    drop(ms);
     std::process::exit(ktap::EXIT_PASS)
 }

@@ -7,16 +7,17 @@
 //! 100%; precision is reported.
 
 use agelab::ktap::{self, Ktap};
-use agelab::units::parse_size;
+use agelab::options::Options;
 use agelab_guest::rng::{mix_seed, SplitMix64};
 use agelab_guest::ucall;
 use agelab_vmm::dirty::DirtyMode;
-use agelab_vmm::{Confusion, DirtyOptions, DirtyTracker, PageSet, VcpuEvent, Vm, VmConfig};
+use agelab_vmm::{Confusion, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const STAGE_READY: u64 = 1;
 const STAGE_ITER_DONE: u64 = 2;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "usage: dirty_log_test [-M dirty-log|clear-log|dirty-ring] [-i iterations] \
 [-I interval_ms] [-c ring_entries] [-v vcpus] [-b test_mem_bytes] [-x slots] [-S seed]
@@ -77,9 +78,7 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error("dirty_log_test", &m, USAGE) };
-    let opts = ktap::getopt(&argv, "M:i:I:c:v:b:x:S:h").unwrap_or_else(|e| bad(e));
+    let opts = Options::parse("dirty_log_test", "M:i:I:c:v:b:x:S:h", USAGE);
     let mut a = Args {
         modes: Vec::new(),
         iterations: 32,
@@ -90,47 +89,18 @@ fn parse_args() -> Args {
         slots: 1,
         seed: 1,
     };
-    for (c, v) in opts {
-        let v = v.unwrap_or_default();
-        let num = |what: &str| -> u64 {
-            v.parse::<u64>().unwrap_or_else(|_| {
-                bad(format!("invalid {what} '{v}' for -{c}: expected a number"))
-            })
-        };
-        match c {
-            'M' => a.modes.push(
-                v.parse()
-                    .unwrap_or_else(|e: agelab_vmm::dirty::UnknownDirtyMode| {
-                        bad(format!("-M: {e}"))
-                    }),
-            ),
-            'i' => a.iterations = num("iteration count"),
-            'I' => a.interval_ms = num("interval"),
-            'c' => {
-                let n = num("ring size");
-                if !n.is_power_of_two() || n > u64::from(u32::MAX) {
-                    bad(format!("-c: ring size {n} is not a power of two"));
-                }
-                a.ring_entries = n as u32;
-            }
-            'v' => a.vcpus = num("vCPU count") as usize,
-            'b' => {
-                a.mem_bytes =
-                    parse_size(&v).unwrap_or_else(|e| bad(format!("-b: invalid size '{v}': {e}")))
-            }
-            'x' => a.slots = num("slot count") as usize,
-            'S' => a.seed = num("seed"),
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
+    for o in opts.iter() {
+        match o.letter {
+            'M' => a.modes.push(o.parsed()),
+            'i' => a.iterations = o.positive("iteration count"),
+            'I' => a.interval_ms = o.number("interval"),
+            'c' => a.ring_entries = o.power_of_two("ring size"),
+            'v' => a.vcpus = o.positive("vCPU count"),
+            'b' => a.mem_bytes = o.size(1),
+            'x' => a.slots = o.number("slot count"),
+            'S' => a.seed = o.number("seed"),
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
-    }
-    if a.iterations == 0 {
-        bad("-i: at least one iteration is needed".into());
-    }
-    if a.vcpus == 0 {
-        bad("-v: at least one vCPU is needed".into());
     }
     a
 }
@@ -210,24 +180,6 @@ fn main() {
     tap.finish()
 }
 
-fn wait(vm: &Vm, stage: u64, pending: &mut [Option<[u64; 5]>]) -> Result<(), String> {
-    while pending.iter().any(Option::is_none) {
-        match vm
-            .next_event(Duration::from_secs(30))
-            .map_err(|e| e.to_string())?
-        {
-            VcpuEvent::Sync {
-                vcpu,
-                stage: s,
-                args,
-            } if s == stage => pending[vcpu] = Some(args),
-            VcpuEvent::Printf { vcpu, text } => ktap::diag(&format!("guest {vcpu}: {text}")),
-            other => return Err(format!("unexpected vCPU event {other:?}")),
-        }
-    }
-    Ok(())
-}
-
 fn run_mode(mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
     let mut vm = Vm::new(VmConfig {
         vcpus: a.vcpus,
@@ -291,8 +243,8 @@ fn run_mode(mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
         [ctl_gpas[i], 0]
     })
     .map_err(|e| e.to_string())?;
-    let mut sync = vec![None; a.vcpus];
-    wait(&vm, STAGE_READY, &mut sync)?;
+    vm.wait_sync_all(STAGE_READY, SYNC_TIMEOUT)
+        .map_err(|e| e.to_string())?;
     tracker
         .set_logging_all(&vm, true)
         .map_err(|e| e.to_string())?;
@@ -308,21 +260,20 @@ fn run_mode(mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
         for s in &stops {
             s.store(0, Ordering::SeqCst);
         }
-        for v in 0..a.vcpus {
-            vm.resume(v, it).map_err(|e| e.to_string())?;
-        }
+        vm.resume_all(it).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(a.interval_ms));
         for s in &stops {
             s.store(1, Ordering::SeqCst);
         }
-        let mut done = vec![None; a.vcpus];
-        wait(&vm, STAGE_ITER_DONE, &mut done)?;
+        let done = vm
+            .wait_sync_all(STAGE_ITER_DONE, SYNC_TIMEOUT)
+            .map_err(|e| e.to_string())?;
         let log = tracker.harvest().map_err(|e| e.to_string())?;
 
         // Exact ground truth: replay each vCPU's generator for the writes it reported.
         let mut truth = PageSet::new(total);
         for (v, d) in done.iter().enumerate() {
-            let [_, ops, ..] = d.unwrap_or_default();
+            let [_, ops, ..] = *d;
             out.writes += ops;
             let mut rng = SplitMix64::new(mix_seed(a.seed, v as u64, it));
             for _ in 0..ops {
@@ -387,8 +338,6 @@ fn run_mode(mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
     out.ring_full_exits = (0..a.vcpus)
         .map(|v| vm.exits(v).ring_full.load(Ordering::Relaxed))
         .sum();
-    for v in 0..a.vcpus {
-        vm.resume(v, 0).map_err(|e| e.to_string())?;
-    }
+    vm.resume_all(0).map_err(|e| e.to_string())?;
     Ok(out)
 }

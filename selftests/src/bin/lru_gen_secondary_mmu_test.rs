@@ -39,14 +39,14 @@ use agelab::access_tracking::kvm_trace::KvmAgingTrace;
 use agelab::access_tracking::lru_gen::{
     lru_gen_usable, MemcgAging, MemcgGenerations, Observed, YoungJudgement,
 };
-use agelab::access_tracking::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::{self, Ktap};
-use agelab::units::{parse_duration, parse_size};
+use agelab::ktap::{Ktap, OrFail};
+use agelab::options::Options;
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
-use agelab_vmm::Backing;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
+use agelab_vmm::{Backing, PAGE_SIZE};
 use std::time::Duration;
 
 const NAME: &str = "lru_gen_secondary_mmu_test";
@@ -75,21 +75,16 @@ struct Choices {
 }
 
 fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
-    let argv: Vec<String> = std::env::args()
-        .skip(1)
-        .map(|a| {
-            if a == "--expect-secondary-mmu-aging" {
-                "-e".to_string()
-            } else {
-                a
-            }
-        })
-        .collect();
+    let opts = Options::parse_with_long(
+        NAME,
+        "hb:v:d:p:e:ns:",
+        USAGE,
+        &[("--expect-secondary-mmu-aging", 'e')],
+    );
     let mut choices = Choices {
         expect: None,
         no_cost: false,
     };
-    let bad = |m: String| -> ! { ktap::usage_error(NAME, &m, USAGE) };
     let mut cfg = MemstressConfig {
         vcpus: 2,
         bytes_per_vcpu: 32 << 20,
@@ -102,56 +97,25 @@ fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
         rounds: 2,
         period: Duration::from_millis(10),
     };
-    for (c, v) in ktap::getopt(&argv, "hb:v:d:p:e:ns:").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        match c {
+    for o in opts.iter() {
+        match o.letter {
             'e' => {
-                choices.expect = match v.as_str() {
+                choices.expect = match o.value {
                     "yes" => Some(Observed::Yes),
                     "no" => Some(Observed::No),
                     "" => None,
-                    _ => bad(format!(
+                    v => o.bad(format!(
                         "--expect-secondary-mmu-aging: '{v}': expected yes, no or empty"
                     )),
                 }
             }
             'n' => choices.no_cost = true,
-            's' => {
-                cfg.backing = v
-                    .parse()
-                    .unwrap_or_else(|e: agelab_vmm::MemoryError| bad(format!("-s: {e}")))
-            }
-            'b' => {
-                cfg.bytes_per_vcpu = match parse_size(&v) {
-                    Ok(n) if n >= 16 * 4096 => n,
-                    Ok(n) => bad(format!("-b: {n} bytes is less than 16 pages")),
-                    Err(e) => bad(format!("-b: invalid size '{v}': {e}")),
-                }
-            }
-            'v' => {
-                cfg.vcpus = match v.parse::<usize>() {
-                    Ok(n) if (1..=64).contains(&n) => n,
-                    _ => bad(format!("-v: invalid number of vCPUs '{v}': expected 1..64")),
-                }
-            }
-            'd' => {
-                plan.window = match parse_duration(&v) {
-                    Ok(d) if d >= Duration::from_millis(10) => d,
-                    Ok(_) => bad(format!("-d: window '{v}' is shorter than 10ms")),
-                    Err(e) => bad(format!("-d: invalid duration '{v}': {e}")),
-                }
-            }
-            'p' => {
-                plan.period = match parse_duration(&v) {
-                    Ok(d) if d > Duration::ZERO => d,
-                    Ok(_) => bad(format!("-p: period '{v}' must be positive")),
-                    Err(e) => bad(format!("-p: invalid duration '{v}': {e}")),
-                }
-            }
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(ktap::EXIT_PASS);
-            }
+            's' => cfg.backing = o.parsed(),
+            'b' => cfg.bytes_per_vcpu = o.size(16 * PAGE_SIZE),
+            'v' => cfg.vcpus = o.number_in("number of vCPUs", 1..=64),
+            'd' => plan.window = o.duration(Duration::from_millis(10)),
+            'p' => plan.period = o.duration(Duration::ZERO),
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     (cfg, plan, choices)
@@ -169,7 +133,7 @@ fn new_vm(cfg: &MemstressConfig) -> Memstress {
 /// Reads pages `[first, first + n)` of every vCPU's region a few times.
 fn guest_reads(ms: &Memstress, first: u64, n: u64) {
     ms.run(GuestCmd::window(Access::Read, 4, first, n))
-        .unwrap_or_else(|e| fail(&e.to_string()));
+        .or_fail();
 }
 
 /// The memcgs of the three page classes: set A, set B, the rest of guest memory.
@@ -209,9 +173,9 @@ fn age_classes(
         let gens = sets
             .all()
             .iter()
-            .map(|m| m.age_as_member().unwrap_or_else(|e| fail(&e.to_string())).0)
+            .map(|m| m.age_as_member().or_fail().0)
             .collect();
-        sets.rest.leave().unwrap_or_else(|e| fail(&e.to_string()));
+        sets.rest.leave().or_fail();
         gens
     };
     let gens = match trace {
@@ -252,14 +216,14 @@ fn aging_scenario(
         }
     };
     let mut ms = new_vm(cfg);
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+    ms.start().or_fail();
     let quarter = ms.pages_per_vcpu() / 4;
     let set = quarter * cfg.vcpus as u64;
     // Each class is first touched while this process sits in its memcg.
     let populate = |m: &MemcgAging, first: u64, pages: u64| {
         m.charge(|| ms.run(GuestCmd::window(Access::Write, 1, first, pages)))
-            .unwrap_or_else(|e| fail(&e.to_string()))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+            .or_fail()
+            .or_fail();
     };
     populate(&sets.a, 0, quarter);
     populate(&sets.b, quarter, quarter);
@@ -267,7 +231,7 @@ fn aging_scenario(
     let sizes: Vec<u64> = sets
         .all()
         .iter()
-        .map(|m| m.read().unwrap_or_else(|e| fail(&e.to_string())).total())
+        .map(|m| m.read().or_fail().total())
         .collect();
     k.diag(&format!(
         "guest memory {} pages ({} backing) in three memcgs: A {} pages (set {set}), B {} (set {set}), rest {} (guest {})",
@@ -343,8 +307,8 @@ fn aging_scenario(
                 .count(|| {
                     guest_reads(&ms, 0, quarter);
                     let g = sets.a.age_as_member();
-                    sets.a.leave().unwrap_or_else(|e| fail(&e.to_string()));
-                    g.unwrap_or_else(|e| fail(&e.to_string()))
+                    sets.a.leave().or_fail();
+                    g.or_fail()
                 })
                 .unwrap_or_else(|e| fail(&format!("counting KVM trace events: {e}")));
             let asked = calls.calls() > 0;
@@ -395,14 +359,13 @@ fn slowdown(
             return;
         }
     };
-    ms.start().unwrap_or_else(|e| fail(&e.to_string()));
+    ms.start().or_fail();
     // Population charged to the memcg lru_gen ages (the whole guest, nothing of the VMM), and
     // this process stays a member while it is aged (the walk visits its members' mms only).
     if let Some(m) = memcg {
-        m.join().unwrap_or_else(|e| fail(&e.to_string()));
+        m.join().or_fail();
     }
-    ms.run(GuestCmd::sweep(Access::Write))
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    ms.run(GuestCmd::sweep(Access::Write)).or_fail();
     match measure_slowdown(&ms, agent.as_mut(), plan) {
         Ok(s) => {
             k.diag(&format!(
@@ -421,7 +384,7 @@ fn slowdown(
         }
     }
     if let Some(m) = memcg {
-        m.leave().unwrap_or_else(|e| fail(&e.to_string()));
+        m.leave().or_fail();
     }
 }
 

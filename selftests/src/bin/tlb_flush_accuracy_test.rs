@@ -17,13 +17,13 @@ use agelab::access_tracking::agents::{
     agelab_source, AccessObserver, LruGenObserver, Observed, PageIdleObserver, SourceObserver,
 };
 use agelab::access_tracking::lru_gen::{lru_gen_usable, MemcgAging};
-use agelab::access_tracking::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::{self, Ktap};
-use agelab::units::parse_duration;
+use agelab::ktap::{Ktap, OrFail};
+use agelab::options::Options;
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
+use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::Backing;
 use std::time::{Duration, Instant};
 
@@ -55,49 +55,28 @@ struct Plan {
 }
 
 fn parse_args() -> Plan {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let bad = |m: String| -> ! { ktap::usage_error(NAME, &m, USAGE) };
+    let opts = Options::parse(NAME, "hH:r:t:S:", USAGE);
     let mut p = Plan {
         sources: SOURCES.iter().map(|s| s.to_string()).collect(),
         hot: 32,
         rounds: 8,
         round_time: Duration::from_millis(150),
     };
-    for (c, v) in ktap::getopt(&argv, "hH:r:t:S:").unwrap_or_else(|e| bad(e)) {
-        let v = v.unwrap_or_default();
-        match c {
-            'H' => {
-                p.hot = match v.parse::<u64>() {
-                    Ok(n) if (1..=512).contains(&n) => n,
-                    _ => bad(format!("-H: invalid hot page count '{v}': expected 1..512")),
-                }
-            }
-            'r' => {
-                p.rounds = match v.parse::<u32>() {
-                    Ok(n) if (1..=1000).contains(&n) => n,
-                    _ => bad(format!("-r: invalid round count '{v}': expected 1..1000")),
-                }
-            }
-            't' => {
-                p.round_time = match parse_duration(&v) {
-                    Ok(d) if d >= Duration::from_millis(1) => d,
-                    Ok(_) => bad(format!("-t: round time '{v}' is shorter than 1ms")),
-                    Err(e) => bad(format!("-t: invalid duration '{v}': {e}")),
-                }
-            }
+    for o in opts.iter() {
+        match o.letter {
+            'H' => p.hot = o.number_in("hot page count", 1..=512),
+            'r' => p.rounds = o.number_in("round count", 1..=1000),
+            't' => p.round_time = o.duration(Duration::from_millis(1)),
             'S' => {
-                p.sources = v.split(',').map(|s| s.trim().to_string()).collect();
+                p.sources = o.value.split(',').map(|s| s.trim().to_string()).collect();
                 if let Some(bad_name) = p.sources.iter().find(|s| !SOURCES.contains(&s.as_str())) {
-                    bad(format!(
-                        "-S: unknown source '{bad_name}' (known: {})",
+                    o.bad(format!(
+                        "unknown source '{bad_name}' (known: {})",
                         SOURCES.join(", ")
                     ));
                 }
             }
-            _ => {
-                println!("{USAGE}");
-                std::process::exit(ktap::EXIT_PASS);
-            }
+            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
     p
@@ -108,8 +87,7 @@ fn parse_args() -> Plan {
 fn hot_loop(ms: &Memstress, access: Access, first: u64, n: u64, time: Duration) {
     let end = Instant::now() + time;
     while Instant::now() < end {
-        ms.run(GuestCmd::window(access, 2000, first, n))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        ms.run(GuestCmd::window(access, 2000, first, n)).or_fail();
     }
 }
 
@@ -215,9 +193,8 @@ fn main() {
                 continue;
             }
         };
-        ms.start().unwrap_or_else(|e| fail(&e.to_string()));
-        ms.run(GuestCmd::sweep(Access::Write))
-            .unwrap_or_else(|e| fail(&e.to_string()));
+        ms.start().or_fail();
+        ms.run(GuestCmd::sweep(Access::Write)).or_fail();
         let access = if name == "kvm-clear-log" {
             Access::Write
         } else {

@@ -3,7 +3,7 @@
 
 use agelab_guest::workload::{first_touch_main, touch_loop, touch_loop_warm_main};
 use agelab_vmm::workload::{Workload, WorkloadSpec};
-use agelab_vmm::{Backing, VcpuEvent, Vm, VmConfig};
+use agelab_vmm::{Backing, Vm, VmConfig};
 use std::time::{Duration, Instant};
 
 /// Errors of the benchmarks.
@@ -20,21 +20,11 @@ pub enum BenchError {
     Guest(String),
 }
 
+/// Waits for vCPU 0's SYNC(`stage`), resumes it and returns the SYNC's first argument.
 fn wait_sync(vm: &Vm, stage: u64) -> Result<u64, BenchError> {
-    loop {
-        match vm.next_event(Duration::from_secs(120))? {
-            VcpuEvent::Sync {
-                stage: s,
-                args,
-                vcpu,
-            } if s == stage => {
-                vm.resume(vcpu, 0)?;
-                return Ok(args[0]);
-            }
-            VcpuEvent::Printf { .. } => {}
-            other => return Err(BenchError::Guest(format!("{other:?}"))),
-        }
-    }
+    let (vcpu, args) = vm.next_sync(stage, Duration::from_secs(120))?;
+    vm.resume(vcpu, 0)?;
+    Ok(args[0])
 }
 
 /// Guest loop vs the same loop natively: (guest ns/access, native ns/access, 2 MiB sptes KVM

@@ -74,19 +74,13 @@ fn run_both_ways(vm: &mut Vm) -> ScenarioResult {
         .map_err(err)?;
     vm.start(guest_memory_both_ways as *const () as usize, |_| [0, 0])
         .map_err(err)?;
-    match next(vm)? {
-        VcpuEvent::Sync { stage: 1, args, .. } => check!(
-            args[0] == 42,
-            "guest read {} (expected 21, reported doubled as 42)",
-            args[0]
-        ),
-        e => return Err(format!("expected SYNC(1), got {e:?}")),
-    }
-    vm.resume(0, 0).map_err(err)?;
-    match next(vm)? {
-        VcpuEvent::Done { vcpu: 0 } => {}
-        e => return Err(format!("expected DONE, got {e:?}")),
-    }
+    let (_, args) = vm.next_sync(1, WAIT).map_err(err)?;
+    check!(
+        args[0] == 42,
+        "guest read {} (expected 21, reported doubled as 42)",
+        args[0]
+    );
+    vm.finish_all(0, WAIT).map_err(err)?;
     let v: u64 = vm
         .memory()
         .read_obj(GuestAddress(TEST_BASE + 4096))
@@ -115,23 +109,11 @@ extern "C" fn guest_id_sum(id: u64, n: u64) -> ! {
     ucall::done()
 }
 
-fn run_to_done(
-    vm: &Vm,
-    vcpus: usize,
-    mut on_sync: impl FnMut(usize, [u64; 5]),
-) -> Result<(), String> {
-    let mut done = 0;
-    while done < vcpus {
-        match next(vm)? {
-            VcpuEvent::Sync { vcpu, args, .. } => {
-                on_sync(vcpu, args);
-                vm.resume(vcpu, 0).map_err(err)?;
-            }
-            VcpuEvent::Done { .. } => done += 1,
-            e => return Err(format!("unexpected {e:?}")),
-        }
-    }
-    Ok(())
+/// Waits for every vCPU's SYNC(7) from [`guest_id_sum`], lets each finish, returns their sums.
+fn id_sums(vm: &Vm) -> Result<Vec<u64>, String> {
+    let got = vm.wait_sync_all(7, WAIT).map_err(err)?;
+    vm.finish_all(0, WAIT).map_err(err)?;
+    Ok(got.iter().map(|args| args[1]).collect())
 }
 
 /// Four vCPUs compute in parallel and each reports its own result.
@@ -141,9 +123,8 @@ pub fn vcpus_run_in_parallel() -> ScenarioResult {
         [i as u64, 1_000_000]
     })
     .map_err(err)?;
-    let mut got = vec![None; 4];
-    run_to_done(&vm, 4, |vcpu, args| got[vcpu] = Some(args[1]))?;
-    let want = vec![Some(0), Some(1_000_000), Some(2_000_000), Some(3_000_000)];
+    let got = id_sums(&vm)?;
+    let want = vec![0, 1_000_000, 2_000_000, 3_000_000];
     check!(got == want, "per-vCPU sums {got:?}, expected {want:?}");
     Ok(Outcome::Pass)
 }
@@ -337,7 +318,7 @@ pub fn stats_fd_is_readable() -> ScenarioResult {
     let mut vm = vm(2)?;
     vm.start(guest_id_sum as *const () as usize, |i| [i as u64, 10])
         .map_err(err)?;
-    run_to_done(&vm, 2, |_, _| {})?;
+    id_sums(&vm)?;
     let s = vm.stats().map_err(err)?;
     check!(!s.vm.is_empty(), "VM stats empty");
     check!(s.vcpus.len() == 2, "{} vCPU stat sets", s.vcpus.len());

@@ -4,6 +4,7 @@
 //! lives in `vm/watchdog.rs`.
 
 mod build;
+pub mod sync;
 mod watchdog;
 
 use crate::arch::{ArchError, ArchVm, GuestTables, VcpuRegs};
@@ -86,6 +87,17 @@ pub enum VmError {
     /// Spawning a vCPU thread failed.
     #[error("spawning vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A vCPU reported something other than the SYNC the host waited for.
+    #[error("waiting for SYNC({stage:#x}): {event}")]
+    UnexpectedEvent {
+        /// The stage waited for (0 while waiting for DONE).
+        stage: u64,
+        /// The event, described.
+        event: String,
+    },
+    /// A vCPU stopped on an error while the host waited for it.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
 }
 
 /// What to build.
