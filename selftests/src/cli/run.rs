@@ -7,7 +7,7 @@ use agelab_mglru::engine::{AgeHeatmap, WorkingSetHistogram};
 use agelab_mglru::lru_gen_run::{engine_generations, KernelAging, KernelLruGenReport};
 use agelab_mglru::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
 use agelab_mglru::sources::catalog::{self, SourceKind};
-use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
+use agelab_mglru::sources::uffd_minor::{self, ArmPolicy, GuidedStats, UffdMinorError};
 use agelab_mglru::{
     AccessKinds, Engine, EngineConfig, EngineError, Observes, OracleSource, PassTruth, SourceView,
 };
@@ -57,7 +57,9 @@ pub struct RunArgs {
     pub fault_budget: Option<u64>,
     /// uffd-minor arming: `all` (every page each pass), `sample:BUDGET` (faults/s),
     /// `oldest[:N]` (the engine's N oldest generations, so hot young pages do not fault every
-    /// pass) or `oldest:N+S` (plus S younger pages sampled). `--fault-budget` means `sample:`.
+    /// pass), `oldest:N+S` (plus S younger pages sampled) or `regions[:S[:P%]]` (the 2 oldest
+    /// generations sampled by region, S pages per region, a faulting sample promoting its
+    /// region; faults held to P % of guest time). `--fault-budget` means `sample:`.
     #[arg(long, default_value = "oldest:2", value_parser = parse_uffd_arm)]
     pub uffd_arm: ArmPolicy,
     /// Number of generations the engine keeps (2..=16).
@@ -446,6 +448,8 @@ pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
         let pass = engine.run_pass_split(&split)?;
         passes.push(PassJson::of(&pass, &engine));
         if let Some(g) = guide.as_mut() {
+            let blocked = uffd_minor::budget::stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
+            g.observe_epoch(r.elapsed, r.vcpu_cpu.len(), blocked);
             g.arm_from(engine.generations())?;
         }
         let kernel_view = kernel_aging.as_mut().map(|k| k.age());
@@ -671,6 +675,18 @@ pub fn print_text(r: &RunReport) {
             g.pages_armed as f64 / g.arms.max(1) as f64,
             g.faults
         );
+        if g.regions.regions > 0 {
+            println!(
+                "uffd-minor regions: {} now, {} splits, {} merges, {:.1} samples armed per pass, \
+                 read budget {} faults/interval at {:.1} µs per fault",
+                g.regions.regions,
+                g.regions.splits,
+                g.regions.merges,
+                g.regions.samples_armed as f64 / g.arms.max(1) as f64,
+                g.budget_faults,
+                g.fault_cost_ns as f64 / 1e3
+            );
+        }
     }
     if let Some(m) = r.verify_mismatches {
         println!("verify: {m} words wrong");
