@@ -461,7 +461,11 @@ mod tests {
     #[test]
     fn watched_idle_needs_consecutive_idle_intervals() {
         let pages = 1024;
-        let mut r = RegionSampler::new(pages, RegionConfig::default(), 2);
+        let cfg = RegionConfig {
+            max_region_pages: 512,
+            ..RegionConfig::default()
+        };
+        let mut r = RegionSampler::new(pages, cfg, 2);
         let (mut s, mut e) = r.next(&PageSet::new(pages), &cands(pages), None);
         assert!(r.watched_idle(&s, e.observed(), 2).is_empty());
         for _ in 0..2 {
