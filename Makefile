@@ -42,6 +42,7 @@ bench: build
 	$(AGELAB) bench
 	target/release/dirty_bench
 	target/release/dirty_layout_bench
+	target/release/region_bench
 	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
 # --- lab (owned by selftests/src/lab) ---
