@@ -90,10 +90,14 @@ pub enum DamonError {
 /// What the kdamond monitors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DamonTarget {
-    /// Virtual addresses of process `pid` (DAMON picks its own regions from the mappings).
+    /// Virtual addresses of process `pid`.
     Vaddr {
         /// The process.
         pid: i32,
+        /// Initial regions `[start, end)` (e.g. guest memory); empty: DAMON picks three regions
+        /// spanning every mapping. DAMON re-picks those at each `update_us` (`damon_va_update`),
+        /// so ranges stay the target only while `update_us` exceeds the run.
+        ranges: Vec<(u64, u64)>,
     },
     /// Physical address ranges `[start, end)` in bytes.
     Paddr {
@@ -374,15 +378,20 @@ impl Kdamond {
         self.write_attrs(attrs)?;
         write_str(ctx.join("targets/nr_targets"), "1")?;
         let t = ctx.join("targets/0");
-        match target {
-            DamonTarget::Vaddr { pid } => write_str(t.join("pid_target"), &pid.to_string())?,
-            DamonTarget::Paddr { ranges } => {
-                write_str(t.join("regions/nr_regions"), &ranges.len().to_string())?;
-                for (i, (s, e)) in ranges.iter().enumerate() {
-                    let r = t.join(format!("regions/{i}"));
-                    write_str(r.join("start"), &s.to_string())?;
-                    write_str(r.join("end"), &e.to_string())?;
-                }
+        let ranges = match target {
+            DamonTarget::Vaddr { pid, ranges } => {
+                write_str(t.join("pid_target"), &pid.to_string())?;
+                ranges
+            }
+            DamonTarget::Paddr { ranges } => ranges,
+        };
+        if !ranges.is_empty() {
+            write_str(t.join("regions/nr_regions"), &ranges.len().to_string())?;
+            for (i, (s, e)) in ranges.iter().enumerate() {
+                let r = t.join(format!("regions/{i}"));
+                // End first: a start may not pass the current end.
+                write_str(r.join("end"), &e.to_string())?;
+                write_str(r.join("start"), &s.to_string())?;
             }
         }
         write_str(ctx.join("schemes/nr_schemes"), "1")?;
