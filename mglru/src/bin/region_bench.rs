@@ -159,7 +159,24 @@ struct Measured {
     regions: u64,
 }
 
-fn run_arm(a: &Args, spec: &str, arm: Arm) -> Measured {
+/// [`try_arm`], once more if the guest failed (the failure is printed and counted).
+fn run_arm(a: &Args, spec: &str, arm: Arm, failures: &mut u64) -> Measured {
+    match try_arm(a, spec, arm) {
+        Ok(m) => m,
+        Err(e) => {
+            *failures += 1;
+            eprintln!("region_bench: {spec} {arm}: run failed ({e}); running it again");
+            try_arm(a, spec, arm).unwrap_or_else(|e| panic!("{spec} {arm} failed twice: {e}"))
+        }
+    }
+}
+
+/// One arm in a fresh guest; see the module docs.
+fn try_arm(
+    a: &Args,
+    spec: &str,
+    arm: Arm,
+) -> Result<Measured, agelab_vmm::workload::WorkloadError> {
     let spec: WorkloadSpec = spec.parse().expect("workload parses");
     let mem = a.mem_mib << 20;
     let vm = Vm::new(VmConfig {
@@ -212,8 +229,8 @@ fn run_arm(a: &Args, spec: &str, arm: Arm) -> Measured {
         guide = Some(g);
         faults = Some(f);
     }
-    let mut wl = Workload::start(vm, spec).expect("workload");
-    wl.fill().expect("fill");
+    let mut wl = Workload::start(vm, spec)?;
+    wl.fill()?;
     let fill = wl.ground_truth(wl.epoch()).expect("fill truth");
     let mut pending = PassTruth {
         read: fill.read.clone(),
@@ -224,7 +241,7 @@ fn run_arm(a: &Args, spec: &str, arm: Arm) -> Measured {
     let (mut per_cpu, mut wall, mut blocked, mut nfaults) = (Vec::new(), 0.0, 0.0, 0u64);
     for pass in 0..a.passes {
         let f0 = faults.as_ref().map_or(0, |f| f.total());
-        let r = wl.run_epoch(a.epoch).expect("epoch");
+        let r = wl.run_epoch(a.epoch)?;
         let t = wl.ground_truth(r.epoch).expect("truth");
         pending.read.union_with(&t.read);
         pending.written.union_with(&t.written);
@@ -278,12 +295,12 @@ fn run_arm(a: &Args, spec: &str, arm: Arm) -> Measured {
     m.faults_per_s = nfaults as f64 / wall.max(1e-9);
     m.stall_pct = blocked / wall.max(1e-9) * 100.0;
     m.regions = guide.as_ref().map_or(0, |g| g.stats().regions.regions);
-    let v = wl.verify().expect("verify");
+    let v = wl.verify()?;
     assert_eq!(v.mismatches, 0, "guest data changed under {arm}");
     drop(engine);
     drop(guide);
-    wl.finish().expect("finish");
-    m
+    wl.finish()?;
+    Ok(m)
 }
 
 fn pct(num: u64, den: u64) -> String {
@@ -309,11 +326,12 @@ fn main() {
         a.warmup,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
+    let mut failures = 0;
     for spec in &a.specs {
         let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); a.arms.len()];
         for round in 0..a.rounds {
             for (i, &arm) in a.arms.iter().enumerate() {
-                let m = run_arm(&a, spec, arm);
+                let m = run_arm(&a, spec, arm, &mut failures);
                 eprintln!(
                     "region_bench: {spec} round {round} {arm}: {:.0} ops/CPU-s, {:.0} faults/s, stall {:.2}%",
                     m.ops_per_cpu_s, m.faults_per_s, m.stall_pct
@@ -361,5 +379,9 @@ fn main() {
                 or_na(format!("{:.0}", mean(|m| m.regions as f64))),
             );
         }
+    }
+    if failures > 0 {
+        println!();
+        println!("{failures} run(s) failed and were run again (see stderr)");
     }
 }
