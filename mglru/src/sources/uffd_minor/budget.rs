@@ -103,13 +103,14 @@ pub fn stalled(elapsed: Duration, vcpu_cpu: &[Duration], runq_wait: &[Duration])
         .sum()
 }
 
-/// The next admission limit of guided arming: halved while the last interval's faults exceed the
-/// budget, doubled (up to `max`) while they stay under half of it. Cold pages armed never fault,
-/// so discovery runs at `max`; once the oldest generations hold hot pages (every cold page gone),
-/// their faults shrink admission until the fault rate fits the budget.
+/// The next admission limit of guided arming: halved, and at most the budget, while the last
+/// interval's faults exceed the budget; doubled (up to `max`) while they stay under half of it.
+/// Cold pages armed never fault, so discovery runs at `max`; once the oldest generations hold hot
+/// pages (every cold page gone), their faults cut admission to the budget at once (halving alone
+/// from `max` took ~14 intervals on 64 MiB) and then until the fault rate fits it.
 pub fn next_admit_limit(admit: u64, faults: u64, budget: u64, max: u64) -> u64 {
     if faults > budget {
-        (admit / 2).max(1)
+        (admit / 2).min(budget).max(1)
     } else if faults * 2 <= budget {
         admit.saturating_mul(2).clamp(1, max.max(1))
     } else {
@@ -166,6 +167,7 @@ mod tests {
     fn admission_halves_over_and_doubles_under() {
         let b = 71;
         assert_eq!(next_admit_limit(64, b + 1, b, 8192), 32);
+        assert_eq!(next_admit_limit(8192, b + 1, b, 8192), b, "over: at most the budget");
         assert_eq!(next_admit_limit(1, 10_000, b, 8192), 1);
         assert_eq!(next_admit_limit(64, 0, b, 8192), 128);
         assert_eq!(next_admit_limit(8000, 0, b, 8192), 8192);
