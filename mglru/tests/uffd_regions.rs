@@ -5,10 +5,10 @@
 //! fail it: hot pages scattered one per 2 MiB region (the samples miss them), and regions whose
 //! faulting samples do not promote the region.
 
-use agelab_mglru::sources::uffd_minor::{GuidedArming, RegionConfig, UffdMinorSource};
-use agelab_mglru::{AgingPolicy, Engine, EngineConfig, PassTruth};
-use agelab_vmm::workload::{Workload, WorkloadSpec};
-use agelab_vmm::{Backing, Confusion, PageSet, Vm, VmConfig};
+use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
+use agelab_mglru::sources::uffd_minor::{GuidedArming, RegionConfig};
+use agelab_vmm::workload::WorkloadSpec;
+use agelab_vmm::{Confusion, PageSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -68,80 +68,42 @@ impl Outcome {
 
 fn run(workload: &str, mode: Mode) -> Option<Outcome> {
     let spec: WorkloadSpec = workload.parse().unwrap();
-    let mem = 32 << 20;
-    let vm = Vm::new(VmConfig {
-        vcpus: 1,
-        mem_bytes: mem,
-        backing: Backing::Memfd,
-        heap_bytes: agelab_vmm::workload::heap_bytes(&spec, mem),
-        ..Default::default()
-    })
-    .unwrap();
-    if let Err(why) = UffdMinorSource::supported(vm.page_map()) {
-        agelab_vmm::testing::skip("uffd-minor region sampling", &why.0);
-        return None;
-    }
-    let map = vm.page_map().clone();
-    let pages = map.len();
-    let mut engine = Engine::new(
-        map.clone(),
-        EngineConfig {
-            policy: AgingPolicy {
-                max_gens: GENS,
-                ..AgingPolicy::default()
-            },
-            ..EngineConfig::default()
-        },
-    )
-    .unwrap();
-    let mut src = UffdMinorSource::new(&map, Default::default()).unwrap();
-    let faults = src.fault_count();
-    let mut guide = GuidedArming::new(src.guide(), 2, 0, 1).with_faults(faults.clone());
-    if let Mode::Regions { samples, promote } = mode {
-        guide = guide.with_regions(RegionConfig {
+    let regions = |g: GuidedArming| match mode {
+        Mode::Pages => g,
+        Mode::Regions { samples, promote } => g.with_regions(RegionConfig {
             samples,
             promote_region: promote,
             ..RegionConfig::default()
-        });
-    }
-    engine.add_source(Box::new(src));
-    guide.arm_from(engine.generations()).unwrap();
-    let mut wl = Workload::start(vm, spec).unwrap();
-    wl.fill().unwrap();
-    let fill = wl.ground_truth(wl.epoch()).unwrap();
-    let mut pending = PassTruth {
-        read: fill.read.clone(),
-        written: fill.written.clone(),
+        }),
     };
-    let f0 = faults.total();
+    let mut guest = match GuidedGuest::start(&spec, 32 << 20, GENS, Some(&regions)) {
+        Err(GuidedGuestError::Unsupported(why)) => {
+            agelab_vmm::testing::skip("uffd-minor region sampling", &why);
+            return None;
+        }
+        other => other.unwrap(),
+    };
+    let pages = guest.engine.generations().len();
+    let f0 = guest.fault_total();
     let mut ever = PageSet::new(pages);
     let mut recent = Vec::new();
     let mut estimate = Confusion::default();
     for _ in 0..PASSES {
-        let r = wl.run_epoch(Duration::from_millis(100)).unwrap();
-        let t = wl.ground_truth(r.epoch).unwrap();
-        pending.read.union_with(&t.read);
-        pending.written.union_with(&t.written);
-        ever.union_with(&t.accessed());
-        recent.push(t.accessed());
-        let p = engine.run_pass_split(&pending).unwrap();
-        let c = p.sources[0].confusion.expect("judged");
+        let e = guest.epoch(Duration::from_millis(100)).unwrap();
+        ever.union_with(&e.touched);
+        let c = e.pass.sources[0].confusion.expect("judged");
         estimate.true_pos += c.true_pos;
         estimate.false_pos += c.false_pos;
         estimate.false_neg += c.false_neg;
-        guide.arm_from(engine.generations()).unwrap();
-        pending = PassTruth {
-            read: PageSet::new(pages),
-            written: PageSet::new(pages),
-        };
+        guest.rearm(&e).unwrap();
+        recent.push(e.touched);
     }
-    let faults_run = faults.total() - f0;
-    let gens = engine.generations();
+    let gens = guest.engine.generations();
     let min = gens.min_seq();
     let mut hot = recent[recent.len() - 1].clone();
     hot.union_with(&recent[recent.len() - 2]);
     let mut o = Outcome {
-        faults: faults_run,
+        faults: guest.fault_total() - f0,
         hot: 0,
         hot_young: 0,
         cold: 0,
@@ -158,16 +120,13 @@ fn run(workload: &str, mode: Mode) -> Option<Outcome> {
             o.cold_old += u64::from(seq == min);
         }
     }
-    let v = wl.verify().unwrap();
+    let stats = guest.guide.as_ref().map(|g| g.stats().regions);
+    let v = guest.finish().unwrap();
     assert_eq!(v.mismatches, 0, "{workload} {mode:?}: {v:?}");
     let _ = writeln!(
         std::io::stderr().lock(),
-        "{workload} {mode:?}: {o:?}, regions {:?}",
-        guide.stats().regions
+        "{workload} {mode:?}: {o:?}, regions {stats:?}"
     );
-    drop(engine);
-    drop(guide);
-    wl.finish().unwrap();
     Some(o)
 }
 

@@ -21,14 +21,12 @@
 
 use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::budget::stalled;
+use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
 use agelab_mglru::sources::uffd_minor::guided::percent_to_centi;
-use agelab_mglru::sources::uffd_minor::{
-    ArmPolicy, GuidedArming, ReadBudget, RegionConfig, UffdMinorSource,
-};
+use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedArming, ReadBudget, RegionConfig};
 use agelab_mglru::stats::Summary;
-use agelab_mglru::{AgingPolicy, Engine, EngineConfig, PassTruth};
-use agelab_vmm::workload::{Workload, WorkloadSpec};
-use agelab_vmm::{Backing, Confusion, PageSet, Vm, VmConfig};
+use agelab_vmm::workload::WorkloadSpec;
+use agelab_vmm::{Confusion, PageSet};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -172,94 +170,56 @@ fn run_arm(a: &Args, spec: &str, arm: Arm, failures: &mut u64) -> Measured {
 }
 
 /// One arm in a fresh guest; see the module docs.
-fn try_arm(
-    a: &Args,
-    spec: &str,
-    arm: Arm,
-) -> Result<Measured, agelab_vmm::workload::WorkloadError> {
+fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError> {
     let spec: WorkloadSpec = spec.parse().expect("workload parses");
-    let mem = a.mem_mib << 20;
-    let vm = Vm::new(VmConfig {
-        vcpus: 1,
-        mem_bytes: mem,
-        backing: Backing::Memfd,
-        heap_bytes: agelab_vmm::workload::heap_bytes(&spec, mem),
-        ..Default::default()
-    })
-    .expect("VM");
-    let map = vm.page_map().clone();
-    let pages = map.len();
-    let mut engine = Engine::new(
-        map.clone(),
-        EngineConfig {
-            policy: AgingPolicy {
-                max_gens: GENS,
-                ..AgingPolicy::default()
-            },
-            ..EngineConfig::default()
-        },
-    )
-    .expect("engine");
-    let mut guide = None;
-    let mut faults = None;
-    if arm != Arm::None {
-        if let Err(why) = UffdMinorSource::supported(&map) {
-            eprintln!("region_bench: SKIP: {}", why.0);
-            std::process::exit(4);
-        }
-        let mut src = UffdMinorSource::new(&map, Default::default()).expect("uffd-minor");
-        let f = src.fault_count();
-        let mut g = GuidedArming::new(src.guide(), 2, 0, 1).with_faults(f.clone());
-        let budget = match arm {
-            Arm::Regions(samples, b) => {
-                g = g.with_regions(RegionConfig {
+    let setup = |g: GuidedArming| {
+        let (g, budget) = match arm {
+            Arm::Regions(samples, b) => (
+                g.with_regions(RegionConfig {
                     samples,
                     ..RegionConfig::default()
-                });
-                b
-            }
-            Arm::Pages(b) => b,
-            Arm::None => None,
+                }),
+                b,
+            ),
+            Arm::Pages(b) => (g, b),
+            Arm::None => (g, None),
         };
-        if let Some(b) = budget {
-            g = g.with_read_budget(ReadBudget::new(b));
+        match budget {
+            Some(b) => g.with_read_budget(ReadBudget::new(b)),
+            None => g,
         }
-        engine.add_source(Box::new(src));
-        g.arm_from(engine.generations()).expect("arm");
-        guide = Some(g);
-        faults = Some(f);
-    }
-    let mut wl = Workload::start(vm, spec)?;
-    wl.fill()?;
-    let fill = wl.ground_truth(wl.epoch()).expect("fill truth");
-    let mut pending = PassTruth {
-        read: fill.read.clone(),
-        written: fill.written.clone(),
     };
+    let tracked = arm != Arm::None;
+    let mut guest = match GuidedGuest::start(
+        &spec,
+        a.mem_mib << 20,
+        GENS,
+        tracked.then_some(&setup as &dyn Fn(GuidedArming) -> GuidedArming),
+    ) {
+        Err(GuidedGuestError::Unsupported(why)) => {
+            eprintln!("region_bench: SKIP: {why}");
+            std::process::exit(4);
+        }
+        other => other?,
+    };
+    let pages = guest.engine.generations().len();
     let mut recent: VecDeque<PageSet> = VecDeque::new();
     let mut m = Measured::default();
     let (mut per_cpu, mut wall, mut blocked, mut nfaults) = (Vec::new(), 0.0, 0.0, 0u64);
     for pass in 0..a.passes {
-        let f0 = faults.as_ref().map_or(0, |f| f.total());
-        let r = wl.run_epoch(a.epoch)?;
-        let t = wl.ground_truth(r.epoch).expect("truth");
-        pending.read.union_with(&t.read);
-        pending.written.union_with(&t.written);
-        recent.push_front(t.accessed());
+        let f0 = guest.fault_total();
+        let e = guest.epoch(a.epoch)?;
+        let r = &e.result;
+        recent.push_front(e.touched.clone());
         recent.truncate(COLD_EPOCHS);
-        let p = engine.run_pass_split(&pending).expect("pass");
-        let stall = stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
-        let measured = pass >= a.warmup;
-        if measured {
+        if pass >= a.warmup {
             let cpu: Duration = r.vcpu_cpu.iter().sum();
             per_cpu.push(r.total_ops() as f64 / cpu.as_secs_f64().max(1e-9));
             wall += r.elapsed.as_secs_f64();
-            blocked += stall.as_secs_f64();
-            nfaults += faults.as_ref().map_or(0, |f| f.total()) - f0;
-        }
-        if let Some(g) = guide.as_mut() {
-            if measured {
-                if let Some(c) = p.sources.first().and_then(|s| s.confusion) {
+            blocked += stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait).as_secs_f64();
+            nfaults += guest.fault_total() - f0;
+            if let Some(g) = guest.guide.as_ref() {
+                if let Some(c) = e.pass.sources.first().and_then(|s| s.confusion) {
                     m.estimate.true_pos += c.true_pos;
                     m.estimate.false_pos += c.false_pos;
                     m.estimate.false_neg += c.false_neg;
@@ -282,24 +242,19 @@ fn try_arm(
                 m.cold += cold.count();
                 m.cold_idle += y.count();
             }
-            g.observe_epoch(r.elapsed, r.vcpu_cpu.len(), stall);
-            g.arm_from(engine.generations()).expect("arm");
         }
-        pending = PassTruth {
-            read: PageSet::new(pages),
-            written: PageSet::new(pages),
-        };
+        guest.rearm(&e)?;
     }
     per_cpu.sort_by(f64::total_cmp);
     m.ops_per_cpu_s = per_cpu[per_cpu.len() / 2];
     m.faults_per_s = nfaults as f64 / wall.max(1e-9);
     m.stall_pct = blocked / wall.max(1e-9) * 100.0;
-    m.regions = guide.as_ref().map_or(0, |g| g.stats().regions.regions);
-    let v = wl.verify()?;
+    m.regions = guest
+        .guide
+        .as_ref()
+        .map_or(0, |g| g.stats().regions.regions);
+    let v = guest.finish()?;
     assert_eq!(v.mismatches, 0, "guest data changed under {arm}");
-    drop(engine);
-    drop(guide);
-    wl.finish()?;
     Ok(m)
 }
 

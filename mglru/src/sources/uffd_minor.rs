@@ -19,6 +19,7 @@
 //! exists only for shmem and hugetlbfs.
 
 pub mod budget;
+pub mod guest;
 pub mod guided;
 pub mod region;
 pub mod sample;

@@ -167,7 +167,11 @@ mod tests {
     fn admission_halves_over_and_doubles_under() {
         let b = 71;
         assert_eq!(next_admit_limit(64, b + 1, b, 8192), 32);
-        assert_eq!(next_admit_limit(8192, b + 1, b, 8192), b, "over: at most the budget");
+        assert_eq!(
+            next_admit_limit(8192, b + 1, b, 8192),
+            b,
+            "over: at most the budget"
+        );
         assert_eq!(next_admit_limit(1, 10_000, b, 8192), 1);
         assert_eq!(next_admit_limit(64, 0, b, 8192), 128);
         assert_eq!(next_admit_limit(8000, 0, b, 8192), 8192);
