@@ -419,7 +419,7 @@ pub fn print_text(r: &BenchReport) {
     }
     if let Some(d) = r.runs.iter().find_map(|x| x.damon.as_ref()) {
         println!(
-            "damon: DAMOS pageout on the VMM's vaddr; quota auto-tuning toward some_mem_psi_us: {}; effective quota at the end: {}",
+            "damon: DAMOS pageout on the guest's ranges of the VMM's vaddr; quota auto-tuning toward some_mem_psi_us: {}; effective quota at the end: {}",
             if d.auto_tuned { "on" } else { "not in this kernel (fixed quota)" },
             d.effective_quota_bytes.map_or("not reported".into(), |b| format!("{} KiB/s", b >> 10))
         );
