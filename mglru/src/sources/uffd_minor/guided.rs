@@ -13,6 +13,11 @@
 //! What the harvests report is exact for the armed pages (observed set = armed set), so the
 //! engine judges the source only there, and [`AccessEstimate`](super::AccessEstimate) on a
 //! younger generation extrapolates from its sampled part.
+//!
+//! With [`GuidedArming::with_regions`] the oldest generations are sampled by region instead
+//! ([`super::region`]): a few pages per region, whose faults stand for the region; with
+//! [`GuidedArming::with_read_budget`] admission follows a target guest slowdown
+//! ([`super::budget`]).
 
 use super::budget::{next_admit_limit, ReadBudget};
 use super::region::{RegionConfig, RegionSampler, RegionStats};
