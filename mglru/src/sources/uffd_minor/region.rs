@@ -22,6 +22,10 @@ use agelab_vmm::PageSet;
 /// Pages in 2 MiB (the initial region size).
 pub const PAGES_PER_2M: u64 = 512;
 
+/// Idle regions merge only when neither had a faulting sample for this many intervals (longer
+/// than a hot page's trip down the generation window in `agelab reclaim`, ~10 intervals).
+pub const MERGE_QUIET_INTERVALS: u16 = 32;
+
 /// How a [`RegionSampler`] cuts and samples guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegionConfig {
@@ -62,6 +66,8 @@ struct Region {
     end: u64,
     /// Consecutive intervals in which the region was sampled and no sample faulted.
     idle: u8,
+    /// Intervals since a sample of it last faulted (saturating; `u16::MAX`: never).
+    since_hit: u16,
 }
 
 /// One region armed for an interval.
@@ -152,6 +158,7 @@ impl RegionSampler {
                 start: i * size,
                 end: ((i + 1) * size).min(pages),
                 idle: 0,
+                since_hit: u16::MAX,
             })
             .collect::<Vec<_>>();
         RegionSampler {
@@ -292,6 +299,9 @@ impl RegionSampler {
     /// untouched.
     fn learn(&mut self, still: &PageSet) -> Vec<u64> {
         let mut kept_idle = Vec::new();
+        for r in &mut self.regions {
+            r.since_hit = r.since_hit.saturating_add(1);
+        }
         let armed = std::mem::take(&mut self.armed);
         for a in &armed {
             let Some(i) = self.regions.iter().position(|r| r.start == a.start) else {
@@ -307,6 +317,7 @@ impl RegionSampler {
             }
             self.stats.regions_hit += 1;
             self.regions[i].idle = 0;
+            self.regions[i].since_hit = 0;
             if hits == hit.len() || self.regions.len() >= self.cfg.max_regions {
                 continue;
             }
@@ -325,6 +336,7 @@ impl RegionSampler {
                 start: r.start,
                 end: at,
                 idle: prev_idle(w[0].1),
+                since_hit: 0,
             };
             self.regions.insert(
                 i + 1,
@@ -332,6 +344,7 @@ impl RegionSampler {
                     start: at,
                     end: r.end,
                     idle: prev_idle(w[1].1),
+                    since_hit: 0,
                 },
             );
             self.stats.splits += 1;
@@ -341,15 +354,24 @@ impl RegionSampler {
         kept_idle
     }
 
-    /// Merges neighbours that were both sampled last interval with the same outcome (both idle
-    /// or both faulted), within the size limit.
+    /// Merges neighbours that were both sampled last interval with the same outcome (both
+    /// faulted, or both idle and neither hit within [`MERGE_QUIET_INTERVALS`]), within the size
+    /// limit. The quiet period keeps a region whose hot pages are away (promoted, drifting back
+    /// down the generations) from merging with cold neighbours: back in the oldest generations
+    /// they would be a few pages among thousands, which two samples miss — and evictions of hot
+    /// pages follow.
     fn adapt(&mut self) {
         let sampled: Vec<u64> = self.armed.iter().map(|a| a.start).collect();
         let was_sampled = |r: &Region| sampled.binary_search(&r.start).is_ok();
         let mut out: Vec<Region> = Vec::with_capacity(self.regions.len());
         for r in std::mem::take(&mut self.regions) {
             if let Some(last) = out.last_mut() {
-                let agree = (last.idle == 0) == (r.idle == 0);
+                let quiet = |x: &Region| x.since_hit >= MERGE_QUIET_INTERVALS;
+                let agree = match (last.idle == 0, r.idle == 0) {
+                    (true, true) => true,
+                    (false, false) => quiet(last) && quiet(&r),
+                    _ => false,
+                };
                 if agree
                     && was_sampled(last)
                     && was_sampled(&r)
@@ -357,6 +379,7 @@ impl RegionSampler {
                 {
                     last.end = r.end;
                     last.idle = last.idle.min(r.idle);
+                    last.since_hit = last.since_hit.min(r.since_hit);
                     self.stats.merges += 1;
                     continue;
                 }
@@ -444,6 +467,27 @@ mod tests {
         assert!(b.len() <= 8, "{b:?}");
         assert!(b.windows(2).all(|w| w[0].1 == w[1].0) && b[0].0 == 0);
         assert_eq!(b.last().unwrap().1, pages);
+    }
+
+    #[test]
+    fn recently_hit_regions_do_not_merge_with_idle_neighbours() {
+        let pages = 1024;
+        let mut r = RegionSampler::new(pages, RegionConfig::default(), 6);
+        let mut s = r.next(&PageSet::new(pages), &cands(pages), None).0;
+        // Region 0 faults once, then both stay idle: no merge within the quiet period.
+        s = r.next(&still_after(&s, |p| p < 512), &cands(pages), None).0;
+        for _ in 0..MERGE_QUIET_INTERVALS - 2 {
+            s = r.next(&s, &cands(pages), None).0;
+            assert_eq!(
+                r.bounds().len(),
+                2,
+                "merged while region 0 was recently hit"
+            );
+        }
+        for _ in 0..3 {
+            s = r.next(&s, &cands(pages), None).0;
+        }
+        assert_eq!(r.bounds(), vec![(0, pages)], "quiet long enough: merged");
     }
 
     #[test]
