@@ -43,6 +43,7 @@ bench: build
 	target/release/dirty_bench
 	target/release/dirty_layout_bench
 	target/release/scaling_bench --json-out target/scaling_bench.json
+	target/release/region_bench
 	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
 # --- lab (owned by selftests/lab, crate agelab-lab) ---
@@ -57,6 +58,9 @@ LAB_KERNELS ?= debian-6.1,debian-6.12,debian-7.2,custom-7.2,custom-7.2+no-second
 LAB_CONTROL_KERNELS ?= custom-7.2,custom-7.2+no-secondary-mmu-aging
 LAB_CONTROL_TESTS ?= lab-kvm,access-tracking,lru-gen-secondary-mmu,lru-gen-secondary-mmu-observed
 LAB_MATRIX ?= selftests/lab/matrix.txt
+## Lines that measure rather than check (reclaim against its peers): `make lab`, `make bench-lab`.
+LAB_BENCH_MATRIX ?= selftests/lab/bench-matrix.txt
+LAB_BENCH_KERNELS ?= debian-6.12,debian-7.2
 LAB_RESULTS ?= target/lab-results
 .PHONY: bench-lab
 
@@ -73,10 +77,12 @@ endif
 ## Every lab kernel × every test of the lab matrix, as a table (logs in $(LAB_RESULTS)).
 lab: setup build
 	$(AGELAB) lab --kernel $(LAB_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
+	$(AGELAB) lab --kernel $(LAB_BENCH_KERNELS) --matrix $(LAB_BENCH_MATRIX) --results $(LAB_RESULTS)-bench
 
 ## Boot-to-command time per lab kernel and the custom kernel's build time (cold, recorded).
 bench-lab: build
 	$(AGELAB) lab --bench --kernel $(LAB_KERNELS)
+	$(AGELAB) lab --kernel $(LAB_BENCH_KERNELS) --matrix $(LAB_BENCH_MATRIX) --results $(LAB_RESULTS)-bench
 # --- end lab ---
 
 ## Secondary-MMU aging selftests on the host and every lab kernel: phase times, guest slowdown

@@ -245,7 +245,10 @@ fn damon_source_configures_maps_regions_and_restores() {
     let admin = DamonAdmin::with_root(&root);
     let mut src = DamonSource::new(
         map_of(&m),
-        DamonTarget::Vaddr { pid: 42 },
+        DamonTarget::Vaddr {
+            pid: 42,
+            ranges: Vec::new(),
+        },
         DamonAttrs::default(),
     )
     .with_admin(admin);
@@ -485,14 +488,28 @@ fn damon_pageout_scheme_writes_pattern_quota_and_goal() {
             target_value: 1000,
         }),
     });
-    let target = DamonTarget::Vaddr { pid: 42 };
+    // The guest's memory only (the reclaim policy's target), not the whole VMM address space.
+    let guest = (0x7f00_0000_0000u64, 0x7f00_1000_0000u64);
+    let target = DamonTarget::Vaddr {
+        pid: 42,
+        ranges: vec![guest],
+    };
     let sch = root.join("kdamonds/0/contexts/0/schemes/0");
     let read = |p: &str| std::fs::read_to_string(sch.join(p)).unwrap();
+    let regions = root.join("kdamonds/0/contexts/0/targets/0/regions");
+    let fake_regions = || {
+        std::fs::create_dir_all(regions.join("0")).unwrap();
+        for f in ["nr_regions", "0/start", "0/end"] {
+            std::fs::write(regions.join(f), "0\n").unwrap();
+        }
+    };
+    let read_region = |f: &str| std::fs::read_to_string(regions.join(f)).unwrap();
 
     // A kernel with quota goals: everything written, the goal applied.
     let _ = std::fs::remove_dir_all(&root);
     fake_damon_tree(&root, &[]);
     fake_pageout_files(&root, Some(true));
+    fake_regions();
     let admin = DamonAdmin::with_root(&root);
     if let Err(e @ (DamonError::NotRoot | DamonError::ModuleRunning { .. })) = admin.check() {
         std::fs::remove_dir_all(&root).unwrap();
@@ -500,6 +517,15 @@ fn damon_pageout_scheme_writes_pattern_quota_and_goal() {
     }
     let k = admin.start_scheme(&target, attrs, &scheme).unwrap();
     assert_eq!(read("action"), "pageout");
+    assert_eq!(
+        (
+            read_region("nr_regions"),
+            read_region("0/start"),
+            read_region("0/end")
+        ),
+        ("1".into(), guest.0.to_string(), guest.1.to_string()),
+        "the target is the guest's range"
+    );
     assert_eq!(read("access_pattern/nr_accesses/max"), "0");
     assert_eq!(read("access_pattern/nr_accesses/min"), "0");
     assert_eq!(
@@ -527,14 +553,30 @@ fn damon_pageout_scheme_writes_pattern_quota_and_goal() {
     std::fs::remove_dir_all(&root).unwrap();
     fake_damon_tree(&root, &[]);
     fake_pageout_files(&root, None);
+    fake_regions();
     let k = admin.start_scheme(&target, attrs, &scheme).unwrap();
     assert!(!k.goal_applied());
+    k.stop();
+
+    // Built to fail the range check: a target without ranges leaves DAMON its own three regions
+    // over the whole address space (nothing written).
+    std::fs::remove_dir_all(&root).unwrap();
+    fake_damon_tree(&root, &[]);
+    fake_pageout_files(&root, None);
+    fake_regions();
+    let whole = DamonTarget::Vaddr {
+        pid: 42,
+        ranges: Vec::new(),
+    };
+    let k = admin.start_scheme(&whole, attrs, &scheme).unwrap();
+    assert_ne!(read_region("nr_regions"), "1", "no ranges: not restricted");
     k.stop();
 
     // Built to fail: goals without target_metric (before 6.8: user_input only) refuse a PSI goal.
     std::fs::remove_dir_all(&root).unwrap();
     fake_damon_tree(&root, &[]);
     fake_pageout_files(&root, Some(false));
+    fake_regions();
     match admin.start_scheme(&target, attrs, &scheme) {
         Err(DamonError::GoalMetric(m)) => assert_eq!(m, "some_mem_psi_us"),
         other => panic!("expected GoalMetric, got {other:?}"),

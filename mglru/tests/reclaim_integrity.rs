@@ -190,6 +190,15 @@ fn engine_all_policy_reclaims_cold_pages_of_memfd_guest() {
 }
 
 #[test]
+fn engine_regions_policy_reclaims_cold_pages_of_memfd_guest() {
+    controlled_run(
+        Backing::Memfd,
+        PolicyKind::EngineRegions,
+        "run_once memfd engine-regions",
+    );
+}
+
+#[test]
 fn memcg_limit_policy_reclaims_through_the_kernel() {
     if !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
         && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()

@@ -162,6 +162,10 @@ fn malformed_values_and_options() {
     );
     expect_input_error(&["reclaim", "--psi-target", "0"], "--psi-target");
     expect_input_error(&["reclaim", "--psi-target", "100"], "--psi-target");
+    expect_input_error(&["reclaim", "--read-budget", "0%"], "--read-budget");
+    expect_input_error(&["reclaim", "--read-budget", "101"], "--read-budget");
+    expect_input_error(&["reclaim", "--region-samples", "0"], "--region-samples");
+    expect_input_error(&["run", "--uffd-arm", "regions:2:0%"], "--uffd-arm");
     expect_input_error(&["workloads", "--bogus"], "--bogus");
     expect_input_error(&["bench", "--bogus"], "--bogus");
     expect_input_error(&["frobnicate"], "frobnicate");

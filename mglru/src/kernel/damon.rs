@@ -92,10 +92,14 @@ pub enum DamonError {
 /// What the kdamond monitors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DamonTarget {
-    /// Virtual addresses of process `pid` (DAMON picks its own regions from the mappings).
+    /// Virtual addresses of process `pid`.
     Vaddr {
         /// The process.
         pid: i32,
+        /// Initial regions `[start, end)` (e.g. guest memory); empty: DAMON picks three regions
+        /// spanning every mapping. DAMON re-picks those at each `update_us` (`damon_va_update`),
+        /// so ranges stay the target only while `update_us` exceeds the run.
+        ranges: Vec<(u64, u64)>,
     },
     /// Physical address ranges `[start, end)` in bytes.
     Paddr {
@@ -352,7 +356,7 @@ impl DamonAdmin {
 /// PID` or `paddr START-END ...` (bytes, decimal).
 pub fn target_text(target: &DamonTarget) -> String {
     match target {
-        DamonTarget::Vaddr { pid } => format!("vaddr pid {pid}"),
+        DamonTarget::Vaddr { pid, .. } => format!("vaddr pid {pid}"),
         DamonTarget::Paddr { ranges } => {
             let r: Vec<String> = ranges.iter().map(|(s, e)| format!("{s}-{e}")).collect();
             format!("paddr {}", r.join(" "))
@@ -482,15 +486,20 @@ impl Kdamond {
         self.write_attrs(attrs)?;
         write_str(ctx.join("targets/nr_targets"), "1")?;
         let t = ctx.join("targets/0");
-        match target {
-            DamonTarget::Vaddr { pid } => write_str(t.join("pid_target"), &pid.to_string())?,
-            DamonTarget::Paddr { ranges } => {
-                write_str(t.join("regions/nr_regions"), &ranges.len().to_string())?;
-                for (i, (s, e)) in ranges.iter().enumerate() {
-                    let r = t.join(format!("regions/{i}"));
-                    write_str(r.join("start"), &s.to_string())?;
-                    write_str(r.join("end"), &e.to_string())?;
-                }
+        let ranges = match target {
+            DamonTarget::Vaddr { pid, ranges } => {
+                write_str(t.join("pid_target"), &pid.to_string())?;
+                ranges
+            }
+            DamonTarget::Paddr { ranges } => ranges,
+        };
+        if !ranges.is_empty() {
+            write_str(t.join("regions/nr_regions"), &ranges.len().to_string())?;
+            for (i, (s, e)) in ranges.iter().enumerate() {
+                let r = t.join(format!("regions/{i}"));
+                // End first: a start may not pass the current end.
+                write_str(r.join("end"), &e.to_string())?;
+                write_str(r.join("start"), &s.to_string())?;
             }
         }
         write_str(ctx.join("schemes/nr_schemes"), "1")?;
@@ -663,7 +672,10 @@ mod tests {
     /// monitors anything else (someone set it up after agelab's owner died) alone.
     #[test]
     fn undo_stops_only_agelabs_kdamond() {
-        let ours = target_text(&DamonTarget::Vaddr { pid: 4242 });
+        let ours = target_text(&DamonTarget::Vaddr {
+            pid: 4242,
+            ranges: vec![(1 << 32, 2 << 32)],
+        });
         let (root, dir, nr) = tree("ours", "vaddr", &[("pid_target", "4242")]);
         assert_eq!(configured_target(&dir).as_deref(), Some(ours.as_str()));
         let done = undo_kdamond(&dir, &nr, Some(&ours)).unwrap();

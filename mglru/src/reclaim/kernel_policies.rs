@@ -150,18 +150,24 @@ pub(super) fn swap_zram() -> Option<ZramDevice> {
     })
 }
 
-/// The `damon` policy's kdamond: a DAMOS `pageout` scheme on this (the VMM) process's virtual
-/// address space, DAMON_RECLAIM's monitoring attributes (5 ms samples, 100 ms aggregation), the age
+/// The `damon` policy's kdamond: a DAMOS `pageout` scheme on the guest memory ranges of this (the
+/// VMM) process's virtual address space (`map`: DAMON's initial regions, kept by an ops-update
+/// interval longer than any run, since each update would widen them to every mapping of the
+/// process), DAMON_RECLAIM's monitoring attributes (5 ms samples, 100 ms aggregation), the age
 /// gate as minimum idle time, a size quota equal to the controller's cap per second and
 /// `damon_quota_ms` of work per second, auto-tuned toward `psi_target_pct` of memory PSI some where the kernel has
 /// quota goals.
-pub(super) fn start_damon(cfg: &ReclaimRunConfig, pages: u64) -> Result<Kdamond, DamonError> {
+pub(super) fn start_damon(
+    cfg: &ReclaimRunConfig,
+    map: &agelab_vmm::GuestPageMap,
+) -> Result<Kdamond, DamonError> {
+    let pages = map.len();
     let per_sec = cfg.controller.max_step_pct / 100.0 * (pages * PAGE_SIZE) as f64
         / cfg.controller.step_period.as_secs_f64().max(1e-3);
     let attrs = DamonAttrs {
         sample_us: 5_000,
         aggr_us: 100_000,
-        update_us: 1_000_000,
+        update_us: DAMON_KEEP_RANGES_US,
         min_nr_regions: 10,
         max_nr_regions: 1_000,
     };
@@ -179,8 +185,17 @@ pub(super) fn start_damon(cfg: &ReclaimRunConfig, pages: u64) -> Result<Kdamond,
     DamonAdmin::new().start_scheme(
         &DamonTarget::Vaddr {
             pid: std::process::id() as i32,
+            ranges: map
+                .ranges()
+                .iter()
+                .map(|r| (r.hva, r.hva + r.pages * PAGE_SIZE))
+                .collect(),
         },
         attrs,
         &scheme,
     )
 }
+
+/// The `damon` policy's ops-update interval, µs (24 h): longer than any run, so DAMON keeps the
+/// guest ranges it was given instead of re-picking regions over the whole process.
+pub const DAMON_KEEP_RANGES_US: u64 = 86_400_000_000;

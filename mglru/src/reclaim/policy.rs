@@ -8,6 +8,9 @@
 //! - `engine-all`: the engine fed by every access source available on the host; uffd-minor arms
 //!   only the engine's oldest generations after each pass (guided arming) and eviction takes
 //!   only pages it watched through the last interval.
+//! - `engine-regions`: `engine-all` with uffd-minor sampling regions of the oldest generations
+//!   (a few pages per region, a faulting sample promotes its region; DAMON-style split/merge)
+//!   and its faults held to the read budget (`--read-budget`, % of guest time).
 //! - `oracle`: the engine fed by the workload's exact ground truth (upper bound for the engine).
 //! - `lru-gen`: the kernel's own MGLRU: the VM runs in a memcg, each interval ages it with the
 //!   debugfs `+` command and evicts the controller's step with `-` (lab kernels).
@@ -44,6 +47,8 @@ pub enum PolicyKind {
     EngineDirty,
     /// Engine with every available source.
     EngineAll,
+    /// Engine with every available source, uffd-minor sampling regions.
+    EngineRegions,
     /// Engine with the ground truth.
     Oracle,
     /// The kernel's lru_gen eviction on the VM's memcg.
@@ -65,6 +70,7 @@ pub const ALL_POLICIES: &[PolicyKind] = &[
     PolicyKind::Fifo,
     PolicyKind::EngineDirty,
     PolicyKind::EngineAll,
+    PolicyKind::EngineRegions,
     PolicyKind::Oracle,
     PolicyKind::LruGen,
     PolicyKind::MemcgLimit,
@@ -92,6 +98,7 @@ impl PolicyKind {
             PolicyKind::Fifo => "fifo",
             PolicyKind::EngineDirty => "engine-dirty",
             PolicyKind::EngineAll => "engine-all",
+            PolicyKind::EngineRegions => "engine-regions",
             PolicyKind::Oracle => "oracle",
             PolicyKind::LruGen => "lru-gen",
             PolicyKind::MemcgLimit => "memcg-limit",
@@ -116,8 +123,16 @@ impl PolicyKind {
     pub fn uses_engine(self) -> bool {
         matches!(
             self,
-            PolicyKind::EngineDirty | PolicyKind::EngineAll | PolicyKind::Oracle
+            PolicyKind::EngineDirty
+                | PolicyKind::EngineAll
+                | PolicyKind::EngineRegions
+                | PolicyKind::Oracle
         )
+    }
+
+    /// Whether the engine is fed by every available source (uffd-minor arming guided).
+    pub fn uses_all_sources(self) -> bool {
+        matches!(self, PolicyKind::EngineAll | PolicyKind::EngineRegions)
     }
 
     /// Whether it reclaims at all.
@@ -128,7 +143,7 @@ impl PolicyKind {
 
 /// An unknown policy name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown reclaim policy '{0}' (known: none, random, fifo, engine-dirty, engine-all, oracle, lru-gen, memcg-limit, memcg-reclaim, damon, psi)")]
+#[error("unknown reclaim policy '{0}' (known: none, random, fifo, engine-dirty, engine-all, engine-regions, oracle, lru-gen, memcg-limit, memcg-reclaim, damon, psi)")]
 pub struct UnknownPolicy(pub String);
 
 impl FromStr for PolicyKind {
@@ -142,6 +157,7 @@ impl FromStr for PolicyKind {
             .or(match s {
                 "engine" | "engine-dirty-log" => Some(PolicyKind::EngineDirty),
                 "engine-every" => Some(PolicyKind::EngineAll),
+                "engine-region" => Some(PolicyKind::EngineRegions),
                 "kernel" => Some(PolicyKind::LruGen),
                 "senpai" => Some(PolicyKind::Psi),
                 "damos" | "damon-reclaim" => Some(PolicyKind::Damon),

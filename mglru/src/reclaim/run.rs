@@ -26,11 +26,14 @@ use crate::kernel::swap::{SwapError, SwapStatus};
 use crate::progress::ProgressLine;
 use crate::session::{AgingSession, AgingSessionError, SessionOptions};
 use crate::source::AccessSource;
-use crate::sources::uffd_minor::{GuidedArming, UffdMinorConfig, UffdMinorError, UffdMinorSource};
+use crate::sources::uffd_minor::{
+    GuidedArming, RegionConfig, UffdMinorConfig, UffdMinorError, UffdMinorSource,
+};
 use crate::sources::{catalog, SourceKind, UnavailableSource};
 use crate::stats::median;
 
 pub use super::run_report::{DamonRunInfo, IntervalRecord, ReclaimRunReport};
+pub use crate::sources::uffd_minor::budget::{next_admit_limit, ReadBudget};
 
 /// Everything about one run.
 #[derive(Clone, Debug)]
@@ -71,6 +74,11 @@ pub struct ReclaimRunConfig {
     pub damon_quota_ms: u64,
     /// The progress line on a terminal (off by default).
     pub progress: ProgressLine,
+    /// `engine-all`, `engine-regions`: the guest slowdown uffd-minor faults may cost, % of each
+    /// interval (the read budget).
+    pub read_budget_pct: f64,
+    /// `engine-regions`: how regions are cut and sampled.
+    pub regions: RegionConfig,
 }
 
 impl Default for ReclaimRunConfig {
@@ -95,6 +103,8 @@ impl Default for ReclaimRunConfig {
             psi_target_pct: 0.1,
             damon_quota_ms: 10,
             progress: ProgressLine::off(),
+            read_budget_pct: ENGINE_ALL_TARGET_SLOWDOWN_PCT,
+            regions: RegionConfig::default(),
         }
     }
 }
@@ -202,40 +212,18 @@ pub const ENGINE_ALL_IDLE_INTERVALS: u8 = 4;
 /// `engine-all` arms at most guest pages / this many new pages per pass (storms are spread).
 pub const ENGINE_ALL_ADMIT_DIV: u64 = 8;
 
-/// `engine-all`'s guest slowdown budget for uffd-minor faults, % of each interval.
+/// `engine-all`'s default guest slowdown budget for uffd-minor faults, % of each interval
+/// ([`ReadBudget`]: faults per interval = this × interval ÷ the measured cost of one fault).
 pub const ENGINE_ALL_TARGET_SLOWDOWN_PCT: f64 = 2.0;
 
-/// Cost of one guest uffd-minor fault assumed by the budget, µs (50–90 µs measured on this
-/// nested host).
-pub const ENGINE_ALL_FAULT_COST_US: f64 = 70.0;
-
-/// The fault budget of one interval: [`ENGINE_ALL_TARGET_SLOWDOWN_PCT`] of it in faults of
-/// [`ENGINE_ALL_FAULT_COST_US`].
-pub fn engine_all_fault_budget(interval: Duration) -> u64 {
-    (ENGINE_ALL_TARGET_SLOWDOWN_PCT / 100.0 * interval.as_secs_f64() * 1e6
-        / ENGINE_ALL_FAULT_COST_US) as u64
-}
-
-/// The next admission limit of guided arming: halved while the last interval's faults exceed the
-/// budget, doubled (up to `max`) while they stay under half of it. Cold pages armed never fault,
-/// so discovery runs at `max`; once the oldest generations hold hot pages (every cold page gone),
-/// their faults shrink admission until the fault rate fits the budget.
-pub fn next_admit_limit(admit: u64, faults: u64, budget: u64, max: u64) -> u64 {
-    if faults > budget {
-        (admit / 2).max(1)
-    } else if faults * 2 <= budget {
-        admit.saturating_mul(2).clamp(1, max.max(1))
-    } else {
-        admit
-    }
-}
-
 /// The userfaultfd MINOR source (guest reads and writes on shmem), with the arming the engine
-/// drives (its [`ENGINE_ALL_ARM_GENS`] oldest generations), or an unavailable placeholder with
-/// the reason.
+/// drives (its [`ENGINE_ALL_ARM_GENS`] oldest generations, page by page or by `regions`; faults
+/// held to `read_budget_pct` of guest time), or an unavailable placeholder with the reason.
 fn uffd_minor_source(
     map: &agelab_vmm::GuestPageMap,
     interval: Duration,
+    regions: Option<RegionConfig>,
+    read_budget_pct: f64,
 ) -> (Box<dyn AccessSource>, Option<GuidedArming>) {
     let made = UffdMinorSource::supported(map)
         .map_err(|u| u.0)
@@ -252,9 +240,13 @@ fn uffd_minor_source(
         });
     match made {
         Ok(mut s) => {
-            let guide = GuidedArming::new(s.guide(), ENGINE_ALL_ARM_GENS, 0, 1)
-                .with_faults(s.fault_count())
-                .with_admit_limit(Some(map.len() / ENGINE_ALL_ADMIT_DIV));
+            let mut guide = GuidedArming::new(s.guide(), ENGINE_ALL_ARM_GENS, 0, 1)
+                .with_faults(s.fault_count());
+            guide = match regions {
+                Some(r) => guide.with_regions(r),
+                None => guide.with_admit_limit(Some(map.len() / ENGINE_ALL_ADMIT_DIV)),
+            };
+            let guide = guide.with_read_budget(ReadBudget::new(read_budget_pct));
             (Box::new(s), Some(guide))
         }
         Err(reason) => (
@@ -281,7 +273,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     };
     let source_kinds: Vec<SourceKind> = match cfg.policy {
         PolicyKind::EngineDirty => vec![SourceKind::KvmClearLog],
-        PolicyKind::EngineAll => all_source_kinds(),
+        PolicyKind::EngineAll | PolicyKind::EngineRegions => all_source_kinds(),
         _ => Vec::new(),
     };
     let mut vm = Vm::new(VmConfig {
@@ -332,10 +324,11 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     };
     let mut guide = None;
     if let Some(e) = engine.as_mut() {
-        if cfg.policy == PolicyKind::EngineAll {
+        if cfg.policy.uses_all_sources() {
             // First: a VMA takes one userfaultfd, and reads (MINOR) matter more than uffd-wp's
             // writes, which the dirty log already sees.
-            let (src, g) = uffd_minor_source(&map, cfg.interval);
+            let regions = (cfg.policy == PolicyKind::EngineRegions).then_some(cfg.regions);
+            let (src, g) = uffd_minor_source(&map, cfg.interval, regions, cfg.read_budget_pct);
             e.add_source(src);
             guide = g;
         }
@@ -360,7 +353,7 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     session.workload_mut().fill()?;
     // DAMON after the fill: its regions then start from resident memory.
     let kdamond = if cfg.policy == PolicyKind::Damon {
-        Some(start_damon(cfg, pages)?)
+        Some(start_damon(cfg, &map)?)
     } else {
         None
     };
@@ -386,9 +379,6 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         ..Default::default()
     };
     let mut epochs: Vec<(u64, Instant)> = Vec::new();
-    let admit_max = pages / ENGINE_ALL_ADMIT_DIV;
-    let mut admit = admit_max;
-    let mut faults_seen = faults0;
     let mut guest = Duration::ZERO;
     let mut vcpu_cpu = Duration::ZERO;
     let mut measured = Duration::ZERO;
@@ -534,17 +524,9 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
         }
         let c3 = thread_cpu_ns();
         rep.reclaim_cpu_ns += (c1 - c0) + (c3 - c2);
-        if let Some(g) = session.guide_mut() {
-            // Fault budget: admission follows the last interval's faults.
-            let f = g.stats().faults;
-            admit = next_admit_limit(
-                admit,
-                f - faults_seen,
-                engine_all_fault_budget(r.elapsed),
-                admit_max,
-            );
-            faults_seen = f;
-            g.set_admit_limit(Some(admit));
+        if session.guide_mut().is_some() {
+            // Read budget: admission follows the last epoch's faults and blocked time.
+            session.observe_epoch(&r);
             // After reclaim: the armed set is the oldest generations' resident pages.
             session.arm()?;
             rep.aging_cpu_ns += thread_cpu_ns() - c3;
@@ -663,24 +645,4 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     drop(vm);
     drop(kernel.take());
     Ok(rep)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fault_budget_halves_over_and_doubles_under() {
-        let b = engine_all_fault_budget(Duration::from_millis(250));
-        assert_eq!(b, 71, "2% of 250 ms in 70 µs faults");
-        assert_eq!(next_admit_limit(64, b + 1, b, 8192), 32);
-        assert_eq!(next_admit_limit(1, 10_000, b, 8192), 1);
-        assert_eq!(next_admit_limit(64, 0, b, 8192), 128);
-        assert_eq!(next_admit_limit(8000, 0, b, 8192), 8192);
-        assert_eq!(
-            next_admit_limit(64, b, b, 8192),
-            64,
-            "between half and all: hold"
-        );
-    }
 }

@@ -8,7 +8,9 @@
 //! 2. [`AgingSession::age_epoch`]: the epoch's exact ground truth (pages read, pages written)
 //!    goes to the oracle source, if any, and the engine harvests every source in one aging pass
 //!    judged against it;
-//! 3. [`AgingSession::arm`]: guided uffd-minor arming follows the engine's new generations.
+//! 3. [`AgingSession::observe_epoch`], [`AgingSession::arm`]: guided uffd-minor arming learns
+//!    what the epoch's faults cost the guest (its read budget) and follows the engine's new
+//!    generations.
 //!
 //! [`AgingSession::epoch`] is the three in a row (`agelab run`); `agelab reclaim` calls them one
 //! by one with its residency scan before the pass and its policy between the pass and the arming.
@@ -19,6 +21,7 @@ pub mod run;
 
 use crate::engine::{AgingPass, Engine, EngineError, PassTruth};
 use crate::progress::{epoch_position, ProgressLine};
+use crate::sources::uffd_minor::budget::stalled;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorError};
 use crate::sources::OracleSource;
 use agelab_vmm::workload::{EpochResult, Workload, WorkloadError, WorkloadSpec};
@@ -173,6 +176,16 @@ impl AgingSession {
         self.age(&truth)
     }
 
+    /// Tells guided arming what the epoch cost the guest, so its read budget (faults per
+    /// interval from a target slowdown and the measured cost of one fault) holds admission to
+    /// it (nothing without guided arming).
+    pub fn observe_epoch(&mut self, r: &EpochResult) {
+        if let Some(g) = self.guide.as_mut() {
+            let blocked = stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
+            g.observe_epoch(r.elapsed, r.vcpu_cpu.len(), blocked);
+        }
+    }
+
     /// Arms guided uffd-minor from the engine's generations (nothing without guided arming).
     pub fn arm(&mut self) -> Result<(), UffdMinorError> {
         arm(self.guide.as_mut(), self.engine.as_ref())
@@ -185,6 +198,7 @@ impl AgingSession {
         let r = self.run_epoch()?;
         let truth = self.truth(r.epoch);
         let pass = self.age(&truth)?;
+        self.observe_epoch(&r);
         self.arm()?;
         Ok((r, truth, pass))
     }

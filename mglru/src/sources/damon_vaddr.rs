@@ -61,6 +61,7 @@ impl DamonSource {
             map,
             DamonTarget::Vaddr {
                 pid: std::process::id() as i32,
+                ranges: Vec::new(),
             },
             attrs,
         )

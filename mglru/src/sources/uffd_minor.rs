@@ -12,12 +12,16 @@
 //! (see [`sample`] for the estimates and their intervals). Or the caller decides: with a
 //! [`UffdArmer`] from [`UffdMinorSource::guide`], harvests stop re-arming and the caller arms an
 //! explicit page set after each aging pass — [`guided::GuidedArming`] arms the engine's oldest
-//! generations, as the kernel only checks the accessed bits of old pages.
+//! generations, as the kernel only checks the accessed bits of old pages, page by page or (with
+//! [`region::RegionSampler`]) a few sampled pages per region whose faults promote the region.
 //!
 //! Private anonymous memory is refused: `MADV_DONTNEED` would free its pages, and MINOR mode
 //! exists only for shmem and hugetlbfs.
 
+pub mod budget;
+pub mod guest;
 pub mod guided;
+pub mod region;
 pub mod sample;
 
 use super::SourceKind;
@@ -31,7 +35,9 @@ use crate::kernel::uffd::{
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_guest::rng::SplitMix64;
 use agelab_vmm::{BackingKind, GuestPageMap, PageSet, PAGE_SIZE};
+pub use budget::ReadBudget;
 pub use guided::{ArmPolicy, ArmPolicyError, GuidedArming, GuidedStats};
+pub use region::{RegionConfig, RegionExpansion, RegionSampler, RegionStats};
 pub use sample::{uniform_sample, AccessEstimate, Z95, Z99};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -170,6 +176,8 @@ struct Arming {
     /// reports.
     armed: PageSet,
     armed_at: Instant,
+    /// Region sampling: armed pages are samples whose faults stand for their regions.
+    expansion: Option<RegionExpansion>,
     /// Live armers: while any exists, harvests do not re-arm by themselves.
     armers: usize,
     /// The source is gone (ranges unregistered): arming would only cost the guest faults.
@@ -259,6 +267,27 @@ impl UffdArmer {
     pub fn arm_only(
         &self,
         next: &PageSet,
+        may_release: impl FnMut(u64) -> bool,
+    ) -> Result<ArmOutcome, UffdMinorError> {
+        self.arm_with(next, None, may_release)
+    }
+
+    /// [`arm_only`](Self::arm_only) for region sampling: `next` holds the samples, and the next
+    /// harvest reports `expansion`'s members (not the samples) as observed and a faulting
+    /// sample's region members as accessed.
+    pub fn arm_regions(
+        &self,
+        next: &PageSet,
+        expansion: RegionExpansion,
+        may_release: impl FnMut(u64) -> bool,
+    ) -> Result<ArmOutcome, UffdMinorError> {
+        self.arm_with(next, Some(expansion), may_release)
+    }
+
+    fn arm_with(
+        &self,
+        next: &PageSet,
+        expansion: Option<RegionExpansion>,
         mut may_release: impl FnMut(u64) -> bool,
     ) -> Result<ArmOutcome, UffdMinorError> {
         let t = Instant::now();
@@ -285,6 +314,7 @@ impl UffdArmer {
         let res = a.zap(&zap);
         let released = a.release(&release);
         a.stats.guided_arms += 1;
+        a.expansion = expansion;
         a.armed = next.clone();
         a.armed_at = Instant::now();
         res?;
@@ -405,6 +435,7 @@ impl UffdMinorSource {
                 uffd: uffd.clone(),
                 armed: PageSet::new(map.len()),
                 armed_at: Instant::now(),
+                expansion: None,
                 armers: 0,
                 closed: false,
                 stats: UffdMinorStats::default(),
@@ -635,7 +666,7 @@ impl AccessSource for UffdMinorSource {
         let mut accessed = self.record.take();
         accessed.intersect_with(&a.armed);
         let guided = a.armers > 0;
-        let observed = if guided {
+        let mut observed = if guided {
             // The pages not touched are still unmapped, so still armed: until the armer arms
             // the next set, a touch of one is a fault the next harvest reports.
             let mut still = a.armed.clone();
@@ -644,6 +675,11 @@ impl AccessSource for UffdMinorSource {
         } else {
             std::mem::replace(&mut a.armed, PageSet::new(self.map.len()))
         };
+        if let Some(x) = a.expansion.as_ref().filter(|_| guided) {
+            // Region sampling: the samples stand for their regions' members.
+            accessed = x.expand(&accessed);
+            observed = x.observed().clone();
+        }
         drop(a);
         let observed = (observed.count() < self.map.len()).then_some(observed);
         if self.rearm && !guided {

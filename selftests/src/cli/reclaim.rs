@@ -20,8 +20,8 @@ use std::time::Duration;
 /// Options of `agelab reclaim`.
 #[derive(Debug, Clone, Args)]
 pub struct ReclaimArgs {
-    /// Policies, comma-separated: none, random, fifo, engine-dirty, engine-all, oracle, lru-gen,
-    /// memcg-limit, memcg-reclaim, damon, psi; `bench` = the first six, `all` = every one. A
+    /// Policies, comma-separated: none, random, fifo, engine-dirty, engine-all, engine-regions,
+    /// oracle, lru-gen, memcg-limit, memcg-reclaim, damon, psi; `bench` = the first six, `all` = every one. A
     /// policy listed twice is a second arm (`none,none,...`: the A/A pair that shows the
     /// benchmark's resolution).
     #[arg(long, default_value = "bench", value_parser = parse_policy_list)]
@@ -58,6 +58,13 @@ pub struct ReclaimArgs {
     /// no time quota).
     #[arg(long, default_value_t = 10)]
     pub damon_quota_ms: u64,
+    /// `engine-all`, `engine-regions`: guest slowdown uffd-minor faults may cost, % of guest
+    /// time (faults per interval = this × interval ÷ the measured cost of one fault).
+    #[arg(long, default_value = "2%", value_parser = parse_read_budget)]
+    pub read_budget: f64,
+    /// `engine-regions`: pages sampled per region (2 MiB regions at first) per interval.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub region_samples: u64,
     /// Control interval (one workload epoch).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub interval: Duration,
@@ -132,6 +139,14 @@ pub struct PolicyList(pub Vec<PolicyKind>);
 
 fn parse_policy_list(s: &str) -> Result<PolicyList, String> {
     parse_policies(s).map(PolicyList).map_err(|e| e.to_string())
+}
+
+fn parse_read_budget(s: &str) -> Result<f64, String> {
+    s.trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|p| *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| format!("'{s}': a percentage of guest time in (0, 100], e.g. 2%"))
 }
 
 fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
@@ -313,6 +328,11 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         psi_target_pct: args.psi_target,
         damon_quota_ms: args.damon_quota_ms,
         progress: ProgressLine::on_terminal(args.quiet || args.json, "agelab reclaim"),
+        read_budget_pct: args.read_budget,
+        regions: agelab_mglru::sources::uffd_minor::RegionConfig {
+            samples: args.region_samples,
+            ..Default::default()
+        },
     };
     let quiet = args.quiet || args.json;
     let report = run_bench(&base, &workloads, &args.policy.0, args.reps, |r| {
@@ -405,7 +425,7 @@ pub fn print_text(r: &BenchReport) {
     }
     if let Some(d) = r.runs.iter().find_map(|x| x.damon.as_ref()) {
         println!(
-            "damon: DAMOS pageout on the VMM's vaddr; quota auto-tuning toward some_mem_psi_us: {}; effective quota at the end: {}",
+            "damon: DAMOS pageout on the guest's ranges of the VMM's vaddr; quota auto-tuning toward some_mem_psi_us: {}; effective quota at the end: {}",
             if d.auto_tuned { "on" } else { "not in this kernel (fixed quota)" },
             d.effective_quota_bytes.map_or("not reported".into(), |b| format!("{} KiB/s", b >> 10))
         );

@@ -58,7 +58,9 @@ pub struct RunArgs {
     pub fault_budget: Option<u64>,
     /// uffd-minor arming: `all` (every page each pass), `sample:BUDGET` (faults/s),
     /// `oldest[:N]` (the engine's N oldest generations, so hot young pages do not fault every
-    /// pass) or `oldest:N+S` (plus S younger pages sampled). `--fault-budget` means `sample:`.
+    /// pass), `oldest:N+S` (plus S younger pages sampled) or `regions[:S[:P%]]` (the 2 oldest
+    /// generations sampled by region, S pages per region, a faulting sample promoting its
+    /// region; faults held to P % of guest time). `--fault-budget` means `sample:`.
     #[arg(long, default_value = "oldest:2", value_parser = parse_uffd_arm)]
     pub uffd_arm: ArmPolicy,
     /// Number of generations the engine keeps (2..=16).
@@ -354,6 +356,18 @@ pub fn print_text(r: &RunReport) {
             g.pages_armed as f64 / g.arms.max(1) as f64,
             g.faults
         );
+        if g.regions.regions > 0 {
+            println!(
+                "uffd-minor regions: {} now, {} splits, {} merges, {:.1} samples armed per pass, \
+                 read budget {} faults/interval at {:.1} µs per fault",
+                g.regions.regions,
+                g.regions.splits,
+                g.regions.merges,
+                g.regions.samples_armed as f64 / g.arms.max(1) as f64,
+                g.budget_faults,
+                g.fault_cost_ns as f64 / 1e3
+            );
+        }
     }
     if let Some(m) = r.verify_mismatches {
         println!("verify: {m} words wrong");

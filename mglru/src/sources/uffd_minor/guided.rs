@@ -13,13 +13,21 @@
 //! What the harvests report is exact for the armed pages (observed set = armed set), so the
 //! engine judges the source only there, and [`AccessEstimate`](super::AccessEstimate) on a
 //! younger generation extrapolates from its sampled part.
+//!
+//! With [`GuidedArming::with_regions`] the oldest generations are sampled by region instead
+//! ([`super::region`]): a few pages per region, whose faults stand for the region; with
+//! [`GuidedArming::with_read_budget`] admission follows a target guest slowdown
+//! ([`super::budget`]).
 
+use super::budget::{next_admit_limit, ReadBudget};
+use super::region::{RegionConfig, RegionSampler, RegionStats};
 use super::{uniform_sample, ArmOutcome, UffdArmer, UffdFaultCount, UffdMinorError};
 use crate::engine::Generations;
 use agelab_guest::rng::SplitMix64;
 use agelab_vmm::PageSet;
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 /// Which pages uffd-minor arms each interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +47,16 @@ pub enum ArmPolicy {
         /// Younger pages sampled each interval (0: none).
         younger_sample: u64,
     },
+    /// The 2 oldest generations sampled by region ([`RegionSampler`]): `samples` pages per
+    /// region (2 MiB at first), a faulting sample promotes its region; with a read budget, the
+    /// faults of each interval are held to that guest slowdown.
+    Regions {
+        /// Pages armed per region per interval.
+        samples: u64,
+        /// Target guest slowdown from faults, hundredths of a percent (200 = 2 %); `None`: no
+        /// budget.
+        budget_centi_pct: Option<u32>,
+    },
 }
 
 impl Default for ArmPolicy {
@@ -54,7 +72,7 @@ impl Default for ArmPolicy {
 impl ArmPolicy {
     /// Whether the engine's generations choose the armed pages (a [`GuidedArming`] is needed).
     pub fn is_guided(&self) -> bool {
-        matches!(self, ArmPolicy::Oldest { .. })
+        matches!(self, ArmPolicy::Oldest { .. } | ArmPolicy::Regions { .. })
     }
 
     /// The fault budget of self-arming policies (`None`: every page, or guided).
@@ -70,7 +88,7 @@ impl ArmPolicy {
 
 /// An `--uffd-arm` value that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("uffd arming '{0}': expected all, sample:BUDGET (faults/s), oldest[:N] or oldest:N+S (N oldest generations, S younger pages sampled)")]
+#[error("uffd arming '{0}': expected all, sample:BUDGET (faults/s), oldest[:N], oldest:N+S (N oldest generations, S younger pages sampled) or regions[:S[:P%]] (S samples per region, read budget P % of guest time)")]
 pub struct ArmPolicyError(pub String);
 
 impl FromStr for ArmPolicy {
@@ -88,6 +106,28 @@ impl FromStr for ArmPolicy {
                 let budget_faults_per_sec = b.parse().ok().filter(|&b| b > 0).ok_or_else(bad)?;
                 Ok(ArmPolicy::Sample {
                     budget_faults_per_sec,
+                })
+            }
+            ("regions", None) => Ok(ArmPolicy::Regions {
+                samples: RegionConfig::default().samples,
+                budget_centi_pct: None,
+            }),
+            ("regions", Some(a)) => {
+                let (n, b) = match a.split_once(':') {
+                    Some((n, b)) => (n, Some(b)),
+                    None => (a, None),
+                };
+                let samples = n.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+                let budget_centi_pct = match b {
+                    None => None,
+                    Some(b) => {
+                        let pct: f64 = b.trim_end_matches('%').parse().map_err(|_| bad())?;
+                        Some(percent_to_centi(pct).ok_or_else(bad)?)
+                    }
+                };
+                Ok(ArmPolicy::Regions {
+                    samples,
+                    budget_centi_pct,
                 })
             }
             ("oldest", None) => Ok(ArmPolicy::default()),
@@ -120,8 +160,21 @@ impl fmt::Display for ArmPolicy {
                 gens,
                 younger_sample,
             } => write!(f, "oldest:{gens}+{younger_sample}"),
+            ArmPolicy::Regions {
+                samples,
+                budget_centi_pct: None,
+            } => write!(f, "regions:{samples}"),
+            ArmPolicy::Regions {
+                samples,
+                budget_centi_pct: Some(b),
+            } => write!(f, "regions:{samples}:{}%", f64::from(*b) / 100.0),
         }
     }
+}
+
+/// A slowdown in percent as hundredths of a percent (`None` unless 0 < pct ≤ 100).
+pub fn percent_to_centi(pct: f64) -> Option<u32> {
+    (pct > 0.0 && pct <= 100.0).then(|| (pct * 100.0).round() as u32)
 }
 
 /// Totals of a [`GuidedArming`].
@@ -141,6 +194,14 @@ pub struct GuidedStats {
     pub ns: u64,
     /// Guest faults on the source so far (0 when not attached).
     pub faults: u64,
+    /// Region sampling's totals (zero in page mode).
+    pub regions: RegionStats,
+    /// The read budget's per-fault cost estimate, ns (0 without a budget).
+    pub fault_cost_ns: u64,
+    /// The read budget of the last interval, faults (0 without a budget).
+    pub budget_faults: u64,
+    /// The admission limit of the last arming (pages, or samples in region mode; 0: none).
+    pub admit_limit: u64,
 }
 
 /// Arms a uffd-minor source from an engine's generations after each pass; see the module docs.
@@ -152,6 +213,18 @@ pub struct GuidedArming {
     idle_intervals: Vec<u8>,
     /// At most this many pages newly armed per pass (`None`: no limit).
     admit_limit: Option<u64>,
+    /// With a read budget: the admission limit's ceiling.
+    admit_max: u64,
+    /// Region sampling instead of every page of the oldest generations.
+    regions: Option<RegionSampler>,
+    /// The members observed by the last region arming.
+    members: PageSet,
+    /// Faults held to a target guest slowdown.
+    budget: Option<ReadBudget>,
+    /// The last epoch (wall, vCPUs, blocked time), from [`observe_epoch`](Self::observe_epoch).
+    epoch: Option<(Duration, usize, Duration)>,
+    faults_at_arm: u64,
+    last_arm: Instant,
     gens: usize,
     younger_sample: u64,
     rng: SplitMix64,
@@ -168,6 +241,13 @@ impl GuidedArming {
             faults: None,
             idle_intervals: vec![0; usize::try_from(pages).unwrap_or(0)],
             admit_limit: None,
+            admit_max: pages,
+            regions: None,
+            members: PageSet::new(pages),
+            budget: None,
+            epoch: None,
+            faults_at_arm: 0,
+            last_arm: Instant::now(),
             gens: gens.max(1),
             younger_sample,
             rng: SplitMix64::new(seed),
@@ -175,15 +255,59 @@ impl GuidedArming {
         }
     }
 
-    /// From a policy; `None` unless it is [`ArmPolicy::Oldest`].
+    /// From a policy; `None` unless it is guided ([`ArmPolicy::is_guided`]).
     pub fn from_policy(armer: UffdArmer, policy: ArmPolicy, seed: u64) -> Option<Self> {
         match policy {
             ArmPolicy::Oldest {
                 gens,
                 younger_sample,
             } => Some(Self::new(armer, gens, younger_sample, seed)),
+            ArmPolicy::Regions {
+                samples,
+                budget_centi_pct,
+            } => {
+                let g = Self::new(armer, 2, 0, seed).with_regions(RegionConfig {
+                    samples,
+                    ..RegionConfig::default()
+                });
+                Some(match budget_centi_pct {
+                    Some(b) => g.with_read_budget(ReadBudget::new(f64::from(b) / 100.0)),
+                    None => g,
+                })
+            }
             _ => None,
         }
+    }
+
+    /// Samples regions instead of arming every page of the oldest generations; see
+    /// [`RegionSampler`].
+    pub fn with_regions(mut self, cfg: RegionConfig) -> Self {
+        let pages = self.idle_intervals.len() as u64;
+        self.regions = Some(RegionSampler::new(pages, cfg, self.rng.next_u64()));
+        self
+    }
+
+    /// Holds the guest's faults to `budget`: before each arming the admission limit (pages newly
+    /// armed, or samples of regions not watched idle) halves while the last interval's faults
+    /// exceed the budget and doubles, up to the limit set by
+    /// [`with_admit_limit`](Self::with_admit_limit) (all pages without one), while under half.
+    pub fn with_read_budget(mut self, budget: ReadBudget) -> Self {
+        self.admit_max = self.admit_limit.unwrap_or(self.admit_max);
+        self.admit_limit = Some(self.admit_max);
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The epoch the guest just ran: its wall time, vCPUs and the vCPU threads' blocked time
+    /// (measures the per-fault cost for the read budget; without it the budget assumes the
+    /// time since the last arming and its current cost estimate).
+    pub fn observe_epoch(&mut self, elapsed: Duration, vcpus: usize, stalled: Duration) {
+        self.epoch = Some((elapsed, vcpus, stalled));
+    }
+
+    /// Region sampling's state, when on.
+    pub fn regions(&self) -> Option<&RegionSampler> {
+        self.regions.as_ref()
     }
 
     /// The pages the next interval should watch: the oldest generations' resident pages and a
@@ -219,10 +343,35 @@ impl GuidedArming {
         self.admit_limit = limit;
     }
 
+    /// The read budget's admission step for the interval that just ended.
+    fn apply_budget(&mut self) {
+        let Some(b) = self.budget.as_mut() else {
+            return;
+        };
+        let total = self.faults.as_ref().map_or(0, UffdFaultCount::total);
+        let faults = total.saturating_sub(self.faults_at_arm);
+        self.faults_at_arm = total;
+        let (interval, vcpus) = match self.epoch.take() {
+            Some((wall, vcpus, stalled)) => {
+                b.observe(faults, stalled, wall * u32::try_from(vcpus).unwrap_or(1));
+                (wall, vcpus)
+            }
+            None => (self.last_arm.elapsed(), 1),
+        };
+        let allowed = b.faults_in(interval, vcpus);
+        let admit = self.admit_limit.unwrap_or(self.admit_max);
+        self.admit_limit = Some(next_admit_limit(admit, faults, allowed, self.admit_max));
+        self.stats.budget_faults = allowed;
+        self.stats.fault_cost_ns = b.fault_cost().as_nanos() as u64;
+    }
+
     /// Pages armed now that stayed untouched through at least `intervals` consecutive intervals
     /// up to the last harvest (call between the harvest and [`arm_from`](Self::arm_from)): the
     /// pages whose idleness was watched, not inferred.
     pub fn watched_idle(&self, intervals: u8) -> PageSet {
+        if let Some(r) = &self.regions {
+            return r.watched_idle(&self.armer.armed(), &self.members, intervals);
+        }
         let mut out = self.armer.armed();
         let drop: Vec<u64> = out
             .iter()
@@ -237,8 +386,21 @@ impl GuidedArming {
     /// Arms the next interval's pages (call after each aging pass). Pages leaving the armed set
     /// untouched are mapped back in unless reclaimed (not resident in `generations`).
     pub fn arm_from(&mut self, generations: &Generations) -> Result<ArmOutcome, UffdMinorError> {
+        self.apply_budget();
+        self.last_arm = Instant::now();
         // Still armed after the harvest = armed through the last interval and not touched.
         let still = self.armer.armed();
+        if let Some(r) = self.regions.as_mut() {
+            let candidates = generations.pages_in_oldest(self.gens);
+            let (samples, expansion) = r.next(&still, &candidates, self.admit_limit);
+            self.members = expansion.observed().clone();
+            let out = self
+                .armer
+                .arm_regions(&samples, expansion, |p| generations.seq_of(p).is_some())?;
+            self.record(out, 0);
+            self.stats.admit_limit = self.admit_limit.unwrap_or(0);
+            return Ok(out);
+        }
         for (p, n) in self.idle_intervals.iter_mut().enumerate() {
             *n = if still.contains(p as u64) {
                 n.saturating_add(1)
@@ -263,13 +425,18 @@ impl GuidedArming {
         let out = self
             .armer
             .arm_only(&next, |p| generations.seq_of(p).is_some())?;
+        self.record(out, sampled);
+        self.stats.admit_limit = self.admit_limit.unwrap_or(0);
+        Ok(out)
+    }
+
+    fn record(&mut self, out: ArmOutcome, sampled: u64) {
         self.stats.arms += 1;
         self.stats.pages_armed += out.armed;
         self.stats.younger_sampled += sampled;
         self.stats.pages_zapped += out.zapped;
         self.stats.pages_released += out.released;
         self.stats.ns += out.ns;
-        Ok(out)
     }
 
     /// Totals so far (with the guest's faults when [`with_faults`](Self::with_faults) was given
@@ -277,12 +444,18 @@ impl GuidedArming {
     pub fn stats(&self) -> GuidedStats {
         GuidedStats {
             faults: self.faults.as_ref().map_or(0, UffdFaultCount::total),
+            regions: self
+                .regions
+                .as_ref()
+                .map(RegionSampler::stats)
+                .unwrap_or_default(),
             ..self.stats
         }
     }
 
     /// Attaches the source's fault counters, reported in [`stats`](Self::stats).
     pub fn with_faults(mut self, faults: UffdFaultCount) -> Self {
+        self.faults_at_arm = faults.total();
         self.faults = Some(faults);
         self
     }
@@ -306,12 +479,30 @@ mod tests {
 
     #[test]
     fn policies_parse_and_print() {
-        for s in ["all", "sample:5000", "oldest:2", "oldest:3+200"] {
+        for s in [
+            "all",
+            "sample:5000",
+            "oldest:2",
+            "oldest:3+200",
+            "regions:4",
+            "regions:2:2%",
+            "regions:1:0.5%",
+        ] {
             assert_eq!(s.parse::<ArmPolicy>().unwrap().to_string(), s);
         }
         assert_eq!("oldest".parse::<ArmPolicy>().unwrap(), ArmPolicy::default());
         for bad in [
-            "", "some", "sample", "sample:0", "oldest:0", "oldest:x", "all:3",
+            "",
+            "some",
+            "sample",
+            "sample:0",
+            "oldest:0",
+            "oldest:x",
+            "all:3",
+            "regions:0",
+            "regions:2:0%",
+            "regions:2:101%",
+            "regions:2:x",
         ] {
             assert!(bad.parse::<ArmPolicy>().is_err(), "{bad}");
         }

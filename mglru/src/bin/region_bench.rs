@@ -1,0 +1,446 @@
+//! Read tracking's estimate error against its cost: uffd-minor page mode vs region sampling.
+//!
+//! For each workload, arms run one after another in every round (interleaved, so a co-running
+//! job loads them alike): `none` (no read tracking: the baseline), page mode (every page of the
+//! 2 oldest generations, with or without a read budget) and region sampling at several samples
+//! per region and read budgets. Each arm is a fresh 1-vCPU guest on memfd memory aged by the
+//! engine for `--passes` epochs; after `--warmup` passes it records
+//!
+//! - the estimate against the ground truth on the pages each harvest observed (precision,
+//!   recall: a region's members count as observed, its samples' faults stand for all of them);
+//! - the eviction view: pages watched idle through 4 intervals (what `engine-all`/
+//!   `engine-regions` may evict) — of them, the share the guest touched in those 4 epochs (wrongly
+//!   idle: each is a refault if evicted), and the share of the cold pages (untouched for 8
+//!   epochs) found idle;
+//! - cost: guest faults per second, the vCPU's blocked time in % of wall time (schedstat: wall −
+//!   CPU − run-queue wait, the guest's stall), and guest operations per vCPU CPU second relative
+//!   to the same round's `none` (mean ± 95% CI over rounds).
+//!
+//! `cargo run --release -p agelab-mglru --bin region_bench -- [--mem MiB] [--spec SPEC]...
+//!  [--arms none,pages,regions:2:2%,...] [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS]`
+
+use agelab_mglru::host_guard::install_signal_cleanup;
+use agelab_mglru::sources::uffd_minor::budget::stalled;
+use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
+use agelab_mglru::sources::uffd_minor::guided::percent_to_centi;
+use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedArming, ReadBudget, RegionConfig};
+use agelab_mglru::stats::Summary;
+use agelab_vmm::workload::WorkloadSpec;
+use agelab_vmm::{Confusion, PageSet};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Pages watched idle this many intervals are eviction candidates (as in `engine-all`).
+const IDLE_INTERVALS: u8 = 4;
+/// Pages untouched this many epochs are cold.
+const COLD_EPOCHS: usize = 8;
+const GENS: usize = 8;
+
+/// One arm of the sweep.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Arm {
+    /// No read tracking.
+    None,
+    /// Every page of the 2 oldest generations; read budget in %.
+    Pages(Option<f64>),
+    /// Region sampling: samples per region, read budget in %.
+    Regions(u64, Option<f64>),
+}
+
+impl std::fmt::Display for Arm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = |b: &Option<f64>| b.map(|b| format!(", budget {b}%")).unwrap_or_default();
+        match self {
+            Arm::None => f.write_str("none"),
+            Arm::Pages(x) => write!(f, "pages{}", b(x)),
+            Arm::Regions(s, x) => write!(f, "regions {s}/region{}", b(x)),
+        }
+    }
+}
+
+impl Arm {
+    /// The `--arms` spelling (what [`parse_arm`] reads).
+    fn cli(&self) -> String {
+        match self {
+            Arm::None => "none".into(),
+            Arm::Pages(None) => "pages".into(),
+            Arm::Pages(Some(b)) => format!("pages:{b}%"),
+            Arm::Regions(s, None) => format!("regions:{s}"),
+            Arm::Regions(s, Some(b)) => format!("regions:{s}:{b}%"),
+        }
+    }
+}
+
+fn parse_arm(s: &str) -> Option<Arm> {
+    let pct = |b: &str| -> Option<f64> {
+        let v: f64 = b.trim_end_matches('%').parse().ok()?;
+        percent_to_centi(v).map(|_| v)
+    };
+    match s {
+        "none" => Some(Arm::None),
+        "pages" => Some(Arm::Pages(None)),
+        _ if s.starts_with("pages:") => Some(Arm::Pages(Some(pct(&s[6..])?))),
+        _ => match s.parse::<ArmPolicy>().ok()? {
+            ArmPolicy::Regions {
+                samples,
+                budget_centi_pct,
+            } => Some(Arm::Regions(
+                samples,
+                budget_centi_pct.map(|c| f64::from(c) / 100.0),
+            )),
+            _ => None,
+        },
+    }
+}
+
+struct Args {
+    mem_mib: u64,
+    specs: Vec<String>,
+    arms: Vec<Arm>,
+    rounds: usize,
+    passes: usize,
+    warmup: usize,
+    epoch: Duration,
+    /// Internal: run one arm on one workload in this process and print its numbers.
+    one_run: Option<(String, Arm)>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        mem_mib: 64,
+        specs: Vec::new(),
+        arms: "none,pages,pages:2%,regions:1:2%,regions:2:2%,regions:4:2%,regions:8:2%,\
+               regions:2:0.5%,regions:2:1%,regions:2:5%"
+            .split(',')
+            .map(|s| parse_arm(s).expect("default arms parse"))
+            .collect(),
+        rounds: 3,
+        passes: 28,
+        warmup: 10,
+        epoch: Duration::from_millis(250),
+        one_run: None,
+    };
+    let usage = |what: &str| -> ! {
+        eprintln!(
+            "usage: region_bench [--mem MiB] [--spec SPEC]... [--arms none,pages[:P%],regions:S[:P%],...] \
+             [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS] ({what}?)"
+        );
+        std::process::exit(2)
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| usage(&k));
+        let num = |v: &str| v.parse::<u64>().unwrap_or_else(|_| usage(v));
+        match k.as_str() {
+            "--mem" => a.mem_mib = num(&v),
+            "--spec" => a.specs.push(v),
+            "--arms" => {
+                a.arms = v
+                    .split(',')
+                    .map(|s| parse_arm(s).unwrap_or_else(|| usage(s)))
+                    .collect()
+            }
+            "--rounds" => a.rounds = num(&v) as usize,
+            "--passes" => a.passes = num(&v) as usize,
+            "--warmup" => a.warmup = num(&v) as usize,
+            "--epoch-ms" => a.epoch = Duration::from_millis(num(&v)),
+            "--one-run" => {
+                let arm = it.next().unwrap_or_else(|| usage(&k));
+                a.one_run = Some((v, parse_arm(&arm).unwrap_or_else(|| usage(&arm))));
+            }
+            _ => usage(&k),
+        }
+    }
+    if a.specs.is_empty() {
+        a.specs = vec![
+            "hotcold:hot=20%,p=100%,op=read".into(),
+            "strided:stride=512,op=read".into(),
+        ];
+    }
+    if a.warmup < COLD_EPOCHS || a.warmup >= a.passes || a.rounds == 0 {
+        usage("--warmup must be ≥ 8 and < --passes; --rounds ≥ 1");
+    }
+    a
+}
+
+/// What one arm measured in one round (after the warm-up).
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    ops_per_cpu_s: f64,
+    faults_per_s: f64,
+    stall_pct: f64,
+    estimate: Confusion,
+    idle: u64,
+    idle_touched: u64,
+    cold: u64,
+    cold_idle: u64,
+    regions: u64,
+}
+
+impl Measured {
+    const FIELDS: usize = 11;
+
+    fn to_line(&self) -> String {
+        let e = &self.estimate;
+        format!(
+            "RESULT {} {} {} {} {} {} {} {} {} {} {}",
+            self.ops_per_cpu_s,
+            self.faults_per_s,
+            self.stall_pct,
+            e.true_pos,
+            e.false_pos,
+            e.false_neg,
+            self.idle,
+            self.idle_touched,
+            self.cold,
+            self.cold_idle,
+            self.regions
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.strip_prefix("RESULT ")?.split(' ').collect();
+        if f.len() != Self::FIELDS {
+            return None;
+        }
+        let u = |i: usize| f[i].parse::<u64>().ok();
+        Some(Measured {
+            ops_per_cpu_s: f[0].parse().ok()?,
+            faults_per_s: f[1].parse().ok()?,
+            stall_pct: f[2].parse().ok()?,
+            estimate: Confusion {
+                true_pos: u(3)?,
+                false_pos: u(4)?,
+                false_neg: u(5)?,
+            },
+            idle: u(6)?,
+            idle_touched: u(7)?,
+            cold: u(8)?,
+            cold_idle: u(9)?,
+            regions: u(10)?,
+        })
+    }
+}
+
+/// One arm in a fresh process (a guest failure in a long-lived process was seen to repeat:
+/// issue noted in the README), once more if it fails; `None` (counted in `failures`) if it
+/// fails twice.
+fn run_arm(a: &Args, spec: &str, arm: Arm, failures: &mut u64) -> Option<Measured> {
+    for attempt in 0..2 {
+        let out = std::process::Command::new(std::env::current_exe().ok()?)
+            .args(["--mem", &a.mem_mib.to_string()])
+            .args(["--passes", &a.passes.to_string()])
+            .args(["--warmup", &a.warmup.to_string()])
+            .args(["--epoch-ms", &a.epoch.as_millis().to_string()])
+            .args(["--one-run", spec, &arm.cli()])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(m) = text.lines().find_map(Measured::from_line) {
+            return Some(m);
+        }
+        if out.status.code() == Some(4) {
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            std::process::exit(4);
+        }
+        *failures += 1;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let why = err
+            .lines()
+            .find(|l| l.contains("panicked") || l.contains("failed"))
+            .unwrap_or("");
+        eprintln!(
+            "region_bench: {spec} {arm}: run {attempt} failed ({}): {why}",
+            out.status
+        );
+    }
+    None
+}
+
+/// One arm in a fresh guest; see the module docs.
+fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError> {
+    let spec: WorkloadSpec = spec.parse().expect("workload parses");
+    let setup = |g: GuidedArming| {
+        let (g, budget) = match arm {
+            Arm::Regions(samples, b) => (
+                g.with_regions(RegionConfig {
+                    samples,
+                    ..RegionConfig::default()
+                }),
+                b,
+            ),
+            Arm::Pages(b) => (g, b),
+            Arm::None => (g, None),
+        };
+        match budget {
+            Some(b) => g.with_read_budget(ReadBudget::new(b)),
+            None => g,
+        }
+    };
+    let tracked = arm != Arm::None;
+    let mut guest = match GuidedGuest::start(
+        &spec,
+        a.mem_mib << 20,
+        GENS,
+        tracked.then_some(&setup as &dyn Fn(GuidedArming) -> GuidedArming),
+    ) {
+        Err(GuidedGuestError::Unsupported(why)) => {
+            eprintln!("region_bench: SKIP: {why}");
+            std::process::exit(4);
+        }
+        other => other?,
+    };
+    let pages = guest.engine.generations().len();
+    let mut recent: VecDeque<PageSet> = VecDeque::new();
+    let mut m = Measured::default();
+    let (mut per_cpu, mut wall, mut blocked, mut nfaults) = (Vec::new(), 0.0, 0.0, 0u64);
+    for pass in 0..a.passes {
+        let f0 = guest.fault_total();
+        let e = guest.epoch(a.epoch)?;
+        let r = &e.result;
+        recent.push_front(e.touched.clone());
+        recent.truncate(COLD_EPOCHS);
+        if pass >= a.warmup {
+            let cpu: Duration = r.vcpu_cpu.iter().sum();
+            per_cpu.push(r.total_ops() as f64 / cpu.as_secs_f64().max(1e-9));
+            wall += r.elapsed.as_secs_f64();
+            blocked += stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait).as_secs_f64();
+            nfaults += guest.fault_total() - f0;
+            if let Some(g) = guest.guide.as_ref() {
+                if let Some(c) = e.pass.sources.first().and_then(|s| s.confusion) {
+                    m.estimate.true_pos += c.true_pos;
+                    m.estimate.false_pos += c.false_pos;
+                    m.estimate.false_neg += c.false_neg;
+                }
+                let idle = g.watched_idle(IDLE_INTERVALS);
+                let mut touched4 = PageSet::new(pages);
+                for s in recent.iter().take(usize::from(IDLE_INTERVALS)) {
+                    touched4.union_with(s);
+                }
+                let mut cold = PageSet::full(pages);
+                for s in &recent {
+                    cold.subtract(s);
+                }
+                let mut x = idle.clone();
+                x.intersect_with(&touched4);
+                m.idle += idle.count();
+                m.idle_touched += x.count();
+                let mut y = idle;
+                y.intersect_with(&cold);
+                m.cold += cold.count();
+                m.cold_idle += y.count();
+            }
+        }
+        guest.rearm(&e)?;
+    }
+    per_cpu.sort_by(f64::total_cmp);
+    m.ops_per_cpu_s = per_cpu[per_cpu.len() / 2];
+    m.faults_per_s = nfaults as f64 / wall.max(1e-9);
+    m.stall_pct = blocked / wall.max(1e-9) * 100.0;
+    m.regions = guest
+        .guide
+        .as_ref()
+        .map_or(0, |g| g.stats().regions.regions);
+    let v = guest.finish()?;
+    assert_eq!(v.mismatches, 0, "guest data changed under {arm}");
+    Ok(m)
+}
+
+fn pct(num: u64, den: u64) -> String {
+    if den == 0 {
+        "n/a".into()
+    } else {
+        format!("{:.1}", num as f64 / den as f64 * 100.0)
+    }
+}
+
+fn main() {
+    install_signal_cleanup().expect("signal cleanup");
+    agelab_mglru::host_guard::install_panic_hook();
+    let a = parse_args();
+    if let Some((spec, arm)) = &a.one_run {
+        match try_arm(&a, spec, *arm) {
+            Ok(m) => println!("{}", m.to_line()),
+            Err(e) => {
+                eprintln!("region_bench: {spec} {arm}: failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "region_bench: {} MiB memfd, 1 vCPU, {} rounds × {} arms, {} passes of {} ms ({} warm-up), load {}",
+        a.mem_mib,
+        a.rounds,
+        a.arms.len(),
+        a.passes,
+        a.epoch.as_millis(),
+        a.warmup,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let mut failures = 0;
+    for spec in &a.specs {
+        let mut runs: Vec<Vec<Option<Measured>>> = vec![Vec::new(); a.arms.len()];
+        for round in 0..a.rounds {
+            for (i, &arm) in a.arms.iter().enumerate() {
+                let m = run_arm(&a, spec, arm, &mut failures);
+                if let Some(m) = &m {
+                    eprintln!(
+                        "region_bench: {spec} round {round} {arm}: {:.0} ops/CPU-s, {:.0} faults/s, stall {:.2}%",
+                        m.ops_per_cpu_s, m.faults_per_s, m.stall_pct
+                    );
+                }
+                runs[i].push(m);
+            }
+        }
+        let base = a.arms.iter().position(|&x| x == Arm::None);
+        println!();
+        println!("workload `{spec}`:");
+        println!();
+        println!(
+            "| arm | estimate precision % | estimate recall % | idle pages touched % | cold pages found idle % | faults/s | guest stall % of wall | ops/vCPU-CPU-s vs none % | regions |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (i, arm) in a.arms.iter().enumerate() {
+            let rs: Vec<&Measured> = runs[i].iter().flatten().collect();
+            let sum = |f: fn(&Measured) -> u64| rs.iter().copied().map(f).sum::<u64>();
+            let mean = |f: fn(&Measured) -> f64| {
+                rs.iter().copied().map(f).sum::<f64>() / rs.len().max(1) as f64
+            };
+            let e = Confusion {
+                true_pos: sum(|m| m.estimate.true_pos),
+                false_pos: sum(|m| m.estimate.false_pos),
+                false_neg: sum(|m| m.estimate.false_neg),
+            };
+            let rel = base.map(|b| {
+                let ratios: Vec<f64> = runs[i]
+                    .iter()
+                    .zip(&runs[b])
+                    .filter_map(|(m, n)| {
+                        Some(m.as_ref()?.ops_per_cpu_s / n.as_ref()?.ops_per_cpu_s * 100.0)
+                    })
+                    .collect();
+                let s = Summary::of(&ratios);
+                format!("{:.1} ± {:.1}", s.mean, s.ci95.unwrap_or(f64::NAN))
+            });
+            let tracked = *arm != Arm::None;
+            let or_na = |s: String| if tracked { s } else { "–".into() };
+            println!(
+                "| {arm} | {} | {} | {} | {} | {:.0} | {:.2} | {} | {} |",
+                or_na(pct(e.true_pos, e.true_pos + e.false_pos)),
+                or_na(pct(e.true_pos, e.true_pos + e.false_neg)),
+                or_na(pct(sum(|m| m.idle_touched), sum(|m| m.idle))),
+                or_na(pct(sum(|m| m.cold_idle), sum(|m| m.cold))),
+                mean(|m| m.faults_per_s),
+                mean(|m| m.stall_pct),
+                rel.unwrap_or_else(|| "n/a".into()),
+                or_na(format!("{:.0}", mean(|m| m.regions as f64))),
+            );
+        }
+    }
+    if failures > 0 {
+        println!();
+        println!("{failures} run(s) failed (guest exception; see stderr): each was run once more in a fresh process, and a run failing twice is left out of its arm");
+    }
+}

@@ -1,0 +1,166 @@
+//! A memfd guest aged by an engine fed by uffd-minor under guided arming: the scaffolding the
+//! arming tests and `region_bench` share (VM, engine, source, arming, fill, then epoch by epoch:
+//! run, age against the ground truth, re-arm).
+
+use super::budget::stalled;
+use super::{GuidedArming, UffdFaultCount, UffdMinorError, UffdMinorSource};
+use crate::engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, PassTruth};
+use agelab_vmm::workload::{EpochResult, VerifyReport, Workload, WorkloadError, WorkloadSpec};
+use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
+use std::time::Duration;
+
+/// Why a [`GuidedGuest`] could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum GuidedGuestError {
+    /// The host cannot track this memory with uffd-minor (callers skip with the reason).
+    #[error("uffd-minor unavailable: {0}")]
+    Unsupported(String),
+    /// The VM could not be created.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The source or its arming failed.
+    #[error(transparent)]
+    Uffd(#[from] UffdMinorError),
+    /// The workload failed.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// The workload kept no ground truth for an epoch it just ran.
+    #[error("no ground truth for epoch {0}")]
+    MissingTruth(u64),
+}
+
+/// One epoch of a [`GuidedGuest`], aged but not yet re-armed.
+#[derive(Debug)]
+pub struct GuidedEpoch {
+    /// What the guest did (ops, times).
+    pub result: EpochResult,
+    /// The pages it touched (ground truth).
+    pub touched: PageSet,
+    /// The engine's pass against that truth.
+    pub pass: AgingPass,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct GuidedGuest {
+    /// The running workload.
+    pub workload: Workload,
+    /// The engine (uffd-minor is its only source, when armed).
+    pub engine: Engine,
+    /// The arming (`None`: no read tracking, the baseline).
+    pub guide: Option<GuidedArming>,
+    /// The source's fault counters.
+    pub faults: Option<UffdFaultCount>,
+    pending: PassTruth,
+}
+
+impl GuidedGuest {
+    /// A 1-vCPU memfd guest of `mem` bytes running `spec`, an engine of `gens` generations and —
+    /// unless `arming` is `None` — uffd-minor guided through its 2 oldest generations, set up by
+    /// `arming` (e.g. [`GuidedArming::with_regions`]); filled and ready for epochs.
+    pub fn start(
+        spec: &WorkloadSpec,
+        mem: u64,
+        gens: usize,
+        arming: Option<&dyn Fn(GuidedArming) -> GuidedArming>,
+    ) -> Result<Self, GuidedGuestError> {
+        let vm = Vm::new(VmConfig {
+            vcpus: 1,
+            mem_bytes: mem,
+            backing: Backing::Memfd,
+            heap_bytes: agelab_vmm::workload::heap_bytes(spec, mem),
+            ..Default::default()
+        })?;
+        let map = vm.page_map().clone();
+        let mut engine = Engine::new(
+            map.clone(),
+            EngineConfig {
+                policy: AgingPolicy {
+                    max_gens: gens,
+                    ..AgingPolicy::default()
+                },
+                ..EngineConfig::default()
+            },
+        )?;
+        let (mut guide, mut faults) = (None, None);
+        if let Some(setup) = arming {
+            UffdMinorSource::supported(&map).map_err(|u| GuidedGuestError::Unsupported(u.0))?;
+            let mut src = UffdMinorSource::new(&map, Default::default())?;
+            let f = src.fault_count();
+            let mut g = setup(GuidedArming::new(src.guide(), 2, 0, 1).with_faults(f.clone()));
+            engine.add_source(Box::new(src));
+            // Every page starts in the youngest generation: nothing is old yet, nothing armed.
+            g.arm_from(engine.generations())?;
+            guide = Some(g);
+            faults = Some(f);
+        }
+        let mut workload = Workload::start(vm, spec.clone())?;
+        workload.fill()?;
+        let k = workload.epoch();
+        let fill = workload
+            .ground_truth(k)
+            .ok_or(GuidedGuestError::MissingTruth(k))?;
+        Ok(GuidedGuest {
+            workload,
+            engine,
+            guide,
+            faults,
+            pending: PassTruth {
+                read: fill.read.clone(),
+                written: fill.written.clone(),
+            },
+        })
+    }
+
+    /// Guest faults so far (0 without read tracking).
+    pub fn fault_total(&self) -> u64 {
+        self.faults.as_ref().map_or(0, UffdFaultCount::total)
+    }
+
+    /// Runs one epoch and ages it (the fill's accesses count in the first); call
+    /// [`rearm`](Self::rearm) after looking at the pass.
+    pub fn epoch(&mut self, d: Duration) -> Result<GuidedEpoch, GuidedGuestError> {
+        let result = self.workload.run_epoch(d)?;
+        let t = self
+            .workload
+            .ground_truth(result.epoch)
+            .ok_or(GuidedGuestError::MissingTruth(result.epoch))?;
+        self.pending.read.union_with(&t.read);
+        self.pending.written.union_with(&t.written);
+        let pass = self.engine.run_pass_split(&self.pending)?;
+        let pages = self.engine.generations().len();
+        self.pending = PassTruth {
+            read: PageSet::new(pages),
+            written: PageSet::new(pages),
+        };
+        Ok(GuidedEpoch {
+            result,
+            touched: t.accessed(),
+            pass,
+        })
+    }
+
+    /// Gives the arming the epoch's blocked time (the read budget's cost measure) and arms the
+    /// next interval from the engine's generations.
+    pub fn rearm(&mut self, e: &GuidedEpoch) -> Result<(), GuidedGuestError> {
+        if let Some(g) = self.guide.as_mut() {
+            let r = &e.result;
+            let blocked = stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
+            g.observe_epoch(r.elapsed, r.vcpu_cpu.len(), blocked);
+            g.arm_from(self.engine.generations())?;
+        }
+        Ok(())
+    }
+
+    /// Verifies every guest word and tears the guest down (engine and arming first).
+    pub fn finish(mut self) -> Result<VerifyReport, GuidedGuestError> {
+        let v = self.workload.verify()?;
+        drop(self.engine);
+        drop(self.guide);
+        self.workload.finish()?;
+        Ok(v)
+    }
+}
