@@ -29,7 +29,6 @@ mod kernel;
 mod matrix;
 mod modules;
 mod prereq;
-mod progress;
 mod qemu;
 mod status;
 

@@ -71,7 +71,6 @@ impl<W: Write> Progress<W> {
     }
 
     /// The writer (tests read what was printed).
-    #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.out
     }

@@ -1,9 +1,17 @@
-//! Progress of a long run on a terminal: one line on stderr, rewritten in place.
+//! Progress on stderr, in one home: [`ProgressLine`] for a long run on a terminal (one line
+//! rewritten in place, erased at the end), [`waits::Progress`] for long waits (kernel builds,
+//! package downloads) that must also show in a log.
+//!
+//! A long run on a terminal: one line on stderr, rewritten in place.
 //!
 //! On only when stderr is a terminal and the user did not ask for quiet
 //! ([`ProgressLine::on_terminal`]); silent otherwise, so logs, pipes and `--json` output never
 //! carry carriage returns. The line is erased when the run ends (and before anything else is
 //! printed, [`ProgressLine::clear`]), so the report that follows starts on a clean line.
+
+pub mod waits;
+
+pub use waits::{bytes_line, minutes_seconds, Progress};
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
