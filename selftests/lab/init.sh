@@ -7,6 +7,9 @@
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/opt/agelab/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
+# The command's stdout and stderr are serial ports (ttys) that the host keeps as log files:
+# TERM=dumb tells agelab's progress lines not to redraw in place there.
+export TERM=dumb
 
 . /lib/agelab/arch.env
 . /agelab/env

@@ -55,11 +55,13 @@ fn kvm_usable(what: &str) -> bool {
     }
 }
 
-/// Runs agelab with `args` and stderr on a pseudo-terminal; returns what the terminal got.
-fn stderr_on_pty(args: &[&str]) -> String {
+/// Runs agelab with `args` and stderr on a pseudo-terminal of type `term`; returns what the
+/// terminal got.
+fn stderr_on_pty(args: &[&str], term: &str) -> String {
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let mut child = Command::new(env!("CARGO_BIN_EXE_agelab"))
         .args(args)
+        .env("TERM", term)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(pty.slave))
@@ -109,13 +111,14 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// Checks the three cases for one command: a terminal shows the line (with its figure),
-/// `--quiet` on a terminal and a pipe without it show none.
+/// Checks the four cases for one command: a terminal shows the line (with its figure);
+/// `--quiet` on a terminal, a `TERM=dumb` terminal (the lab's serial ports, kept as logs) and a
+/// pipe show none.
 fn shows_progress_only_on_a_terminal(what: &str, args: &[&str], line: &str, figure: &str) {
     if !kvm_usable(what) {
         return;
     }
-    let tty = stderr_on_pty(args);
+    let tty = stderr_on_pty(args, "xterm");
     assert!(
         tty.contains(line) && tty.contains(ERASE),
         "{what}: on a terminal the progress line {line:?} appears, got {tty:?}"
@@ -124,10 +127,15 @@ fn shows_progress_only_on_a_terminal(what: &str, args: &[&str], line: &str, figu
         tty.contains(figure),
         "{what}: the key figure {figure:?} in {tty:?}"
     );
-    let quiet = stderr_on_pty(&strs(&with(args, "--quiet")));
+    let quiet = stderr_on_pty(&strs(&with(args, "--quiet")), "xterm");
     assert!(
         !quiet.contains("epoch ") && !quiet.contains(ERASE),
         "{what}: --quiet on a terminal prints no progress, got {quiet:?}"
+    );
+    let dumb = stderr_on_pty(args, "dumb");
+    assert!(
+        !dumb.contains("epoch ") && !dumb.contains(ERASE),
+        "{what}: a TERM=dumb terminal gets no in-place progress, got {dumb:?}"
     );
     let pipe = stderr_on_pipe(args);
     assert!(

@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 /// Shortest time between two redraws: fast epochs must not flood the terminal.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
+/// Whether a line can be rewritten in place on stderr: it is a terminal and `TERM` is not `dumb`
+/// (the convention for "no cursor control"; the lab's init sets it, since its serial ports are
+/// ttys whose output the host keeps as log files).
+pub fn redraws_in_place(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
 /// One progress line on stderr (or nothing, when off).
 #[derive(Clone, Debug, Default)]
 pub struct ProgressLine {
@@ -37,7 +44,7 @@ impl ProgressLine {
     /// On when stderr is a terminal and `quiet` is false; `label` starts the line.
     pub fn on_terminal(quiet: bool, label: &str) -> Self {
         ProgressLine {
-            enabled: !quiet && std::io::stderr().is_terminal(),
+            enabled: !quiet && redraws_in_place(std::io::stderr().is_terminal()),
             label: label.to_string(),
             ..ProgressLine::default()
         }

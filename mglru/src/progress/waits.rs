@@ -22,7 +22,7 @@ impl Progress<io::Stderr> {
     /// Progress on stderr: in place every second on a terminal, a line every `log_every`
     /// otherwise.
     pub fn stderr(log_every: Duration) -> Self {
-        let terminal = io::stderr().is_terminal();
+        let terminal = super::redraws_in_place(io::stderr().is_terminal());
         let every = if terminal { TERMINAL_EVERY } else { log_every };
         Progress::new(io::stderr(), terminal, every)
     }
