@@ -33,7 +33,7 @@ use crate::sources::{catalog, SourceKind, UnavailableSource};
 use crate::stats::median;
 
 pub use super::run_report::{DamonRunInfo, IntervalRecord, ReclaimRunReport};
-pub use crate::sources::uffd_minor::budget::{next_admit_limit, ReadBudget};
+use crate::sources::uffd_minor::budget::ReadBudget;
 
 /// Everything about one run.
 #[derive(Clone, Debug)]

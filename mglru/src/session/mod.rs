@@ -21,7 +21,6 @@ pub mod run;
 
 use crate::engine::{AgingPass, Engine, EngineError, PassTruth};
 use crate::progress::{epoch_position, ProgressLine};
-use crate::sources::uffd_minor::budget::stalled;
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorError};
 use crate::sources::OracleSource;
 use agelab_vmm::workload::{EpochResult, Workload, WorkloadError, WorkloadSpec};
@@ -181,8 +180,7 @@ impl AgingSession {
     /// it (nothing without guided arming).
     pub fn observe_epoch(&mut self, r: &EpochResult) {
         if let Some(g) = self.guide.as_mut() {
-            let blocked = stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
-            g.observe_epoch(r.elapsed, r.vcpu_cpu.len(), blocked);
+            g.observe_epoch(r);
         }
     }
 

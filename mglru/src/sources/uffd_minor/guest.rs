@@ -2,7 +2,6 @@
 //! arming tests and `region_bench` share (VM, engine, source, arming, fill, then epoch by epoch:
 //! run, age against the ground truth, re-arm).
 
-use super::budget::stalled;
 use super::{GuidedArming, UffdFaultCount, UffdMinorError, UffdMinorSource};
 use crate::engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, PassTruth};
 use agelab_vmm::workload::{EpochResult, VerifyReport, Workload, WorkloadError, WorkloadSpec};
@@ -147,9 +146,7 @@ impl GuidedGuest {
     /// next interval from the engine's generations.
     pub fn rearm(&mut self, e: &GuidedEpoch) -> Result<(), GuidedGuestError> {
         if let Some(g) = self.guide.as_mut() {
-            let r = &e.result;
-            let blocked = stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
-            g.observe_epoch(r.elapsed, r.vcpu_cpu.len(), blocked);
+            g.observe_epoch(&e.result);
             g.arm_from(self.engine.generations())?;
         }
         Ok(())

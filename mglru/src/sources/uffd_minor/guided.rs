@@ -19,11 +19,12 @@
 //! [`GuidedArming::with_read_budget`] admission follows a target guest slowdown
 //! ([`super::budget`]).
 
-use super::budget::{next_admit_limit, ReadBudget};
+use super::budget::{next_admit_limit, stalled, ReadBudget};
 use super::region::{RegionConfig, RegionSampler, RegionStats};
 use super::{uniform_sample, ArmOutcome, UffdArmer, UffdFaultCount, UffdMinorError};
 use crate::engine::Generations;
 use agelab_guest::rng::SplitMix64;
+use agelab_vmm::workload::EpochResult;
 use agelab_vmm::PageSet;
 use std::fmt;
 use std::str::FromStr;
@@ -299,10 +300,11 @@ impl GuidedArming {
     }
 
     /// The epoch the guest just ran: its wall time, vCPUs and the vCPU threads' blocked time
-    /// (measures the per-fault cost for the read budget; without it the budget assumes the
-    /// time since the last arming and its current cost estimate).
-    pub fn observe_epoch(&mut self, elapsed: Duration, vcpus: usize, stalled: Duration) {
-        self.epoch = Some((elapsed, vcpus, stalled));
+    /// ([`stalled`]; measures the per-fault cost for the read budget; without it the budget
+    /// assumes the time since the last arming and its current cost estimate).
+    pub fn observe_epoch(&mut self, r: &EpochResult) {
+        let blocked = stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait);
+        self.epoch = Some((r.elapsed, r.vcpu_cpu.len(), blocked));
     }
 
     /// Region sampling's state, when on.
