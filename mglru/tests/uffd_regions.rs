@@ -76,20 +76,26 @@ fn run(workload: &str, mode: Mode) -> Option<Outcome> {
             ..RegionConfig::default()
         }),
     };
-    let mut guest = match GuidedGuest::start(&spec, 32 << 20, GENS, Some(&regions)) {
+    let mut guest = match GuidedGuest::start(
+        &spec,
+        32 << 20,
+        GENS,
+        Duration::from_millis(100),
+        Some(&regions),
+    ) {
         Err(GuidedGuestError::Unsupported(why)) => {
             agelab_vmm::testing::skip("uffd-minor region sampling", &why);
             return None;
         }
         other => other.unwrap(),
     };
-    let pages = guest.engine.generations().len();
+    let pages = guest.engine().generations().len();
     let f0 = guest.fault_total();
     let mut ever = PageSet::new(pages);
     let mut recent = Vec::new();
     let mut estimate = Confusion::default();
     for _ in 0..PASSES {
-        let e = guest.epoch(Duration::from_millis(100)).unwrap();
+        let e = guest.epoch().unwrap();
         ever.union_with(&e.touched);
         let c = e.pass.sources[0].confusion.expect("judged");
         estimate.true_pos += c.true_pos;
@@ -98,7 +104,7 @@ fn run(workload: &str, mode: Mode) -> Option<Outcome> {
         guest.rearm(&e).unwrap();
         recent.push(e.touched);
     }
-    let gens = guest.engine.generations();
+    let gens = guest.engine().generations();
     let min = gens.min_seq();
     let mut hot = recent[recent.len() - 1].clone();
     hot.union_with(&recent[recent.len() - 2]);
@@ -120,7 +126,7 @@ fn run(workload: &str, mode: Mode) -> Option<Outcome> {
             o.cold_old += u64::from(seq == min);
         }
     }
-    let stats = guest.guide.as_ref().map(|g| g.stats().regions);
+    let stats = guest.guide().map(|g| g.stats().regions);
     let v = guest.finish().unwrap();
     assert_eq!(v.mismatches, 0, "{workload} {mode:?}: {v:?}");
     let _ = writeln!(

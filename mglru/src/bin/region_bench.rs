@@ -282,6 +282,7 @@ fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError>
         &spec,
         a.mem_mib << 20,
         GENS,
+        a.epoch,
         tracked.then_some(&setup as &dyn Fn(GuidedArming) -> GuidedArming),
     ) {
         Err(GuidedGuestError::Unsupported(why)) => {
@@ -290,13 +291,13 @@ fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError>
         }
         other => other?,
     };
-    let pages = guest.engine.generations().len();
+    let pages = guest.engine().generations().len();
     let mut recent: VecDeque<PageSet> = VecDeque::new();
     let mut m = Measured::default();
     let (mut per_cpu, mut wall, mut blocked, mut nfaults) = (Vec::new(), 0.0, 0.0, 0u64);
     for pass in 0..a.passes {
         let f0 = guest.fault_total();
-        let e = guest.epoch(a.epoch)?;
+        let e = guest.epoch()?;
         let r = &e.result;
         recent.push_front(e.touched.clone());
         recent.truncate(COLD_EPOCHS);
@@ -306,7 +307,7 @@ fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError>
             wall += r.elapsed.as_secs_f64();
             blocked += stalled(r.elapsed, &r.vcpu_cpu, &r.vcpu_runq_wait).as_secs_f64();
             nfaults += guest.fault_total() - f0;
-            if let Some(g) = guest.guide.as_ref() {
+            if let Some(g) = guest.guide() {
                 if let Some(c) = e.pass.sources.first().and_then(|s| s.confusion) {
                     m.estimate.true_pos += c.true_pos;
                     m.estimate.false_pos += c.false_pos;
@@ -337,10 +338,7 @@ fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError>
     m.ops_per_cpu_s = per_cpu[per_cpu.len() / 2];
     m.faults_per_s = nfaults as f64 / wall.max(1e-9);
     m.stall_pct = blocked / wall.max(1e-9) * 100.0;
-    m.regions = guest
-        .guide
-        .as_ref()
-        .map_or(0, |g| g.stats().regions.regions);
+    m.regions = guest.guide().map_or(0, |g| g.stats().regions.regions);
     let v = guest.finish()?;
     assert_eq!(v.mismatches, 0, "guest data changed under {arm}");
     Ok(m)

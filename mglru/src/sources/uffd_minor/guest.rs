@@ -1,10 +1,12 @@
 //! A memfd guest aged by an engine fed by uffd-minor under guided arming: the scaffolding the
-//! arming tests and `region_bench` share (VM, engine, source, arming, fill, then epoch by epoch:
-//! run, age against the ground truth, re-arm).
+//! arming tests and `region_bench` share (VM, engine, source, arming, fill, then epoch by epoch
+//! on the [`AgingSession`]: run, age against the ground truth, re-arm).
 
 use super::{GuidedArming, UffdFaultCount, UffdMinorError, UffdMinorSource};
 use crate::engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, PassTruth};
-use agelab_vmm::workload::{EpochResult, VerifyReport, Workload, WorkloadError, WorkloadSpec};
+use crate::progress::ProgressLine;
+use crate::session::{AgingSession, AgingSessionError, SessionOptions};
+use agelab_vmm::workload::{EpochResult, VerifyReport, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::time::Duration;
 
@@ -29,6 +31,9 @@ pub enum GuidedGuestError {
     /// The workload kept no ground truth for an epoch it just ran.
     #[error("no ground truth for epoch {0}")]
     MissingTruth(u64),
+    /// The aging loop failed to start.
+    #[error(transparent)]
+    Session(#[from] AgingSessionError),
 }
 
 /// One epoch of a [`GuidedGuest`], aged but not yet re-armed.
@@ -45,25 +50,24 @@ pub struct GuidedEpoch {
 /// See the module docs.
 #[derive(Debug)]
 pub struct GuidedGuest {
-    /// The running workload.
-    pub workload: Workload,
-    /// The engine (uffd-minor is its only source, when armed).
-    pub engine: Engine,
-    /// The arming (`None`: no read tracking, the baseline).
-    pub guide: Option<GuidedArming>,
+    /// The aging loop (the engine's only source is uffd-minor, when armed).
+    session: AgingSession,
     /// The source's fault counters.
-    pub faults: Option<UffdFaultCount>,
+    faults: Option<UffdFaultCount>,
+    /// Accesses not yet aged (the fill's, counted in the first epoch).
     pending: PassTruth,
 }
 
 impl GuidedGuest {
-    /// A 1-vCPU memfd guest of `mem` bytes running `spec`, an engine of `gens` generations and —
-    /// unless `arming` is `None` — uffd-minor guided through its 2 oldest generations, set up by
-    /// `arming` (e.g. [`GuidedArming::with_regions`]); filled and ready for epochs.
+    /// A 1-vCPU memfd guest of `mem` bytes running `spec` in epochs of `interval`, an engine of
+    /// `gens` generations and — unless `arming` is `None` — uffd-minor guided through its 2
+    /// oldest generations, set up by `arming` (e.g. [`GuidedArming::with_regions`]); filled and
+    /// ready for epochs.
     pub fn start(
         spec: &WorkloadSpec,
         mem: u64,
         gens: usize,
+        interval: Duration,
         arming: Option<&dyn Fn(GuidedArming) -> GuidedArming>,
     ) -> Result<Self, GuidedGuestError> {
         let vm = Vm::new(VmConfig {
@@ -89,29 +93,52 @@ impl GuidedGuest {
             UffdMinorSource::supported(&map).map_err(|u| GuidedGuestError::Unsupported(u.0))?;
             let mut src = UffdMinorSource::new(&map, Default::default())?;
             let f = src.fault_count();
-            let mut g = setup(GuidedArming::new(src.guide(), 2, 0, 1).with_faults(f.clone()));
+            guide = Some(setup(
+                GuidedArming::new(src.guide(), 2, 0, 1).with_faults(f.clone()),
+            ));
             engine.add_source(Box::new(src));
-            // Every page starts in the youngest generation: nothing is old yet, nothing armed.
-            g.arm_from(engine.generations())?;
-            guide = Some(g);
             faults = Some(f);
         }
-        let mut workload = Workload::start(vm, spec.clone())?;
+        // Every page starts in the youngest generation: nothing is old yet, nothing armed.
+        let mut session = AgingSession::start(
+            vm,
+            spec.clone(),
+            Some(engine),
+            guide,
+            SessionOptions {
+                duration: Duration::MAX,
+                interval,
+                trim_last_epoch: false,
+                oracle: false,
+                arm_at_start: true,
+                progress: ProgressLine::off(),
+            },
+        )?;
+        let workload = session.workload_mut();
         workload.fill()?;
         let k = workload.epoch();
         let fill = workload
             .ground_truth(k)
             .ok_or(GuidedGuestError::MissingTruth(k))?;
+        let pending = PassTruth {
+            read: fill.read.clone(),
+            written: fill.written.clone(),
+        };
         Ok(GuidedGuest {
-            workload,
-            engine,
-            guide,
+            session,
             faults,
-            pending: PassTruth {
-                read: fill.read.clone(),
-                written: fill.written.clone(),
-            },
+            pending,
         })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        self.session.engine().expect("a guided guest always ages")
+    }
+
+    /// The arming (`None`: no read tracking, the baseline).
+    pub fn guide(&self) -> Option<&GuidedArming> {
+        self.session.guide()
     }
 
     /// Guest faults so far (0 without read tracking).
@@ -121,16 +148,16 @@ impl GuidedGuest {
 
     /// Runs one epoch and ages it (the fill's accesses count in the first); call
     /// [`rearm`](Self::rearm) after looking at the pass.
-    pub fn epoch(&mut self, d: Duration) -> Result<GuidedEpoch, GuidedGuestError> {
-        let result = self.workload.run_epoch(d)?;
-        let t = self
-            .workload
-            .ground_truth(result.epoch)
-            .ok_or(GuidedGuestError::MissingTruth(result.epoch))?;
+    pub fn epoch(&mut self) -> Result<GuidedEpoch, GuidedGuestError> {
+        let result = self.session.run_epoch()?;
+        let t = self.session.truth(result.epoch);
         self.pending.read.union_with(&t.read);
         self.pending.written.union_with(&t.written);
-        let pass = self.engine.run_pass_split(&self.pending)?;
-        let pages = self.engine.generations().len();
+        let pass = self
+            .session
+            .age(&self.pending)?
+            .expect("a guided guest always ages");
+        let pages = self.engine().generations().len();
         self.pending = PassTruth {
             read: PageSet::new(pages),
             written: PageSet::new(pages),
@@ -145,19 +172,17 @@ impl GuidedGuest {
     /// Gives the arming the epoch's blocked time (the read budget's cost measure) and arms the
     /// next interval from the engine's generations.
     pub fn rearm(&mut self, e: &GuidedEpoch) -> Result<(), GuidedGuestError> {
-        if let Some(g) = self.guide.as_mut() {
-            g.observe_epoch(&e.result);
-            g.arm_from(self.engine.generations())?;
-        }
-        Ok(())
+        self.session.observe_epoch(&e.result);
+        Ok(self.session.arm()?)
     }
 
     /// Verifies every guest word and tears the guest down (engine and arming first).
-    pub fn finish(mut self) -> Result<VerifyReport, GuidedGuestError> {
-        let v = self.workload.verify()?;
-        drop(self.engine);
-        drop(self.guide);
-        self.workload.finish()?;
+    pub fn finish(self) -> Result<VerifyReport, GuidedGuestError> {
+        let (mut workload, engine, guide) = self.session.finish();
+        let v = workload.verify()?;
+        drop(engine);
+        drop(guide);
+        workload.finish()?;
         Ok(v)
     }
 }
