@@ -174,6 +174,52 @@ fn damon_refuses_a_foreign_kdamond() {
     );
 }
 
+/// A kdamond agelab journaled holds its own admin tree only: a second admin of that tree is
+/// refused with the holder, while another tree (here the real one, if present) is judged by its
+/// own kdamonds. Without the tree check, the real tree reported `HeldByAgelab` whenever a test
+/// of a fake tree ran beside `damon_refuses_a_foreign_kdamond`.
+#[test]
+fn damon_journaled_kdamond_holds_only_its_own_tree() {
+    const TEST: &str = "damon_journaled_kdamond_holds_only_its_own_tree";
+    let _one = DAMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::env::temp_dir().join(format!("agelab-damon-held-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    fake_damon_tree(&root, &[]);
+    let admin = DamonAdmin::with_root(&root);
+    if let Err(e @ (DamonError::NotRoot | DamonError::ModuleRunning { .. })) = admin.check() {
+        std::fs::remove_dir_all(&root).unwrap();
+        return skip(TEST, &e.to_string());
+    }
+    let target = DamonTarget::Vaddr {
+        pid: 42,
+        ranges: Vec::new(),
+    };
+    let k = admin.start(&target, DamonAttrs::default()).unwrap();
+    match DamonAdmin::with_root(&root).check() {
+        Err(DamonError::HeldByAgelab { .. }) => {}
+        other => panic!("a second admin of the same tree: expected HeldByAgelab, got {other:?}"),
+    }
+    let other = root.with_file_name(format!("agelab-damon-held2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&other);
+    fake_damon_tree(&other, &[]);
+    DamonAdmin::with_root(&other)
+        .check()
+        .expect("another tree is not held by this tree's kdamond");
+    let real = DamonAdmin::new();
+    if let Ok(ks) = real.kdamonds() {
+        if ks.iter().any(|k| k.state == "on") {
+            let err = real.check().unwrap_err();
+            assert!(matches!(err, DamonError::ForeignRunning { .. }), "{err}");
+        }
+    }
+    k.stop();
+    DamonAdmin::with_root(&root)
+        .check()
+        .expect("stopped: the tree is free again");
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+}
+
 /// Builds a fake DAMON sysfs tree (plain files) with one kdamond slot prepared.
 fn fake_damon_tree(root: &std::path::Path, regions: &[(u64, u64, u64)]) {
     let k = root.join("kdamonds");

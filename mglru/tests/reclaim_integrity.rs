@@ -13,10 +13,27 @@ use agelab_vmm::testing::skip;
 use agelab_vmm::workload::Workload;
 use agelab_vmm::{Backing, Vm, VmConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 const CYCLES: u64 = 1000;
+
+/// The tests of this binary share one process. A kernel policy moves that whole process into
+/// its memcg (`psi` also into a cgroup2 group whose pressure it reads), so it runs alone: beside
+/// it, another test's memory would be charged to the memcg and its reclaim stalls counted as the
+/// guest's pressure. (Beside the zram hammers, `psi` once read 2.9 % PSI against its 0.1 %
+/// target and rightly reclaimed nothing.) Every other test shares the process.
+static PROCESS: RwLock<()> = RwLock::new(());
+
+/// For a test that leaves the process's cgroups alone.
+fn sharing_the_process() -> RwLockReadGuard<'static, ()> {
+    PROCESS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For a test that moves the process into a cgroup: no other test of this binary runs meanwhile.
+fn owning_the_process() -> RwLockWriteGuard<'static, ()> {
+    PROCESS.write().unwrap_or_else(|e| e.into_inner())
+}
 
 /// zram swap for the test, or the reason to skip. Existing swap is used as is.
 fn swap_for_test(what: &str) -> Option<Option<ZramSwap>> {
@@ -53,6 +70,7 @@ fn file_backing_dir() -> std::path::PathBuf {
 /// Pages out random runs of guest memory `CYCLES` times while the guest runs epochs, then checks
 /// every word. Returns (pages paged out, pages seen out of memory at some check).
 fn hammer(backing: Backing, what: &str) {
+    let _shared = sharing_the_process();
     let Some(_swap) = swap_for_test(what) else {
         return;
     };
@@ -153,6 +171,10 @@ fn short_run(backing: Backing, policy: PolicyKind, workload: &str) -> ReclaimRun
 }
 
 fn controlled_run(backing: Backing, policy: PolicyKind, what: &str) {
+    let _process = match policy.needs_memcg() {
+        true => Err(owning_the_process()),
+        false => Ok(sharing_the_process()),
+    };
     let Some(_swap) = swap_for_test(what) else {
         return;
     };
@@ -219,6 +241,7 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
 #[test]
 fn psi_policy_reclaims_under_the_pressure_target() {
     const WHAT: &str = "run_once memfd psi";
+    let _alone = owning_the_process();
     if !std::path::Path::new("/proc/pressure/memory").exists() {
         skip(WHAT, "no PSI");
         return;
@@ -254,6 +277,7 @@ fn damon_policy_reclaims_or_is_refused_with_the_reason() {
     use agelab_mglru::kernel::damon::{DamonAdmin, DamonError};
     use agelab_mglru::reclaim::ReclaimRunError;
     const WHAT: &str = "run_once memfd damon";
+    let _shared = sharing_the_process();
     let Some(_swap) = swap_for_test(WHAT) else {
         return;
     };

@@ -291,11 +291,12 @@ impl DamonAdmin {
                 return Err(DamonError::ModuleRunning { module });
             }
         }
+        // Only a journaled kdamond of this admin tree holds it (tests run trees of plain files
+        // elsewhere, journaled like the real one).
         let held = Journal::system().live_changes().unwrap_or_default();
-        if let Some((owner, _)) = held
-            .into_iter()
-            .find(|(_, c)| matches!(c, HostChange::Kdamond { .. }))
-        {
+        if let Some((owner, _)) = held.into_iter().find(
+            |(_, c)| matches!(c, HostChange::Kdamond { dir, .. } if dir.starts_with(&self.root)),
+        ) {
             return Err(DamonError::HeldByAgelab { owner });
         }
         let ks = self.kdamonds()?;
