@@ -13,7 +13,7 @@ use agelab_vmm::testing::skip;
 use agelab_vmm::workload::Workload;
 use agelab_vmm::{Backing, Vm, VmConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 const CYCLES: u64 = 1000;
@@ -35,28 +35,50 @@ fn owning_the_process() -> RwLockWriteGuard<'static, ()> {
     PROCESS.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// zram swap for the test, or the reason to skip. Existing swap is used as is.
-fn swap_for_test(what: &str) -> Option<Option<ZramSwap>> {
+/// zram swap shared by the tests running at once: the first sets it up, the last one out tears
+/// it down (a test that found swap on must not lose it mid-run while pages are out). Swap that
+/// was on before the tests is used as is and never touched.
+static SWAP: Mutex<(usize, Option<ZramSwap>)> = Mutex::new((0, None));
+
+/// A test's use of [`SWAP`].
+struct SwapUse;
+
+impl Drop for SwapUse {
+    fn drop(&mut self) {
+        let mut s = SWAP.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 -= 1;
+        if s.0 == 0 {
+            s.1 = None;
+        }
+    }
+}
+
+/// zram swap for the test, or the reason to skip.
+fn swap_for_test(what: &str) -> Option<SwapUse> {
     if !std::path::Path::new("/dev/kvm").exists() {
         skip(what, "no /dev/kvm");
         return None;
     }
-    match SwapStatus::read() {
-        Ok(s) if s.any() => return Some(None),
-        Ok(_) => {}
-        Err(e) => {
-            skip(what, &e.to_string());
-            return None;
+    let mut s = SWAP.lock().unwrap_or_else(|e| e.into_inner());
+    if s.0 == 0 {
+        match SwapStatus::read() {
+            Ok(st) if st.any() => {}
+            Ok(_) => match ZramSwap::setup(0, 256 << 20, Duration::from_secs(1200)) {
+                Ok(z) => s.1 = Some(z),
+                Err(e @ (SwapError::NoDevice { .. } | SwapError::InUse { .. })) => {
+                    skip(what, &e.to_string());
+                    return None;
+                }
+                Err(e) => panic!("{what}: zram setup: {e}"),
+            },
+            Err(e) => {
+                skip(what, &e.to_string());
+                return None;
+            }
         }
     }
-    match ZramSwap::setup(0, 256 << 20, Duration::from_secs(1200)) {
-        Ok(z) => Some(Some(z)),
-        Err(e @ (SwapError::NoDevice { .. } | SwapError::InUse { .. })) => {
-            skip(what, &e.to_string());
-            None
-        }
-        Err(e) => panic!("{what}: zram setup: {e}"),
-    }
+    s.0 += 1;
+    Some(SwapUse)
 }
 
 fn file_backing_dir() -> std::path::PathBuf {
