@@ -25,21 +25,27 @@ struct Outcome {
     guided: Option<GuidedStats>,
 }
 
-fn run(guided: bool) -> Option<Outcome> {
-    let spec: WorkloadSpec = "hotcold:hot=10%,p=100%,op=read".parse().unwrap();
-    let mem = 32 << 20;
+/// A memfd-backed VM of `mem` bytes and `vcpus` vCPUs for `spec`, or `None` (with the skip
+/// printed for `what`) where uffd-minor cannot watch it.
+fn memfd_vm(what: &str, spec: &WorkloadSpec, mem: u64, vcpus: usize) -> Option<Vm> {
     let vm = Vm::new(VmConfig {
-        vcpus: 2,
+        vcpus,
         mem_bytes: mem,
         backing: Backing::Memfd,
-        heap_bytes: agelab_vmm::workload::heap_bytes(&spec, mem),
+        heap_bytes: agelab_vmm::workload::heap_bytes(spec, mem),
         ..Default::default()
     })
     .unwrap();
     if let Err(why) = UffdMinorSource::supported(vm.page_map()) {
-        agelab_vmm::testing::skip("uffd-minor guided arming", &why.0);
+        agelab_vmm::testing::skip(what, &why.0);
         return None;
     }
+    Some(vm)
+}
+
+fn run(guided: bool) -> Option<Outcome> {
+    let spec: WorkloadSpec = "hotcold:hot=10%,p=100%,op=read".parse().unwrap();
+    let vm = memfd_vm("uffd-minor guided arming", &spec, 32 << 20, 2)?;
     let map = vm.page_map().clone();
     let pages = map.len();
     let mut engine = Engine::new(
@@ -173,19 +179,9 @@ fn oldest_generations_armed_age_hot_and_cold_right_with_far_fewer_faults() {
 #[test]
 fn arm_only_observes_exactly_the_set() {
     let spec: WorkloadSpec = "uniform-read:ops=4000".parse().unwrap();
-    let mem = 8 << 20;
-    let vm = Vm::new(VmConfig {
-        vcpus: 1,
-        mem_bytes: mem,
-        backing: Backing::Memfd,
-        heap_bytes: agelab_vmm::workload::heap_bytes(&spec, mem),
-        ..Default::default()
-    })
-    .unwrap();
-    if let Err(why) = UffdMinorSource::supported(vm.page_map()) {
-        agelab_vmm::testing::skip("uffd-minor arm_only", &why.0);
+    let Some(vm) = memfd_vm("uffd-minor arm_only", &spec, 8 << 20, 1) else {
         return;
-    }
+    };
     let map = vm.page_map().clone();
     let pages = map.len();
     let mut src = UffdMinorSource::new(&map, UffdMinorConfig::default()).unwrap();

@@ -78,6 +78,26 @@ fn timeout_kills_the_guest() {
     );
 }
 
+/// Boots `image` as the kernel: the lab exits 1 with a hint about the kernel image; returns its
+/// stderr.
+fn refused_as_a_kernel_image(image: &std::path::Path) -> String {
+    let out = lab(&[
+        "--kernel-image",
+        image.to_str().unwrap(),
+        "--boot-timeout",
+        "60s",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("kernel image"),
+        "no hint about the kernel image: {err}"
+    );
+    err
+}
+
 #[test]
 fn corrupt_kernel_image_is_reported() {
     if skip() {
@@ -90,20 +110,7 @@ fn corrupt_kernel_image_is_reported() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&garbage, noise).unwrap();
-    let out = lab(&[
-        "--kernel-image",
-        garbage.to_str().unwrap(),
-        "--boot-timeout",
-        "60s",
-        "--",
-        "true",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("kernel image"),
-        "no hint about the kernel image: {err}"
-    );
+    refused_as_a_kernel_image(&garbage);
 
     // A real bzImage cut short: QEMU loads it, the decompressor fails.
     let ok = lab(&["--kernel", KERNEL, "--", "true"]);
@@ -118,20 +125,7 @@ fn corrupt_kernel_image_is_reported() {
     let image = std::fs::read(kdir.join(current.trim()).join("vmlinuz")).unwrap();
     let truncated = dir.join("truncated");
     std::fs::write(&truncated, &image[..image.len() / 3]).unwrap();
-    let out = lab(&[
-        "--kernel-image",
-        truncated.to_str().unwrap(),
-        "--boot-timeout",
-        "60s",
-        "--",
-        "true",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("kernel image"),
-        "no hint about the kernel image: {err}"
-    );
+    let err = refused_as_a_kernel_image(&truncated);
     assert!(err.contains("console"), "no console tail: {err}");
 }
 

@@ -239,12 +239,7 @@ fn minor(a: &Args) {
         }
         std::io::stdout().flush().ok();
     }
-    let v = w.verify().expect("verify");
-    println!(
-        "verify after all runs: {} words, {} mismatches",
-        v.words, v.mismatches
-    );
-    w.finish().ok();
+    verify_and_finish(w);
 }
 
 fn wp(a: &Args) {
@@ -327,6 +322,11 @@ fn wp(a: &Args) {
             written / a.reps as u64
         );
     }
+    verify_and_finish(w);
+}
+
+/// Checks every word the guest wrote, prints the count, and stops the guest.
+fn verify_and_finish(mut w: Workload) {
     let v = w.verify().expect("verify");
     println!(
         "verify after all runs: {} words, {} mismatches",

@@ -46,17 +46,10 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsErro
             "agelab lab: cross-building static binaries for {} ({script})",
             arch.rust_target
         );
-        let status = Command::new(ws.join(script))
-            .arg("bins")
-            .current_dir(&ws)
-            .status()
-            .map_err(StaticBinsError::Spawn)?;
-        if !status.success() {
-            return Err(StaticBinsError::Build {
-                target: arch.rust_target.to_string(),
-                status: status.to_string(),
-            });
-        }
+        run_build(
+            Command::new(ws.join(script)).arg("bins").current_dir(&ws),
+            arch.rust_target,
+        )?;
         let release = ws.join("target").join(arch.rust_target).join("release");
         return Ok(vec![release.join("examples"), release]);
     }
@@ -69,7 +62,8 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsErro
         "agelab lab: building static binaries for {} (target/lab)",
         arch.rust_target
     );
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .current_dir(&ws)
         .env("RUSTFLAGS", rustflags.trim())
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -84,17 +78,22 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsErro
         ])
         .arg(arch.rust_target)
         .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .map_err(StaticBinsError::Spawn)?;
+        .arg(&target_dir);
+    run_build(&mut build, arch.rust_target)?;
+    let release = target_dir.join(arch.rust_target).join("release");
+    Ok(vec![release.join("examples"), release])
+}
+
+/// Runs a build of `target`'s binaries; a build that fails is an error naming the target.
+fn run_build(build: &mut Command, target: &str) -> Result<(), StaticBinsError> {
+    let status = build.status().map_err(StaticBinsError::Spawn)?;
     if !status.success() {
         return Err(StaticBinsError::Build {
-            target: arch.rust_target.to_string(),
+            target: target.to_string(),
             status: status.to_string(),
         });
     }
-    let release = target_dir.join(arch.rust_target).join("release");
-    Ok(vec![release.join("examples"), release])
+    Ok(())
 }
 
 /// True for cargo's hashed copies of examples (`name-0123456789abcdef`), which duplicate `name`.

@@ -408,11 +408,11 @@ mod tests {
         assert_eq!(console_tail("\r\n", 10), "(no console output)");
     }
 
-    #[test]
-    fn arm64_channels_are_pci_serial_ports() {
-        let arch = super::super::arch::find_arch("arm64").unwrap();
+    /// The QEMU command of a TCG boot of `arch` with run directory `run_dir`.
+    fn tcg_command(arch: &str, run_dir: &str) -> Command {
+        let arch = super::super::arch::find_arch(arch).unwrap();
         let machine = super::super::accel::qemu_args(arch, super::super::accel::Accel::Tcg);
-        let b = Boot {
+        qemu_command(&Boot {
             arch,
             kernel: Path::new("/k"),
             initrd: Path::new("/i"),
@@ -422,10 +422,14 @@ mod tests {
             append: "",
             timeout: Duration::from_secs(1),
             boot_timeout: Duration::from_secs(1),
-            run_dir: Path::new("/r"),
+            run_dir: Path::new(run_dir),
             output: OutputMode::Capture,
-        };
-        let joined = qemu_command(&b)
+        })
+    }
+
+    #[test]
+    fn arm64_channels_are_pci_serial_ports() {
+        let joined = tcg_command("arm64", "/r")
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -441,22 +445,7 @@ mod tests {
 
     #[test]
     fn command_line() {
-        let arch = super::super::arch::find_arch("x86_64").unwrap();
-        let machine = super::super::accel::qemu_args(arch, super::super::accel::Accel::Tcg);
-        let b = Boot {
-            arch,
-            kernel: Path::new("/k"),
-            initrd: Path::new("/i"),
-            mem: "2G",
-            smp: 2,
-            machine: &machine,
-            append: "",
-            timeout: Duration::from_secs(1),
-            boot_timeout: Duration::from_secs(1),
-            run_dir: Path::new("/run,dir"),
-            output: OutputMode::Capture,
-        };
-        let cmd = qemu_command(&b);
+        let cmd = tcg_command("x86_64", "/run,dir");
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
