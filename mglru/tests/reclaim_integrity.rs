@@ -193,10 +193,7 @@ fn short_run(backing: Backing, policy: PolicyKind, workload: &str) -> ReclaimRun
 }
 
 fn controlled_run(backing: Backing, policy: PolicyKind, what: &str) {
-    let _process = match policy.needs_memcg() {
-        true => Err(owning_the_process()),
-        false => Ok(sharing_the_process()),
-    };
+    let _shared = sharing_the_process();
     let Some(_swap) = swap_for_test(what) else {
         return;
     };
@@ -242,19 +239,36 @@ fn engine_regions_policy_reclaims_cold_pages_of_memfd_guest() {
     );
 }
 
+/// `memcg-limit`: a lasting hard limit stepped down at 5 % of memory per second (at most 16 %
+/// in this run), far above the 13 MiB hot set; the kernel picks the pages. At the short run's
+/// 20 %/s, under CPU load, the kernel could not reclaim fast enough at the limit and OOM-killed
+/// the test process — the peer's known failure (see the README), not what this test is about.
 #[test]
 fn memcg_limit_policy_reclaims_through_the_kernel() {
+    const WHAT: &str = "run_once anon memcg-limit";
+    let _alone = owning_the_process();
     if !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
         && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     {
-        skip("run_once memcg-limit", "no memory cgroup");
+        skip(WHAT, "no memory cgroup");
         return;
     }
-    controlled_run(
+    let Some(_swap) = swap_for_test(WHAT) else {
+        return;
+    };
+    let mut cfg = short_run(
         Backing::Anon,
         PolicyKind::MemcgLimit,
-        "run_once anon memcg-limit",
+        "hotcold:hot=20%,p=100%,op=write",
     );
+    cfg.controller.max_step_pct = 5.0;
+    let r = run_once(&cfg).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
+    eprintln!(
+        "{WHAT}: reclaimed {} pages, cold out {}/{}, refaults {}, verify {} wrong",
+        r.reclaimed, r.cold_reclaimed, r.cold_pages, r.refaults, r.verify_mismatches
+    );
+    assert_eq!(r.verify_mismatches, 0);
+    assert!(r.reclaimed > 0, "{WHAT}: the kernel reclaimed nothing");
 }
 
 /// `psi` on this host's memcg (v1: the limit stepped while the guest is paused; pressure from a
