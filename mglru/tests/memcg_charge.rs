@@ -163,17 +163,7 @@ fn private_memory_is_charged_from_inside_only() {
     // From inside: joining moves every thread of a process, so a separate process (this test
     // binary running only `private_child`) makes its own memcg, joins it and charges its own
     // anonymous memory.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "private_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
+    let (_, out) = agelab_vmm::testing::run_test_in_child("private_child", CHILD_ENV);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

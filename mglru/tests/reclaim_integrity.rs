@@ -6,11 +6,12 @@
 
 use agelab_guest::rng::SplitMix64;
 use agelab_mglru::journal::{HostChange, Journal};
+use agelab_mglru::kernel::memcg::parse_memory_stat;
 use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZramSwap};
 use agelab_mglru::reclaim::{
     run_once, PolicyKind, ReclaimAction, ReclaimRunConfig, Reclaimer, ResidencyScanner,
 };
-use agelab_vmm::testing::skip;
+use agelab_vmm::testing::{run_test_in_child, skip};
 use agelab_vmm::workload::Workload;
 use agelab_vmm::{Backing, Vm, VmConfig};
 use std::io::Write;
@@ -263,17 +264,7 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
         skip(WHAT, "no memory cgroup");
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "memcg_limit_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(MEMCG_LIMIT_CHILD, "1")
-        .output()
-        .unwrap();
+    let (pid, out) = run_test_in_child("memcg_limit_child", MEMCG_LIMIT_CHILD);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -286,12 +277,11 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
         // The child's memcg and zram swap are still journaled: read the memcg's OOM count,
         // then restore both as any agelab command would.
         let journal = Journal::system();
-        let pid = child_pid(&text);
         let oom_kills: u64 = journal
             .all_changes()
             .unwrap()
             .iter()
-            .filter(|(o, _)| Some(o.pid) == pid)
+            .filter(|(o, _)| o.pid == pid as i32)
             .filter_map(|(_, c)| match c {
                 HostChange::Memcg { dir, .. } => Some(memcg_oom_kills(dir)),
                 _ => None,
@@ -317,25 +307,15 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
     assert!(out.status.success(), "{WHAT}: the child failed:\n{text}");
 }
 
-/// The pid the child printed (`child pid N`, after the harness's `test NAME ... `), to find
-/// its journal entries.
-fn child_pid(text: &str) -> Option<i32> {
-    text.lines()
-        .find_map(|l| l.split("child pid ").nth(1))
-        .and_then(|p| p.trim().parse().ok())
-}
-
-/// `oom_kill` of a memcg: v1 `memory.oom_control`, v2 `memory.events` (0 when unreadable).
+/// `oom_kill` of a memcg: v1 `memory.oom_control`, v2 `memory.events` (both `key value`
+/// lines, as `memory.stat`; 0 when unreadable).
 fn memcg_oom_kills(dir: &std::path::Path) -> u64 {
     ["memory.oom_control", "memory.events"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .flat_map(|t| {
-            t.lines()
-                .filter_map(|l| l.strip_prefix("oom_kill "))
-                .filter_map(|v| v.trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|t| parse_memory_stat(&t))
+        .filter(|(k, _)| k == "oom_kill")
+        .map(|(_, v)| v)
         .sum()
 }
 
@@ -350,8 +330,6 @@ fn memcg_limit_child() {
             "runs only as a child of memcg_limit_policy_reclaims_through_the_kernel",
         );
     }
-    println!("child pid {}", std::process::id());
-    std::io::stdout().flush().unwrap();
     let Some(_swap) = swap_for_test(WHAT) else {
         return;
     };
