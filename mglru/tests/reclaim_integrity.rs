@@ -257,6 +257,8 @@ const MEMCG_LIMIT_CHILD: &str = "AGELAB_TEST_MEMCG_LIMIT_CHILD";
 fn memcg_limit_policy_reclaims_through_the_kernel() {
     use std::os::unix::process::ExitStatusExt;
     const WHAT: &str = "run_once anon memcg-limit";
+    // Alone although the child is another process: it sets up its own zram swap, which no test
+    // here may share or tear down meanwhile.
     let _alone = owning_the_process();
     if !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
         && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
