@@ -361,6 +361,20 @@ impl HostMapping {
         }
     }
 
+    /// `MADV_DONTFORK`, as QEMU does for guest RAM: a `fork` anywhere in the process (a helper
+    /// child, a library) neither copies guest memory nor write-protects the parent's private pages
+    /// for copy-on-write, which would invalidate KVM's mappings of them through the MMU notifier
+    /// (every page re-faulted, reads of pages the guest wrote before logged dirty again).
+    fn exclude_from_fork(&self) -> Result<(), MemoryError> {
+        // SAFETY: advising our own mapping; MADV_DONTFORK changes no data and no mapping of this
+        // process.
+        let rc = unsafe { libc::madvise(self.addr.cast(), self.len, libc::MADV_DONTFORK) };
+        if rc != 0 {
+            return Err(os("madvise(MADV_DONTFORK)"));
+        }
+        Ok(())
+    }
+
     fn anon(len: usize, extra_flags: i32) -> Result<Self, MemoryError> {
         let align = HUGE_2M as usize;
         // Over-reserve so the mapping can start on a 2 MiB boundary (THP and huge SPTEs need it).
@@ -384,11 +398,13 @@ impl HostMapping {
             return Err(os("mmap(guest memory)"));
         }
         if reserve == len {
-            return Ok(HostMapping {
+            let m = HostMapping {
                 addr: raw.cast(),
                 len,
                 file: None,
-            });
+            };
+            m.exclude_from_fork()?;
+            return Ok(m);
         }
         let start = (raw as usize).next_multiple_of(align);
         let head = start - raw as usize;
@@ -402,11 +418,13 @@ impl HostMapping {
                 libc::munmap((start + len) as *mut libc::c_void, tail);
             }
         }
-        Ok(HostMapping {
+        let m = HostMapping {
             addr: start as *mut u8,
             len,
             file: None,
-        })
+        };
+        m.exclude_from_fork()?;
+        Ok(m)
     }
 
     fn shared(file: File, len: usize) -> Result<Self, MemoryError> {
@@ -429,11 +447,13 @@ impl HostMapping {
         if raw == libc::MAP_FAILED {
             return Err(os("mmap(shared guest memory)"));
         }
-        Ok(HostMapping {
+        let m = HostMapping {
             addr: raw.cast(),
             len,
             file: Some(file),
-        })
+        };
+        m.exclude_from_fork()?;
+        Ok(m)
     }
 }
 

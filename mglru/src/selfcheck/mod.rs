@@ -60,6 +60,9 @@ pub enum SelfcheckError {
     /// The self-check guest failed.
     #[error(transparent)]
     Guest(#[from] MemstressError),
+    /// The negative control's disturbance could not be made.
+    #[error("self-check control (invalidating KVM's mappings): {0}")]
+    Control(#[source] std::io::Error),
     /// Too little memory for the layout.
     #[error("self-check needs at least 16 pages of test memory, got {0}")]
     TooSmall(u64),
@@ -78,6 +81,20 @@ pub struct SelfcheckOptions {
     pub kinds: Vec<Kind>,
     /// How long the guest keeps touching for sampling sources (DAMON), harvest at 3/4 of it.
     pub sampling_window: Duration,
+    /// A disturbance made on purpose in every measurement: the negative control of the checks
+    /// that judge the self-check's figures.
+    pub control: Option<Control>,
+}
+
+/// A disturbance the self-check can make on purpose between arming a source and the guest's
+/// accesses, so that the checks built on its figures can be seen failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Invalidates KVM's mappings of the test memory (an `mprotect` read-only and back, an
+    /// MMU-notifier invalidation of that range only), as a process-wide `clear_refs` write or a
+    /// `fork` of a process with private guest memory does: every page the guest touches next
+    /// re-faults in KVM.
+    InvalidateMappings,
 }
 
 impl Default for SelfcheckOptions {
@@ -88,6 +105,7 @@ impl Default for SelfcheckOptions {
             sources: Vec::new(),
             kinds: Kind::ALL.to_vec(),
             sampling_window: Duration::from_secs(2),
+            control: None,
         }
     }
 }
@@ -272,6 +290,10 @@ fn measure(
     if let Err(e) = source.harvest() {
         return Ok(KindResult::failed(kind, e.to_string()));
     }
+    if opts.control == Some(Control::InvalidateMappings) {
+        invalidate_mappings(g.vm().page_map())?;
+    }
+    let faults_before = kvm_faults(g.vm());
     let mut harvest = None;
     let rounds = if source_kind.samples_over_time() {
         let w = opts.sampling_window;
@@ -283,6 +305,9 @@ fn measure(
         harvest = Some(source.harvest());
         1
     };
+    let kvm_faults = faults_before
+        .zip(kvm_faults(g.vm()))
+        .map(|(a, b)| b.saturating_sub(a));
     let h = match harvest.expect("harvested above") {
         Ok(h) => h,
         Err(e) => return Ok(KindResult::failed(kind, e.to_string())),
@@ -296,5 +321,32 @@ fn measure(
         opts.mem_bytes,
         rounds,
         source.granularity(),
-    ))
+    )
+    .with_kvm_faults(source_kind, kvm_faults))
+}
+
+/// Page faults KVM fixed for the VM's vCPUs so far (`pf_fixed`), where KVM exposes it.
+fn kvm_faults(vm: &Vm) -> Option<u64> {
+    let stats = vm.stats().ok()?;
+    stats
+        .vcpus
+        .iter()
+        .map(|v| v.get("pf_fixed").copied())
+        .sum::<Option<u64>>()
+}
+
+/// [`Control::InvalidateMappings`]: `mprotect` every range read-only and back.
+fn invalidate_mappings(map: &agelab_vmm::GuestPageMap) -> Result<(), SelfcheckError> {
+    for r in map.ranges() {
+        let len = (r.pages * agelab_vmm::PAGE_SIZE) as usize;
+        for prot in [libc::PROT_READ, libc::PROT_READ | libc::PROT_WRITE] {
+            // SAFETY: the range is the VM's own guest memory mapping, mapped read-write by the
+            // VMM; it is made read-only only while the guest is stopped between rounds and made
+            // read-write again at once, so no access sees the read-only protection.
+            if unsafe { libc::mprotect(r.hva as *mut libc::c_void, len, prot) } != 0 {
+                return Err(SelfcheckError::Control(std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
 }

@@ -26,6 +26,13 @@ pub struct KindResult {
     pub write_recall: Option<f64>,
     /// Untouched pages reported accessed.
     pub untouched_reported: u64,
+    /// Reported pages the source should not have reported (accessed in a way it cannot see, or
+    /// not at all).
+    pub false_positives: u64,
+    /// Page faults KVM fixed for the guest during the measurement (`pf_fixed`), where exposed.
+    pub kvm_faults: Option<u64>,
+    /// Why the false positives happened, where the measurement shows it.
+    pub cause: Option<String>,
     /// Guest rounds over the sets before the harvest.
     pub rounds: u64,
     /// Harvest wall time in ns.
@@ -90,12 +97,34 @@ impl KindResult {
                 None
             },
             untouched_reported: untouched.count(),
+            false_positives: c.false_pos,
+            kvm_faults: None,
+            cause: None,
             rounds,
             harvest_ns: h.cost.ns,
             ms_per_gib: h.cost.ns as f64 / 1e6 / gib,
             granularity,
             error: None,
         }
+    }
+
+    /// Adds the KVM faults taken during the measurement and, for a source reading KVM's dirty
+    /// tracking, names the cause of false positives that KVM's re-faults explain: a page KVM
+    /// re-faults after its mapping was invalidated is mapped writable on a read where the host and
+    /// guest page tables allow it, and KVM logs it dirty.
+    pub fn with_kvm_faults(mut self, kind: SourceKind, faults: Option<u64>) -> Self {
+        self.kvm_faults = faults;
+        if let Some(f) = faults.filter(|&f| f > 0) {
+            if kind.logs_kvm_writes() && self.false_positives > 0 {
+                self.cause = Some(format!(
+                    "{} pages logged written that the guest did not write: KVM re-faulted {f} \
+                     pages (pf_fixed) after its mappings were invalidated, and maps a re-faulted \
+                     read writable, logging it dirty",
+                    self.false_positives
+                ));
+            }
+        }
+        self
     }
 
     /// A measurement that could not be made.
@@ -109,6 +138,9 @@ impl KindResult {
             read_recall: None,
             write_recall: None,
             untouched_reported: 0,
+            false_positives: 0,
+            kvm_faults: None,
+            cause: None,
             rounds: 0,
             harvest_ns: 0,
             ms_per_gib: 0.0,
@@ -326,7 +358,7 @@ impl SelfcheckReport {
         );
         let _ = writeln!(
             s,
-            "{:<14} {:<6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10}  note",
+            "{:<14} {:<6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10} {:>10}  note",
             "source",
             "kind",
             "expected",
@@ -336,7 +368,8 @@ impl SelfcheckReport {
             "read_rec",
             "write_rec",
             "untouched",
-            "ms/GiB"
+            "ms/GiB",
+            "kvm_faults"
         );
         for src in &self.sources {
             if src.kinds.is_empty() {
@@ -365,9 +398,13 @@ impl SelfcheckReport {
                 if src.source == SourceKind::PageIdle.name() && k.recall.is_some_and(|r| r < 0.99) {
                     note.push_str("lossy: accesses through KVM lost");
                 }
+                if let Some(c) = &k.cause {
+                    note.push_str(c);
+                }
+                let faults = k.kvm_faults.map_or("-".into(), |f| f.to_string());
                 let _ = writeln!(
                     s,
-                    "{:<14} {:<6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10.2}  {note}",
+                    "{:<14} {:<6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10.2} {faults:>10}  {note}",
                     src.source,
                     k.kind.as_str(),
                     k.expected,

@@ -138,6 +138,16 @@ impl SourceKind {
         )
     }
 
+    /// Whether it reads KVM's own dirty tracking, which marks a page dirty whenever KVM installs
+    /// a writable mapping of it: also on a *read* fault, where the host and guest page tables
+    /// allow writes (a page re-faulted after an invalidation of KVM's mappings).
+    pub const fn logs_kvm_writes(self) -> bool {
+        matches!(
+            self,
+            SourceKind::KvmDirtyLog | SourceKind::KvmClearLog | SourceKind::KvmDirtyRing
+        )
+    }
+
     /// Whether it samples over time (DAMON), so measuring it needs the guest to keep touching.
     pub const fn samples_over_time(self) -> bool {
         matches!(self, SourceKind::DamonVaddr | SourceKind::DamonPaddr)

@@ -3,9 +3,7 @@
 
 use super::SourceKind;
 use crate::kernel::pagemap::Pagemap;
-use crate::kernel::soft_dirty::{
-    clear_soft_dirty, probe_soft_dirty, written_pages, SoftDirtyError,
-};
+use crate::kernel::soft_dirty::{clear_soft_dirty, written_pages, SoftDirtyError, SoftDirtyProbe};
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PAGE_SIZE};
 use std::time::Instant;
@@ -17,14 +15,15 @@ const NAME: &str = SourceKind::SoftDirty.name();
 pub struct SoftDirtySource {
     map: GuestPageMap,
     pagemap: Result<Pagemap, String>,
-    probe: Result<(), String>,
+    probe: Result<SoftDirtyProbe, String>,
 }
 
 impl SoftDirtySource {
-    /// A source over `map`'s pages; probes soft-dirty support once.
+    /// A source over `map`'s pages; probes soft-dirty support once, without clearing anything
+    /// (see [`SoftDirtyProbe`]: building a source disturbs no VM of the process).
     pub fn new(map: GuestPageMap) -> Self {
         let pagemap = Pagemap::open_self().map_err(|e| e.to_string());
-        let probe = probe_soft_dirty().map_err(|e| e.to_string());
+        let probe = SoftDirtyProbe::new().map_err(|e| e.to_string());
         SoftDirtySource {
             map,
             pagemap,
@@ -34,7 +33,20 @@ impl SoftDirtySource {
 
     /// Clears soft-dirty so the first harvest reports only new writes.
     pub fn arm(&mut self) -> Result<(), HarvestError> {
-        clear_soft_dirty().map_err(err)
+        self.clear()
+    }
+
+    /// Clears soft-dirty (process-wide: every KVM mapping of the process is invalidated, see
+    /// [`crate::kernel::soft_dirty`]) and checks on the probe page that the clear cleared.
+    fn clear(&self) -> Result<(), HarvestError> {
+        clear_soft_dirty().map_err(err)?;
+        match &self.probe {
+            Ok(p) => p.check_cleared().map_err(err),
+            Err(reason) => Err(HarvestError::Unavailable {
+                source_name: NAME.into(),
+                reason: reason.clone(),
+            }),
+        }
     }
 }
 
@@ -57,7 +69,10 @@ impl AccessSource for SoftDirtySource {
     }
     fn available(&self) -> Result<(), Unavailable> {
         self.pagemap.as_ref().map_err(|e| Unavailable(e.clone()))?;
-        self.probe.clone().map_err(Unavailable)
+        self.probe
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| Unavailable(e.clone()))
     }
     fn harvest(&mut self) -> Result<Harvest, HarvestError> {
         if let Err(reason) = self.available() {
@@ -69,7 +84,7 @@ impl AccessSource for SoftDirtySource {
         let pm = self.pagemap.as_ref().expect("checked by available()");
         let t = Instant::now();
         let entries = pm.guest_entries(&self.map).map_err(|e| err(e.into()))?;
-        clear_soft_dirty().map_err(err)?;
+        self.clear()?;
         Ok(Harvest {
             accessed: written_pages(&entries),
             observed: None,
