@@ -14,8 +14,10 @@
 //! Layout of `P` test pages: read set `[0, P/4)`, write set `[P/4, P/2)`, the rest untouched (the
 //! pool false positives come from).
 
+pub mod interference;
 pub mod report;
 
+pub use interference::Interference;
 pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, SourceResult};
 
 use crate::kernel::damon::DamonAttrs;
@@ -191,7 +193,77 @@ fn set_of(r: &Pages, pages: u64) -> PageSet {
     s
 }
 
-/// Runs the self-check; a source that cannot run here is reported with its reason.
+/// A running self-check guest (every test page faulted in) and the sources built on it before
+/// its vCPUs started (the KVM kinds and uffd-minor), in the order asked.
+struct CheckGuest {
+    g: Memstress,
+    pages: u64,
+    fault_in: Duration,
+    before_start: Vec<(SourceKind, Box<dyn AccessSource>)>,
+}
+
+impl CheckGuest {
+    fn start(opts: &SelfcheckOptions, names: &[SourceKind]) -> Result<Self, SelfcheckError> {
+        let mut vm = Vm::new(VmConfig {
+            vcpus: 1,
+            mem_bytes: opts.mem_bytes,
+            backing: opts.backing.clone(),
+            slots: 1,
+            dirty_ring_entries: catalog::wants_dirty_ring(names).then_some(4096),
+            ..Default::default()
+        })?;
+        let pages = vm.page_map().len();
+        if pages < 16 {
+            return Err(SelfcheckError::TooSmall(pages));
+        }
+        let before_start = names
+            .iter()
+            .filter(|k| k.built_before_start())
+            .filter_map(|&k| build_source(k, &mut vm).map(|s| (k, s)))
+            .collect();
+        let mut g = Memstress::with_vm(vm, false)?;
+        g.start()?;
+        // Fault everything in: every page resident, with a PFN and a KVM mapping.
+        let t = Instant::now();
+        g.touch(&(0..0), &(0..pages))?;
+        Ok(CheckGuest {
+            g,
+            pages,
+            fault_in: t.elapsed(),
+            before_start,
+        })
+    }
+
+    /// The source of `kind`: the one built before start, else built now.
+    fn source(&mut self, kind: SourceKind) -> Option<Box<dyn AccessSource>> {
+        match self.before_start.iter().position(|(k, _)| *k == kind) {
+            Some(i) => Some(self.before_start.remove(i).1),
+            None if kind.built_before_start() => None,
+            None => build_source(kind, self.g.vm_mut()),
+        }
+    }
+}
+
+/// Why a built source is not judged, if it is not: it reports residency, or cannot run here.
+fn not_judged(kind: SourceKind, source: Option<&dyn AccessSource>) -> Option<SourceResult> {
+    let name = kind.name();
+    let residency =
+        || SourceResult::not_judged(name, Observes::Presence, "reports residency, not accesses");
+    let Some(source) = source else {
+        return Some(residency());
+    };
+    if source.observes() == Observes::Presence {
+        return Some(residency());
+    }
+    source
+        .available()
+        .err()
+        .map(|r| SourceResult::unavailable(name, source.observes(), &r.0))
+}
+
+/// Runs the self-check; a source that cannot run here is reported with its reason. Every
+/// source is measured alone; where several can run, they are then measured together, as a run
+/// arms them, and [`SelfcheckReport::interference`] lists where a source's figures change.
 pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
     let t0 = Instant::now();
     let names: Vec<SourceKind> = opts
@@ -200,69 +272,43 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
         .copied()
         .filter(|k| *k != SourceKind::Oracle)
         .collect();
-    let cfg = VmConfig {
-        vcpus: 1,
-        mem_bytes: opts.mem_bytes,
-        backing: opts.backing.clone(),
-        slots: 1,
-        dirty_ring_entries: catalog::wants_dirty_ring(&names).then_some(4096),
-        ..Default::default()
-    };
-    let mut vm = Vm::new(cfg)?;
-    let pages = vm.page_map().len();
-    if pages < 16 {
-        return Err(SelfcheckError::TooSmall(pages));
-    }
-    let mut before_start: Vec<Box<dyn AccessSource>> = names
-        .iter()
-        .filter(|k| k.built_before_start())
-        .filter_map(|&k| build_source(k, &mut vm))
-        .collect::<Vec<_>>();
-    before_start.reverse();
-    let mut g = Memstress::with_vm(vm, false)?;
-    g.start()?;
-    // Fault everything in: every page resident, with a PFN and a KVM mapping.
-    let t = Instant::now();
-    g.touch(&(0..0), &(0..pages))?;
-    let fault_in = t.elapsed();
+    let mut guest = CheckGuest::start(opts, &names)?;
+    let pages = guest.pages;
     let mut results = Vec::new();
     for &kind in &names {
-        let name = kind.name();
-        let source = if kind.built_before_start() {
-            before_start.pop()
-        } else {
-            build_source(kind, g.vm_mut())
-        };
-        let Some(mut source) = source else {
-            results.push(SourceResult::not_judged(
-                name,
-                Observes::Presence,
-                "reports residency, not accesses",
-            ));
-            continue;
-        };
-        if source.observes() == Observes::Presence {
-            results.push(SourceResult::not_judged(
-                name,
-                Observes::Presence,
-                "reports residency, not accesses",
-            ));
+        let source = guest.source(kind);
+        if let Some(r) = not_judged(kind, source.as_deref()) {
+            results.push(r);
             continue;
         }
-        if let Err(r) = source.available() {
-            results.push(SourceResult::unavailable(name, source.observes(), &r.0));
-            continue;
-        }
-        let mut r = SourceResult::new(name, source.observes());
+        let mut source = source.expect("judged sources exist");
+        let mut r = SourceResult::new(kind.name(), source.observes());
         for &k in &opts.kinds {
+            let mut one: [(SourceKind, &mut dyn AccessSource); 1] = [(kind, source.as_mut())];
             r.kinds
-                .push(measure(&mut g, source.as_mut(), kind, k, pages, opts)?);
+                .extend(measure(&mut guest.g, &mut one, k, pages, opts)?);
         }
         results.push(r);
         // Dropping the source stops its kdamond / unregisters its uffd before the next one runs.
         drop(source);
     }
-    drop(g);
+    let fault_in = guest.fault_in;
+    drop(guest);
+    let judged: Vec<SourceKind> = names
+        .iter()
+        .copied()
+        .filter(|k| k.in_runs())
+        .filter(|k| {
+            results
+                .iter()
+                .any(|r| r.source == k.name() && r.available && !r.kinds.is_empty())
+        })
+        .collect();
+    let interference = if judged.len() > 1 {
+        Some(interference::find(opts, &judged, &results)?)
+    } else {
+        None
+    };
     Ok(SelfcheckReport {
         mem_bytes: opts.mem_bytes,
         backing: opts.backing.to_string(),
@@ -272,57 +318,71 @@ pub fn run(opts: &SelfcheckOptions) -> Result<SelfcheckReport, SelfcheckError> {
         fault_in_ms: fault_in.as_secs_f64() * 1e3,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
         sources: results,
+        interference,
     })
 }
 
+/// Measures `sources` together on one kind of access: each is armed (harvested), the guest
+/// makes the kind's accesses, each is harvested and judged, in the order given (a run's order).
 fn measure(
     g: &mut Memstress,
-    source: &mut dyn AccessSource,
-    source_kind: SourceKind,
+    sources: &mut [(SourceKind, &mut dyn AccessSource)],
     kind: Kind,
     pages: u64,
     opts: &SelfcheckOptions,
-) -> Result<KindResult, SelfcheckError> {
+) -> Result<Vec<KindResult>, SelfcheckError> {
     let (read, write) = sets(kind, pages);
     let truth_read = set_of(&read, pages);
     let truth_write = set_of(&write, pages);
     // Arm: forget everything before this measurement.
-    if let Err(e) = source.harvest() {
-        return Ok(KindResult::failed(kind, e.to_string()));
-    }
+    let mut armed: Vec<Result<(), String>> = sources
+        .iter_mut()
+        .map(|(_, s)| s.harvest().map(drop).map_err(|e| e.to_string()))
+        .collect();
     if opts.control == Some(Control::InvalidateMappings) {
         invalidate_mappings(g.vm().page_map())?;
     }
     let faults_before = kvm_faults(g.vm());
-    let mut harvest = None;
-    let rounds = if source_kind.samples_over_time() {
+    let mut harvests: Vec<Option<Result<crate::source::Harvest, String>>> =
+        sources.iter().map(|_| None).collect();
+    let mut harvest_all = |sources: &mut [(SourceKind, &mut dyn AccessSource)]| {
+        for (i, (_, s)) in sources.iter_mut().enumerate() {
+            if armed[i].is_ok() {
+                harvests[i] = Some(s.harvest().map_err(|e| e.to_string()));
+            }
+        }
+    };
+    let rounds = if sources.iter().any(|(k, _)| k.samples_over_time()) {
         let w = opts.sampling_window;
-        rounds_for(g, &read, &write, w, w * 3 / 4, || {
-            harvest = Some(source.harvest())
-        })?
+        rounds_for(g, &read, &write, w, w * 3 / 4, || harvest_all(sources))?
     } else {
         g.touch(&read, &write)?;
-        harvest = Some(source.harvest());
+        harvest_all(sources);
         1
     };
     let kvm_faults = faults_before
         .zip(kvm_faults(g.vm()))
         .map(|(a, b)| b.saturating_sub(a));
-    let h = match harvest.expect("harvested above") {
-        Ok(h) => h,
-        Err(e) => return Ok(KindResult::failed(kind, e.to_string())),
-    };
-    Ok(KindResult::judge(
-        kind,
-        source.observes(),
-        &h,
-        &truth_read,
-        &truth_write,
-        opts.mem_bytes,
-        rounds,
-        source.granularity(),
-    )
-    .with_kvm_faults(source_kind, kvm_faults))
+    let mut out = Vec::with_capacity(sources.len());
+    for (i, (source_kind, source)) in sources.iter().enumerate() {
+        let judged = match (std::mem::replace(&mut armed[i], Ok(())), harvests[i].take()) {
+            (Err(e), _) | (Ok(()), Some(Err(e))) => KindResult::failed(kind, e),
+            (Ok(()), None) => KindResult::failed(kind, "not harvested".into()),
+            (Ok(()), Some(Ok(h))) => KindResult::judge(
+                kind,
+                source.observes(),
+                &h,
+                &truth_read,
+                &truth_write,
+                opts.mem_bytes,
+                rounds,
+                source.granularity(),
+            )
+            .with_kvm_faults(*source_kind, kvm_faults),
+        };
+        out.push(judged);
+    }
+    Ok(out)
 }
 
 /// Page faults KVM fixed for the VM's vCPUs so far (`pf_fixed`), where KVM exposes it.

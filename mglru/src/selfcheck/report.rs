@@ -271,6 +271,9 @@ pub struct SelfcheckReport {
     pub total_ms: f64,
     /// Per source.
     pub sources: Vec<SourceResult>,
+    /// Where a source's figures change with the run's other sources armed beside it (`None`
+    /// where fewer than two sources could be judged, so none was measured together).
+    pub interference: Option<Vec<super::Interference>>,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -340,6 +343,18 @@ impl SelfcheckReport {
             }
         }
         Ok(())
+    }
+
+    /// What the self-check found other sources do to `source` in a run, one clause per kind
+    /// (empty where nothing or nothing measured).
+    pub fn disturbance_of(&self, source: &str) -> String {
+        self.interference
+            .iter()
+            .flatten()
+            .filter(|r| r.source == source)
+            .map(|r| r.short())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The table: one row per source and kind.
@@ -418,6 +433,25 @@ impl SelfcheckReport {
                 );
             }
         }
+        match &self.interference {
+            None => {}
+            Some(rows) if rows.is_empty() => {
+                let _ = writeln!(
+                    s,
+                    "together: every source sees what it sees alone with the others armed beside it"
+                );
+            }
+            Some(rows) => {
+                let _ = writeln!(
+                    s,
+                    "together: {} figures change with the others armed beside it (alone -> together):",
+                    rows.len()
+                );
+                for r in rows {
+                    let _ = writeln!(s, "  {r}");
+                }
+            }
+        }
         s
     }
 }
@@ -483,6 +517,7 @@ mod tests {
                 kinds: vec![k],
                 ..SourceResult::new("page_idle", Observes::Both)
             }],
+            interference: None,
         };
         let e = r.require_recall(0.99).unwrap_err().to_string();
         assert!(

@@ -334,14 +334,27 @@ pub fn print_text(r: &RunReport) {
     );
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
     for s in &r.engine.sources {
+        // What the self-check measured other sources doing to this one, armed beside it.
+        let disturbed = r
+            .selfcheck
+            .as_ref()
+            .map(|c| c.disturbance_of(&s.name))
+            .filter(|d| !d.is_empty())
+            .map_or(String::new(), |d| format!("disturbed by {d} (self-check)"));
         println!(
-            "{:<16} {:>9} {:>10} {:>8} {:>12.1}  {}",
+            "{:<16} {:>9} {:>10} {:>8} {:>12.1}  {}{}{}",
             s.name,
             if s.available { "yes" } else { "no" },
             pct(s.precision),
             pct(s.recall),
             s.harvest_ns as f64 / 1e3,
-            s.reason
+            s.reason,
+            if s.reason.is_empty() || disturbed.is_empty() {
+                ""
+            } else {
+                "; "
+            },
+            disturbed
         );
     }
     println!(
