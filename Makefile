@@ -47,7 +47,7 @@ bench: build
 	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
 
 # --- lab (owned by selftests/lab, crate agelab-lab) ---
-## The lab boots real kernels under QEMU TCG (see selftests/lab/README.md). `make test` runs the
+## The lab boots real kernels under QEMU TCG (see docs/selftests-and-lab.md). `make test` runs the
 ## matrix on the three Debian kernels (downloads, ~5 s boots) and the secondary-MMU verdicts on
 ## the negative-control pair; `make lab` runs everything on every kernel.
 LAB_TEST_KERNELS ?= debian-6.1,debian-6.12,debian-7.2

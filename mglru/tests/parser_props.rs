@@ -10,7 +10,7 @@
 //! a stat kdamond's tried regions, journal entries of a live `agelab run`) and must give an error
 //! or a value, never a panic; where a writer exists (or the kernel's format is simple to write),
 //! written values must read back equal. Case counts are set per property (`CASES`), so the total
-//! run is stated in the README.
+//! per run is stated in `docs/host-state.md`.
 
 use agelab_mglru::journal::{parse_stat, HostChange, JournalEntry, Owner};
 use agelab_mglru::kernel::damon::{DamonAdmin, TriedRegion};

@@ -249,7 +249,7 @@ const MEMCG_LIMIT_CHILD: &str = "AGELAB_TEST_MEMCG_LIMIT_CHILD";
 /// in this run), far above the 13 MiB hot set; the kernel picks the pages, and the data stay
 /// intact. The run is a child process (this binary running only [`memcg_limit_child`]): on this
 /// host the kernel reclaims little of a running guest under a hard limit and in about half the
-/// runs OOM-kills the VMM even so ("memcg-limit on this host" in the README), which killed the
+/// runs OOM-kills the VMM even so (`docs/results/2026-11-29-memcg-limit.md`), which killed the
 /// whole test binary when the run was in-process. An OOM kill, confirmed by the memcg's own
 /// `oom_kill` count, is a skip with that count; any other death, a wrong word or nothing
 /// reclaimed fails.
@@ -299,7 +299,7 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
             &format!(
                 "the kernel OOM-killed the VMM under the memcg limit ({oom_kills} OOM kill(s) \
                  in its memcg; this host reclaims little of a running guest under a hard limit, \
-                 see the README); {} journal entries restored",
+                 see docs/results/2026-11-29-memcg-limit.md); {} journal entries restored",
                 restored.len()
             ),
         );

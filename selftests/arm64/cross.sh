@@ -4,7 +4,7 @@
 # Why a chroot: the host's rustup toolchain has no aarch64 standard library and none can be
 # installed, but Debian sid ships rustc with `libstd-rust-dev:arm64`. The chroot is amd64 (no
 # emulation): sid's rustc, the arm64 std, gcc-aarch64-linux-gnu as the linker. The host is left
-# untouched; it only needs `debootstrap` (see selftests/arm64/README.md).
+# untouched; it only needs `debootstrap` (see docs/arm64.md).
 #
 # Usage: selftests/arm64/cross.sh [bins|tests|all|shell|setup]   (default: all)
 #   bins   every workspace binary        -> target/aarch64-unknown-linux-gnu/release/

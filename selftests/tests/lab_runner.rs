@@ -151,7 +151,8 @@ fn kernel_panic_is_reported_with_the_console() {
 #[test]
 fn unknown_kernel_is_named() {
     let out = lab(&["--kernel", "debian-9.9", "--", "true"]);
-    // A kernel name the user can fix: exit 2, as every input error (README exit-code contract).
+    // A kernel name the user can fix: exit 2, as every input error (the exit-code contract in
+    // `docs/run-and-report.md`).
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown lab kernel debian-9.9"));
 }

@@ -223,8 +223,8 @@ impl Measured {
 }
 
 /// One arm in a fresh process (a guest failure in a long-lived process was seen to repeat:
-/// issue noted in the README), once more if it fails; `None` (counted in `failures`) if it
-/// fails twice.
+/// `docs/results/2026-11-29-region-sampling.md`), once more if it fails; `None` (counted in
+/// `failures`) if it fails twice.
 fn run_arm(a: &Args, spec: &str, arm: Arm, failures: &mut u64) -> Option<Measured> {
     for attempt in 0..2 {
         let out = std::process::Command::new(std::env::current_exe().ok()?)

@@ -19,7 +19,7 @@
 //! Swap-backed memory (anonymous, memfd) needs swap: [`crate::kernel::swap::ZramSwap`] sets up
 //! zram for a run and restores it on every exit path. Guest data is never dropped: only
 //! `MADV_PAGEOUT`/`MADV_COLD`, and every benchmark run fills guest memory first and verifies every
-//! word afterwards. See `README.md` next to this file for the controller and measured results.
+//! word afterwards. See `docs/reclaim.md` for the controller, `docs/results/` for measured results.
 
 pub mod action;
 pub mod bench;

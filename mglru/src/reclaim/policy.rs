@@ -16,8 +16,8 @@
 //!   debugfs `+` command and evicts the controller's step with `-` (lab kernels).
 //! - `memcg-limit`: lowers the memcg's v1 `memory.limit_in_bytes` / v2 `memory.max` by the step;
 //!   raises it again while the SLO is violated. A lasting hard limit: where the kernel cannot
-//!   reclaim fast enough at it, it OOM-kills the VMM (this process); see "memcg-limit on this
-//!   host" in the README.
+//!   reclaim fast enough at it, it OOM-kills the VMM (this process); see
+//!   `docs/results/2026-11-29-memcg-limit.md`.
 //! - `memcg-reclaim`: writes the step to v2 `memory.reclaim` (lab kernels).
 //! - `damon`: a DAMOS `pageout` scheme on the VMM process's virtual address space (its own
 //!   kdamond; refused where DAMON is unavailable or another kdamond runs): regions idle for the

@@ -2,7 +2,8 @@
 //!
 //! This crate (`selftests/lab`, next to its data: `init.sh`, `custom-x86_64.config`,
 //! `matrix.txt`, `patches/`) is the library behind `agelab lab` and `agelab ab`; it needs
-//! neither the VMM nor the aging engine, only `agelab_mglru::stats` for the A/B statistics.
+//! neither the VMM nor the aging engine; from `agelab_mglru` it uses `stats` (the A/B
+//! statistics), `units` (durations) and `progress` (download and build progress).
 //!
 //! `agelab lab --kernel debian-7.2 -- CMD ARGS...` fetches the kernel (apt, private state under
 //! `~/.cache/agelab`), assembles an initramfs (busybox, init, the project's static binaries,

@@ -120,7 +120,7 @@ pub struct VmConfig {
     /// Run guest code at CPL0 like the kernel's KVM selftests (x86_64 only). On kvm_pvm every
     /// CPL0 instruction is emulated (~1 µs), its stores never map guest pages writable, and the
     /// dirty log costs KVM less for that reason alone: a baseline for comparisons, not for
-    /// workloads (see the README's KVM dirty tracking section).
+    /// workloads (see `docs/dirty-tracking.md`).
     pub guest_cpl0: bool,
 }
 
