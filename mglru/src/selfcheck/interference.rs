@@ -146,21 +146,29 @@ pub fn find(
     }
     let mut victims: Vec<SourceKind> = rows.iter().map(|r| r.0).collect();
     victims.dedup();
+    // Each pair is measured once (it serves both of its sources), in the run's order, so it is
+    // armed and harvested as the run would; a pair that is the whole set is the set.
+    let mut pairs: Vec<(Vec<SourceKind>, Together)> = Vec::new();
     for victim in victims {
         for &other in judged.iter().filter(|&&k| k != victim) {
-            // In the run's order, so each pair is armed and harvested as the run would.
             let pair: Vec<SourceKind> = judged
                 .iter()
                 .copied()
                 .filter(|&k| k == victim || k == other)
                 .collect();
-            let measured;
-            let paired = if pair.len() == judged.len() {
-                &together
-            } else {
-                measured = measure_together(opts, &pair)?;
-                &measured
+            let i = match pairs.iter().position(|(p, _)| *p == pair) {
+                Some(i) => i,
+                None => {
+                    let measured = if pair.len() == judged.len() {
+                        together.clone()
+                    } else {
+                        measure_together(opts, &pair)?
+                    };
+                    pairs.push((pair, measured));
+                    pairs.len() - 1
+                }
             };
+            let paired = &pairs[i].1;
             for (_, expected, row) in rows.iter_mut().filter(|r| r.0 == victim) {
                 if let Some(pk) = result_of(paired, victim, row.kind) {
                     if row.alone.differs(&Figures::of(pk), victim, *expected) {
