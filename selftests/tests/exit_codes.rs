@@ -479,7 +479,10 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             "first stderr line names {needle:?}, {shown}"
         );
         assert!(
-            stderr.lines().nth(1).is_some_and(|l| l.starts_with("usage:")),
+            stderr
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("usage:")),
             "the usage follows the one error line, {shown}"
         );
         assert!(
