@@ -5,6 +5,7 @@
 //! ties them into commands and scenarios.
 
 pub mod access_tracking;
+pub mod args;
 pub mod cli;
 pub mod ktap;
 pub mod options;

@@ -1,4 +1,5 @@
-//! Command lines of the selftest binaries, kernel-selftest style: each binary declares its
+//! Getopt-style command lines of the dirty-logging benchmarks (`dirty_bench`,
+//! `dirty_layout_bench`); the kselftest binaries use clap ([`crate::args`]). Each binary declares its
 //! options once (a getopt spec such as `"hb:v:"` and its usage text) and reads them back typed.
 //! `-h` prints the usage and exits 0; anything wrong — an unknown option, a missing value, a value
 //! that does not parse or is out of range — prints one line naming the option, then the usage,

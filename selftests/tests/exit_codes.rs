@@ -354,9 +354,10 @@ fn selftest(bin: &str, args: &[&str]) -> Output {
         .expect("running a selftest binary")
 }
 
-/// Every kselftest binary declares its options through `agelab::options`: a bad value or an
-/// unknown option is refused with exit 2 and a first stderr line `<binary>: <what>` naming the
-/// option (then the usage), before any VM; `-h` prints the usage and exits 0.
+/// Every kselftest binary declares its options with clap through `agelab::args` (the dirty
+/// benchmarks through `agelab::options`): a bad value or an unknown option is refused with exit 2,
+/// one stderr line `<binary>: <what>` naming the option, then the usage, before any VM; `-h`
+/// prints the usage and exits 0.
 #[test]
 fn selftest_binaries_refuse_bad_options_with_exit_2() {
     let cases: &[(&str, &str, &[&str], &str)] = &[
@@ -438,6 +439,36 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             &["-b", "9M"],
             "-b",
         ),
+        (
+            "dirty_log_perf_test",
+            env!("CARGO_BIN_EXE_dirty_log_perf_test"),
+            &["-c"],
+            "-c",
+        ),
+        (
+            "vm_foundation_test",
+            env!("CARGO_BIN_EXE_vm_foundation_test"),
+            &["stray"],
+            "'stray'",
+        ),
+        (
+            "kernel_selfcheck",
+            env!("CARGO_BIN_EXE_kernel_selfcheck"),
+            &["--size-mib", "0"],
+            "--size-mib",
+        ),
+        (
+            "sigkill_restore_test",
+            env!("CARGO_BIN_EXE_sigkill_restore_test"),
+            &["--stages", "bogus"],
+            "--stages",
+        ),
+        (
+            "source_matrix",
+            env!("CARGO_BIN_EXE_source_matrix"),
+            &["--mem", "12X"],
+            "--mem",
+        ),
     ];
     for &(name, bin, args, needle) in cases {
         let out = selftest(bin, args);
@@ -447,7 +478,13 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             first.starts_with(&format!("{name}: ")) && first.contains(needle),
             "first stderr line names {needle:?}, {shown}"
         );
-        assert!(stderr.contains("usage:"), "usage follows, {shown}");
+        assert!(
+            stderr
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("usage:")),
+            "the usage follows the one error line, {shown}"
+        );
         assert!(
             stdout.trim().is_empty(),
             "refused before any test output, {shown}"

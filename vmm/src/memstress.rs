@@ -9,7 +9,6 @@
 //! ([`Memstress::new`]); the start-up self-check brings its own one-vCPU VM
 //! ([`Memstress::with_vm`]) and reads one known range and writes another.
 
-use crate::memory::MemoryError;
 use crate::page_map::PAGE_SIZE;
 use crate::{Backing, Vm, VmConfig, VmError};
 use agelab_guest::memstress::{memstress_guest, CMD_EXIT, STAGE};
@@ -34,18 +33,6 @@ pub enum MemstressError {
     /// memory not contiguous in guest-physical space).
     #[error("memstress layout: {0}")]
     Layout(String),
-}
-
-impl MemstressError {
-    /// Whether this error means "the host cannot give what was asked" (skip, not fail):
-    /// no KVM, or no huge pages for `hugetlb`.
-    pub fn is_host_limit(&self) -> bool {
-        matches!(
-            self,
-            MemstressError::Vm(VmError::NoKvm(_))
-                | MemstressError::Vm(VmError::Memory(MemoryError::NoHugePages { .. }))
-        )
-    }
 }
 
 /// How to build a memstress VM.

@@ -27,11 +27,12 @@ use agelab::access_tracking::env::{
 };
 use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
 use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
-use agelab::access_tracking::{fail, phase_line, skip_all};
-use agelab::ktap::{self, Ktap, OrFail};
-use agelab::options::Options;
+use agelab::access_tracking::{fail, phase_line};
+use agelab::args::{from_str, number_in, size_at_least};
+use agelab::ktap::{self, Ktap, OrFail, OrSkip, TestId, TestPlan};
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::{Backing, PAGE_SIZE};
+use clap::Parser;
 use std::time::Instant;
 
 const NAME: &str = "access_tracking_perf_test";
@@ -48,36 +49,35 @@ const USAGE: &str =
       only (default: warn with NUMA balancing on, else fail; unlike the kernel's test, running
       nested alone does not warn: pass -w 1 on nested hardware)";
 
+#[derive(Debug, Parser)]
+#[command(name = NAME, args_override_self = true)]
 struct Args {
-    cfg: MemstressConfig,
-    warn_only: Option<bool>,
+    /// Memory each vCPU touches.
+    #[arg(short = 'b', value_name = "vcpu_bytes", default_value = "1G", value_parser = size_at_least(PAGE_SIZE))]
+    bytes_per_vcpu: u64,
+    /// Number of vCPUs.
+    #[arg(short = 'v', value_name = "vcpus", default_value = "1", value_parser = number_in(1usize..=256))]
+    vcpus: usize,
+    /// Overlap guest memory accesses instead of partitioning them per vCPU.
+    #[arg(short = 'o')]
+    overlap: bool,
+    /// Backing of guest memory.
+    #[arg(short = 's', value_name = "mem_type", default_value = "anonymous", value_parser = from_str::<Backing>)]
+    backing: Backing,
+    /// Idle pages check: 0 = fail, >0 = warn only.
+    #[arg(short = 'w', value_name = "warn")]
+    warn: Option<u32>,
 }
 
-fn parse_args() -> Args {
-    let opts = Options::parse(NAME, "hb:v:os:w:", USAGE);
-    let mut a = Args {
-        cfg: MemstressConfig {
-            vcpus: 1,
-            bytes_per_vcpu: 1 << 30,
-            overlap: false,
-            backing: Backing::Anon,
-        },
-        warn_only: None,
-    };
-    for o in opts.iter() {
-        match o.letter {
-            'b' => a.cfg.bytes_per_vcpu = o.size(PAGE_SIZE),
-            'v' => a.cfg.vcpus = o.number_in("number of vCPUs", 1..=256),
-            'o' => a.cfg.overlap = true,
-            's' => a.cfg.backing = o.parsed(),
-            'w' => {
-                a.warn_only =
-                    Some(o.number::<u32>("idle pages warning mode (0 = fail, >0 = warn)") > 0)
-            }
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
+impl Args {
+    fn memstress(&self) -> MemstressConfig {
+        MemstressConfig {
+            vcpus: self.vcpus,
+            bytes_per_vcpu: self.bytes_per_vcpu,
+            overlap: self.overlap,
+            backing: self.backing.clone(),
         }
     }
-    a
 }
 
 /// State of the idle checks between phases.
@@ -92,16 +92,16 @@ struct Tracker {
 
 impl Tracker {
     /// The kernel's `too_many_idle_pages()`: fail, or warn in warn mode.
-    fn too_many_idle(&self, k: &mut Ktap, desc: &str, who: &str, idle: u64, total: u64) {
+    fn too_many_idle(&self, k: &mut Ktap, desc: TestId, who: &str, idle: u64, total: u64) {
         let msg = format!("{who}Too many pages still idle ({idle} out of {total})");
         if self.warn_only {
             k.diag(&format!(
                 "WARNING: {msg}, this will affect performance results."
             ));
-            k.result(true, desc);
+            k.result(desc, true);
         } else {
             k.diag(&msg);
-            k.result(false, desc);
+            k.result(desc, false);
         }
     }
 
@@ -129,7 +129,7 @@ impl Tracker {
 
     /// Ages (lru_gen) or marks idle (page_idle) and checks what the previous phase's accesses
     /// left behind. `phase` is false for the extra verification after the last phase.
-    fn mark_idle(&mut self, k: &mut Ktap, ms: &Memstress, desc: &str, phase: bool) {
+    fn mark_idle(&mut self, k: &mut Ktap, ms: &Memstress, desc: TestId, phase: bool) {
         match self.mode {
             None => k.skip(
                 desc,
@@ -142,7 +142,7 @@ impl Tracker {
                     Ok(s) => s,
                     Err(msg) => {
                         k.diag(&msg);
-                        k.result(false, desc);
+                        k.result(desc, false);
                         return;
                     }
                 };
@@ -159,7 +159,7 @@ impl Tracker {
                     let idle = (g.total() - g.found_young()).min(self.test_pages);
                     self.too_many_idle(k, desc, "", idle, self.test_pages);
                 } else {
-                    k.result(true, desc);
+                    k.result(desc, true);
                 }
                 self.last_gen = Some(new_gen);
             }
@@ -188,7 +188,7 @@ impl Tracker {
                     .filter(|(_, r)| r.too_many_still_idle())
                     .collect();
                 if !ok {
-                    k.result(false, desc);
+                    k.result(desc, false);
                 } else if let Some((v, r)) = bad.first() {
                     let who = if ms.regions().len() > 1 && reports.len() > 1 {
                         format!("vCPU{v}: ")
@@ -197,7 +197,7 @@ impl Tracker {
                     };
                     self.too_many_idle(k, desc, &who, r.still_idle, r.pages);
                 } else {
-                    k.result(true, desc);
+                    k.result(desc, true);
                 }
             }
         }
@@ -248,33 +248,36 @@ fn main() {
     if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
         fail(&e.to_string());
     }
-    let a = parse_args();
-    if let Err(e) = agelab_vmm::vm::open_kvm() {
-        skip_all(&e.to_string());
-    }
+    let a: Args = agelab::args::parse(NAME, USAGE);
+    let cfg = a.memstress();
+    let warn = a.warn.map(|w| w > 0);
+    agelab_vmm::vm::open_kvm().or_skip();
     let unreliable = idle_check_unreliable();
-    let warn_only = a.warn_only.unwrap_or(unreliable.is_some());
+    let warn_only = warn.unwrap_or(unreliable.is_some());
     let mode = detect_tracking();
-    let plan = match mode {
-        Ok(TrackingMode::LruGen(_)) => 4,
-        _ => 3,
-    };
-    let mut k = Ktap::new(plan);
+    let m = mode.as_ref().ok().map_or("aging", |m| m.name());
+    let mut plan = TestPlan::new();
+    let accounted = matches!(mode, Ok(TrackingMode::LruGen(_)))
+        .then(|| plan.add("lru_gen accounts for every test page in the memcg"));
+    let populated_seen = plan.add(format!("{m}: accesses to populated memory seen"));
+    let idle_writes_seen = plan.add(format!("{m}: writes to idle memory seen"));
+    let idle_reads_seen = plan.add(format!("{m}: reads from idle memory seen"));
+    let mut k = plan.start();
     k.diag(&format!(
         "{} vCPU(s) x {} MiB{}, backing {}, CPL3 4K guest pages",
-        a.cfg.vcpus,
-        a.cfg.bytes_per_vcpu >> 20,
-        if a.cfg.overlap { " (overlapping)" } else { "" },
-        a.cfg.backing
+        cfg.vcpus,
+        cfg.bytes_per_vcpu >> 20,
+        if cfg.overlap { " (overlapping)" } else { "" },
+        cfg.backing
     ));
-    match (a.warn_only, unreliable) {
+    match (warn, unreliable) {
         (None, Some(why)) => k.diag(&format!(
             "Skipping idle page count sanity check (warn only), because {why}"
         )),
         (Some(true), _) => k.diag("idle page count check: warn only (-w)"),
         _ => k.diag("idle page count check: fail on too many idle pages"),
     }
-    if running_nested() && a.warn_only.is_none() {
+    if running_nested() && warn.is_none() {
         k.diag("running nested (CPUID hypervisor bit): the idle checks stay strict here; -w 1 gives the kernel test's warn-only behaviour");
     }
     let mut t = Tracker {
@@ -289,8 +292,7 @@ fn main() {
         Ok(TrackingMode::LruGen(caps)) => {
             k.diag(&format!("Using lru_gen for aging (enabled {caps})"));
             // Joined once the VM exists (below): the memcg holds guest memory, not the VMM's.
-            let memcg = MemcgAging::create(NAME)
-                .unwrap_or_else(|e| skip_all(&format!("could not create memcg: {e}")));
+            let memcg = MemcgAging::create(NAME).or_skip();
             k.diag(&format!(
                 "Created cgroup {} (lru_gen memcg id {})",
                 memcg.path(),
@@ -307,12 +309,7 @@ fn main() {
         )),
     }
 
-    let mut ms = Memstress::new(&a.cfg).unwrap_or_else(|e| {
-        if e.is_host_limit() {
-            skip_all(&e.to_string())
-        }
-        fail(&e.to_string())
-    });
+    let mut ms = Memstress::new(&cfg).or_skip();
     t.test_pages = ms.test_pages();
     ms.start().or_fail();
 
@@ -343,7 +340,9 @@ fn main() {
                 g.total()
             ));
         }
-        k.result(ok, "lru_gen accounts for every test page in the memcg");
+        if let Some(id) = accounted {
+            k.result(id, ok);
+        }
         access(&ms, Access::Write, "Re-populating memory");
         let g = memcg.read().or_fail();
         t.last_gen = Some(t.find_generation(&k, &g).unwrap_or_else(|m| fail(&m)));
@@ -351,27 +350,11 @@ fn main() {
     access(&ms, Access::Write, "Writing to populated memory");
     access(&ms, Access::Read, "Reading from populated memory");
 
-    let m = t.mode.map_or("aging", TrackingMode::name);
-    t.mark_idle(
-        &mut k,
-        &ms,
-        &format!("{m}: accesses to populated memory seen"),
-        true,
-    );
+    t.mark_idle(&mut k, &ms, populated_seen, true);
     access(&ms, Access::Write, "Writing to idle memory");
-    t.mark_idle(
-        &mut k,
-        &ms,
-        &format!("{m}: writes to idle memory seen"),
-        true,
-    );
+    t.mark_idle(&mut k, &ms, idle_writes_seen, true);
     access(&ms, Access::Read, "Reading from idle memory");
-    t.mark_idle(
-        &mut k,
-        &ms,
-        &format!("{m}: reads from idle memory seen"),
-        false,
-    );
+    t.mark_idle(&mut k, &ms, idle_reads_seen, false);
 
     drop(ms);
     // Ktap::finish exits without running destructors: restore the host (memcg removal) first.

@@ -5,14 +5,12 @@
 //! enabling logging, each iteration's dirtying and its get/clear of the dirty log, disabling,
 //! and prints the averages plus the guest's dirtying time per page.
 
-use agelab::ktap::{self, ts, OrFail};
-use agelab::options::Options;
+use agelab::args::{from_str, positive, power_of_two, size_at_least};
+use agelab::ktap::{self, ts, OrFail, OrSkip};
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress};
-use agelab_vmm::{
-    Backing, DirtyOptions, DirtyTracker, HarvestStats, MemoryError, Vm, VmConfig, VmError,
-    PAGE_SIZE,
-};
+use agelab_vmm::{Backing, DirtyOptions, DirtyTracker, HarvestStats, Vm, VmConfig, PAGE_SIZE};
+use clap::Parser;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: dirty_log_perf_test [-b bytes_per_vcpu] [-v vcpus] [-i iterations] \
@@ -27,51 +25,40 @@ const USAGE: &str = "usage: dirty_log_perf_test [-b bytes_per_vcpu] [-v vcpus] [
   -c: dirty ring entries per vCPU (default: the largest KVM accepts)
   -g: clear-log without KVM_DIRTY_LOG_INITIALLY_SET";
 
-#[derive(Debug)]
+#[derive(Debug, Parser)]
+#[command(name = "dirty_log_perf_test", args_override_self = true)]
 struct Args {
+    /// Guest memory per vCPU.
+    #[arg(short = 'b', value_name = "bytes_per_vcpu", default_value = "1G", value_parser = size_at_least(PAGE_SIZE))]
     bytes_per_vcpu: u64,
+    /// vCPUs.
+    #[arg(short = 'v', value_name = "vcpus", default_value = "1", value_parser = positive::<usize>)]
     vcpus: usize,
+    /// Iterations of dirty + harvest.
+    #[arg(short = 'i', value_name = "iterations", default_value = "2", value_parser = positive::<u64>)]
     iterations: u64,
+    /// Dirty tracking mode (default: clear-log where offered).
+    #[arg(short = 'M', short_alias = 'm', value_name = "mode", value_parser = from_str::<DirtyMode>)]
     mode: Option<DirtyMode>,
+    /// Backing of guest memory.
+    #[arg(short = 's', value_name = "backing", default_value = "anonymous", value_parser = from_str::<Backing>)]
     backing: Backing,
+    /// Memslots the memory is split into.
+    #[arg(short = 'x', value_name = "slots", default_value = "1", value_parser = positive::<usize>)]
     slots: usize,
+    /// Dirty ring entries per vCPU (default: the largest KVM accepts).
+    #[arg(short = 'c', value_name = "ring_entries", value_parser = power_of_two)]
     ring_entries: Option<u32>,
-    initially_set: bool,
-}
-
-fn parse_args() -> Args {
-    let opts = Options::parse("dirty_log_perf_test", "b:v:i:M:m:s:x:c:gh", USAGE);
-    let mut a = Args {
-        bytes_per_vcpu: 1 << 30,
-        vcpus: 1,
-        iterations: 2,
-        mode: None,
-        backing: Backing::Anon,
-        slots: 1,
-        ring_entries: None,
-        initially_set: true,
-    };
-    for o in opts.iter() {
-        match o.letter {
-            'b' => a.bytes_per_vcpu = o.size(PAGE_SIZE),
-            'v' => a.vcpus = o.positive("vCPU count"),
-            'i' => a.iterations = o.positive("iteration count"),
-            'M' | 'm' => a.mode = Some(o.parsed()),
-            's' => a.backing = o.parsed(),
-            'x' => a.slots = o.positive("slot count"),
-            'c' => a.ring_entries = Some(o.power_of_two("ring size")),
-            'g' => a.initially_set = false,
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
-        }
-    }
-    a
+    /// Clear-log without KVM_DIRTY_LOG_INITIALLY_SET.
+    #[arg(short = 'g')]
+    no_initially_set: bool,
 }
 
 use ktap::fail;
 
 fn main() {
-    let a = parse_args();
-    let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));
+    let a: Args = agelab::args::parse("dirty_log_perf_test", USAGE);
+    let kvm = agelab_vmm::vm::open_kvm().or_skip();
     let mode = a
         .mode
         .unwrap_or(if DirtyMode::ClearLog.support(&kvm).available {
@@ -89,21 +76,17 @@ fn main() {
         _ => None,
     };
     let mem_bytes = a.bytes_per_vcpu * a.vcpus as u64;
-    let mut vm = match Vm::new(VmConfig {
+    let mut vm = Vm::new(VmConfig {
         vcpus: a.vcpus,
         mem_bytes,
         backing: a.backing.clone(),
         slots: a.slots,
         dirty_ring_entries: ring_entries,
         ..VmConfig::default()
-    }) {
-        Ok(vm) => vm,
-        Err(VmError::Memory(e @ MemoryError::NoHugePages { .. })) => ktap::skip_all(&e.to_string()),
-        Err(VmError::NoKvm(e)) => ktap::skip_all(&e),
-        Err(e) => fail(&e.to_string()),
-    };
+    })
+    .or_skip();
     let mut opts = DirtyOptions::new(mode);
-    opts.initially_set = a.initially_set;
+    opts.initially_set = !a.no_initially_set;
     let mut tracker = DirtyTracker::new(&mut vm, opts).or_fail();
     let pages = vm.page_map().len();
     let mut ms = Memstress::with_vm(vm, false).or_fail();

@@ -6,12 +6,13 @@
 //! writes it did, so the host also replays its generator for the exact written set: recall must be
 //! 100%; precision is reported.
 
-use agelab::ktap::{self, Ktap};
-use agelab::options::Options;
+use agelab::args::{from_str, positive, power_of_two, size_at_least};
+use agelab::ktap::{self, OrSkip, TestPlan, Verdict};
 use agelab_guest::rng::{mix_seed, SplitMix64};
 use agelab_guest::ucall;
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::{Confusion, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig};
+use clap::Parser;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -65,44 +66,33 @@ extern "C" fn guest_dirty_random(ctl: u64, _: u64) -> ! {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Parser)]
+#[command(name = "dirty_log_test", args_override_self = true)]
 struct Args {
+    /// Modes to test (repeatable; default: every available mode).
+    #[arg(short = 'M', value_name = "mode", value_parser = from_str::<DirtyMode>)]
     modes: Vec<DirtyMode>,
+    /// Host iterations.
+    #[arg(short = 'i', value_name = "iterations", default_value = "32", value_parser = positive::<u64>)]
     iterations: u64,
+    /// Milliseconds the guest writes per iteration.
+    #[arg(short = 'I', value_name = "interval_ms", default_value_t = 10)]
     interval_ms: u64,
+    /// Dirty ring entries per vCPU.
+    #[arg(short = 'c', value_name = "ring_entries", default_value = "1024", value_parser = power_of_two)]
     ring_entries: u32,
+    /// vCPUs.
+    #[arg(short = 'v', value_name = "vcpus", default_value = "1", value_parser = positive::<usize>)]
     vcpus: usize,
+    /// Test memory.
+    #[arg(short = 'b', value_name = "test_mem_bytes", default_value = "64M", value_parser = size_at_least(1))]
     mem_bytes: u64,
+    /// Memslots the test memory is split into.
+    #[arg(short = 'x', value_name = "slots", default_value_t = 1)]
     slots: usize,
+    /// Random seed.
+    #[arg(short = 'S', value_name = "seed", default_value_t = 1)]
     seed: u64,
-}
-
-fn parse_args() -> Args {
-    let opts = Options::parse("dirty_log_test", "M:i:I:c:v:b:x:S:h", USAGE);
-    let mut a = Args {
-        modes: Vec::new(),
-        iterations: 32,
-        interval_ms: 10,
-        ring_entries: 1024,
-        vcpus: 1,
-        mem_bytes: 64 << 20,
-        slots: 1,
-        seed: 1,
-    };
-    for o in opts.iter() {
-        match o.letter {
-            'M' => a.modes.push(o.parsed()),
-            'i' => a.iterations = o.positive("iteration count"),
-            'I' => a.interval_ms = o.number("interval"),
-            'c' => a.ring_entries = o.power_of_two("ring size"),
-            'v' => a.vcpus = o.positive("vCPU count"),
-            'b' => a.mem_bytes = o.size(1),
-            'x' => a.slots = o.number("slot count"),
-            'S' => a.seed = o.number("seed"),
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
-        }
-    }
-    a
 }
 
 /// What one mode's run found.
@@ -119,26 +109,39 @@ struct Outcome {
 }
 
 fn main() {
-    let args = parse_args();
-    let kvm = match agelab_vmm::vm::open_kvm() {
-        Ok(k) => k,
-        Err(e) => ktap::skip_all(&e.to_string()),
-    };
+    let args: Args = agelab::args::parse("dirty_log_test", USAGE);
+    let kvm = agelab_vmm::vm::open_kvm().or_skip();
     let modes = if args.modes.is_empty() {
         DirtyMode::ALL.to_vec()
     } else {
         args.modes.clone()
     };
-    let mut tap = Ktap::new(modes.len());
-    for mode in modes {
-        let desc = format!("dirty_log_test mode={mode}");
+    let mut plan = TestPlan::new();
+    let tests: Vec<_> = modes
+        .into_iter()
+        .map(|mode| (plan.add(format!("dirty_log_test mode={mode}")), mode))
+        .collect();
+    let mut tap = plan.start();
+    for (desc, mode) in tests {
         let support = mode.support(&kvm);
         if !support.available {
-            tap.skip(&desc, &support.detail);
+            tap.skip(desc, &support.detail);
             continue;
         }
         tap.diag(&format!("Testing Log Mode '{mode}' ({})", support.detail));
-        match run_mode(mode, &args) {
+        let vm = match new_vm(mode, &args) {
+            Ok(vm) => vm,
+            Err(Verdict::Fail(e)) => {
+                tap.diag(&format!("FAIL: {e}"));
+                tap.result(desc, false);
+                continue;
+            }
+            Err(v) => {
+                tap.verdict(desc, &v);
+                continue;
+            }
+        };
+        match run_mode(vm, mode, &args) {
             Ok(o) => {
                 tap.diag(&format!(
                     "Dirtied {} pages (guest writes over {} iterations)",
@@ -169,26 +172,30 @@ fn main() {
                 for f in o.failures.iter().take(10) {
                     tap.diag(&format!("FAIL: {f}"));
                 }
-                tap.result(o.failures.is_empty(), &desc);
+                tap.result(desc, o.failures.is_empty());
             }
             Err(e) => {
                 tap.diag(&format!("FAIL: {e}"));
-                tap.result(false, &desc);
+                tap.result(desc, false);
             }
         }
     }
     tap.finish()
 }
 
-fn run_mode(mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
-    let mut vm = Vm::new(VmConfig {
+/// The VM of one mode's run; an error the host causes is a skip ([`Verdict::from_error`]).
+fn new_vm(mode: DirtyMode, a: &Args) -> Result<Vm, Verdict> {
+    Vm::new(VmConfig {
         vcpus: a.vcpus,
         mem_bytes: a.mem_bytes,
         slots: a.slots,
         dirty_ring_entries: (mode == DirtyMode::Ring).then_some(a.ring_entries),
         ..VmConfig::default()
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Verdict::from_error(&e))
+}
+
+fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
     // Like the kernel test: use every manual-protect capability the host offers.
     let mut opts = DirtyOptions::new(mode);
     opts.initially_set = true;

@@ -35,18 +35,19 @@ use agelab::access_tracking::agents::{
     SourceAgent,
 };
 use agelab::access_tracking::env::describe_secondary_mmu_cap;
+use agelab::access_tracking::fail;
 use agelab::access_tracking::kvm_trace::KvmAgingTrace;
 use agelab::access_tracking::lru_gen::{
     lru_gen_usable, MemcgAging, MemcgGenerations, Observed, YoungJudgement,
 };
 use agelab::access_tracking::page_idle::IdleMarker;
-use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::{Ktap, OrFail};
-use agelab::options::Options;
+use agelab::args::{duration_at_least, from_str, number_in, size_at_least};
+use agelab::ktap::{Ktap, OrFail, OrSkip, TestId, TestPlan};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::{Backing, PAGE_SIZE};
+use clap::Parser;
 use std::time::Duration;
 
 const NAME: &str = "lru_gen_secondary_mmu_test";
@@ -66,68 +67,47 @@ const USAGE: &str =
 /// Sources whose cost is measured, in report order.
 const SLOWDOWN_SOURCES: &[&str] = &["lru_gen", "page_idle", "kvm-clear-log", "uffd-minor"];
 
-/// Command-line choices besides the VM and cost plan.
-struct Choices {
-    /// `-e`: the expected observation, if any.
-    expect: Option<Observed>,
-    /// `-n`: skip the cost measurements.
-    no_cost: bool,
+/// `-e`: what this kernel is expected to do (empty: no expectation).
+#[derive(Clone, Copy, Debug)]
+struct Expectation(Option<Observed>);
+
+fn expectation(s: &str) -> Result<Expectation, String> {
+    match s {
+        "yes" => Ok(Expectation(Some(Observed::Yes))),
+        "no" => Ok(Expectation(Some(Observed::No))),
+        "" => Ok(Expectation(None)),
+        _ => Err("expected yes, no or empty".into()),
+    }
 }
 
-fn parse_args() -> (MemstressConfig, SlowdownPlan, Choices) {
-    let opts = Options::parse_with_long(
-        NAME,
-        "hb:v:d:p:e:ns:",
-        USAGE,
-        &[("--expect-secondary-mmu-aging", 'e')],
-    );
-    let mut choices = Choices {
-        expect: None,
-        no_cost: false,
-    };
-    let mut cfg = MemstressConfig {
-        vcpus: 2,
-        bytes_per_vcpu: 32 << 20,
-        overlap: false,
-        // shmem: the one backing every source here can track (uffd-minor needs it).
-        backing: Backing::Memfd,
-    };
-    let mut plan = SlowdownPlan {
-        window: Duration::from_millis(300),
-        rounds: 2,
-        period: Duration::from_millis(10),
-    };
-    for o in opts.iter() {
-        match o.letter {
-            'e' => {
-                choices.expect = match o.value {
-                    "yes" => Some(Observed::Yes),
-                    "no" => Some(Observed::No),
-                    "" => None,
-                    v => o.bad(format!(
-                        "--expect-secondary-mmu-aging: '{v}': expected yes, no or empty"
-                    )),
-                }
-            }
-            'n' => choices.no_cost = true,
-            's' => cfg.backing = o.parsed(),
-            'b' => cfg.bytes_per_vcpu = o.size(16 * PAGE_SIZE),
-            'v' => cfg.vcpus = o.number_in("number of vCPUs", 1..=64),
-            'd' => plan.window = o.duration(Duration::from_millis(10)),
-            'p' => plan.period = o.duration(Duration::ZERO),
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
-        }
-    }
-    (cfg, plan, choices)
+#[derive(Debug, Parser)]
+#[command(name = NAME, args_override_self = true)]
+struct Args {
+    /// What this kernel is expected to do.
+    #[arg(short = 'e', long = "expect-secondary-mmu-aging", value_name = "yes|no", value_parser = expectation)]
+    expect: Option<Expectation>,
+    /// No cost measurements (only the aging scenario).
+    #[arg(short = 'n')]
+    no_cost: bool,
+    /// Backing of guest memory (shmem: the one every cost source can track, uffd-minor needs it).
+    #[arg(short = 's', value_name = "mem_type", default_value = "shmem", value_parser = from_str::<Backing>)]
+    backing: Backing,
+    /// Memory per vCPU.
+    #[arg(short = 'b', value_name = "vcpu_bytes", default_value = "32M", value_parser = size_at_least(16 * PAGE_SIZE))]
+    bytes_per_vcpu: u64,
+    /// vCPUs.
+    #[arg(short = 'v', value_name = "vcpus", default_value = "2", value_parser = number_in(1usize..=64))]
+    vcpus: usize,
+    /// Length of each resting/aging measuring window.
+    #[arg(short = 'd', value_name = "window", default_value = "300ms", value_parser = duration_at_least(Duration::from_millis(10)))]
+    window: Duration,
+    /// One aging pass every period while aging.
+    #[arg(short = 'p', value_name = "period", default_value = "10ms", value_parser = duration_at_least(Duration::ZERO))]
+    period: Duration,
 }
 
 fn new_vm(cfg: &MemstressConfig) -> Memstress {
-    Memstress::new(cfg).unwrap_or_else(|e| {
-        if e.is_host_limit() {
-            skip_all(&e.to_string())
-        }
-        fail(&e.to_string())
-    })
+    Memstress::new(cfg).or_skip()
 }
 
 /// Reads pages `[first, first + n)` of every vCPU's region a few times.
@@ -201,9 +181,35 @@ fn age_classes(
     ]
 }
 
+/// The aging scenario's tests, in report order.
+struct AgingTests {
+    /// Pages only the guest touched are found young.
+    young: TestId,
+    /// Pages the guest stops touching age out.
+    age_out: TestId,
+    /// Aging asked KVM (trace events).
+    asked_kvm: TestId,
+}
+
+impl AgingTests {
+    fn register(plan: &mut TestPlan) -> Self {
+        AgingTests {
+            young: plan.add("pages only the guest touched are found young by lru_gen aging"),
+            age_out: plan
+                .add("pages the guest stops touching age out, the ones it touches now are young"),
+            asked_kvm: plan.add("aging asked KVM for young bits (kvm_age_hva trace events)"),
+        }
+    }
+
+    fn all(&self) -> [TestId; 3] {
+        [self.young, self.age_out, self.asked_kvm]
+    }
+}
+
 /// The aging scenario; returns what the first judged pass observed.
 fn aging_scenario(
     k: &mut Ktap,
+    tests: &AgingTests,
     sets: &ClassMemcgs,
     cfg: &MemstressConfig,
     expect: Option<Observed>,
@@ -275,8 +281,9 @@ fn aging_scenario(
     ));
 
     let want = expect.unwrap_or(Observed::Yes);
-    let verdict = |k: &mut Ktap, j: &YoungJudgement, what: &str| {
+    let verdict = |k: &mut Ktap, j: &YoungJudgement, id: TestId| {
         let seen = j.observed();
+        let what = k.name(id);
         k.diag(&format!(
             "{what}: observed {}, expected {}{}",
             seen.as_str(),
@@ -287,19 +294,11 @@ fn aging_scenario(
                 ""
             }
         ));
-        k.result(seen == want, what);
+        k.result(id, seen == want);
     };
-    verdict(
-        k,
-        &pass1,
-        "pages only the guest touched are found young by lru_gen aging",
-    );
-    verdict(
-        k,
-        &pass2,
-        "pages the guest stops touching age out, the ones it touches now are young",
-    );
-    let desc = "aging asked KVM for young bits (kvm_age_hva trace events)";
+    verdict(k, &pass1, tests.young);
+    verdict(k, &pass2, tests.age_out);
+    let desc = tests.asked_kvm;
     match &trace {
         None => k.skip(desc, "no tracefs or no kvm trace events in this kernel"),
         Some(t) => {
@@ -318,7 +317,7 @@ fn aging_scenario(
                 calls.pages(),
                 if want == Observed::Yes { "> 0" } else { "0" }
             ));
-            k.result(asked == (want == Observed::Yes), desc);
+            k.result(desc, asked == (want == Observed::Yes));
         }
     }
     pass1.observed()
@@ -327,12 +326,12 @@ fn aging_scenario(
 /// Measures one source's cost; `None` with the reason when it cannot run here.
 fn slowdown(
     k: &mut Ktap,
+    desc: TestId,
     name: &str,
     cfg: &MemstressConfig,
     memcg: Option<&MemcgAging>,
     plan: SlowdownPlan,
 ) {
-    let desc = format!("guest slowdown while {name} ages");
     let mut ms = new_vm(cfg);
     let agent: Result<Box<dyn AgingAgent + '_>, String> = match name {
         "lru_gen" => memcg
@@ -355,7 +354,7 @@ fn slowdown(
     let mut agent = match agent {
         Ok(a) => a,
         Err(why) => {
-            k.skip(&desc, &why);
+            k.skip(desc, &why);
             return;
         }
     };
@@ -376,11 +375,11 @@ fn slowdown(
                 s.passes,
                 s.pass_ms
             ));
-            k.result(true, &desc);
+            k.result(desc, true);
         }
         Err(e) => {
             k.diag(&e.to_string());
-            k.result(false, &desc);
+            k.result(desc, false);
         }
     }
     if let Some(m) = memcg {
@@ -392,18 +391,33 @@ fn main() {
     if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
         fail(&e.to_string());
     }
-    let (cfg, plan, choices) = parse_args();
-    if let Err(e) = agelab_vmm::vm::open_kvm() {
-        skip_all(&e.to_string());
-    }
+    let args: Args = agelab::args::parse(NAME, USAGE);
+    let cfg = MemstressConfig {
+        vcpus: args.vcpus,
+        bytes_per_vcpu: args.bytes_per_vcpu,
+        overlap: false,
+        backing: args.backing.clone(),
+    };
+    let plan = SlowdownPlan {
+        window: args.window,
+        rounds: 2,
+        period: args.period,
+    };
+    let expect = args.expect.and_then(|e| e.0);
+    agelab_vmm::vm::open_kvm().or_skip();
     let ctl = LruGenControl::new();
     let usable = lru_gen_usable(&ctl);
-    let costs = if choices.no_cost {
-        0
+    let mut tests = TestPlan::new();
+    let aging = AgingTests::register(&mut tests);
+    let costs: Vec<(TestId, &str)> = if args.no_cost {
+        Vec::new()
     } else {
-        SLOWDOWN_SOURCES.len()
+        SLOWDOWN_SOURCES
+            .iter()
+            .map(|&name| (tests.add(format!("guest slowdown while {name} ages")), name))
+            .collect()
     };
-    let mut k = Ktap::new(3 + costs);
+    let mut k = tests.start();
     match ctl.caps() {
         Ok(caps) => k.diag(&format!(
             "lru_gen caps {}",
@@ -423,7 +437,7 @@ fn main() {
     };
     match &sets {
         Some(sets) => {
-            let seen = aging_scenario(&mut k, sets, &cfg, choices.expect);
+            let seen = aging_scenario(&mut k, &aging, sets, &cfg, expect);
             k.diag(&format!(
                 "this kernel ages through the secondary MMU: {}",
                 match seen {
@@ -437,16 +451,12 @@ fn main() {
             let why = usable
                 .err()
                 .unwrap_or_else(|| "the test memcgs could not be created".into());
-            for desc in [
-                "pages only the guest touched are found young by lru_gen aging",
-                "pages the guest stops touching age out, the ones it touches now are young",
-                "aging asked KVM for young bits (kvm_age_hva trace events)",
-            ] {
-                k.skip(desc, &why);
+            for id in aging.all() {
+                k.skip(id, &why);
             }
         }
     }
-    if !choices.no_cost {
+    if !costs.is_empty() {
         k.diag(&format!(
             "guest cost of aging: {} vCPU(s) x {} MiB memfd, writes, {} x {:?} windows each, one pass every {:?}",
             cfg.vcpus,
@@ -455,8 +465,8 @@ fn main() {
             plan.window,
             plan.period
         ));
-        for name in SLOWDOWN_SOURCES {
-            slowdown(&mut k, name, &cfg, sets.as_ref().map(|s| &s.rest), plan);
+        for (id, name) in costs {
+            slowdown(&mut k, id, name, &cfg, sets.as_ref().map(|s| &s.rest), plan);
         }
     }
     drop(sets);

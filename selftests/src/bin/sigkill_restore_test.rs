@@ -31,7 +31,7 @@
 //!
 //! KTAP output; exit 0 pass, 1 fail, 4 skip (not root, no /dev/kvm, no lru_gen).
 
-use agelab::ktap::{self, Ktap};
+use agelab::ktap::{self, Ktap, OrSkip};
 use agelab::scenarios::host_state::{
     agelab, agelab_memcg, check_line, journal_files, poll, read, HostState, DAMON_STAT, ENABLED,
     KDAMONDS, MIN_TTL,
@@ -417,7 +417,8 @@ impl Ctx {
             }
         );
         if let Some(why) = stage_missing(stage) {
-            self.t.skip(&name, &why);
+            let id = self.t.add(&name);
+            self.t.skip(id, &why);
             return;
         }
         let stat_before = read(DAMON_STAT);
@@ -428,7 +429,8 @@ impl Ctx {
                     !agelab::scenarios::host_state::kdamond_threads().is_empty()
                 })
             {
-                self.t.skip(&name, "damon_stat did not start a kdamond");
+                let id = self.t.add(&name);
+                self.t.skip(id, "damon_stat did not start a kdamond");
                 let _ = stat_before.map(|v| std::fs::write(DAMON_STAT, v));
                 return;
             }
@@ -636,13 +638,11 @@ fn stage_missing(stage: Stage) -> Option<String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = agelab::args::parse_described("sigkill_restore_test");
     if !nix::unistd::geteuid().is_root() {
         ktap::skip_all("needs root (lru_gen knobs, memcgs, DAMON)");
     }
-    if !Path::new("/dev/kvm").exists() {
-        ktap::skip_all("no /dev/kvm");
-    }
+    agelab_vmm::vm::open_kvm().or_skip();
     if read(ENABLED).is_none() {
         ktap::skip_all("no lru_gen in this kernel (the test is for the lab's kernels)");
     }

@@ -22,11 +22,10 @@ mod sigint {
         agelab, agelab_memcg, check_line, read, HostState, ENABLED, MIN_TTL,
     };
     use std::io::{BufRead, BufReader};
-    use std::path::Path;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use agelab::ktap::{self, Ktap};
+    use agelab::ktap::{self, Ktap, OrSkip};
 
     fn host_state() -> HostState {
         HostState::read()
@@ -34,10 +33,8 @@ mod sigint {
 
     /// Runs the check; returns the exit code.
     pub fn check(perturb: bool) -> u8 {
+        agelab_vmm::vm::open_kvm().or_skip();
         let mut t = Ktap::unplanned();
-        if !Path::new("/dev/kvm").exists() {
-            ktap::skip_all("no /dev/kvm");
-        }
         let mut restore = Vec::new();
         if perturb {
             // Values agelab run would change (it sets every capability and min_ttl_ms 0).
@@ -251,7 +248,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     install_panic_hook();
-    let args = Args::parse();
+    let args: Args = agelab::args::parse_described("source_matrix");
     if args.sigint_check {
         return ExitCode::from(sigint::check(args.perturb));
     }

@@ -16,15 +16,16 @@
 use agelab::access_tracking::agents::{
     agelab_source, AccessObserver, LruGenObserver, Observed, PageIdleObserver, SourceObserver,
 };
+use agelab::access_tracking::fail;
 use agelab::access_tracking::lru_gen::{lru_gen_usable, MemcgAging};
 use agelab::access_tracking::page_idle::IdleMarker;
-use agelab::access_tracking::{fail, skip_all};
-use agelab::ktap::{Ktap, OrFail};
-use agelab::options::Options;
+use agelab::args::{duration_at_least, number_in};
+use agelab::ktap::{OrFail, OrSkip, TestPlan};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::Backing;
+use clap::Parser;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "tlb_flush_accuracy_test";
@@ -47,39 +48,44 @@ const SOURCES: &[&str] = &[
 /// Guest memory: the hot set plus cold pages around it.
 const MEM_BYTES: u64 = 16 << 20;
 
+/// `-S`: the sources selected, each one of [`SOURCES`].
+#[derive(Clone, Debug)]
+struct SourceList(Vec<String>);
+
+fn source_list(s: &str) -> Result<SourceList, String> {
+    let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
+    match names.iter().find(|n| !SOURCES.contains(&n.as_str())) {
+        Some(bad_name) => Err(format!(
+            "unknown source '{bad_name}' (known: {})",
+            SOURCES.join(", ")
+        )),
+        None => Ok(SourceList(names)),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = NAME, args_override_self = true)]
 struct Plan {
-    sources: Vec<String>,
+    /// Sources measured (default: all).
+    #[arg(short = 'S', value_name = "sources", value_parser = source_list)]
+    sources: Option<SourceList>,
+    /// Hot pages the guest re-reads.
+    #[arg(short = 'H', value_name = "hot_pages", default_value = "32", value_parser = number_in(1u64..=512))]
     hot: u64,
+    /// Rounds per source.
+    #[arg(short = 'r', value_name = "rounds", default_value = "8", value_parser = number_in(1u32..=1000))]
     rounds: u32,
+    /// Guest time per round.
+    #[arg(short = 't', value_name = "round_time", default_value = "150ms", value_parser = duration_at_least(Duration::from_millis(1)))]
     round_time: Duration,
 }
 
-fn parse_args() -> Plan {
-    let opts = Options::parse(NAME, "hH:r:t:S:", USAGE);
-    let mut p = Plan {
-        sources: SOURCES.iter().map(|s| s.to_string()).collect(),
-        hot: 32,
-        rounds: 8,
-        round_time: Duration::from_millis(150),
-    };
-    for o in opts.iter() {
-        match o.letter {
-            'H' => p.hot = o.number_in("hot page count", 1..=512),
-            'r' => p.rounds = o.number_in("round count", 1..=1000),
-            't' => p.round_time = o.duration(Duration::from_millis(1)),
-            'S' => {
-                p.sources = o.value.split(',').map(|s| s.trim().to_string()).collect();
-                if let Some(bad_name) = p.sources.iter().find(|s| !SOURCES.contains(&s.as_str())) {
-                    o.bad(format!(
-                        "unknown source '{bad_name}' (known: {})",
-                        SOURCES.join(", ")
-                    ));
-                }
-            }
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
-        }
+impl Plan {
+    fn selected(&self, name: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|list| list.0.iter().any(|s| s == name))
     }
-    p
 }
 
 /// The guest re-reads (or, for write-only sources, re-writes) pages `[first, first + n)` for
@@ -136,10 +142,8 @@ fn main() {
     if let Err(e) = agelab_mglru::host_guard::install_signal_cleanup() {
         fail(&e.to_string());
     }
-    let plan = parse_args();
-    if let Err(e) = agelab_vmm::vm::open_kvm() {
-        skip_all(&e.to_string());
-    }
+    let plan: Plan = agelab::args::parse(NAME, USAGE);
+    agelab_vmm::vm::open_kvm().or_skip();
     let memcg = lru_gen_usable(&LruGenControl::new())
         .map_err(|e| e.to_string())
         .and_then(|_| MemcgAging::create_and_join(NAME).map_err(|e| e.to_string()));
@@ -149,7 +153,15 @@ fn main() {
         overlap: false,
         backing: Backing::Memfd,
     };
-    let mut k = Ktap::new(SOURCES.len());
+    let mut tests = TestPlan::new();
+    let per_source: Vec<_> = SOURCES
+        .iter()
+        .map(|&name| {
+            let id = tests.add(format!("{name}: hot pages reported idle after marking"));
+            (id, name)
+        })
+        .collect();
+    let mut k = tests.start();
     k.diag(&format!(
         "1 vCPU re-reads {} hot pages of {} MiB memfd; {} rounds of {:?} per source",
         plan.hot,
@@ -157,18 +169,12 @@ fn main() {
         plan.rounds,
         plan.round_time
     ));
-    for &name in SOURCES {
-        let desc = format!("{name}: hot pages reported idle after marking");
-        if !plan.sources.iter().any(|s| s == name) {
-            k.skip(&desc, "not selected (-S)");
+    for (desc, name) in per_source {
+        if !plan.selected(name) {
+            k.skip(desc, "not selected (-S)");
             continue;
         }
-        let mut ms = Memstress::new(&cfg).unwrap_or_else(|e| {
-            if e.is_host_limit() {
-                skip_all(&e.to_string())
-            }
-            fail(&e.to_string())
-        });
+        let mut ms = Memstress::new(&cfg).or_skip();
         let map = ms.vm().page_map().clone();
         let obs: Result<Box<dyn AccessObserver>, String> = match name {
             "page_idle" => match page_idle_unavailable() {
@@ -189,7 +195,7 @@ fn main() {
         let mut obs = match obs {
             Ok(o) => o,
             Err(why) => {
-                k.skip(&desc, &why);
+                k.skip(desc, &why);
                 continue;
             }
         };
@@ -208,11 +214,11 @@ fn main() {
                     if access == Access::Read { "read" } else { "write" },
                     100.0 * missed as f64 / total as f64
                 ));
-                k.result(true, &desc);
+                k.result(desc, true);
             }
             Err(e) => {
                 k.diag(&format!("{name}: {e}"));
-                k.result(false, &desc);
+                k.result(desc, false);
             }
         }
     }

@@ -141,7 +141,8 @@ pub fn check_line(t: &mut Ktap, ok: bool, desc: &str, diag: &str) {
     if !ok {
         t.diag(&format!("{desc}: {diag}"));
     }
-    t.result(ok, desc);
+    let id = t.add(desc);
+    t.result(id, ok);
 }
 
 /// Polls `f` every 20 ms until it is true (returns true) or `timeout` passed (false).

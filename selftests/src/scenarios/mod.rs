@@ -2,3 +2,4 @@
 
 pub mod foundation;
 pub mod host_state;
+pub mod kernel_interfaces;

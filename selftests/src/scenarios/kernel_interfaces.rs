@@ -1,11 +1,10 @@
-//! Kernel plumbing self-check, meant to run inside the lab kernels (and anywhere else): every
-//! interface agelab's kernel sources use, exercised for real, printed as KTAP.
-//!
-//! Exit 0 when everything that could run passed, 1 on any failure, 4 when everything was skipped.
-//! `agelab lab --kernel debian-7.2 -- kernel_selfcheck` is the intended use; `--size-mib N` sets the
-//! test memory (default 64).
+//! The kernel interfaces agelab's access sources use, each exercised for real on a scratch
+//! mapping of this process: pagemap, uffd-wp async, soft-dirty, page_idle, memcg creation and
+//! removal, lru_gen aging of a memcg (with a helper process whose shmem pages it holds) and
+//! DAMON vaddr. The `kernel_selfcheck` selftest runs them all, inside the lab kernels and anywhere
+//! else. Each returns a [`Verdict`]: a check the kernel cannot offer is a skip with the reason.
 
-use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
+use crate::ktap::{diag, Verdict};
 use agelab_mglru::kernel::damon::DamonAttrs;
 use agelab_mglru::kernel::lru_gen::{LruGenControl, LruGenDebugfs, LruGenError};
 use agelab_mglru::kernel::memcg::GuestMemcg;
@@ -20,15 +19,23 @@ use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
-const HELPER_ENV: &str = "AGELAB_SELFCHECK_SHMEM_HELPER";
+/// Set in the environment of the helper process [`lru_gen`] starts (this binary again): the
+/// number of shmem pages it maps; the binary then runs [`shmem_helper`] instead of its tests.
+pub const HELPER_ENV: &str = "AGELAB_SELFCHECK_SHMEM_HELPER";
 
-enum Outcome {
-    Pass,
-    Fail(String),
-    Skip(String),
-}
+/// A check on `pages` pages of scratch memory.
+pub type Check = fn(usize) -> Verdict;
 
-type Check = fn(usize) -> Outcome;
+/// Every check, by test name, in report order.
+pub const ALL: &[(&str, Check)] = &[
+    ("pagemap_presence", pagemap),
+    ("uffd_wp_async_writes", uffd_wp_async),
+    ("soft_dirty_writes", soft_dirty),
+    ("page_idle_marking", page_idle),
+    ("memcg_create_remove", memcg),
+    ("lru_gen_memcg_aging", lru_gen),
+    ("damon_vaddr_stat", damon),
+];
 
 fn map_of(m: &ScratchMapping) -> GuestPageMap {
     GuestPageMap::new(vec![PageRange {
@@ -47,7 +54,8 @@ fn half(pages: u64) -> PageSet {
     s
 }
 
-fn pagemap(pages: usize) -> Outcome {
+/// pagemap: the pages written are exactly the present ones.
+pub fn pagemap(pages: usize) -> Verdict {
     let m = ScratchMapping::new(pages).unwrap();
     for p in 0..pages / 2 {
         m.write(p, 1);
@@ -55,22 +63,27 @@ fn pagemap(pages: usize) -> Outcome {
     let mut src = PagemapSource::new(map_of(&m));
     match src.harvest() {
         Ok(h) if h.accessed == half(pages as u64) => {
-            println!("# pagemap: {} pages in {} us", pages, h.cost.ns / 1000);
-            Outcome::Pass
+            diag(&format!(
+                "pagemap: {} pages in {} us",
+                pages,
+                h.cost.ns / 1000
+            ));
+            Verdict::Pass
         }
-        Ok(h) => Outcome::Fail(format!("present {:?}, expected first half", h.accessed)),
-        Err(e) => Outcome::Fail(e.to_string()),
+        Ok(h) => Verdict::Fail(format!("present {:?}, expected first half", h.accessed)),
+        Err(e) => Verdict::Fail(e.to_string()),
     }
 }
 
-fn uffd_wp_async(pages: usize) -> Outcome {
+/// uffd-wp in async mode: exactly the pages written after arming are reported.
+pub fn uffd_wp_async(pages: usize) -> Verdict {
     let m = ScratchMapping::new(pages).unwrap();
     for p in 0..pages {
         m.write(p, 1);
     }
     let mut src = match UffdWpSource::new(&map_of(&m), UffdWpMode::Async) {
         Ok(src) => src,
-        Err(e) => return Outcome::Skip(e.to_string()),
+        Err(e) => return Verdict::Skip(e.to_string()),
     };
     for p in 0..pages / 2 {
         m.write(p, 2);
@@ -80,74 +93,80 @@ fn uffd_wp_async(pages: usize) -> Outcome {
     }
     match src.harvest() {
         Ok(h) if h.accessed == half(pages as u64) => {
-            println!("# uffd-wp async: scan+reprotect {} us", h.cost.ns / 1000);
-            Outcome::Pass
+            diag(&format!(
+                "uffd-wp async: scan+reprotect {} us",
+                h.cost.ns / 1000
+            ));
+            Verdict::Pass
         }
-        Ok(h) => Outcome::Fail(format!("written {:?}, expected first half", h.accessed)),
-        Err(e) => Outcome::Fail(e.to_string()),
+        Ok(h) => Verdict::Fail(format!("written {:?}, expected first half", h.accessed)),
+        Err(e) => Verdict::Fail(e.to_string()),
     }
 }
 
-fn soft_dirty(pages: usize) -> Outcome {
+/// soft-dirty: exactly the pages written after the clear are soft-dirty.
+pub fn soft_dirty(pages: usize) -> Verdict {
     let m = ScratchMapping::new(pages).unwrap();
     for p in 0..pages {
         m.write(p, 1);
     }
     let mut src = SoftDirtySource::new(map_of(&m));
     if let Err(r) = src.available() {
-        return Outcome::Skip(r.0);
+        return Verdict::Skip(r.0);
     }
     if let Err(e) = src.arm() {
-        return Outcome::Fail(e.to_string());
+        return Verdict::Fail(e.to_string());
     }
     for p in 0..pages / 2 {
         m.write(p, 2);
     }
     match src.harvest() {
-        Ok(h) if h.accessed == half(pages as u64) => Outcome::Pass,
-        Ok(h) => Outcome::Fail(format!("soft-dirty {:?}, expected first half", h.accessed)),
-        Err(e) => Outcome::Fail(e.to_string()),
+        Ok(h) if h.accessed == half(pages as u64) => Verdict::Pass,
+        Ok(h) => Verdict::Fail(format!("soft-dirty {:?}, expected first half", h.accessed)),
+        Err(e) => Verdict::Fail(e.to_string()),
     }
 }
 
-fn page_idle(pages: usize) -> Outcome {
+/// page_idle: the pages read after marking are no longer idle (host-side reads of our own
+/// memory go through our page tables, so both precision and recall must be near perfect).
+pub fn page_idle(pages: usize) -> Verdict {
     let m = ScratchMapping::new(pages).unwrap();
     for p in 0..pages {
         m.write(p, 1);
     }
     let mut src = PageIdleSource::new(map_of(&m));
     if let Err(r) = src.available() {
-        return Outcome::Skip(r.0);
+        return Verdict::Skip(r.0);
     }
     if let Err(e) = src.arm() {
-        return Outcome::Fail(e.to_string());
+        return Verdict::Fail(e.to_string());
     }
     for p in 0..pages / 2 {
         let _ = m.read(p);
     }
     let h = match src.harvest() {
         Ok(h) => h,
-        Err(e) => return Outcome::Fail(e.to_string()),
+        Err(e) => return Verdict::Fail(e.to_string()),
     };
     let c = h.accessed.confusion(&half(pages as u64));
     let gib = (pages as f64 * PAGE_SIZE as f64) / f64::from(1u32 << 30);
-    println!(
-        "# page_idle: precision {:.3} recall {:.3}, harvest {:.1} ms/GiB (goal <= 50), read {} B, written {} B, THP tails {}",
+    diag(&format!("page_idle: precision {:.3} recall {:.3}, harvest {:.1} ms/GiB (goal <= 50), read {} B, written {} B, THP tails {}",
         c.precision(),
         c.recall(),
         h.cost.ns as f64 / 1e6 / gib,
         h.cost.bytes_read,
         h.cost.bytes_written,
         src.last_thp_tails()
-    );
+    ));
     // Host-side reads of our own memory go through our page tables, so both must be near perfect.
     if c.recall() < 0.99 || c.precision() < 0.9 {
-        return Outcome::Fail(format!("{c:?}"));
+        return Verdict::Fail(format!("{c:?}"));
     }
-    Outcome::Pass
+    Verdict::Pass
 }
 
-fn damon(pages: usize) -> Outcome {
+/// DAMON vaddr: the half of the mapping read for 3 s is found accessed (recall >= 0.5).
+pub fn damon(pages: usize) -> Verdict {
     let m = ScratchMapping::new(pages).unwrap();
     for p in 0..pages {
         m.write(p, 1);
@@ -161,10 +180,10 @@ fn damon(pages: usize) -> Outcome {
     };
     let mut src = DamonSource::vaddr(map_of(&m), attrs);
     if let Err(r) = src.available() {
-        return Outcome::Skip(r.0);
+        return Verdict::Skip(r.0);
     }
     if let Err(e) = src.arm() {
-        return Outcome::Fail(e.to_string());
+        return Verdict::Fail(e.to_string());
     }
     let t = std::time::Instant::now();
     let mut h = None;
@@ -180,25 +199,25 @@ fn damon(pages: usize) -> Outcome {
     match h {
         Some(Ok(h)) => {
             let c = h.accessed.confusion(&half(pages as u64));
-            println!(
-                "# damon: precision {:.3} recall {:.3}, granularity {} B",
+            diag(&format!(
+                "damon: precision {:.3} recall {:.3}, granularity {} B",
                 c.precision(),
                 c.recall(),
                 src.granularity()
-            );
+            ));
             if c.recall() < 0.5 {
-                return Outcome::Fail(format!("{c:?}"));
+                return Verdict::Fail(format!("{c:?}"));
             }
-            Outcome::Pass
+            Verdict::Pass
         }
-        Some(Err(e)) => Outcome::Fail(e.to_string()),
-        None => Outcome::Fail("no harvest".into()),
+        Some(Err(e)) => Verdict::Fail(e.to_string()),
+        None => Verdict::Fail("no harvest".into()),
     }
 }
 
 /// Re-executed helper: waits for `go`, maps a shmem file of `pages` pages and touches it, then
 /// re-touches it on every `touch`.
-fn shmem_helper(pages: usize) -> ! {
+pub fn shmem_helper(pages: usize) -> ! {
     let mut lines = std::io::stdin().lock().lines();
     let _ = lines.next();
     let path = format!("/dev/shm/agelab-selfcheck-{}", std::process::id());
@@ -278,14 +297,19 @@ fn dominant(listing: &LruGenDebugfs, id: u64) -> Option<(u64, u64, u64)> {
         .map(|g| (g.seq, g.anon, total))
 }
 
-fn lru_gen(pages: usize) -> Outcome {
+/// lru_gen: a memcg's shmem pages move to a newer generation on every aging pass after
+/// they were touched, and the kernel's errno for out-of-range generations maps to our errors.
+pub fn lru_gen(pages: usize) -> Verdict {
     let c = LruGenControl::new();
     if let Err(r) = c.available() {
-        return Outcome::Skip(r.0);
+        return Verdict::Skip(r.0);
     }
     let run = || -> Result<(), String> {
         let (caps, _caps_guard) = c.enable_for_run().map_err(|e| e.to_string())?;
-        println!("# lru_gen caps {caps} = {}", caps.names().join(", "));
+        diag(&format!(
+            "lru_gen caps {caps} = {}",
+            caps.names().join(", ")
+        ));
         let _ttl = c.set_min_ttl_ms(0).map_err(|e| e.to_string())?;
         let cg = GuestMemcg::create("agelab-selfcheck").map_err(|e| e.to_string())?;
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -306,10 +330,10 @@ fn lru_gen(pages: usize) -> Outcome {
             .lru_gen_id(&listing)
             .ok_or_else(|| format!("memcg {} not in the lru_gen listing", cg.path()))?;
         let (mut seq, held, total) = dominant(&listing, id).ok_or("memcg has no node 0")?;
-        println!(
-            "# memcg {} id {id}: gen {seq} holds {held} of {total} pages",
+        diag(&format!(
+            "memcg {} id {id}: gen {seq} holds {held} of {total} pages",
             cg.path()
-        );
+        ));
         if (held as f64) < 0.9 * pages as f64 {
             return Err(format!(
                 "{held} pages in the dominant generation, expected ~{pages}"
@@ -323,7 +347,7 @@ fn lru_gen(pages: usize) -> Outcome {
             c.age_now(id, 0, true).map_err(|e| e.to_string())?;
             let listing = c.read(false).map_err(|e| e.to_string())?;
             let (now, held, _) = dominant(&listing, id).ok_or("memcg vanished")?;
-            println!("# round {round}: aged from max_seq {max}, dominant gen {seq} -> {now} ({held} pages)");
+            diag(&format!("round {round}: aged from max_seq {max}, dominant gen {seq} -> {now} ({held} pages)"));
             if now <= seq || (held as f64) < 0.9 * pages as f64 {
                 return Err(format!(
                     "round {round}: dominant gen {seq} -> {now} holding {held}"
@@ -344,76 +368,25 @@ fn lru_gen(pages: usize) -> Outcome {
         Ok(())
     };
     match run() {
-        Ok(()) => Outcome::Pass,
-        Err(e) => Outcome::Fail(e),
+        Ok(()) => Verdict::Pass,
+        Err(e) => Verdict::Fail(e),
     }
 }
 
-fn memcg(_pages: usize) -> Outcome {
+/// memcg: created, its usage read, removed when dropped.
+pub fn memcg(_pages: usize) -> Verdict {
     let cg = match GuestMemcg::create("agelab-selfcheck-memcg") {
         Ok(cg) => cg,
-        Err(e) => return Outcome::Skip(e.to_string()),
+        Err(e) => return Verdict::from_error(&e),
     };
     let dir = cg.dir().to_path_buf();
-    println!("# memcg {:?} at {}", cg.version(), dir.display());
+    diag(&format!("memcg {:?} at {}", cg.version(), dir.display()));
     if let Err(e) = cg.usage_bytes() {
-        return Outcome::Fail(e.to_string());
+        return Verdict::Fail(e.to_string());
     }
     drop(cg);
     if dir.exists() {
-        return Outcome::Fail(format!("{} left behind", dir.display()));
+        return Verdict::Fail(format!("{} left behind", dir.display()));
     }
-    Outcome::Pass
-}
-
-fn main() {
-    install_signal_cleanup().expect("signal cleanup");
-    install_panic_hook();
-    let args: Vec<String> = std::env::args().collect();
-    let mib: usize = args
-        .iter()
-        .position(|a| a == "--size-mib")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(64);
-    let pages = mib * 256;
-    if let Ok(p) = std::env::var(HELPER_ENV) {
-        shmem_helper(p.parse().unwrap());
-    }
-    let checks: [(&str, Check); 7] = [
-        ("pagemap_presence", pagemap),
-        ("uffd_wp_async_writes", uffd_wp_async),
-        ("soft_dirty_writes", soft_dirty),
-        ("page_idle_marking", page_idle),
-        ("memcg_create_remove", memcg),
-        ("lru_gen_memcg_aging", lru_gen),
-        ("damon_vaddr_stat", damon),
-    ];
-    println!("TAP version 13");
-    println!("1..{}", checks.len());
-    let (mut failed, mut skipped) = (0, 0);
-    for (i, (name, f)) in checks.iter().enumerate() {
-        match f(pages) {
-            Outcome::Pass => println!("ok {} {name}", i + 1),
-            Outcome::Skip(r) => {
-                skipped += 1;
-                println!("ok {} {name} # SKIP {r}", i + 1);
-            }
-            Outcome::Fail(r) => {
-                failed += 1;
-                println!("# {name}: {r}");
-                println!("not ok {} {name}", i + 1);
-            }
-        }
-    }
-    println!(
-        "# Totals: pass:{} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0",
-        checks.len() - failed - skipped
-    );
-    std::process::exit(if failed > 0 {
-        1
-    } else if skipped == checks.len() {
-        4
-    } else {
-        0
-    });
+    Verdict::Pass
 }
