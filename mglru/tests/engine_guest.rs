@@ -2,6 +2,11 @@
 //! log, hot pages sit in the youngest generation and cold pages in the oldest, agreeing with the
 //! ground truth for ≥ 99% of pages; and the dirty-log engine agrees page for page with an engine
 //! fed the ground truth itself.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::sources::{catalog, SourceKind};
 use agelab_mglru::{Engine, EngineConfig, OracleSource, PassTruth};

@@ -4,6 +4,11 @@
 //! the test process itself (the helper bypassed) leaves that memcg near empty. A VM's memfd or
 //! file-backed guest memory is charged whole the same way (`charge_vm_memory`, what
 //! `agelab run` uses for the kernel's lru_gen view).
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
 use agelab_mglru::lru_gen_aging::charge_vm_memory;

@@ -3,6 +3,11 @@
 //! it; the guest then verifies every word. Anonymous and memfd memory go to zram swap,
 //! file-backed memory (a file on the root filesystem) is msync'ed and dropped from the page
 //! cache. Also one full `run_once` per backing kind through the controller and the engine.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_guest::rng::SplitMix64;
 use agelab_mglru::journal::{HostChange, Journal};

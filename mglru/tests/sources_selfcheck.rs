@@ -1,5 +1,10 @@
 //! The startup self-check on this host's real /dev/kvm: every source that can run here is measured
 //! against a guest that reads and writes known sets; exact sources must be exact.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::selfcheck::{self, Control, Kind, SelfcheckOptions, SelfcheckReport};
 use agelab_mglru::sources::{BuildOptions, SourceKind};

@@ -2,6 +2,11 @@
 //! read-only hot/cold guest ends with hot pages young and cold pages in the oldest generation
 //! (≥ 99% agreement with the ground truth), the source is exact on what it armed, the guest
 //! takes far fewer faults than with every page armed, and its data survives.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::sources::uffd_minor::{
     GuidedArming, GuidedStats, UffdMinorConfig, UffdMinorSource,

@@ -1,6 +1,11 @@
 //! uffd-minor on real /dev/kvm with real guests: exact recall and precision when every page is
 //! armed, sampled estimates within their stated intervals, data integrity under continuous
 //! re-arming, and refusal of anonymous memory.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::sources::uffd_minor::{AccessEstimate, UffdMinorConfig, UffdMinorSource, Z99};
 use agelab_mglru::AccessSource;

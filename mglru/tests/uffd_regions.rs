@@ -4,6 +4,11 @@
 //! than arming every page of the oldest generations. The same check fails on the cases built to
 //! fail it: hot pages scattered one per 2 MiB region (the samples miss them), and regions whose
 //! faulting samples do not promote the region.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
 use agelab_mglru::sources::uffd_minor::{GuidedArming, RegionConfig};

@@ -1,6 +1,11 @@
 //! uffd-wp on real /dev/kvm with real guests: KVM's writes through its secondary mappings are
 //! caught exactly (recall and precision 100% against the written ground truth), in async
 //! (PAGEMAP_SCAN) and sync (fault thread) mode, on anonymous and shmem memory; data intact.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;

@@ -3,6 +3,11 @@
 //! (`nh`, 4 KiB host pages even where THP runs `always`), `thp` is advised `MADV_HUGEPAGE` (`hg`)
 //! and not `nh`, shared backings carry neither advice. Removing the madvise from `Backing::Anon`
 //! makes `anon_is_nohugepage_and_thp_is_hugepage` fail on its first assertion.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_vmm::testing::skip;
 use agelab_vmm::vm::open_kvm;

@@ -1,5 +1,10 @@
 //! Dirty tracking on real /dev/kvm: every mode's harvest is exactly the set the guest wrote, a
 //! small dirty ring overflowing many times loses no entry, and logging switches at run time.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_guest::rng::SplitMix64;
 use agelab_guest::ucall;

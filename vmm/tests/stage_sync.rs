@@ -1,6 +1,11 @@
 //! Stage synchronisation on real /dev/kvm (`Vm::sync_all` and friends): every vCPU's SYNC
 //! arguments come back indexed by vCPU, and anything but the awaited SYNC — another stage, a
 //! guest assertion — ends the wait with an error that says what happened.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_guest::{guest_assert_eq, ucall};
 use agelab_vmm::testing::skip;

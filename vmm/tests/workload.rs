@@ -1,4 +1,9 @@
 //! Guest workloads on real /dev/kvm: epochs, ground truth, data integrity.
+//!
+//! Several VMs in one process, on purpose: the tests run in parallel threads of this binary, so
+//! their VMs share one mm and its MMU notifiers, as they would in any VMM hosting several guests;
+//! nothing agelab does to one VM may disturb another (`sources_selfcheck.rs`:
+//! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_vmm::workload::{Workload, WorkloadSpec};
 use agelab_vmm::{Vm, VmConfig};
