@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 AGELAB := target/release/agelab
 
-.PHONY: all build run setup test check fmt clippy unit selftests bench lab lab-test cross-arm64 lab-arm64 clean
+.PHONY: all build run setup test check fmt clippy unit soak selftests bench lab lab-test cross-arm64 lab-arm64 clean
 
 all: build
 
@@ -33,6 +33,11 @@ clippy:
 
 unit:
 	$(CARGO) test --workspace --release
+
+## Flake hunt: the `make unit` suite SOAK_RUNS times (default 5) beside a CPU hog, periodic
+## compact_memory/drop_caches and another agelab VM; failing tests by run, logs in target/soak.
+soak: build
+	CARGO="$(CARGO)" AGELAB="$(AGELAB)" selftests/soak.sh
 
 selftests: build
 	selftests/run_selftests.sh target/release

@@ -13,6 +13,7 @@ pub mod session;
 pub mod source;
 pub mod sources;
 pub mod stats;
+pub mod testing;
 pub mod units;
 
 pub use engine::{

@@ -16,6 +16,7 @@ use agelab_mglru::sources::page_idle::PageIdleSource;
 use agelab_mglru::sources::pagemap::PagemapSource;
 use agelab_mglru::sources::soft_dirty::SoftDirtySource;
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
+use agelab_mglru::testing::reconcile_journal_at_start;
 use agelab_mglru::AccessSource;
 use agelab_vmm::testing::skip;
 use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
@@ -180,6 +181,7 @@ fn damon_refuses_a_foreign_kdamond() {
 /// of a fake tree ran beside `damon_refuses_a_foreign_kdamond`.
 #[test]
 fn damon_journaled_kdamond_holds_only_its_own_tree() {
+    reconcile_journal_at_start();
     const TEST: &str = "damon_journaled_kdamond_holds_only_its_own_tree";
     let _one = DAMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let root = std::env::temp_dir().join(format!("agelab-damon-held-{}", std::process::id()));
@@ -274,6 +276,7 @@ static DAMON_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn damon_source_configures_maps_regions_and_restores() {
+    reconcile_journal_at_start();
     let _one = DAMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let m = ScratchMapping::new(64).unwrap();
     let a = m.addr();
@@ -374,6 +377,7 @@ fn uffd_wp_async_source_sees_exactly_the_written_pages() {
 
 #[test]
 fn memcg_create_move_limit_usage_remove() {
+    reconcile_journal_at_start();
     const TEST: &str = "memcg_create_move_limit_usage_remove";
     if !agelab_mglru::kernel::is_root() {
         return skip(TEST, "needs root");
@@ -448,6 +452,7 @@ fn memcg_create_move_limit_usage_remove() {
 
 #[test]
 fn memcg_thread_move_v1() {
+    reconcile_journal_at_start();
     const TEST: &str = "memcg_thread_move_v1";
     if !agelab_mglru::kernel::is_root() {
         return skip(TEST, "needs root");
@@ -518,6 +523,7 @@ fn fake_pageout_files(root: &std::path::Path, goals: Option<bool>) {
 
 #[test]
 fn damon_pageout_scheme_writes_pattern_quota_and_goal() {
+    reconcile_journal_at_start();
     let _one = DAMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let root = std::env::temp_dir().join(format!("agelab-damos-{}", std::process::id()));
     let attrs = DamonAttrs {

@@ -12,6 +12,7 @@
 
 use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
 use agelab_mglru::lru_gen_aging::charge_vm_memory;
+use agelab_mglru::testing::reconcile_journal_at_start;
 use agelab_vmm::testing::skip;
 use agelab_vmm::{Backing, Vm, VmConfig};
 use std::fs::File;
@@ -84,6 +85,7 @@ fn usage_growth(cg: &GuestMemcg, f: impl FnOnce()) -> u64 {
 /// A new memcg `name` under this process's own, or `None` after a skip when not root or the
 /// host has no memory controller.
 fn memcg_or_skip(test: &str, name: &str) -> Option<GuestMemcg> {
+    reconcile_journal_at_start();
     if !agelab_mglru::kernel::is_root() {
         skip(test, "creating memcgs needs root");
         return None;
@@ -196,6 +198,7 @@ fn private_child() {
             "runs only as a child of private_memory_is_charged_from_inside_only",
         );
     }
+    reconcile_journal_at_start();
     let cg = GuestMemcg::create(&format!("agelab-charge-child-{}", std::process::id())).unwrap();
     cg.add_process(std::process::id() as i32).unwrap();
     // SAFETY: a fresh private anonymous mapping, unmapped below.

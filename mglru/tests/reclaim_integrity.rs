@@ -16,6 +16,7 @@ use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZramSwap};
 use agelab_mglru::reclaim::{
     run_once, PolicyKind, ReclaimAction, ReclaimRunConfig, Reclaimer, ResidencyScanner,
 };
+use agelab_mglru::testing::reconcile_journal_at_start;
 use agelab_vmm::testing::{run_test_in_child, skip};
 use agelab_vmm::workload::Workload;
 use agelab_vmm::{Backing, Vm, VmConfig};
@@ -35,11 +36,13 @@ static PROCESS: RwLock<()> = RwLock::new(());
 
 /// For a test that leaves the process's cgroups alone.
 fn sharing_the_process() -> RwLockReadGuard<'static, ()> {
+    reconcile_journal_at_start();
     PROCESS.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// For a test that moves the process into a cgroup: no other test of this binary runs meanwhile.
 fn owning_the_process() -> RwLockWriteGuard<'static, ()> {
+    reconcile_journal_at_start();
     PROCESS.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -63,6 +66,7 @@ impl Drop for SwapUse {
 
 /// zram swap for the test, or the reason to skip.
 fn swap_for_test(what: &str) -> Option<SwapUse> {
+    reconcile_journal_at_start();
     if !std::path::Path::new("/dev/kvm").exists() {
         skip(what, "no /dev/kvm");
         return None;

@@ -130,6 +130,7 @@ fn no_swap_error() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    agelab_mglru::testing::reconcile_journal_at_start();
     if let Ok(mode) = std::env::var(CHILD_ENV) {
         return child(&mode);
     }

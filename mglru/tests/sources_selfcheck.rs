@@ -11,7 +11,10 @@ use agelab_mglru::sources::{BuildOptions, SourceKind};
 use agelab_vmm::memstress::Memstress;
 use agelab_vmm::testing::skip;
 
+/// Whether the host has /dev/kvm; first reconciles the journal (a self-check may start
+/// kdamonds, journaled host changes).
 fn kvm() -> bool {
+    agelab_mglru::testing::reconcile_journal_at_start();
     if std::path::Path::new("/dev/kvm").exists() {
         return true;
     }

@@ -143,6 +143,14 @@ fn sizes_and_layouts_the_vm_cannot_take() {
     expect_input_error(&["run", "--gens", "20"], "--gens 20");
     expect_input_error(&["reclaim", "--mem", "4097"], "--mem 4097");
     expect_input_error(&["reclaim", "--zram", "lots"], "--zram");
+    // Below a swap area's minimum: refused while parsing, before any host change.
+    for small in ["1K", "1048575"] {
+        expect_input_error(&["reclaim", "--zram", small], "--zram");
+        expect_input_error(
+            &["reclaim", "--zram", small],
+            "zram swap needs at least 1 MiB",
+        );
+    }
 }
 
 #[test]
@@ -166,6 +174,12 @@ fn malformed_values_and_options() {
     expect_input_error(&["reclaim", "--read-budget", "101"], "--read-budget");
     expect_input_error(&["reclaim", "--region-samples", "0"], "--region-samples");
     expect_input_error(&["run", "--uffd-arm", "regions:2:0%"], "--uffd-arm");
+    // RECALL is a fraction in [0, 1] or a percentage with its sign; a bare 1.5 is not 1.5 %.
+    for bad in ["1.5", "99", "150%", "-1", "abc"] {
+        let arg = format!("--require-accurate={bad}");
+        expect_input_error(&["run", &arg], "--require-accurate");
+        expect_input_error(&["run", &arg], "recall is a fraction in [0, 1]");
+    }
     expect_input_error(&["workloads", "--bogus"], "--bogus");
     expect_input_error(&["bench", "--bogus"], "--bogus");
     expect_input_error(&["frobnicate"], "frobnicate");

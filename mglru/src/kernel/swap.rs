@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 
 /// Size of the swap header page (mkswap writes one `PAGE_SIZE` header).
 const HEADER_BYTES: usize = 4096;
+
+/// The smallest zram swap agelab sets up: below it a swap area holds next to nothing beside its
+/// header page.
+pub const ZRAM_MIN_BYTES: u64 = 1 << 20;
 /// Where the lock files live (tmpfs on most systems, cleared at boot).
 const LOCK_DIR: &str = "/tmp";
 /// zram's device creation interface.
@@ -309,7 +313,7 @@ impl ZramSwap {
     /// Turns free `/dev/zram<index>` into `bytes` of swap, waiting up to `wait` for another agelab
     /// run that holds the device lock.
     pub fn setup(index: u32, bytes: u64, wait: Duration) -> Result<Self, SwapError> {
-        if bytes < (1 << 20) {
+        if bytes < ZRAM_MIN_BYTES {
             return Err(SwapError::TooSmall { bytes });
         }
         let device = ZramDevice::new(index);
@@ -337,7 +341,7 @@ impl ZramSwap {
     /// a new one from `/sys/class/zram-control/hot_add` (hot-removed again on undo). Refuses,
     /// naming each device's holder, when none is free and none can be added.
     pub fn setup_free(bytes: u64) -> Result<Self, SwapError> {
-        if bytes < (1 << 20) {
+        if bytes < ZRAM_MIN_BYTES {
             return Err(SwapError::TooSmall { bytes });
         }
         let mut taken = Vec::new();

@@ -4,7 +4,9 @@
 use super::check::{self, InputError, EXIT_INPUT};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::host_guard;
-use agelab_mglru::kernel::swap::{agelab_swap_devices, SwapError, SwapStatus, ZramSwap};
+use agelab_mglru::kernel::swap::{
+    agelab_swap_devices, SwapError, SwapStatus, ZramSwap, ZRAM_MIN_BYTES,
+};
 use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::{
@@ -102,7 +104,7 @@ pub struct ReclaimArgs {
     /// when no swap other than agelab's is active (removed afterwards on every exit path; after a
     /// SIGKILL by the next agelab command or `agelab cleanup`). Swap agelab did not set up is used
     /// as is and never removed.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_zram_size)]
     pub zram: Option<u64>,
     /// Write the plot to this SVG file.
     #[arg(long)]
@@ -147,6 +149,19 @@ fn parse_read_budget(s: &str) -> Result<f64, String> {
         .ok()
         .filter(|p| *p > 0.0 && *p <= 100.0)
         .ok_or_else(|| format!("'{s}': a percentage of guest time in (0, 100], e.g. 2%"))
+}
+
+/// A zram swap size: refused at parse time, before anything on the host changes, when it is
+/// below what [`ZramSwap`] accepts.
+fn parse_zram_size(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < ZRAM_MIN_BYTES {
+        return Err(format!(
+            "'{s}' is {bytes} bytes: zram swap needs at least {} MiB",
+            ZRAM_MIN_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
 }
 
 fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
@@ -206,6 +221,7 @@ impl ReclaimCliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ReclaimCliError::Input(_)
+            | ReclaimCliError::Swap(SwapError::TooSmall { .. })
             | ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Config(_))) => EXIT_INPUT,
             ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Memory(e)))
                 if e.is_user_fixable() =>

@@ -85,26 +85,28 @@ pub struct RunArgs {
     pub no_selfcheck: bool,
     /// Fail (exit 1) when a source named in --sources is unavailable, when no available source
     /// observes the workload's kind of access, or when a source's self-check recall is below
-    /// RECALL (0..1, or a percentage).
+    /// RECALL (a fraction in [0, 1] like 0.99, or a percentage like 99%).
     #[arg(long, value_name = "RECALL", num_args = 0..=1, require_equals = true,
           default_missing_value = "0.99", value_parser = parse_recall)]
     pub require_accurate: Option<f64>,
 }
 
+/// `--require-accurate`'s RECALL: a fraction in [0, 1] (`0.99`) or a percentage in [0 %, 100 %]
+/// with its sign (`99%`). A bare number above 1 is refused rather than read as a percentage:
+/// `1.5` would otherwise silently mean 1.5 %.
 fn parse_recall(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|e| format!("{s}: {e}"))?;
-    let v = if s.ends_with('%') || v > 1.0 {
-        v / 100.0
-    } else {
-        v
+    let refuse =
+        || format!("'{s}': recall is a fraction in [0, 1] like 0.99 or a percentage like 99%");
+    let (number, scale) = match s.strip_suffix('%') {
+        Some(pct) => (pct, 100.0),
+        None => (s, 1.0),
     };
+    let v: f64 = number.parse().map_err(|_| refuse())?;
+    let v = v / scale;
     if (0.0..=1.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{s}: recall must be within 0..1 (or 0%..100%)"))
+        Err(refuse())
     }
 }
 
@@ -387,4 +389,25 @@ pub fn print_text(r: &RunReport) {
     }
     let exits: Vec<String> = r.exits.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("exit: {}; exits: {}", r.exit_reason, exits.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_recall;
+
+    #[test]
+    fn recall_is_a_fraction_or_a_percentage_with_its_sign() {
+        assert_eq!(parse_recall("0.99"), Ok(0.99));
+        assert_eq!(parse_recall("99%"), Ok(0.99));
+        assert_eq!(parse_recall("1"), Ok(1.0));
+        assert_eq!(parse_recall("0"), Ok(0.0));
+        assert_eq!(parse_recall("100%"), Ok(1.0));
+        assert_eq!(parse_recall("0%"), Ok(0.0));
+        for bad in [
+            "1.5", "99", "150%", "-1", "-1%", "abc", "NaN", "inf", "%", "", "0.5%%",
+        ] {
+            let err = parse_recall(bad).expect_err(bad);
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+    }
 }

@@ -301,6 +301,8 @@ mod tests {
 
     #[test]
     fn enable_and_min_ttl_restore_previous_values() {
+        // The knobs are scratch files, but their changes are journaled in the system journal.
+        crate::testing::reconcile_journal_at_start();
         let dir = std::env::temp_dir().join(format!("agelab-lrugen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("enabled"), "0x0000\n").unwrap();
