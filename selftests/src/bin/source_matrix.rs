@@ -280,6 +280,7 @@ fn main() -> ExitCode {
         sources,
         kinds: Kind::ALL.to_vec(),
         sampling_window: Duration::from_secs_f64(args.window),
+        control: None,
     };
     let r = match selfcheck::run(&opts) {
         Ok(r) => r,
