@@ -36,6 +36,8 @@ pub struct SourceJson {
     pub precision: Option<f64>,
     /// Recall over the judged passes; `null` when no truth was given.
     pub recall: Option<f64>,
+    /// Reported pages the truth says were not accessed in a way it sees, over the judged passes.
+    pub false_positives: u64,
     /// Mean wall time of one harvest, ns.
     pub harvest_ns: u64,
     /// Failed harvests.
@@ -169,6 +171,7 @@ impl EngineReport {
                     reason: s.reason.clone().unwrap_or_default(),
                     precision: s.precision(),
                     recall: s.recall(),
+                    false_positives: s.confusion.false_pos,
                     harvest_ns: s.mean_harvest_ns(),
                     errors: s.errors,
                 })

@@ -335,7 +335,22 @@ pub fn print_text(r: &RunReport) {
         "source", "available", "precision", "recall", "harvest_us"
     );
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
+    let kvm_faults = r.exits.get("kvm_pf_fixed").and_then(|v| v.as_u64());
     for s in &r.engine.sources {
+        let mut reason = s.reason.clone();
+        if let (Some(f), true) = (kvm_faults, s.false_positives > 0) {
+            if SourceKind::ALL
+                .iter()
+                .any(|k| k.name() == s.name && k.logs_kvm_writes())
+            {
+                reason = format!(
+                    "{} pages logged written that the guest did not write: KVM fixed {f} faults \
+                     in the run and logs a page dirty whenever it maps it writable, also on a read \
+                     fault (a first touch, or after the host unmapped the page)",
+                    s.false_positives
+                );
+            }
+        }
         // What the self-check measured other sources doing to this one, armed beside it.
         let disturbed = r
             .selfcheck
@@ -350,8 +365,8 @@ pub fn print_text(r: &RunReport) {
             pct(s.precision),
             pct(s.recall),
             s.harvest_ns as f64 / 1e3,
-            s.reason,
-            if s.reason.is_empty() || disturbed.is_empty() {
+            reason,
+            if reason.is_empty() || disturbed.is_empty() {
                 ""
             } else {
                 "; "
