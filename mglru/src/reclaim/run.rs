@@ -154,6 +154,9 @@ pub enum ReclaimRunError {
     /// The memcg is not visible in the lru_gen listing.
     #[error("lru-gen: memcg {0} not found in /sys/kernel/debug/lru_gen")]
     LruGenMemcg(String),
+    /// A run in a child process died without an OOM kill to explain it, or failed.
+    #[error(transparent)]
+    Child(#[from] super::child::ChildRunError),
     /// Verification found wrong guest data: reclaim lost or corrupted pages.
     #[error("DATA INTEGRITY FAILURE under {policy}: {mismatches} of {words} words wrong, first at {first:#x?}")]
     Integrity {
