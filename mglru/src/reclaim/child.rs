@@ -88,8 +88,19 @@ fn run_in_child_journaled(
     mut child: Command,
     journal: &Journal,
 ) -> Result<ReclaimRunReport, ChildRunError> {
+    use std::os::unix::process::CommandExt;
     use std::os::unix::process::ExitStatusExt;
     let program = child.get_program().to_string_lossy().into_owned();
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent: the child then
+    // dies with this thread (a SIGKILLed `agelab reclaim` leaves no run behind).
+    unsafe {
+        child.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let t0 = Instant::now();
     let proc = child
         .stdout(Stdio::piped())
