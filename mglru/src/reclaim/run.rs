@@ -618,6 +618,11 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     }
     // DAMON off before verify reads every page back (and before the VM goes).
     drop(kdamond);
+    // So is a lasting memcg limit: verify reads the whole guest back, and through a limit below
+    // its size the vCPU's swap-ins thrash until the memcg's OOM killer may end the VMM (seen).
+    if let Some(k) = kernel.as_mut() {
+        k.lift_limit()?;
+    }
     rep.ops_per_sec = rep.ops as f64 / rep.guest_secs.max(1e-9);
     let minutes = session.elapsed().as_secs_f64() / 60.0;
     rep.refault_pct_ws_min = rep.refaults as f64 / (rep.ws_pages.max(1) as f64) / minutes * 100.0;
