@@ -10,17 +10,16 @@
 //! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_guest::rng::SplitMix64;
-use agelab_mglru::journal::{HostChange, Journal};
-use agelab_mglru::kernel::memcg::parse_memory_stat;
 use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZramSwap};
+use agelab_mglru::reclaim::child::report_line;
 use agelab_mglru::reclaim::{
-    run_once, PolicyKind, ReclaimAction, ReclaimRunConfig, Reclaimer, ResidencyScanner,
+    run_in_child, run_once, PolicyKind, ReclaimAction, ReclaimRunConfig, Reclaimer,
+    ResidencyScanner,
 };
 use agelab_mglru::testing::reconcile_journal_at_start;
-use agelab_vmm::testing::{run_test_in_child, skip};
+use agelab_vmm::testing::skip;
 use agelab_vmm::workload::Workload;
 use agelab_vmm::{Backing, Vm, VmConfig};
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -254,17 +253,25 @@ fn engine_regions_policy_reclaims_cold_pages_of_memfd_guest() {
 /// Set in the child run of [`memcg_limit_policy_reclaims_through_the_kernel`].
 const MEMCG_LIMIT_CHILD: &str = "AGELAB_TEST_MEMCG_LIMIT_CHILD";
 
-/// `memcg-limit`: a lasting hard limit stepped down at 5 % of memory per second (at most 16 %
-/// in this run), far above the 13 MiB hot set; the kernel picks the pages, and the data stay
-/// intact. The run is a child process (this binary running only [`memcg_limit_child`]): on this
-/// host the kernel reclaims little of a running guest under a hard limit and in about half the
-/// runs OOM-kills the VMM even so (`docs/results/2026-11-29-memcg-limit.md`), which killed the
-/// whole test binary when the run was in-process. An OOM kill, confirmed by the memcg's own
-/// `oom_kill` count, is a skip with that count; any other death, a wrong word or nothing
-/// reclaimed fails.
+/// The `memcg-limit` run: a lasting hard limit stepped down at 5 % of memory per second (at most
+/// 16 % in this run), far above the 13 MiB hot set.
+fn memcg_limit_run() -> ReclaimRunConfig {
+    let mut cfg = short_run(
+        Backing::Anon,
+        PolicyKind::MemcgLimit,
+        "hotcold:hot=20%,p=100%,op=write",
+    );
+    cfg.controller.max_step_pct = 5.0;
+    cfg
+}
+
+/// `memcg-limit`: the kernel picks the pages under the limit and the data stay intact — or the
+/// memcg's OOM killer ends the run, which is then its measured result (the limit, the time and
+/// the memcg's own `oom_kill` count), as `agelab reclaim` reports it. The run is a child process
+/// (this binary running only [`memcg_limit_child`]) so that an OOM kill ends only the child. A
+/// death its memcg's OOM killer did not cause, a wrong word or nothing reclaimed fails.
 #[test]
 fn memcg_limit_policy_reclaims_through_the_kernel() {
-    use std::os::unix::process::ExitStatusExt;
     const WHAT: &str = "run_once anon memcg-limit";
     // Alone although the child is another process: it sets up its own zram swap, which no test
     // here may share or tear down meanwhile.
@@ -275,62 +282,27 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
         skip(WHAT, "no memory cgroup");
         return;
     }
-    let (pid, out) = run_test_in_child("memcg_limit_child", MEMCG_LIMIT_CHILD);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in text.lines().filter(|l| l.starts_with("SKIP ")) {
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary path"));
+    child
+        .args(["--ignored", "--exact", "memcg_limit_child"])
+        .args(["--test-threads=1", "--nocapture"])
+        .env(MEMCG_LIMIT_CHILD, "1");
+    let r = run_in_child(&memcg_limit_run(), child).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
+    match r.oom_killed {
+        Some(k) => eprintln!("{WHAT}: {k}"),
+        None => {
+            eprintln!(
+                "{WHAT}: reclaimed {} pages, cold out {}/{}, refaults {}, verify {} wrong",
+                r.reclaimed, r.cold_reclaimed, r.cold_pages, r.refaults, r.verify_mismatches
+            );
+            assert_eq!(r.verify_mismatches, 0);
+            assert!(r.reclaimed > 0, "{WHAT}: the kernel reclaimed nothing");
+        }
     }
-    if out.status.signal() == Some(libc::SIGKILL) {
-        // The child's memcg and zram swap are still journaled: read the memcg's OOM count,
-        // then restore both as any agelab command would.
-        let journal = Journal::system();
-        let oom_kills: u64 = journal
-            .all_changes()
-            .unwrap()
-            .iter()
-            .filter(|(o, _)| o.pid == pid as i32)
-            .filter_map(|(_, c)| match c {
-                HostChange::Memcg { dir, .. } => Some(memcg_oom_kills(dir)),
-                _ => None,
-            })
-            .sum();
-        let restored = journal.reconcile().unwrap();
-        assert!(
-            oom_kills > 0,
-            "{WHAT}: the child was SIGKILLed, but not by its memcg's OOM killer:\n{text}"
-        );
-        skip(
-            WHAT,
-            &format!(
-                "the kernel OOM-killed the VMM under the memcg limit ({oom_kills} OOM kill(s) \
-                 in its memcg; this host reclaims little of a running guest under a hard limit, \
-                 see docs/results/2026-11-29-memcg-limit.md); {} journal entries restored",
-                restored.len()
-            ),
-        );
-        return;
-    }
-    eprintln!("{text}");
-    assert!(out.status.success(), "{WHAT}: the child failed:\n{text}");
 }
 
-/// `oom_kill` of a memcg: v1 `memory.oom_control`, v2 `memory.events` (both `key value`
-/// lines, as `memory.stat`; 0 when unreadable).
-fn memcg_oom_kills(dir: &std::path::Path) -> u64 {
-    ["memory.oom_control", "memory.events"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .flat_map(|t| parse_memory_stat(&t))
-        .filter(|(k, _)| k == "oom_kill")
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// Run only as the child of `memcg_limit_policy_reclaims_through_the_kernel`.
+/// Run only as the child of `memcg_limit_policy_reclaims_through_the_kernel`: prints the run's
+/// report line for the parent.
 #[test]
 #[ignore = "child process of memcg_limit_policy_reclaims_through_the_kernel"]
 fn memcg_limit_child() {
@@ -344,19 +316,8 @@ fn memcg_limit_child() {
     let Some(_swap) = swap_for_test(WHAT) else {
         return;
     };
-    let mut cfg = short_run(
-        Backing::Anon,
-        PolicyKind::MemcgLimit,
-        "hotcold:hot=20%,p=100%,op=write",
-    );
-    cfg.controller.max_step_pct = 5.0;
-    let r = run_once(&cfg).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
-    println!(
-        "{WHAT}: reclaimed {} pages, cold out {}/{}, refaults {}, verify {} wrong",
-        r.reclaimed, r.cold_reclaimed, r.cold_pages, r.refaults, r.verify_mismatches
-    );
-    assert_eq!(r.verify_mismatches, 0);
-    assert!(r.reclaimed > 0, "{WHAT}: the kernel reclaimed nothing");
+    let r = run_once(&memcg_limit_run()).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
+    println!("{}", report_line(&r));
 }
 
 /// `psi` on this host's memcg (v1: the limit stepped while the guest is paused; pressure from a

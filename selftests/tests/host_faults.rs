@@ -150,6 +150,22 @@ fn device_of(line: &str) -> Option<u32> {
 }
 
 /// Memcg directories named after one of `pids` (agelab names them `NAME-<pid>`).
+/// `pid` and its child processes (a `memcg-limit` run is a child of `agelab reclaim`).
+fn with_children(pid: i32) -> Vec<i32> {
+    let mut pids = vec![pid];
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.filter_map(|t| t.ok()) {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
 fn memcgs_of(pids: &[i32]) -> Vec<PathBuf> {
     let Ok(h) = MemoryHierarchy::detect() else {
         return Vec::new();
@@ -388,7 +404,10 @@ fn kill_case(
     g.devs.push(dev);
     let zdev = ZramDevice::new(dev);
     let reached = match stage {
-        "after memcg" => poll(Duration::from_secs(60), || !memcgs_of(&[a.pid]).is_empty()),
+        // The memcg is the run's child process's.
+        "after memcg" => poll(Duration::from_secs(60), || {
+            !memcgs_of(&with_children(a.pid)).is_empty()
+        }),
         "mid-pageout" => {
             // The swap header agelab wrote is one write already.
             let at_setup = zram_writes(&zdev);
@@ -410,8 +429,15 @@ fn kill_case(
         poll(Duration::from_secs(20), || used_kib() > 0);
     }
     let used = used_kib();
+    let pids = with_children(a.pid);
+    g.pids.extend(pids.iter().skip(1));
     a.kill9();
-    let pids = [a.pid];
+    // A run's child process dies with its parent (PR_SET_PDEATHSIG): wait until it is gone, so
+    // the journal sees every owner dead.
+    poll(Duration::from_secs(20), || {
+        pids.iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    });
     // Without cleanup the checker must see the leftovers (swap on, journal entry, memcg).
     check_detects(
         &format!("{what}: before cleanup"),
@@ -422,7 +448,7 @@ fn kill_case(
     if delete_entry {
         for (file, _) in Journal::system().entries().map_err(|e| e.to_string())? {
             let n = file.file_name().unwrap().to_string_lossy().into_owned();
-            if n.starts_with(&format!("{}-", a.pid)) {
+            if pids.iter().any(|p| n.starts_with(&format!("{p}-"))) {
                 std::fs::remove_file(&file).map_err(|e| e.to_string())?;
             }
         }

@@ -16,6 +16,10 @@
 //!   CPU − run-queue wait, the guest's stall), and guest operations per vCPU CPU second relative
 //!   to the same round's `none` (mean ± 95% CI over rounds).
 //!
+//! Every guest runs in this process, one after another. A failed run is printed with its first
+//! error (and the host ranges of its own and the two previous guests' memory, for a fault
+//! address), counted, left out of its arm and never run again; the bench then exits 1.
+//!
 //! `cargo run --release -p agelab-mglru --bin region_bench -- [--mem MiB] [--spec SPEC]...
 //!  [--arms none,pages,regions:2:2%,...] [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS]`
 
@@ -58,19 +62,6 @@ impl std::fmt::Display for Arm {
     }
 }
 
-impl Arm {
-    /// The `--arms` spelling (what [`parse_arm`] reads).
-    fn cli(&self) -> String {
-        match self {
-            Arm::None => "none".into(),
-            Arm::Pages(None) => "pages".into(),
-            Arm::Pages(Some(b)) => format!("pages:{b}%"),
-            Arm::Regions(s, None) => format!("regions:{s}"),
-            Arm::Regions(s, Some(b)) => format!("regions:{s}:{b}%"),
-        }
-    }
-}
-
 fn parse_arm(s: &str) -> Option<Arm> {
     let pct = |b: &str| -> Option<f64> {
         let v: f64 = b.trim_end_matches('%').parse().ok()?;
@@ -101,8 +92,6 @@ struct Args {
     passes: usize,
     warmup: usize,
     epoch: Duration,
-    /// Internal: run one arm on one workload in this process and print its numbers.
-    one_run: Option<(String, Arm)>,
 }
 
 fn parse_args() -> Args {
@@ -118,7 +107,6 @@ fn parse_args() -> Args {
         passes: 28,
         warmup: 10,
         epoch: Duration::from_millis(250),
-        one_run: None,
     };
     let usage = |what: &str| -> ! {
         eprintln!(
@@ -144,10 +132,6 @@ fn parse_args() -> Args {
             "--passes" => a.passes = num(&v) as usize,
             "--warmup" => a.warmup = num(&v) as usize,
             "--epoch-ms" => a.epoch = Duration::from_millis(num(&v)),
-            "--one-run" => {
-                let arm = it.next().unwrap_or_else(|| usage(&k));
-                a.one_run = Some((v, parse_arm(&arm).unwrap_or_else(|| usage(&arm))));
-            }
             _ => usage(&k),
         }
     }
@@ -177,88 +161,55 @@ struct Measured {
     regions: u64,
 }
 
-impl Measured {
-    const FIELDS: usize = 11;
+/// Why an arm's run failed.
+#[derive(Debug, thiserror::Error)]
+enum ArmError {
+    /// The guest or its tracking failed.
+    #[error(transparent)]
+    Guest(#[from] GuidedGuestError),
+    /// Verification found guest data changed.
+    #[error("guest data changed under {arm}: {mismatches} words wrong")]
+    Corrupted {
+        /// The arm.
+        arm: Arm,
+        /// Wrong words.
+        mismatches: u64,
+    },
+}
 
-    fn to_line(&self) -> String {
-        let e = &self.estimate;
-        format!(
-            "RESULT {} {} {} {} {} {} {} {} {} {} {}",
-            self.ops_per_cpu_s,
-            self.faults_per_s,
-            self.stall_pct,
-            e.true_pos,
-            e.false_pos,
-            e.false_neg,
-            self.idle,
-            self.idle_touched,
-            self.cold,
-            self.cold_idle,
-            self.regions
-        )
-    }
+/// Host ranges of guest memory (start, end) of the guests this process ran, newest last, for a
+/// failure's report (is a fault address one of an earlier guest's?).
+type GuestRanges = Vec<(String, Vec<(u64, u64)>)>;
 
-    fn from_line(line: &str) -> Option<Self> {
-        let f: Vec<&str> = line.strip_prefix("RESULT ")?.split(' ').collect();
-        if f.len() != Self::FIELDS {
-            return None;
+/// One arm in this process; a failure is printed with the host ranges of this and the earlier
+/// guests' memory and counted in `failures`, never run again.
+fn run_arm(
+    a: &Args,
+    spec: &str,
+    arm: Arm,
+    seen: &mut GuestRanges,
+    failures: &mut u64,
+) -> Option<Measured> {
+    match try_arm(a, spec, arm, seen) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            *failures += 1;
+            eprintln!("region_bench: {spec} {arm}: FAILED: {e}");
+            for (name, ranges) in seen.iter().rev().take(3) {
+                let r: Vec<String> = ranges
+                    .iter()
+                    .map(|(s, e)| format!("{s:#x}-{e:#x}"))
+                    .collect();
+                eprintln!("region_bench:   guest memory of {name}: {}", r.join(" "));
+            }
+            None
         }
-        let u = |i: usize| f[i].parse::<u64>().ok();
-        Some(Measured {
-            ops_per_cpu_s: f[0].parse().ok()?,
-            faults_per_s: f[1].parse().ok()?,
-            stall_pct: f[2].parse().ok()?,
-            estimate: Confusion {
-                true_pos: u(3)?,
-                false_pos: u(4)?,
-                false_neg: u(5)?,
-            },
-            idle: u(6)?,
-            idle_touched: u(7)?,
-            cold: u(8)?,
-            cold_idle: u(9)?,
-            regions: u(10)?,
-        })
     }
 }
 
-/// One arm in a fresh process (a guest failure in a long-lived process was seen to repeat:
-/// `docs/results/2026-11-29-region-sampling.md`), once more if it fails; `None` (counted in
-/// `failures`) if it fails twice.
-fn run_arm(a: &Args, spec: &str, arm: Arm, failures: &mut u64) -> Option<Measured> {
-    for attempt in 0..2 {
-        let out = std::process::Command::new(std::env::current_exe().ok()?)
-            .args(["--mem", &a.mem_mib.to_string()])
-            .args(["--passes", &a.passes.to_string()])
-            .args(["--warmup", &a.warmup.to_string()])
-            .args(["--epoch-ms", &a.epoch.as_millis().to_string()])
-            .args(["--one-run", spec, &arm.cli()])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if let Some(m) = text.lines().find_map(Measured::from_line) {
-            return Some(m);
-        }
-        if out.status.code() == Some(4) {
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-            std::process::exit(4);
-        }
-        *failures += 1;
-        let err = String::from_utf8_lossy(&out.stderr);
-        let why = err
-            .lines()
-            .find(|l| l.contains("panicked") || l.contains("failed"))
-            .unwrap_or("");
-        eprintln!(
-            "region_bench: {spec} {arm}: run {attempt} failed ({}): {why}",
-            out.status
-        );
-    }
-    None
-}
-
-/// One arm in a fresh guest; see the module docs.
-fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError> {
+/// One arm in a fresh guest; see the module docs. The guest's memory ranges join `seen`.
+fn try_arm(a: &Args, spec: &str, arm: Arm, seen: &mut GuestRanges) -> Result<Measured, ArmError> {
+    let name = format!("guest {} ({spec}, {arm})", seen.len() + 1);
     let spec: WorkloadSpec = spec.parse().expect("workload parses");
     let setup = |g: GuidedArming| {
         let (g, budget) = match arm {
@@ -291,6 +242,16 @@ fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError>
         }
         other => other?,
     };
+    seen.push((
+        name,
+        guest
+            .engine()
+            .map()
+            .ranges()
+            .iter()
+            .map(|r| (r.hva, r.hva + r.pages * agelab_vmm::PAGE_SIZE))
+            .collect(),
+    ));
     let pages = guest.engine().generations().len();
     let mut recent: VecDeque<PageSet> = VecDeque::new();
     let mut m = Measured::default();
@@ -340,7 +301,12 @@ fn try_arm(a: &Args, spec: &str, arm: Arm) -> Result<Measured, GuidedGuestError>
     m.stall_pct = blocked / wall.max(1e-9) * 100.0;
     m.regions = guest.guide().map_or(0, |g| g.stats().regions.regions);
     let v = guest.finish()?;
-    assert_eq!(v.mismatches, 0, "guest data changed under {arm}");
+    if v.mismatches > 0 {
+        return Err(ArmError::Corrupted {
+            arm,
+            mismatches: v.mismatches,
+        });
+    }
     Ok(m)
 }
 
@@ -356,16 +322,6 @@ fn main() {
     install_signal_cleanup().expect("signal cleanup");
     agelab_mglru::host_guard::install_panic_hook();
     let a = parse_args();
-    if let Some((spec, arm)) = &a.one_run {
-        match try_arm(&a, spec, *arm) {
-            Ok(m) => println!("{}", m.to_line()),
-            Err(e) => {
-                eprintln!("region_bench: {spec} {arm}: failed: {e}");
-                std::process::exit(1);
-            }
-        }
-        return;
-    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "region_bench: {} MiB memfd, 1 vCPU, {} rounds × {} arms, {} passes of {} ms ({} warm-up), load {}",
@@ -378,11 +334,12 @@ fn main() {
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     let mut failures = 0;
+    let mut seen = GuestRanges::new();
     for spec in &a.specs {
         let mut runs: Vec<Vec<Option<Measured>>> = vec![Vec::new(); a.arms.len()];
         for round in 0..a.rounds {
             for (i, &arm) in a.arms.iter().enumerate() {
-                let m = run_arm(&a, spec, arm, &mut failures);
+                let m = run_arm(&a, spec, arm, &mut seen, &mut failures);
                 if let Some(m) = &m {
                     eprintln!(
                         "region_bench: {spec} round {round} {arm}: {:.0} ops/CPU-s, {:.0} faults/s, stall {:.2}%",
@@ -439,6 +396,7 @@ fn main() {
     }
     if failures > 0 {
         println!();
-        println!("{failures} run(s) failed (guest exception; see stderr): each was run once more in a fresh process, and a run failing twice is left out of its arm");
+        println!("{failures} run(s) FAILED (each printed on stderr with its first error; left out of its arm, never run again)");
+        std::process::exit(1);
     }
 }

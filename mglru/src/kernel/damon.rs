@@ -175,7 +175,7 @@ pub struct QuotaGoal {
 }
 
 /// A running scheme's counters (`update_schemes_stats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SchemeStats {
     /// Regions the scheme tried.
     pub nr_tried: u64,

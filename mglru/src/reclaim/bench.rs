@@ -10,7 +10,8 @@
 use serde::Serialize;
 
 use super::policy::PolicyKind;
-use super::run::{run_once, ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+use super::run::{ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+use super::run_report::OomKill;
 use crate::stats::Summary;
 use agelab_vmm::workload::WorkloadSpec;
 
@@ -88,6 +89,8 @@ pub struct PolicySummary {
     pub verify_mismatches: u64,
     /// Sources the engine had.
     pub sources: Vec<String>,
+    /// Runs the memcg's OOM killer ended (in no mean above; each is a row of the table).
+    pub oom_killed: Vec<OomKill>,
 }
 
 /// One workload's results.
@@ -125,12 +128,16 @@ pub struct BenchReport {
 }
 
 /// Runs every policy on every workload `reps` times, interleaving policies within a repetition so
-/// slow drifts of the shared host hit every policy alike. `progress` sees each finished run.
+/// slow drifts of the shared host hit every policy alike. `run` performs one run
+/// ([`run_once`](super::run_once) in this process, or a child process for a policy the
+/// kernel's OOM killer may end: [`run_in_child`](super::run_in_child)); `progress` sees each
+/// finished run. Runs the OOM killer ended count in no mean: the summary lists them.
 pub fn run_bench(
     base: &ReclaimRunConfig,
     workloads: &[WorkloadSpec],
     policies: &[PolicyKind],
     reps: usize,
+    mut run: impl FnMut(&ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunError>,
     mut progress: impl FnMut(&ReclaimRunReport),
 ) -> Result<BenchReport, ReclaimRunError> {
     let labels = arm_labels(policies);
@@ -150,7 +157,7 @@ pub fn run_bench(
                     progress: base.progress.labelled(&label),
                     ..base.clone()
                 };
-                let mut r = run_once(&cfg)?;
+                let mut r = run(&cfg)?;
                 r.policy = labels[i].clone();
                 progress(&r);
                 per[i].push(r);
@@ -159,16 +166,18 @@ pub fn run_bench(
         let baseline = policies.iter().position(|&p| p == PolicyKind::None);
         let mut ps = Vec::new();
         for (i, label) in labels.iter().enumerate() {
-            let rs = &per[i];
+            let finished = |r: &&ReclaimRunReport| r.oom_killed.is_none();
+            let rs: Vec<&ReclaimRunReport> = per[i].iter().filter(finished).collect();
             let f = |g: &dyn Fn(&ReclaimRunReport) -> f64| {
-                MeanCi::of(&rs.iter().map(g).collect::<Vec<_>>())
+                MeanCi::of(&rs.iter().map(|r| g(r)).collect::<Vec<_>>())
             };
             // Paired per round against the round's `none` run.
             let paired = |g: &dyn Fn(&ReclaimRunReport) -> f64| match baseline {
                 Some(b) => MeanCi::of(
-                    &rs.iter()
+                    &per[i]
+                        .iter()
                         .zip(&per[b])
-                        .filter(|(_, n)| g(n) > 0.0)
+                        .filter(|(r, n)| finished(r) && finished(n) && g(n) > 0.0)
                         .map(|(r, n)| g(r) / g(n) * 100.0)
                         .collect::<Vec<_>>(),
                 ),
@@ -202,6 +211,7 @@ pub fn run_bench(
                 ),
                 verify_mismatches: rs.iter().map(|r| r.verify_mismatches).sum(),
                 sources: rs.first().map(|r| r.sources.clone()).unwrap_or_default(),
+                oom_killed: per[i].iter().filter_map(|r| r.oom_killed).collect(),
             });
         }
         summaries.push(WorkloadSummary {
@@ -256,6 +266,12 @@ pub fn table(r: &BenchReport) -> String {
         s.push_str("| policy | saved MiB | cold reclaimed % | WS out % | ops/vCPU-CPU-s % | ops/(wall−runq)-s % | ops/wall-s % | refaults | refaults %WS/min | PSI some % | aging CPU ms | reclaim CPU ms | verify |\n");
         s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for p in &w.policies {
+            for k in &p.oom_killed {
+                s.push_str(&format!("| {} | {k} |{}\n", p.policy, " – |".repeat(11)));
+            }
+            if p.saved_mib.n == 0 && !p.oom_killed.is_empty() {
+                continue;
+            }
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 p.policy,

@@ -80,7 +80,7 @@ impl Default for ControllerConfig {
 }
 
 /// What the controller decided for one interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ControlStep {
     /// Measured refault rate this interval, % of working set per minute.
     pub rate: f64,

@@ -131,6 +131,20 @@ impl KernelReclaim {
     }
 }
 
+impl KernelReclaim {
+    /// Lifts a lasting limit (`memcg-limit`), keeping the memcg: before verify, which reads every
+    /// guest page back and would otherwise swap the whole guest through a limit below its size.
+    pub(super) fn lift_limit(&mut self) -> Result<(), ReclaimRunError> {
+        if self.limit.take().is_some() {
+            let policy = self.policy;
+            self.memcg
+                .set_limit(None)
+                .map_err(|err| ReclaimRunError::Memcg { policy, err })?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for KernelReclaim {
     fn drop(&mut self) {
         if self.limit.is_some() {

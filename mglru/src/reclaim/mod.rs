@@ -23,6 +23,7 @@
 
 pub mod action;
 pub mod bench;
+pub mod child;
 pub mod controller;
 mod kernel_policies;
 pub mod plot;
@@ -33,7 +34,9 @@ pub mod run_report;
 
 pub use action::{ActionReport, ReclaimAction, ReclaimActionError, Reclaimer};
 pub use bench::{run_bench, BenchReport, MeanCi};
+pub use child::{run_in_child, ChildRunError};
 pub use controller::{ControlStep, ControllerConfig, ReclaimController};
 pub use policy::{parse_policies, PolicyKind, BENCH_POLICIES};
 pub use refault::{RefaultDetector, ResidencyCounts, ResidencyError, ResidencyScanner};
 pub use run::{run_once, ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+pub use run_report::OomKill;

@@ -154,6 +154,9 @@ pub enum ReclaimRunError {
     /// The memcg is not visible in the lru_gen listing.
     #[error("lru-gen: memcg {0} not found in /sys/kernel/debug/lru_gen")]
     LruGenMemcg(String),
+    /// A run in a child process died without an OOM kill to explain it, or failed.
+    #[error(transparent)]
+    Child(#[from] super::child::ChildRunError),
     /// Verification found wrong guest data: reclaim lost or corrupted pages.
     #[error("DATA INTEGRITY FAILURE under {policy}: {mismatches} of {words} words wrong, first at {first:#x?}")]
     Integrity {
@@ -615,6 +618,11 @@ pub fn run_once(cfg: &ReclaimRunConfig) -> Result<ReclaimRunReport, ReclaimRunEr
     }
     // DAMON off before verify reads every page back (and before the VM goes).
     drop(kdamond);
+    // So is a lasting memcg limit: verify reads the whole guest back, and through a limit below
+    // its size the vCPU's swap-ins thrash until the memcg's OOM killer may end the VMM (seen).
+    if let Some(k) = kernel.as_mut() {
+        k.lift_limit()?;
+    }
     rep.ops_per_sec = rep.ops as f64 / rep.guest_secs.max(1e-9);
     let minutes = session.elapsed().as_secs_f64() / 60.0;
     rep.refault_pct_ws_min = rep.refaults as f64 / (rep.ws_pages.max(1) as f64) / minutes * 100.0;

@@ -5,7 +5,7 @@ use super::controller::ControlStep;
 use crate::kernel::damon::SchemeStats;
 
 /// One control interval.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct IntervalRecord {
     /// Seconds since the workload started.
     pub t: f64,
@@ -30,7 +30,7 @@ pub struct IntervalRecord {
 }
 
 /// The result of one run.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReclaimRunReport {
     /// Policy.
     pub policy: String,
@@ -109,10 +109,45 @@ pub struct ReclaimRunReport {
     pub sources: Vec<String>,
     /// Per interval.
     pub intervals: Vec<IntervalRecord>,
+    /// The kernel's memcg OOM killer ended the run (a kernel policy run in a child process):
+    /// then every other figure is zero and the run counts in no mean.
+    #[serde(default)]
+    pub oom_killed: Option<OomKill>,
+}
+
+/// How the memcg's OOM killer ended a run: the measured result of a kernel policy whose limit
+/// the kernel could not reclaim down to.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OomKill {
+    /// The memcg's hard limit when the run died, bytes (`None`: unlimited or unreadable).
+    pub limit_bytes: Option<u64>,
+    /// Seconds from the child's start to its death (VM set-up and fill included).
+    pub after_s: f64,
+    /// The memcg's own `oom_kill` count (v1 `memory.oom_control`, v2 `memory.events`): the
+    /// evidence that its OOM killer, not something else, sent the SIGKILL.
+    pub oom_kills: u64,
+}
+
+impl std::fmt::Display for OomKill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.limit_bytes {
+            Some(b) => write!(
+                f,
+                "OOM-killed at limit {:.1} MiB",
+                b as f64 / f64::from(1 << 20)
+            )?,
+            None => f.write_str("OOM-killed (limit unreadable)")?,
+        }
+        write!(
+            f,
+            " after {:.1} s (memcg oom_kill count {})",
+            self.after_s, self.oom_kills
+        )
+    }
 }
 
 /// What the `damon` policy's kdamond did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct DamonRunInfo {
     /// Scheme counters at the end.
     pub stats: SchemeStats,

@@ -9,9 +9,10 @@ use agelab_mglru::kernel::swap::{
 };
 use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
+use agelab_mglru::reclaim::child::report_line;
 use agelab_mglru::reclaim::{
-    parse_policies, plot, ControllerConfig, PolicyKind, ReclaimAction, ReclaimRunConfig,
-    ReclaimRunError,
+    parse_policies, plot, run_in_child, run_once, ControllerConfig, PolicyKind, ReclaimAction,
+    ReclaimRunConfig, ReclaimRunError, ReclaimRunReport,
 };
 use agelab_vmm::workload::WorkloadSpec;
 use agelab_vmm::{Backing, MemoryError, VmError};
@@ -124,6 +125,10 @@ pub struct ReclaimArgs {
     /// this directory (created).
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Internal: run the one policy × workload given in this process and print its report line
+    /// for the parent (`memcg-limit` runs as such a child: the kernel's OOM killer may end it).
+    #[arg(long, hide = true)]
+    pub child_run: bool,
 }
 
 impl ReclaimArgs {
@@ -350,8 +355,30 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
             ..Default::default()
         },
     };
+    if args.child_run {
+        // The parent holds the swap and prints the results; one run here, its report on stdout.
+        let r = run_once(&ReclaimRunConfig {
+            policy: args.policy.0[0],
+            ..base
+        })?;
+        println!("{}", report_line(&r));
+        std::process::exit(0);
+    }
     let quiet = args.quiet || args.json;
-    let report = run_bench(&base, &workloads, &args.policy.0, args.reps, |r| {
+    let run = |cfg: &ReclaimRunConfig| -> Result<ReclaimRunReport, ReclaimRunError> {
+        if cfg.policy == PolicyKind::MemcgLimit {
+            Ok(run_in_child(cfg, child_command(cfg)?)?)
+        } else {
+            run_once(cfg)
+        }
+    };
+    let report = run_bench(&base, &workloads, &args.policy.0, args.reps, run, |r| {
+        if let Some(k) = &r.oom_killed {
+            if !quiet {
+                eprintln!("  {:<13} {:<40} {k}", r.policy, r.workload);
+            }
+            return;
+        }
         if !quiet {
             eprintln!(
                 "  {:<13} {:<40} saved {:>6.1} MiB, cold out {:>5.1}%, refaults {:>6}, {:.4e} ops/vCPU-CPU-s, {:.4e} ops/s, verify ok",
@@ -385,6 +412,46 @@ pub fn run(args: &ReclaimArgs) -> Result<BenchReport, ReclaimCliError> {
         }
     }
     Ok(report)
+}
+
+/// `agelab reclaim` as the child process of one run of `cfg`: this executable with every option of
+/// the run spelled out, `--child-run`, and no swap set-up (the parent's swap serves it).
+fn child_command(cfg: &ReclaimRunConfig) -> Result<std::process::Command, ReclaimRunError> {
+    let exe = std::env::current_exe().map_err(|err| {
+        ReclaimRunError::Child(agelab_mglru::reclaim::ChildRunError::Spawn {
+            program: "/proc/self/exe".into(),
+            err,
+        })
+    })?;
+    let secs = |d: Duration| format!("{:.9}s", d.as_secs_f64());
+    let c = &cfg.controller;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("reclaim")
+        .args(["--policy", cfg.policy.name()])
+        .args(["--workload", &cfg.workload.to_string()])
+        .args(["--reps", "1"])
+        .args(["--mem", &cfg.mem_bytes.to_string()])
+        .args(["--vcpus", &cfg.vcpus.to_string()])
+        .args(["--backing", &cfg.backing.to_string()])
+        .args(["--duration", &secs(cfg.duration)])
+        .args(["--warmup", &secs(cfg.warmup)])
+        .args(["--psi-target", &cfg.psi_target_pct.to_string()])
+        .args(["--damon-quota-ms", &cfg.damon_quota_ms.to_string()])
+        .args(["--read-budget", &cfg.read_budget_pct.to_string()])
+        .args(["--region-samples", &cfg.regions.samples.to_string()])
+        .args(["--interval", &secs(cfg.interval)])
+        .args(["--min-age", &secs(cfg.min_age)])
+        .args(["--gens", &cfg.gens.to_string()])
+        .args(["--cold-window", &secs(cfg.cold_window)])
+        .args(["--action", cfg.action.name()])
+        .args(["--slo", &c.slo_pct_per_min.to_string()])
+        .args(["--max-step", &c.max_step_pct.to_string()])
+        .args(["--step-period", &secs(c.step_period)])
+        .args(["--kp", &c.kp.to_string()])
+        .args(["--ki", &c.ki.to_string()])
+        .args(["--ws-window", &secs(c.ws_window)])
+        .args(["--quiet", "--child-run"]);
+    Ok(cmd)
 }
 
 /// The benchmark's parameters as the report shows them.

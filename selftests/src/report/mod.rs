@@ -628,6 +628,17 @@ pub fn reclaim_html(params: &[(String, String)], host: &HostFacts, r: &BenchRepo
             esc(&w.workload)
         );
         for p in &w.policies {
+            for k in &p.oom_killed {
+                let _ = writeln!(
+                    b,
+                    "<tr><td>{}</td><td colspan=\"6\">{}</td></tr>",
+                    esc(&p.policy),
+                    esc(&k.to_string())
+                );
+            }
+            if p.saved_mib.n == 0 && !p.oom_killed.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 b,
                 "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} wrong</td></tr>",
