@@ -366,6 +366,7 @@ fn main() {
         }
         return;
     }
+    println!("{}", agelab_vmm::HostProfile::measure());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "region_bench: {} MiB memfd, 1 vCPU, {} rounds × {} arms, {} passes of {} ms ({} warm-up), load {}",
