@@ -27,8 +27,9 @@ use crate::Backing;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-/// Pages each probe sweep touches (8 MiB): the probe takes ~0.5 s at 40 µs per fault.
-pub const PROBE_PAGES: u64 = 2048;
+/// Pages each probe sweep touches (4 MiB): at ~35 µs per fault the probe's vCPU needs ~0.25 s
+/// of CPU (1–1.5 s of wall time at load 11 on 2 cores); the 5-run spread stays within ±5%.
+pub const PROBE_PAGES: u64 = 1024;
 /// Measured rounds of the write-protect and zap probes (the median is reported).
 const ROUNDS: usize = 3;
 
@@ -186,6 +187,19 @@ impl HostProfile {
         }
         self.zap_read_fault = median_cost(rounds);
         Ok(())
+    }
+}
+
+impl HostProfile {
+    /// Time per page a whole-memory guest pass may take before a watchdog calls it stuck on
+    /// this host ([`crate::workload::Workload::set_page_limit`]): 16 times the measured first
+    /// touch, so a vCPU that gets a sixteenth of a CPU (32 runnable threads on 2 cores) is still
+    /// not called stuck, and never less than [`crate::workload::DEFAULT_PAGE_LIMIT`].
+    pub fn whole_memory_page_limit(&self) -> Duration {
+        let measured = self.first_touch_us_per_page.map_or(Duration::ZERO, |us| {
+            Duration::from_secs_f64(us * 16.0 / 1e6)
+        });
+        measured.max(crate::workload::DEFAULT_PAGE_LIMIT)
     }
 }
 
@@ -398,6 +412,30 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn whole_memory_passes_get_sixteen_first_touches_per_page() {
+        assert_eq!(
+            profile().whole_memory_page_limit(),
+            Duration::from_secs_f64(18.64 * 16.0 / 1e6)
+        );
+        let fast = HostProfile {
+            first_touch_us_per_page: Some(2.6),
+            ..profile()
+        };
+        assert_eq!(
+            fast.whole_memory_page_limit(),
+            crate::workload::DEFAULT_PAGE_LIMIT
+        );
+        let unmeasured = HostProfile {
+            first_touch_us_per_page: None,
+            ..profile()
+        };
+        assert_eq!(
+            unmeasured.whole_memory_page_limit(),
+            crate::workload::DEFAULT_PAGE_LIMIT
+        );
     }
 
     #[test]

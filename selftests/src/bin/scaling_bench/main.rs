@@ -290,6 +290,7 @@ fn main() -> ExitCode {
         eprintln!("scaling_bench: {e}");
         return ExitCode::from(2);
     }
+    let host = HostProfile::measure();
     let settings = Settings {
         vcpus: args.vcpus,
         backing: args.backing.clone(),
@@ -298,8 +299,8 @@ fn main() -> ExitCode {
         uffd_arm: args.uffd_arm,
         interval: Duration::from_millis(500),
         disabled: args.unavailable.clone(),
+        page_limit: host.whole_memory_page_limit(),
     };
-    let host = HostProfile::measure();
     let load_before = load();
     let mem_available = measure::mem_available().unwrap_or(0);
     let mut results = Vec::new();
