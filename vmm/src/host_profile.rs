@@ -1,5 +1,5 @@
-//! What a guest page fault costs on this host, measured with a real guest on /dev/kvm in a
-//! fraction of a second, so that every benchmark can print it beside its results: a change of
+//! What a guest page fault costs on this host, measured with a real guest on /dev/kvm in about
+//! a quarter second of vCPU time, so that every benchmark can print it beside its results: a change of
 //! host kernel or machine image moves every fault-bound figure, and this line shows it at once.
 //!
 //! [`HostProfile::measure`] runs the memstress guest ([`crate::memstress`]) over
@@ -11,9 +11,9 @@
 //!   (KVM_CLEAR_DIRTY_LOG) and the guest writes each once more, per fault KVM fixed;
 //! - **read fault after a zap**: `MADV_DONTNEED` over memfd memory (the MMU notifier zaps KVM's
 //!   mappings, the pages stay in the page cache) and the guest reads each page, per fault. Here
-//!   a read fault maps several pages (0.12–0.19 `pf_fixed` per page on kvm_pvm, most likely
-//!   the shadow MMU prefetching neighbouring sptes whose host pages shmem's fault-around mapped),
-//!   so this figure is per fault and its `pf_fixed` per page says how many pages one covers.
+//!   one read fault maps several pages (0.12–0.19 `pf_fixed` per page on kvm_pvm; presumably
+//!   KVM's spte prefetch over pages the host fault mapped around, not traced), so this figure is
+//!   per fault and its `pf_fixed` per page says how many pages one fault covers.
 //!
 //! Each figure is the sweep's vCPU CPU time minus that of the same sweep right after it, when
 //! nothing faults (the guest's own loop and the SYNC exit), divided by the faults taken. CPU time
@@ -27,8 +27,9 @@ use crate::Backing;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-/// Pages each probe sweep touches (4 MiB): at ~35 µs per fault the probe's vCPU needs ~0.25 s
-/// of CPU (1–1.5 s of wall time at load 11 on 2 cores); the 5-run spread stays within ±5%.
+/// Pages each probe sweep touches (4 MiB): at ~33 µs per fault the probe's vCPU needs ~0.25 s
+/// of CPU (0.7 s of wall time in all at load 8 on 2 cores, seconds in a burst of other work);
+/// 5 runs in a row spread by ±3 %.
 pub const PROBE_PAGES: u64 = 1024;
 /// Measured rounds of the write-protect and zap probes (the median is reported).
 const ROUNDS: usize = 3;
