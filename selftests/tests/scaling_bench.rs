@@ -79,6 +79,12 @@ fn the_table_lists_every_source_measured_or_unavailable_with_its_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
     assert_eq!(problems(&text, 2), Vec::<String>::new(), "{text}");
+    // The host's fault costs come first, so a change of host shows beside the figures.
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("host: ") && first.contains(" µs/page | "),
+        "{text}"
+    );
     // The source made unavailable on purpose is listed with the reason, not dropped.
     let wp = text
         .lines()
@@ -139,6 +145,15 @@ fn the_binary_refuses_a_table_with_a_source_row_missing() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json output");
     assert_eq!(json["incomplete"][0], "no row for kvm-dirty-log");
+    let host = &json["host"];
+    assert!(host["kernel"].is_string(), "{host}");
+    assert!(host["error"].is_null(), "{host}");
+    assert!(
+        host["first_touch_us_per_page"]
+            .as_f64()
+            .is_some_and(|us| us > 0.0),
+        "{host}"
+    );
     let rows = json["rows"].as_array().expect("rows");
     let source = |name: &str| rows.iter().find(|r| r["source"] == name);
     assert!(source("kvm-dirty-log").is_none());

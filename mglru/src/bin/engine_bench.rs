@@ -180,6 +180,7 @@ fn main() {
             }
         }
     }
+    println!("{}", agelab_vmm::HostProfile::measure());
     println!(
         "aging-pass bookkeeping, default policy (4 generations, one per pass), {passes} passes after 4 warm-up"
     );

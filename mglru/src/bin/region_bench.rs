@@ -322,6 +322,7 @@ fn main() {
     install_signal_cleanup().expect("signal cleanup");
     agelab_mglru::host_guard::install_panic_hook();
     let a = parse_args();
+    println!("{}", agelab_vmm::HostProfile::measure());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "region_bench: {} MiB memfd, 1 vCPU, {} rounds × {} arms, {} passes of {} ms ({} warm-up), load {}",

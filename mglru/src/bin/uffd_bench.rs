@@ -369,6 +369,9 @@ fn main() {
     install_signal_cleanup().expect("signal cleanup");
     agelab_mglru::host_guard::install_panic_hook();
     let a = parse_args();
+    if a.cmd == "minor" || a.cmd == "wp" {
+        println!("{}", agelab_vmm::HostProfile::measure());
+    }
     match a.cmd.as_str() {
         "minor" => minor(&a),
         "wp" => wp(&a),

@@ -26,6 +26,12 @@ enum Command {
     Workloads,
     /// Foundation and workload benchmarks (guest vs native loop, first touch, patterns).
     Bench,
+    /// Measure this host's guest page-fault costs (the `host:` line every benchmark prints).
+    HostProfile {
+        /// Print the profile as JSON instead of the line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot QEMU with a lab kernel and run a command inside it.
     Lab(agelab_lab::LabArgs),
     /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
@@ -116,6 +122,22 @@ fn main() -> ExitCode {
             |e| e.exit_code(),
         ),
         Command::Bench => finish("bench", cli::bench::run(), false, |_| {}, |_| 1),
+        Command::HostProfile { json } => {
+            let profile = agelab_vmm::HostProfile::measure();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&profile).expect("profile serialises")
+                );
+            } else {
+                println!("{profile}");
+            }
+            if profile.error.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Command::Workloads => {
             cli::workloads::print();
             ExitCode::SUCCESS

@@ -137,6 +137,7 @@ fn main() {
             _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
+    println!("{}", agelab_vmm::HostProfile::measure());
     let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));
     println!(
         "dirty tracking harvest cost, {} MiB of guest memory, figures per GiB",

@@ -278,6 +278,7 @@ fn main() {
             _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
         }
     }
+    println!("{}", agelab_vmm::HostProfile::measure());
     let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));
     let s = DirtyMode::ClearLog.support(&kvm);
     if !s.available {

@@ -1,5 +1,6 @@
 //! `agelab bench`: the foundation and workload benchmarks, measured side by side in one run and
-//! reported as ratios (never asserted as timed tests).
+//! reported as ratios (never asserted as timed tests), below the host's fault costs
+//! ([`agelab_vmm::HostProfile`]).
 
 use agelab_guest::workload::{first_touch_main, touch_loop, touch_loop_warm_main};
 use agelab_vmm::workload::{Workload, WorkloadSpec};
@@ -130,6 +131,7 @@ pub fn patterns(mem: u64, epoch: Duration) -> Result<Vec<(String, f64, f64)>, Be
 
 /// Runs everything and prints a report.
 pub fn run() -> Result<(), BenchError> {
+    println!("{}", agelab_vmm::HostProfile::measure());
     println!("# agelab bench (foundation and workloads)");
     // Large working sets default to THP + 2 MiB guest pages where the host has THP; the 4 KiB
     // row beside each shows what the huge mappings buy. Medians of three runs each.

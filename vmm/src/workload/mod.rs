@@ -122,6 +122,7 @@ pub struct Workload {
     history: Vec<Vec<VcpuEpoch>>,
     truth_cache: HashMap<u64, Arc<EpochTruth>>,
     started: Instant,
+    page_limit: Duration,
     /// Guest text received (PRINTF), for callers that want it.
     pub guest_output: Vec<(usize, String)>,
 }
@@ -135,14 +136,16 @@ impl std::fmt::Debug for Workload {
     }
 }
 
-/// How long a vCPU may take over its partition of a whole-memory pass (fill, verify) before the
-/// watchdog calls it stuck: 120 s, or 100 µs per page of the largest partition — a first touch
-/// costs ~4 µs per page on an idle host, and a 16 GiB fill on a loaded one (load average 17
+/// Default time per page a whole-memory pass may take ([`Workload::set_page_limit`]): a first
+/// touch cost ~4 µs per page on an idle host, and a 16 GiB fill on a loaded one (load average 17
 /// on 2 cores) took over 60 µs per page.
-fn whole_memory_limit(parts: &[(u64, u64)]) -> Duration {
+pub const DEFAULT_PAGE_LIMIT: Duration = Duration::from_micros(100);
+
+/// How long a vCPU may take over its partition of a whole-memory pass (fill, verify) before the
+/// watchdog calls it stuck: 120 s, or `per_page` per page of the largest partition.
+fn whole_memory_limit(parts: &[(u64, u64)], per_page: Duration) -> Duration {
     let pages = parts.iter().map(|p| p.1).max().unwrap_or(0);
-    Duration::from_secs(120)
-        .max(Duration::from_micros(100).saturating_mul(u32::try_from(pages).unwrap_or(u32::MAX)))
+    Duration::from_secs(120).max(per_page.saturating_mul(u32::try_from(pages).unwrap_or(u32::MAX)))
 }
 
 /// System memory a workload needs on top of the VM's own (zipf table).
@@ -208,6 +211,7 @@ impl Workload {
             history: Vec::new(),
             truth_cache: HashMap::new(),
             started: Instant::now(),
+            page_limit: DEFAULT_PAGE_LIMIT,
             guest_output: Vec::new(),
         };
         wl.wait_ready(Duration::from_secs(30))?;
@@ -419,11 +423,19 @@ impl Workload {
             .collect()
     }
 
+    /// Sets how long a whole-memory pass ([`Workload::fill`], [`Workload::verify`]) may take
+    /// per page of a vCPU's partition before the watchdog calls the guest stuck (default
+    /// [`DEFAULT_PAGE_LIMIT`]); a host whose faults cost more raises it
+    /// ([`crate::HostProfile::whole_memory_page_limit`]).
+    pub fn set_page_limit(&mut self, per_page: Duration) {
+        self.page_limit = per_page;
+    }
+
     /// Writes the integrity pattern over every vCPU's partition of test memory.
     pub fn fill(&mut self) -> Result<Duration, WorkloadError> {
         let parts = self.partitions();
         self.command(WorkCmd::Fill, 0, |v| parts[v])?;
-        let limit = whole_memory_limit(&parts);
+        let limit = whole_memory_limit(&parts, self.page_limit);
         self.vm.set_watchdog(limit);
         let t0 = Instant::now();
         self.resume_all(WorkCmd::Fill)?;
@@ -453,7 +465,7 @@ impl Workload {
     pub fn verify(&mut self) -> Result<VerifyReport, WorkloadError> {
         let parts = self.partitions();
         self.command(WorkCmd::Verify, 0, |v| parts[v])?;
-        let limit = whole_memory_limit(&parts);
+        let limit = whole_memory_limit(&parts, self.page_limit);
         self.vm.set_watchdog(limit);
         self.resume_all(WorkCmd::Verify)?;
         self.wait_ready(limit + Duration::from_secs(30))?;

@@ -4,7 +4,9 @@
 //! (sources this host lacks listed as unavailable with the reason), the kernel's lru_gen aging
 //! where present, engine bookkeeping per pass, ground-truth replay and the integrity verify —
 //! each with its figure per GiB, the growth ratio between consecutive sizes and whether it is
-//! linear. One size at a time, each VM freed before the next (16 GiB on a 24 GiB host).
+//! linear. One size at a time, each VM freed before the next (16 GiB on a 24 GiB host). Above
+//! the table (and as `host` in the JSON) stands the host's measured fault costs
+//! ([`agelab_vmm::HostProfile`]), which every fault-bound figure here moves with.
 //!
 //! Exit: 0 with a complete table; 1 when a source row is missing or incomplete, a source failed,
 //! a size could not be measured (too little free memory) or verify found corrupted memory; 2 for
@@ -18,7 +20,7 @@ use agelab::units::parse_size;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::SourceKind;
-use agelab_vmm::Backing;
+use agelab_vmm::{Backing, HostProfile};
 use clap::Parser;
 use measure::{Settings, SizeResult, SourceCost, LRU_GEN};
 use serde::Serialize;
@@ -132,14 +134,6 @@ fn load() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn kvm_flavour() -> String {
-    ["kvm_pvm", "kvm_intel", "kvm_amd"]
-        .into_iter()
-        .find(|m| std::path::Path::new("/sys/module").join(m).exists())
-        .unwrap_or("kvm")
-        .to_string()
 }
 
 /// The table's rows from the per-size results.
@@ -263,6 +257,7 @@ fn source_rows(name: &str, results: &[SizeResult], sizes: &[u64]) -> Vec<Row> {
 
 #[derive(Debug, Serialize)]
 struct Report<'a> {
+    host: &'a HostProfile,
     conditions: &'a Conditions,
     sizes: &'a [u64],
     rows: &'a [Row],
@@ -295,6 +290,7 @@ fn main() -> ExitCode {
         eprintln!("scaling_bench: {e}");
         return ExitCode::from(2);
     }
+    let host = HostProfile::measure();
     let settings = Settings {
         vcpus: args.vcpus,
         backing: args.backing.clone(),
@@ -303,6 +299,7 @@ fn main() -> ExitCode {
         uffd_arm: args.uffd_arm,
         interval: Duration::from_millis(500),
         disabled: args.unavailable.clone(),
+        page_limit: host.whole_memory_page_limit(),
     };
     let load_before = load();
     let mem_available = measure::mem_available().unwrap_or(0);
@@ -320,7 +317,7 @@ fn main() -> ExitCode {
         kernel: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "?".into()),
-        kvm: kvm_flavour(),
+        kvm: agelab_vmm::host_profile::kvm_flavour(),
         backing: args.backing.to_string(),
         shmem_thp: read_trim("/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
         guest_pages: "4 KiB guest page-table entries (the runs' default for this backing)",
@@ -357,6 +354,7 @@ fn main() -> ExitCode {
         .filter(|r| matches!(r.status, Status::Failed(_)))
         .collect();
     let report = Report {
+        host: &host,
         conditions: &conditions,
         sizes: &sizes,
         rows: &rows,
@@ -366,7 +364,7 @@ fn main() -> ExitCode {
     if args.json {
         println!("{json}");
     } else {
-        print_text(&conditions, &rows, &sizes);
+        print_text(&host, &conditions, &rows, &sizes);
     }
     let mut err = std::io::stderr().lock();
     if let Some(path) = &args.json_out {
@@ -391,7 +389,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_text(c: &Conditions, rows: &[Row], sizes: &[u64]) {
+fn print_text(host: &HostProfile, c: &Conditions, rows: &[Row], sizes: &[u64]) {
+    println!("{host}");
     println!(
         "# scaling_bench: costs by guest size, one run (medians of {} passes after 1 warm-up)",
         c.passes

@@ -81,6 +81,9 @@ pub struct Settings {
     pub interval: Duration,
     /// Sources left out on purpose (reported unavailable).
     pub disabled: Vec<SourceKind>,
+    /// Time per page the fill and verify may take before the watchdog calls the guest stuck
+    /// (from the host's measured first touch).
+    pub page_limit: Duration,
 }
 
 impl Settings {
@@ -445,6 +448,7 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
     let t = Instant::now();
     let mut wl = Workload::start(vm, settings.spec(bytes)?)?;
     out.start_ms = Some(ms(t.elapsed()));
+    wl.set_page_limit(settings.page_limit);
     let cpu = vcpu_cpu(&wl);
     out.fill_ms = Some(ms(wl.fill()?));
     out.fill_cpu_ms = cpu_since(&wl, &cpu);
