@@ -410,6 +410,17 @@ impl Engine {
         report::generations_table(self, Instant::now())
     }
 
+    /// Harvests every available source once and forgets what it reported: what happened before
+    /// the first epoch (the guest's set-up, a fill of its memory, a fresh mapping that pagemap
+    /// reports all soft-dirty) belongs to no epoch's truth, so it must not count as the first
+    /// pass's accesses.
+    pub fn forget_before_start(&mut self) {
+        for slot in self.sources.iter_mut().filter(|s| s.stats.available) {
+            // A source that cannot harvest now fails its first pass the same way, and says so.
+            let _ = slot.source.harvest();
+        }
+    }
+
     /// The JSON-ready summary, now.
     pub fn report(&self) -> EngineReport {
         EngineReport::from_engine(self, Instant::now())

@@ -53,7 +53,9 @@ pub struct SessionOptions {
     pub trim_last_epoch: bool,
     /// Add the ground truth itself as a source (`oracle`), fed every epoch.
     pub oracle: bool,
-    /// Arm guided uffd-minor from the engine's generations once before the guest starts.
+    /// Arm guided uffd-minor from the engine's generations once before the guest starts, and
+    /// harvest every source once right before the first epoch so that its first pass reports
+    /// that epoch's accesses only ([`Engine::forget_before_start`]).
     pub arm_at_start: bool,
     /// The progress line, drawn by [`AgingSession::show_progress`].
     pub progress: ProgressLine,
@@ -134,6 +136,11 @@ impl AgingSession {
 
     /// Runs the guest for one epoch.
     pub fn run_epoch(&mut self) -> Result<EpochResult, WorkloadError> {
+        if self.epochs == 0 && self.opts.arm_at_start {
+            if let Some(e) = self.engine.as_mut() {
+                e.forget_before_start();
+            }
+        }
         let len = if self.opts.trim_last_epoch {
             let left = self.opts.duration.saturating_sub(self.elapsed());
             self.opts.interval.min(left).max(Duration::from_millis(1))
