@@ -19,18 +19,7 @@ use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::testing::reconcile_journal_at_start;
 use agelab_mglru::AccessSource;
 use agelab_vmm::testing::skip;
-use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
-
-fn map_of(m: &ScratchMapping) -> GuestPageMap {
-    GuestPageMap::new(vec![PageRange {
-        first_page: 0,
-        pages: m.len() as u64 / PAGE_SIZE,
-        gpa: 0x1_0000_0000,
-        hva: m.addr(),
-        slot: 1,
-        backing: BackingKind::Anonymous,
-    }])
-}
+use agelab_vmm::{PageSet, PAGE_SIZE};
 
 fn set(len: u64, pages: &[u64]) -> PageSet {
     let mut s = PageSet::new(len);
@@ -46,7 +35,7 @@ fn pagemap_source_reports_present_pages() {
     for p in (0..64).step_by(2) {
         m.write(p, 1);
     }
-    let mut src = PagemapSource::new(map_of(&m));
+    let mut src = PagemapSource::new(m.as_guest_memory());
     src.available().unwrap();
     let h = src.harvest().unwrap();
     let even: Vec<u64> = (0..64).step_by(2).collect();
@@ -54,7 +43,7 @@ fn pagemap_source_reports_present_pages() {
     assert_eq!(h.cost.bytes_read, 64 * 8);
     assert_eq!(src.last_swapped(), 0);
     let pm = Pagemap::open_self().unwrap();
-    let pfns = pm.guest_pfns(&map_of(&m)).unwrap();
+    let pfns = pm.guest_pfns(&m.as_guest_memory()).unwrap();
     assert!(pfns[0].is_some_and(|p| p != 0), "root sees PFNs");
     assert!(pfns[1].is_none());
     let e = pm.read(m.addr(), 1).unwrap()[0];
@@ -101,7 +90,7 @@ fn page_idle_source_availability() {
     for p in 0..64 {
         m.write(p, 1);
     }
-    let mut src = PageIdleSource::new(map_of(&m));
+    let mut src = PageIdleSource::new(m.as_guest_memory());
     match src.available() {
         Err(reason) if !std::path::Path::new("/sys/kernel/mm/page_idle/bitmap").exists() => {
             assert!(reason.0.contains("CONFIG_IDLE_PAGE_TRACKING"), "{reason}");
@@ -162,7 +151,7 @@ fn damon_refuses_a_foreign_kdamond() {
         "{msg}"
     );
     let m = ScratchMapping::new(4).unwrap();
-    let mut src = DamonSource::vaddr(map_of(&m), DamonAttrs::default());
+    let mut src = DamonSource::vaddr(m.as_guest_memory(), DamonAttrs::default());
     assert_eq!(src.available().unwrap_err().0, msg);
     assert!(matches!(
         src.harvest(),
@@ -293,7 +282,7 @@ fn damon_source_configures_maps_regions_and_restores() {
     );
     let admin = DamonAdmin::with_root(&root);
     let mut src = DamonSource::new(
-        map_of(&m),
+        m.as_guest_memory(),
         DamonTarget::Vaddr {
             pid: 42,
             ranges: Vec::new(),
@@ -330,7 +319,7 @@ fn soft_dirty_source() {
     for p in 0..16 {
         m.write(p, 1);
     }
-    let mut src = SoftDirtySource::new(map_of(&m));
+    let mut src = SoftDirtySource::new(m.as_guest_memory());
     if let Err(reason) = src.available() {
         assert!(reason.0.contains("CONFIG_MEM_SOFT_DIRTY") || reason.0.contains("clear"));
         return skip(TEST, &reason.to_string());
@@ -350,7 +339,7 @@ fn uffd_wp_async_source_sees_exactly_the_written_pages() {
     for p in 0..48 {
         m.write(p, 1);
     }
-    let mut src = match UffdWpSource::new(&map_of(&m), UffdWpMode::Async) {
+    let mut src = match UffdWpSource::new(&m.as_guest_memory(), UffdWpMode::Async) {
         Ok(src) => src,
         Err(reason) => return skip(TEST, &reason.to_string()),
     };

@@ -13,6 +13,38 @@ use agelab_vmm::testing::skip;
 
 /// Whether the host has /dev/kvm; first reconciles the journal (a self-check may start
 /// kdamonds, journaled host changes).
+/// The self-check of `sources` on 16 MiB of `backing`, with `control`; its table printed.
+fn selfcheck_of(
+    sources: Vec<SourceKind>,
+    backing: agelab_vmm::Backing,
+    control: Option<Control>,
+) -> SelfcheckReport {
+    let r = selfcheck::run(&SelfcheckOptions {
+        mem_bytes: 16 << 20,
+        backing,
+        sources,
+        control,
+        ..Default::default()
+    })
+    .unwrap();
+    println!("{}", r.table());
+    r
+}
+
+/// `None` (the skip printed) unless every source of `r` can run here.
+fn all_available<'a>(r: &'a SelfcheckReport, what: &str) -> Option<&'a SelfcheckReport> {
+    match r.sources.iter().find(|s| !s.available) {
+        Some(s) => {
+            skip(
+                &format!("sources_selfcheck {what}"),
+                &format!("{}: {}", s.source, s.reason),
+            );
+            None
+        }
+        None => Some(r),
+    }
+}
+
 fn kvm() -> bool {
     agelab_mglru::testing::reconcile_journal_at_start();
     if std::path::Path::new("/dev/kvm").exists() {
@@ -79,13 +111,7 @@ fn exact_write_sources_are_exact_on_a_real_guest() {
         SourceKind::DamonPaddr,
         SourceKind::Pagemap,
     ];
-    let r = selfcheck::run(&SelfcheckOptions {
-        mem_bytes: 16 << 20,
-        sources: names,
-        ..Default::default()
-    })
-    .unwrap();
-    println!("{}", r.table());
+    let r = selfcheck_of(names, agelab_vmm::Backing::Anon, None);
     for s in &r.sources {
         if !s.available || s.kinds.is_empty() {
             skip(&format!("sources_selfcheck {}", s.source), &s.reason);
@@ -116,19 +142,15 @@ fn an_invalidation_of_kvm_mappings_is_counted_and_named() {
     if !kvm() {
         return;
     }
-    let r = selfcheck::run(&SelfcheckOptions {
-        mem_bytes: 16 << 20,
-        sources: vec![SourceKind::KvmClearLog],
-        control: Some(Control::InvalidateMappings),
-        ..Default::default()
-    })
-    .unwrap();
-    println!("{}", r.table());
-    let s = &r.sources[0];
-    if !s.available {
-        skip("sources_selfcheck kvm-clear-log", &s.reason);
+    let r = selfcheck_of(
+        vec![SourceKind::KvmClearLog],
+        agelab_vmm::Backing::Anon,
+        Some(Control::InvalidateMappings),
+    );
+    let Some(r) = all_available(&r, "kvm-clear-log") else {
         return;
-    }
+    };
+    let s = &r.sources[0];
     let read = s.kinds.iter().find(|k| k.kind == Kind::Read).unwrap();
     let faults = read.kvm_faults.expect("KVM exposes pf_fixed");
     assert!(faults >= r.read_set, "{}", r.table());
@@ -201,19 +223,15 @@ fn uffd_minor_is_measured_on_memfd_memory() {
     if !kvm() {
         return;
     }
-    let r = selfcheck::run(&SelfcheckOptions {
-        mem_bytes: 16 << 20,
-        backing: agelab_vmm::Backing::Memfd,
-        sources: vec![SourceKind::UffdMinor],
-        ..Default::default()
-    })
-    .unwrap();
-    println!("{}", r.table());
-    let s = &r.sources[0];
-    if !s.available {
-        skip("sources_selfcheck uffd-minor", &s.reason);
+    let r = selfcheck_of(
+        vec![SourceKind::UffdMinor],
+        agelab_vmm::Backing::Memfd,
+        None,
+    );
+    let Some(r) = all_available(&r, "uffd-minor") else {
         return;
-    }
+    };
+    let s = &r.sources[0];
     assert_eq!(s.observes, agelab_mglru::Observes::Both);
     assert_eq!(s.kinds.len(), 3, "{}", r.table());
     for k in &s.kinds {
@@ -279,18 +297,14 @@ fn sources_armed_together_name_who_disturbs_whom() {
     if !kvm() {
         return;
     }
-    let r = selfcheck::run(&SelfcheckOptions {
-        mem_bytes: 16 << 20,
-        backing: agelab_vmm::Backing::Memfd,
-        sources: vec![SourceKind::KvmClearLog, SourceKind::UffdMinor],
-        ..Default::default()
-    })
-    .unwrap();
-    println!("{}", r.table());
-    if r.sources.iter().any(|s| !s.available) {
-        skip("sources_selfcheck together", "a source is unavailable");
+    let r = selfcheck_of(
+        vec![SourceKind::KvmClearLog, SourceKind::UffdMinor],
+        agelab_vmm::Backing::Memfd,
+        None,
+    );
+    let Some(r) = all_available(&r, "together") else {
         return;
-    }
+    };
     let rows = r.interference.as_ref().expect("two judged sources");
     let read = rows
         .iter()
@@ -314,17 +328,14 @@ fn write_trackers_armed_together_see_what_they_see_alone() {
     if !kvm() {
         return;
     }
-    let r = selfcheck::run(&SelfcheckOptions {
-        mem_bytes: 16 << 20,
-        sources: vec![SourceKind::KvmClearLog, SourceKind::UffdWp],
-        ..Default::default()
-    })
-    .unwrap();
-    println!("{}", r.table());
-    if r.sources.iter().any(|s| !s.available) {
-        skip("sources_selfcheck together", "a source is unavailable");
+    let r = selfcheck_of(
+        vec![SourceKind::KvmClearLog, SourceKind::UffdWp],
+        agelab_vmm::Backing::Anon,
+        None,
+    );
+    let Some(r) = all_available(&r, "together") else {
         return;
-    }
+    };
     assert_eq!(
         r.interference.as_ref().map(Vec::len),
         Some(0),

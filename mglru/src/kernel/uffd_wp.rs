@@ -174,6 +174,19 @@ impl ScratchMapping {
         self.len
     }
 
+    /// The mapping as guest memory of one anonymous slot at 4 GiB, for sources built on a
+    /// scratch mapping instead of a VM (kernel-interface checks).
+    pub fn as_guest_memory(&self) -> agelab_vmm::GuestPageMap {
+        agelab_vmm::GuestPageMap::new(vec![agelab_vmm::PageRange {
+            first_page: 0,
+            pages: self.len() as u64 / PAGE_SIZE,
+            gpa: 0x1_0000_0000,
+            hva: self.addr(),
+            slot: 1,
+            backing: agelab_vmm::BackingKind::Anonymous,
+        }])
+    }
+
     /// Whether the mapping is empty (never: `new` refuses zero pages).
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -15,7 +15,7 @@ use agelab_mglru::sources::pagemap::PagemapSource;
 use agelab_mglru::sources::soft_dirty::SoftDirtySource;
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;
-use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
+use agelab_vmm::{PageSet, PAGE_SIZE};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
@@ -37,17 +37,6 @@ pub const ALL: &[(&str, Check)] = &[
     ("damon_vaddr_stat", damon),
 ];
 
-fn map_of(m: &ScratchMapping) -> GuestPageMap {
-    GuestPageMap::new(vec![PageRange {
-        first_page: 0,
-        pages: m.len() as u64 / PAGE_SIZE,
-        gpa: 0x1_0000_0000,
-        hva: m.addr(),
-        slot: 1,
-        backing: BackingKind::Anonymous,
-    }])
-}
-
 fn half(pages: u64) -> PageSet {
     let mut s = PageSet::new(pages);
     s.insert_range(0, pages / 2);
@@ -60,7 +49,7 @@ pub fn pagemap(pages: usize) -> Verdict {
     for p in 0..pages / 2 {
         m.write(p, 1);
     }
-    let mut src = PagemapSource::new(map_of(&m));
+    let mut src = PagemapSource::new(m.as_guest_memory());
     match src.harvest() {
         Ok(h) if h.accessed == half(pages as u64) => {
             diag(&format!(
@@ -81,7 +70,7 @@ pub fn uffd_wp_async(pages: usize) -> Verdict {
     for p in 0..pages {
         m.write(p, 1);
     }
-    let mut src = match UffdWpSource::new(&map_of(&m), UffdWpMode::Async) {
+    let mut src = match UffdWpSource::new(&m.as_guest_memory(), UffdWpMode::Async) {
         Ok(src) => src,
         Err(e) => return Verdict::Skip(e.to_string()),
     };
@@ -110,7 +99,7 @@ pub fn soft_dirty(pages: usize) -> Verdict {
     for p in 0..pages {
         m.write(p, 1);
     }
-    let mut src = SoftDirtySource::new(map_of(&m));
+    let mut src = SoftDirtySource::new(m.as_guest_memory());
     if let Err(r) = src.available() {
         return Verdict::Skip(r.0);
     }
@@ -134,7 +123,7 @@ pub fn page_idle(pages: usize) -> Verdict {
     for p in 0..pages {
         m.write(p, 1);
     }
-    let mut src = PageIdleSource::new(map_of(&m));
+    let mut src = PageIdleSource::new(m.as_guest_memory());
     if let Err(r) = src.available() {
         return Verdict::Skip(r.0);
     }
@@ -178,7 +167,7 @@ pub fn damon(pages: usize) -> Verdict {
         min_nr_regions: 64,
         max_nr_regions: 4096,
     };
-    let mut src = DamonSource::vaddr(map_of(&m), attrs);
+    let mut src = DamonSource::vaddr(m.as_guest_memory(), attrs);
     if let Err(r) = src.available() {
         return Verdict::Skip(r.0);
     }
