@@ -156,7 +156,7 @@ fn an_invalidation_of_kvm_mappings_is_counted_and_named() {
     assert!(faults >= r.read_set, "{}", r.table());
     assert_eq!(read.false_positives, read.reported, "{}", r.table());
     assert!(read.cause.is_some(), "{}", r.table());
-    assert!(write_trackers_exact(&r).is_err(), "{}", r.table());
+    assert!(write_trackers_exact(r).is_err(), "{}", r.table());
 }
 
 /// Building a source (what `agelab run`, the self-check and the tests do) disturbs no other VM
