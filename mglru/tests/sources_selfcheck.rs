@@ -203,7 +203,7 @@ fn building_a_source_or_forking_disturbs_no_other_vm() {
         let mut status = 0;
         assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
     }
-    let faults = |g: &Memstress| -> u64 { g.vm().stats().unwrap().vcpus[0]["pf_fixed"] };
+    let faults = |g: &Memstress| -> u64 { g.vm().kvm_faults_fixed().expect("KVM's pf_fixed stat") };
     let before = faults(&g);
     g.touch(&(0..pages), &(0..0)).unwrap();
     let refaults = faults(&g) - before;

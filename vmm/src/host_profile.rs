@@ -293,10 +293,7 @@ impl Spent {
 /// Runs `cmd` on the (only) vCPU and returns what it spent.
 fn sweep(ms: &Memstress, cmd: GuestCmd) -> Result<Spent, HostProfileError> {
     let vm = ms.vm();
-    let pf = || -> Option<u64> {
-        let s = vm.stats().ok()?;
-        Some(s.vcpus.iter().filter_map(|v| v.get("pf_fixed")).sum())
-    };
+    let pf = || vm.kvm_faults_fixed();
     let (cpu0, pf0) = (vm.vcpu_cpu_time(0), pf());
     ms.run(cmd)?;
     let (cpu1, pf1) = (vm.vcpu_cpu_time(0), pf());

@@ -342,7 +342,7 @@ fn measure(
     if opts.control == Some(Control::InvalidateMappings) {
         invalidate_mappings(g.vm().page_map())?;
     }
-    let faults_before = kvm_faults(g.vm());
+    let faults_before = g.vm().kvm_faults_fixed();
     let mut harvests: Vec<Option<Result<crate::source::Harvest, String>>> =
         sources.iter().map(|_| None).collect();
     let mut harvest_all = |sources: &mut [(SourceKind, &mut dyn AccessSource)]| {
@@ -361,7 +361,7 @@ fn measure(
         1
     };
     let kvm_faults = faults_before
-        .zip(kvm_faults(g.vm()))
+        .zip(g.vm().kvm_faults_fixed())
         .map(|(a, b)| b.saturating_sub(a));
     let mut out = Vec::with_capacity(sources.len());
     for (i, (source_kind, source)) in sources.iter().enumerate() {
@@ -383,16 +383,6 @@ fn measure(
         out.push(judged);
     }
     Ok(out)
-}
-
-/// Page faults KVM fixed for the VM's vCPUs so far (`pf_fixed`), where KVM exposes it.
-fn kvm_faults(vm: &Vm) -> Option<u64> {
-    let stats = vm.stats().ok()?;
-    stats
-        .vcpus
-        .iter()
-        .map(|v| v.get("pf_fixed").copied())
-        .sum::<Option<u64>>()
 }
 
 /// [`Control::InvalidateMappings`]: `mprotect` every range read-only and back.

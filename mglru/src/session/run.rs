@@ -475,11 +475,8 @@ fn exit_counters(vm: &Vm, vcpus: usize) -> serde_json::Map<String, serde_json::V
     exits.insert("fatal".into(), sum(&|e| e.fatal.load(Relaxed)).into());
     // Page faults KVM fixed for the guest: the evidence behind a dirty-log source's reads
     // reported as writes (KVM logs a page dirty whenever it maps it writable, also on a read).
-    if let Ok(stats) = vm.stats() {
-        let faults: Option<u64> = stats.vcpus.iter().map(|v| v.get("pf_fixed").copied()).sum();
-        if let Some(f) = faults {
-            exits.insert("kvm_pf_fixed".into(), f.into());
-        }
+    if let Some(f) = vm.kvm_faults_fixed() {
+        exits.insert("kvm_pf_fixed".into(), f.into());
     }
     exits
 }

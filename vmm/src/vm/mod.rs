@@ -534,6 +534,13 @@ impl Vm {
         Ok(VmStats { vm, vcpus })
     }
 
+    /// Page faults KVM fixed for this VM's vCPUs so far (`pf_fixed`, summed), `None` where the
+    /// stats cannot be read or a vCPU lacks the stat.
+    pub fn kvm_faults_fixed(&self) -> Option<u64> {
+        let stats = self.stats().ok()?;
+        stats.vcpus.iter().map(|v| v.get("pf_fixed").copied()).sum()
+    }
+
     /// Registers of a vCPU that was never started (diagnostics).
     pub fn pending_regs(&self, vcpu: usize) -> Option<VcpuRegs> {
         self.pending_fds.get(vcpu).map(VcpuRegs::read)
