@@ -339,9 +339,9 @@ pub fn print_text(r: &RunReport) {
     for s in &r.engine.sources {
         let mut reason = s.reason.clone();
         if let (Some(f), true) = (kvm_faults, s.false_positives > 0) {
-            if SourceKind::ALL
-                .iter()
-                .any(|k| k.name() == s.name && k.logs_kvm_writes())
+            if s.name
+                .parse::<SourceKind>()
+                .is_ok_and(SourceKind::logs_kvm_writes)
             {
                 reason = format!(
                     "{} pages logged written that the guest did not write: KVM fixed {f} faults \
