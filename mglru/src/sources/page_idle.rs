@@ -21,7 +21,6 @@ const NAME: &str = SourceKind::PageIdle.name();
 pub struct PageIdleSource {
     map: GuestPageMap,
     state: Result<GuestIdleFiles, String>,
-    armed: bool,
     last_thp_tails: u64,
     /// Pages that had a PFN at the last mark, so were marked idle then.
     marked: Option<PageSet>,
@@ -33,7 +32,6 @@ impl PageIdleSource {
         PageIdleSource {
             map,
             state: GuestIdleFiles::open().map_err(|e| e.to_string()),
-            armed: false,
             last_thp_tails: 0,
             marked: None,
         }
@@ -45,7 +43,6 @@ impl PageIdleSource {
         let t = Instant::now();
         let pfns = files.pfns(&self.map).map_err(err)?;
         let io = files.bitmap.mark_idle(&pfns.sorted).map_err(err)?;
-        self.armed = true;
         self.marked = Some(mapped(&pfns.per_page, self.map.len()));
         Ok(HarvestCost {
             ns: t.elapsed().as_nanos() as u64,
@@ -127,7 +124,6 @@ impl AccessSource for PageIdleSource {
             }
         }
         let wio = files.bitmap.mark_idle(&pfns.sorted).map_err(err)?;
-        self.armed = true;
         self.marked = Some(now);
         self.last_thp_tails = pfns.thp_tails;
         let observed = fresh.filter(|f| !f.is_empty()).map(|f| {
