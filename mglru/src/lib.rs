@@ -2,6 +2,7 @@
 
 pub mod cpu_time;
 pub mod engine;
+pub mod exit;
 pub mod host_guard;
 pub mod journal;
 pub mod kernel;

@@ -11,9 +11,9 @@ use crate::lru_gen_aging::{engine_generations, KernelAging, KernelLruGenReport, 
 use crate::progress::ProgressLine;
 use crate::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
 use crate::sources::catalog::{self, SourceKind};
-use crate::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};
-use crate::{AccessKinds, AgingPass, Engine, EngineConfig, EngineError, Observes, SourceView};
-use agelab_vmm::workload::{WorkloadError, WorkloadSpec};
+use crate::sources::uffd_minor::{ArmPolicy, GuidedStats};
+use crate::{AccessKinds, AgingPass, Engine, EngineConfig, Observes, SourceView};
+use agelab_vmm::workload::WorkloadSpec;
 use agelab_vmm::{Backing, Vm, VmConfig, VmError};
 use serde::Serialize;
 use std::time::Duration;
@@ -76,18 +76,13 @@ pub enum AgingRunError {
     /// The VM could not be created.
     #[error(transparent)]
     Vm(#[from] VmError),
-    /// The workload failed.
+    /// The aging loop failed: its engine, workload or guided uffd-minor arming (including the
+    /// engine's construction and the workload's fill and verification around the loop).
     #[error(transparent)]
-    Workload(#[from] WorkloadError),
-    /// The aging engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+    Session(#[from] AgingSessionError),
     /// The self-check could not run.
     #[error(transparent)]
     Selfcheck(#[from] SelfcheckError),
-    /// Guided uffd-minor arming failed.
-    #[error(transparent)]
-    UffdArm(#[from] UffdMinorError),
     /// A source is less accurate than `require_accurate` asks.
     #[error(transparent)]
     Inaccurate(#[from] AccuracyError),
@@ -101,16 +96,6 @@ pub enum AgingRunError {
         /// First bad addresses.
         first: Vec<u64>,
     },
-}
-
-impl From<AgingSessionError> for AgingRunError {
-    fn from(e: AgingSessionError) -> Self {
-        match e {
-            AgingSessionError::Workload(e) => AgingRunError::Workload(e),
-            AgingSessionError::Engine(e) => AgingRunError::Engine(e),
-            AgingSessionError::UffdArm(e) => AgingRunError::UffdArm(e),
-        }
-    }
 }
 
 /// What a run shows while it runs, for the caller to print (or not).
@@ -310,7 +295,8 @@ pub fn run(cfg: &AgingRunConfig, on: &mut dyn FnMut(RunEvent)) -> Result<RunRepo
             heatmap_rows: cfg.heatmap.then_some(256),
             ..Default::default()
         },
-    )?;
+    )
+    .map_err(AgingSessionError::from)?;
     let uffd_arm = cfg.arm_policy();
     let (sources, guide) = catalog::build_guided(
         &cfg.sources,
@@ -352,7 +338,10 @@ pub fn run(cfg: &AgingRunConfig, on: &mut dyn FnMut(RunEvent)) -> Result<RunRepo
         on(RunEvent::Blind(why));
     }
     if cfg.verify {
-        session.workload_mut().fill()?;
+        session
+            .workload_mut()
+            .fill()
+            .map_err(AgingSessionError::from)?;
     }
     let mut epochs = Vec::new();
     let mut passes = Vec::new();
@@ -390,7 +379,7 @@ pub fn run(cfg: &AgingRunConfig, on: &mut dyn FnMut(RunEvent)) -> Result<RunRepo
     let (mut wl, engine, guide) = session.finish();
     let engine = engine.expect("the run ages");
     let verify_mismatches = if cfg.verify {
-        let v = wl.verify()?;
+        let v = wl.verify().map_err(AgingSessionError::from)?;
         if v.mismatches > 0 {
             return Err(AgingRunError::Integrity {
                 mismatches: v.mismatches,
@@ -402,7 +391,7 @@ pub fn run(cfg: &AgingRunConfig, on: &mut dyn FnMut(RunEvent)) -> Result<RunRepo
     } else {
         None
     };
-    let vm = wl.finish()?;
+    let vm = wl.finish().map_err(AgingSessionError::from)?;
     let kernel_lru_gen = kernel_aging.as_ref().and_then(|k| match k.report(pages) {
         Ok(r) => Some(r),
         Err(e) => {

@@ -43,6 +43,7 @@ pub use matrix::MatrixError;
 pub use prereq::MissingPrerequisites;
 pub use qemu::GuestRunError;
 
+use agelab_mglru::exit::{ExitClass, HasExitClass};
 use arch::ArchSpec;
 use clap::Args;
 use kernel::{KernelSource, LabKernel};
@@ -174,14 +175,15 @@ pub struct LabArgs {
     pub cmd: Vec<String>,
 }
 
-impl LabError {
-    /// The process exit status: 2 for a bad command line, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+impl HasExitClass for LabError {
+    /// Bad input for a bad command line (usage, a recipe option, an unknown kernel), a failure
+    /// otherwise.
+    fn exit_class(&self) -> ExitClass {
         match self {
             LabError::Usage(_)
             | LabError::Recipe(_)
-            | LabError::Kernel(KernelError::Unknown { .. }) => 2,
-            _ => 1,
+            | LabError::Kernel(KernelError::Unknown { .. }) => ExitClass::BadInput,
+            _ => ExitClass::Failure,
         }
     }
 }

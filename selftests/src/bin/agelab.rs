@@ -4,6 +4,7 @@
 //! the option, before anything runs), 1 everything else.
 
 use agelab::cli;
+use agelab_mglru::exit::{exit_with, ExitClass, HasExitClass};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -44,14 +45,12 @@ enum Command {
     Cleanup,
 }
 
-/// Prints a command's report (JSON or text) or its one-line error, and turns it into the exit
-/// code (`error_code` for failures).
-fn finish<R: serde::Serialize, E: std::fmt::Display>(
+/// Prints a command's report (JSON or text), or its one-line error with the error's exit code.
+fn finish<R: serde::Serialize, E: std::fmt::Display + HasExitClass>(
     command: &str,
     result: Result<R, E>,
     json: bool,
     print_text: impl FnOnce(&R),
-    error_code: impl FnOnce(&E) -> u8,
 ) -> ExitCode {
     match result {
         Ok(report) => {
@@ -65,10 +64,7 @@ fn finish<R: serde::Serialize, E: std::fmt::Display>(
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("agelab {command}: {e}");
-            ExitCode::from(error_code(&e))
-        }
+        Err(e) => exit_with(&format!("agelab {command}"), &e),
     }
 }
 
@@ -85,7 +81,7 @@ fn parse() -> Result<Cli, ExitCode> {
             let first = text.lines().next().unwrap_or("invalid command line");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("agelab: {first} (see agelab --help)");
-            ExitCode::from(cli::check::EXIT_INPUT)
+            ExitClass::BadInput.into()
         }
     })
 }
@@ -102,26 +98,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Cleanup => match cli::cleanup::run() {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("agelab cleanup: {e}");
-                ExitCode::from(1)
-            }
+            Err(e) => exit_with("agelab cleanup", &e),
         },
-        Command::Run(args) => finish(
-            "run",
-            cli::run::run(&args),
-            args.json,
-            cli::run::print_text,
-            |e| e.exit_code(),
-        ),
+        Command::Run(args) => finish("run", cli::run::run(&args), args.json, cli::run::print_text),
         Command::Reclaim(args) => finish(
             "reclaim",
             cli::reclaim::run(&args),
             args.json,
             cli::reclaim::print_text,
-            |e| e.exit_code(),
         ),
-        Command::Bench => finish("bench", cli::bench::run(), false, |_| {}, |_| 1),
+        Command::Bench => finish("bench", cli::bench::run(), false, |_| {}),
         Command::HostProfile { json } => {
             let profile = agelab_vmm::HostProfile::measure();
             if json {
@@ -133,7 +119,7 @@ fn main() -> ExitCode {
                 println!("{profile}");
             }
             if profile.error.is_some() {
-                ExitCode::from(1)
+                ExitClass::Failure.into()
             } else {
                 ExitCode::SUCCESS
             }
@@ -143,18 +129,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Lab(args) => match agelab_lab::run(&args) {
-            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            Err(e) => {
-                eprintln!("agelab lab: {e}");
-                ExitCode::from(e.exit_code())
-            }
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ExitClass::Failure.code())),
+            Err(e) => exit_with("agelab lab", &e),
         },
-        Command::Ab(args) => finish(
-            "ab",
-            agelab_lab::ab::run(&args),
-            args.json,
-            |r| print!("{}", agelab_lab::ab::report::render(r)),
-            |e| e.exit_code(),
-        ),
+        Command::Ab(args) => finish("ab", agelab_lab::ab::run(&args), args.json, |r| {
+            print!("{}", agelab_lab::ab::report::render(r))
+        }),
     }
 }

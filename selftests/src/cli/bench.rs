@@ -21,6 +21,13 @@ pub enum BenchError {
     Guest(String),
 }
 
+impl agelab_mglru::exit::HasExitClass for BenchError {
+    /// Every benchmark error is a failure.
+    fn exit_class(&self) -> agelab_mglru::exit::ExitClass {
+        agelab_mglru::exit::ExitClass::Failure
+    }
+}
+
 /// Waits for vCPU 0's SYNC(`stage`), resumes it and returns the SYNC's first argument.
 fn wait_sync(vm: &Vm, stage: u64) -> Result<u64, BenchError> {
     let (vcpu, args) = vm.next_sync(stage, Duration::from_secs(120))?;

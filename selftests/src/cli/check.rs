@@ -6,9 +6,6 @@ use agelab_vmm::memory::{check_layout, check_new_file_location};
 use agelab_vmm::{Backing, MemoryError};
 use std::path::{Path, PathBuf};
 
-/// Exit code for input the user can fix (`docs/run-and-report.md`: 0 ok, 2 such input, 1 the rest).
-pub const EXIT_INPUT: u8 = 2;
-
 /// Input the user can fix, found before anything ran.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {

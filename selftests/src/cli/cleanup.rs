@@ -19,6 +19,13 @@ pub enum CleanupError {
     },
 }
 
+impl agelab_mglru::exit::HasExitClass for CleanupError {
+    /// Every cleanup error is a failure.
+    fn exit_class(&self) -> agelab_mglru::exit::ExitClass {
+        agelab_mglru::exit::ExitClass::Failure
+    }
+}
+
 /// Reconciles the system journal, prints one line per entry (stdout) and a summary; fails when an
 /// entry of a gone owner could not be undone.
 pub fn run() -> Result<(), CleanupError> {

@@ -1,8 +1,9 @@
 //! `agelab reclaim`: proactive reclaim of a guest's memory under one or more policies, with the
 //! refault SLO controller, zram swap for the run, and a benchmark table / JSON / SVG.
 
-use super::check::{self, InputError, EXIT_INPUT};
+use super::check::{self, InputError};
 use crate::units::{parse_duration, parse_size};
+use agelab_mglru::exit::{ExitClass, HasExitClass};
 use agelab_mglru::host_guard;
 use agelab_mglru::kernel::swap::{
     agelab_swap_devices, SwapError, SwapStatus, ZramSwap, ZRAM_MIN_BYTES,
@@ -221,19 +222,20 @@ pub enum ReclaimCliError {
     },
 }
 
-impl ReclaimCliError {
-    /// Exit code: 2 for input the user can fix, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+impl HasExitClass for ReclaimCliError {
+    /// Bad input for what the user can fix (options, swap or guest memory the host cannot
+    /// give), a failure otherwise.
+    fn exit_class(&self) -> ExitClass {
         match self {
             ReclaimCliError::Input(_)
             | ReclaimCliError::Swap(SwapError::TooSmall { .. })
-            | ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Config(_))) => EXIT_INPUT,
+            | ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Config(_))) => ExitClass::BadInput,
             ReclaimCliError::Run(ReclaimRunError::Vm(VmError::Memory(e)))
                 if e.is_user_fixable() =>
             {
-                EXIT_INPUT
+                ExitClass::BadInput
             }
-            _ => 1,
+            _ => ExitClass::Failure,
         }
     }
 }

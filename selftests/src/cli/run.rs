@@ -1,13 +1,16 @@
 //! `agelab run`: its options, and the printing of what the run shows and reports. The run itself
 //! is `agelab_mglru::session::run`.
 
-use super::check::{self, InputError, EXIT_INPUT};
+use super::check::{self, InputError};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::pass_summary;
+use agelab_mglru::exit::{ExitClass, HasExitClass};
 use agelab_mglru::lru_gen_aging::engine_generations;
 use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::selfcheck::SelfcheckError;
-use agelab_mglru::session::{self, run::AgingRunConfig, run::AgingRunError, run::RunEvent};
+use agelab_mglru::session::{
+    self, run::AgingRunConfig, run::AgingRunError, run::RunEvent, AgingSessionError,
+};
 use agelab_mglru::sources::catalog::{self, SourceKind};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::EngineError;
@@ -158,21 +161,26 @@ pub enum RunError {
     Report(#[from] crate::report::ReportError),
 }
 
-impl RunError {
-    /// Exit code: 2 for input the user can fix, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+impl HasExitClass for RunError {
+    /// Bad input for what the user can fix (options, guest memory the host cannot give, a
+    /// workload too big for the memory, a policy out of range), a failure otherwise.
+    fn exit_class(&self) -> ExitClass {
         match self {
             RunError::Input(_)
             | RunError::Run(AgingRunError::Vm(VmError::Config(_)))
-            | RunError::Run(AgingRunError::Workload(WorkloadError::TooSmall { .. }))
-            | RunError::Run(AgingRunError::Engine(EngineError::Policy(_))) => EXIT_INPUT,
+            | RunError::Run(AgingRunError::Session(AgingSessionError::Workload(
+                WorkloadError::TooSmall { .. },
+            )))
+            | RunError::Run(AgingRunError::Session(AgingSessionError::Engine(
+                EngineError::Policy(_),
+            ))) => ExitClass::BadInput,
             RunError::Run(AgingRunError::Vm(VmError::Memory(e)))
             | RunError::Run(AgingRunError::Selfcheck(SelfcheckError::Vm(VmError::Memory(e))))
                 if e.is_user_fixable() =>
             {
-                EXIT_INPUT
+                ExitClass::BadInput
             }
-            _ => 1,
+            _ => ExitClass::Failure,
         }
     }
 }

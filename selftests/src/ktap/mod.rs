@@ -19,19 +19,20 @@ pub mod report;
 pub use host_limit::host_limit;
 pub use report::TestId;
 
+use agelab_mglru::exit::ExitClass;
 use report::Report;
 use std::io::Write;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Exit code: every test passed.
-pub const EXIT_PASS: i32 = 0;
+pub const EXIT_PASS: i32 = ExitClass::Success.code() as i32;
 /// Exit code: a test failed.
-pub const EXIT_FAIL: i32 = 1;
+pub const EXIT_FAIL: i32 = ExitClass::Failure.code() as i32;
 /// Exit code: bad command line (kselftest's XFAIL slot; these binaries never report XFAIL).
-pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_USAGE: i32 = ExitClass::BadInput.code() as i32;
 /// Exit code: the test was skipped (missing host feature).
-pub const EXIT_SKIP: i32 = 4;
+pub const EXIT_SKIP: i32 = ExitClass::Skip.code() as i32;
 
 /// How one test ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,8 @@
 //!   every test not yet reported becomes `ok N name # SKIP reason`, and the run ends as any run
 //!   does, so a failure reported before the skip still exits 1.
 
-use super::{Verdict, EXIT_FAIL, EXIT_PASS, EXIT_SKIP};
+use super::{Verdict, EXIT_SKIP};
+use agelab_mglru::exit::{ExitClass, HasExitClass};
 use std::io::Write;
 
 /// A registered test: its index in registration order (KTAP number minus one).
@@ -217,18 +218,21 @@ impl<W: Write> Report<W> {
             missing + self.errors
         );
         self.line(&totals);
-        self.exit_code()
+        i32::from(self.exit_code())
     }
+}
 
-    /// The exit code [`Report::finish`] returns.
-    pub fn exit_code(&self) -> i32 {
+impl<W: Write> HasExitClass for Report<W> {
+    /// What [`Report::finish`] returns: a failure when a test failed, errored or the plan was
+    /// broken, a skip when tests were skipped and none passed.
+    fn exit_class(&self) -> ExitClass {
         let plan_broken = self.planned.is_some_and(|p| p != self.next);
         if self.fail > 0 || self.errors > 0 || plan_broken {
-            EXIT_FAIL
+            ExitClass::Failure
         } else if self.skip > 0 && self.pass == 0 {
-            EXIT_SKIP
+            ExitClass::Skip
         } else {
-            EXIT_PASS
+            ExitClass::Success
         }
     }
 }
@@ -236,6 +240,7 @@ impl<W: Write> Report<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ktap::{EXIT_FAIL, EXIT_PASS};
 
     fn report() -> Report<Vec<u8>> {
         Report::new(Vec::new())

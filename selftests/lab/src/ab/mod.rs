@@ -11,6 +11,7 @@ pub use agelab_mglru::stats;
 use super::matrix::{options_for, read_matrix, Matrix};
 use super::qemu::OutputMode;
 use super::{prereq, remove_run_dir, Lab, LabArgs, LabError, RunOptions};
+use agelab_mglru::exit::{ExitClass, HasExitClass};
 use clap::Args;
 use metrics::{extract, Outcome};
 use report::{AbReport, Samples, Side};
@@ -43,13 +44,13 @@ impl From<LabError> for AbError {
     }
 }
 
-impl AbError {
-    /// The process exit status for this error: 2 for usage errors, else 1.
-    pub fn exit_code(&self) -> u8 {
+impl HasExitClass for AbError {
+    /// Bad input for usage errors, the lab's own class for its errors, else a failure.
+    fn exit_class(&self) -> ExitClass {
         match self {
-            AbError::Usage(_) => 2,
-            AbError::Lab(e) => e.exit_code(),
-            AbError::Svg { .. } => 1,
+            AbError::Usage(_) => ExitClass::BadInput,
+            AbError::Lab(e) => e.exit_class(),
+            AbError::Svg { .. } => ExitClass::Failure,
         }
     }
 }
