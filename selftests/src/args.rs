@@ -75,63 +75,103 @@ pub fn usage_error(prog: &str, msg: &str, usage: &str) -> ! {
     std::process::exit(EXIT_USAGE)
 }
 
+/// A value an option's parser refused; clap prints it after the option's name.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArgValueError {
+    /// Not a number of at least 1.
+    #[error("expected a positive number")]
+    NotPositive,
+    /// Not a number in the option's range.
+    #[error("expected {low}..{high}")]
+    OutOfRange {
+        /// The smallest value taken.
+        low: String,
+        /// The largest value taken.
+        high: String,
+    },
+    /// Not a power of two that fits a `u32`.
+    #[error("expected a power of two")]
+    NotPowerOfTwo,
+    /// Not a byte size.
+    #[error("invalid size: {0}")]
+    Size(String),
+    /// A byte size below the option's minimum.
+    #[error("{bytes} bytes is less than {min} bytes")]
+    SizeTooSmall {
+        /// The size given.
+        bytes: u64,
+        /// The least the option takes.
+        min: u64,
+    },
+    /// Not a duration.
+    #[error("invalid duration: {0}")]
+    Duration(String),
+    /// A duration below the option's minimum.
+    #[error("shorter than {min:?}")]
+    DurationTooShort {
+        /// The least the option takes.
+        min: Duration,
+    },
+}
+
 /// A parser of a number of at least 1.
-pub fn positive<T: FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+pub fn positive<T: FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, ArgValueError> {
     match s.parse::<T>() {
         Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err("expected a positive number".into()),
+        _ => Err(ArgValueError::NotPositive),
     }
 }
 
 /// A parser of a number in `range`.
 pub fn number_in<T>(
     range: RangeInclusive<T>,
-) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+) -> impl Fn(&str) -> Result<T, ArgValueError> + Clone + Send + Sync + 'static
 where
     T: FromStr + PartialOrd + Display + Clone + Send + Sync + 'static,
 {
     move |s| match s.parse::<T>() {
         Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(format!("expected {}..{}", range.start(), range.end())),
+        _ => Err(ArgValueError::OutOfRange {
+            low: range.start().to_string(),
+            high: range.end().to_string(),
+        }),
     }
 }
 
 /// A parser of a power of two that fits a `u32` (dirty ring entries).
-pub fn power_of_two(s: &str) -> Result<u32, String> {
+pub fn power_of_two(s: &str) -> Result<u32, ArgValueError> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() => Ok(n),
-        _ => Err("expected a power of two".into()),
+        _ => Err(ArgValueError::NotPowerOfTwo),
     }
 }
 
 /// A parser of a byte size (`64M`, `1G`) of at least `min` bytes.
-pub fn size_at_least(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+pub fn size_at_least(
+    min: u64,
+) -> impl Fn(&str) -> Result<u64, ArgValueError> + Clone + Send + Sync {
     move |s| match parse_size(s) {
         Ok(n) if n >= min => Ok(n),
-        Ok(n) => Err(format!("{n} bytes is less than {min} bytes")),
-        Err(e) => Err(format!("invalid size: {e}")),
+        Ok(n) => Err(ArgValueError::SizeTooSmall { bytes: n, min }),
+        Err(e) => Err(ArgValueError::Size(e)),
     }
 }
 
 /// A parser of a duration (`150ms`, `2s`) of at least `min`.
 pub fn duration_at_least(
     min: Duration,
-) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+) -> impl Fn(&str) -> Result<Duration, ArgValueError> + Clone + Send + Sync {
     move |s| match parse_duration(s) {
         Ok(d) if d >= min => Ok(d),
-        Ok(_) => Err(format!("shorter than {min:?}")),
-        Err(e) => Err(format!("invalid duration: {e}")),
+        Ok(_) => Err(ArgValueError::DurationTooShort { min }),
+        Err(e) => Err(ArgValueError::Duration(e)),
     }
 }
 
 /// A parser through the type's `FromStr` (backings, dirty modes), whose error names what was
 /// expected.
-pub fn from_str<T>(s: &str) -> Result<T, String>
-where
-    T: FromStr,
-    T::Err: Display,
-{
-    s.parse().map_err(|e: T::Err| e.to_string())
+pub fn from_str<T: FromStr>(s: &str) -> Result<T, T::Err> {
+    s.parse()
 }
 
 #[cfg(test)]

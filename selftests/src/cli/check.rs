@@ -6,6 +6,32 @@ use agelab_vmm::memory::{check_layout, check_new_file_location};
 use agelab_vmm::{Backing, MemoryError};
 use std::path::{Path, PathBuf};
 
+/// A value an option's parser refused (clap prints it after the option's name, exit 2).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A value of the wrong form or outside what the option takes.
+    #[error("'{value}': {expected}")]
+    NotExpected {
+        /// The value given.
+        value: String,
+        /// What the option takes.
+        expected: &'static str,
+    },
+    /// Not a size.
+    #[error("{0}")]
+    Size(String),
+    /// A zram swap size below what zram swap accepts.
+    #[error("'{value}' is {bytes} bytes: zram swap needs at least {min_mib} MiB")]
+    ZramTooSmall {
+        /// The value given.
+        value: String,
+        /// Its size.
+        bytes: u64,
+        /// The least zram swap takes, MiB.
+        min_mib: u64,
+    },
+}
+
 /// Input the user can fix, found before anything ran.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {

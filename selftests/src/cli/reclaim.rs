@@ -1,7 +1,7 @@
 //! `agelab reclaim`: proactive reclaim of a guest's memory under one or more policies, with the
 //! refault SLO controller, zram swap for the run, and a benchmark table / JSON / SVG.
 
-use super::check::{self, InputError};
+use super::check::{self, InputError, ValueError};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::exit::{ExitClass, HasExitClass};
 use agelab_mglru::host_guard;
@@ -11,11 +11,12 @@ use agelab_mglru::kernel::swap::{
 use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::child::report_line;
+use agelab_mglru::reclaim::policy::UnknownPolicy;
 use agelab_mglru::reclaim::{
     parse_policies, plot, run_in_child, run_once, ControllerConfig, PolicyKind, ReclaimAction,
     ReclaimRunConfig, ReclaimRunError, ReclaimRunReport,
 };
-use agelab_vmm::workload::WorkloadSpec;
+use agelab_vmm::workload::{WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;
 use std::path::PathBuf;
@@ -145,45 +146,51 @@ impl ReclaimArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyList(pub Vec<PolicyKind>);
 
-fn parse_policy_list(s: &str) -> Result<PolicyList, String> {
-    parse_policies(s).map(PolicyList).map_err(|e| e.to_string())
+fn parse_policy_list(s: &str) -> Result<PolicyList, UnknownPolicy> {
+    parse_policies(s).map(PolicyList)
 }
 
-fn parse_read_budget(s: &str) -> Result<f64, String> {
+fn parse_read_budget(s: &str) -> Result<f64, ValueError> {
     s.trim_end_matches('%')
         .parse::<f64>()
         .ok()
         .filter(|p| *p > 0.0 && *p <= 100.0)
-        .ok_or_else(|| format!("'{s}': a percentage of guest time in (0, 100], e.g. 2%"))
+        .ok_or_else(|| ValueError::NotExpected {
+            value: s.to_string(),
+            expected: "a percentage of guest time in (0, 100], e.g. 2%",
+        })
 }
 
 /// A zram swap size: refused at parse time, before anything on the host changes, when it is
 /// below what [`ZramSwap`] accepts.
-fn parse_zram_size(s: &str) -> Result<u64, String> {
-    let bytes = parse_size(s)?;
+fn parse_zram_size(s: &str) -> Result<u64, ValueError> {
+    let bytes = parse_size(s).map_err(ValueError::Size)?;
     if bytes < ZRAM_MIN_BYTES {
-        return Err(format!(
-            "'{s}' is {bytes} bytes: zram swap needs at least {} MiB",
-            ZRAM_MIN_BYTES >> 20
-        ));
+        return Err(ValueError::ZramTooSmall {
+            value: s.to_string(),
+            bytes,
+            min_mib: ZRAM_MIN_BYTES >> 20,
+        });
     }
     Ok(bytes)
 }
 
-fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
+fn parse_workload(s: &str) -> Result<WorkloadSpec, WorkloadSpecError> {
     s.parse()
-        .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())
 }
 
-fn parse_backing(s: &str) -> Result<Backing, String> {
-    s.parse().map_err(|e: MemoryError| e.to_string())
+fn parse_backing(s: &str) -> Result<Backing, MemoryError> {
+    s.parse()
 }
 
-fn parse_action(s: &str) -> Result<ReclaimAction, String> {
+fn parse_action(s: &str) -> Result<ReclaimAction, ValueError> {
     match s {
         "pageout" => Ok(ReclaimAction::PageOut),
         "cold" => Ok(ReclaimAction::Cold),
-        _ => Err(format!("'{s}': expected pageout or cold")),
+        _ => Err(ValueError::NotExpected {
+            value: s.to_string(),
+            expected: "expected pageout or cold",
+        }),
     }
 }
 

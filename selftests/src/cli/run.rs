@@ -1,7 +1,7 @@
 //! `agelab run`: its options, and the printing of what the run shows and reports. The run itself
 //! is `agelab_mglru::session::run`.
 
-use super::check::{self, InputError};
+use super::check::{self, InputError, ValueError};
 use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::pass_summary;
 use agelab_mglru::exit::{ExitClass, HasExitClass};
@@ -11,10 +11,10 @@ use agelab_mglru::selfcheck::SelfcheckError;
 use agelab_mglru::session::{
     self, run::AgingRunConfig, run::AgingRunError, run::RunEvent, AgingSessionError,
 };
-use agelab_mglru::sources::catalog::{self, SourceKind};
-use agelab_mglru::sources::uffd_minor::ArmPolicy;
+use agelab_mglru::sources::catalog::{self, CatalogError, SourceKind};
+use agelab_mglru::sources::uffd_minor::{ArmPolicy, ArmPolicyError};
 use agelab_mglru::EngineError;
-use agelab_vmm::workload::{WorkloadError, WorkloadSpec};
+use agelab_vmm::workload::{WorkloadError, WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;
 use std::time::Duration;
@@ -97,9 +97,11 @@ pub struct RunArgs {
 /// `--require-accurate`'s RECALL: a fraction in [0, 1] (`0.99`) or a percentage in [0 %, 100 %]
 /// with its sign (`99%`). A bare number above 1 is refused rather than read as a percentage:
 /// `1.5` would otherwise silently mean 1.5 %.
-fn parse_recall(s: &str) -> Result<f64, String> {
-    let refuse =
-        || format!("'{s}': recall is a fraction in [0, 1] like 0.99 or a percentage like 99%");
+fn parse_recall(s: &str) -> Result<f64, ValueError> {
+    let refuse = || ValueError::NotExpected {
+        value: s.to_string(),
+        expected: "recall is a fraction in [0, 1] like 0.99 or a percentage like 99%",
+    };
     let (number, scale) = match s.strip_suffix('%') {
         Some(pct) => (pct, 100.0),
         None => (s, 1.0),
@@ -113,14 +115,12 @@ fn parse_recall(s: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_uffd_arm(s: &str) -> Result<ArmPolicy, String> {
+fn parse_uffd_arm(s: &str) -> Result<ArmPolicy, ArmPolicyError> {
     s.parse()
-        .map_err(|e: agelab_mglru::sources::uffd_minor::ArmPolicyError| e.to_string())
 }
 
-fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
+fn parse_workload(s: &str) -> Result<WorkloadSpec, WorkloadSpecError> {
     s.parse()
-        .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())
 }
 
 /// A checked list of access source names: every source (`auto` expanded), and those named
@@ -128,14 +128,14 @@ fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceList(pub Vec<SourceKind>, pub Vec<SourceKind>);
 
-fn parse_sources(s: &str) -> Result<SourceList, String> {
-    let all = catalog::parse_list(s).map_err(|e| e.to_string())?;
-    let named = catalog::named_in(s).map_err(|e| e.to_string())?;
+fn parse_sources(s: &str) -> Result<SourceList, CatalogError> {
+    let all = catalog::parse_list(s)?;
+    let named = catalog::named_in(s)?;
     Ok(SourceList(all, named))
 }
 
-fn parse_backing(s: &str) -> Result<Backing, String> {
-    s.parse().map_err(|e: MemoryError| e.to_string())
+fn parse_backing(s: &str) -> Result<Backing, MemoryError> {
+    s.parse()
 }
 
 /// Errors of `agelab run`.
@@ -429,7 +429,7 @@ mod tests {
         for bad in [
             "1.5", "99", "150%", "-1", "-1%", "abc", "NaN", "inf", "%", "", "0.5%%",
         ] {
-            let err = parse_recall(bad).expect_err(bad);
+            let err = parse_recall(bad).expect_err(bad).to_string();
             assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
         }
     }
