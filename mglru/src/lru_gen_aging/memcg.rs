@@ -13,16 +13,30 @@ use crate::kernel::memcg::{GuestMemcg, MemoryHierarchy};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Why lru_gen cannot drive aging here.
+#[derive(Debug, thiserror::Error)]
+pub enum LruGenUnusable {
+    /// Its sysfs or debugfs files cannot be read.
+    #[error(transparent)]
+    Control(#[from] LruGenError),
+    /// It is on without the features forced aging needs.
+    #[error("lru_gen: missing features, got {caps}, need 0x{need:x} (try 'echo 0x{need:x} > /sys/kernel/mm/lru_gen/enabled')")]
+    MissingFeatures {
+        /// The features on.
+        caps: LruGenCaps,
+        /// The feature bits needed.
+        need: u32,
+    },
+}
+
 /// Why lru_gen cannot drive aging here (the kernel's `lru_gen_usable()`), or its caps.
-pub fn lru_gen_usable(ctl: &LruGenControl) -> Result<LruGenCaps, String> {
-    let caps = ctl.caps().map_err(|e| e.to_string())?;
+pub fn lru_gen_usable(ctl: &LruGenControl) -> Result<LruGenCaps, LruGenUnusable> {
+    let caps = ctl.caps()?;
     let need = LruGenCaps::MAIN | LruGenCaps::MM_WALK;
     if !caps.has(need) {
-        return Err(format!(
-            "lru_gen: missing features, got {caps}, need 0x{need:x} (try 'echo 0x{need:x} > /sys/kernel/mm/lru_gen/enabled')"
-        ));
+        return Err(LruGenUnusable::MissingFeatures { caps, need });
     }
-    ctl.check_debugfs().map_err(|e| e.to_string())?;
+    ctl.check_debugfs()?;
     Ok(caps)
 }
 

@@ -11,7 +11,7 @@
 mod memcg;
 mod run;
 
-pub use memcg::{lru_gen_usable, MemcgAging};
+pub use memcg::{lru_gen_usable, LruGenUnusable, MemcgAging};
 pub use run::{
     charge_vm_memory, engine_generations, KernelAging, KernelGeneration, KernelLruGenReport,
     MemcgRef,

@@ -3,19 +3,52 @@
 
 use super::lru_gen::MemcgAging;
 use super::page_idle::IdleMarker;
+use agelab_mglru::kernel::page_idle::PageIdleError;
+use agelab_mglru::lru_gen_aging::LruGenAgingError;
 use agelab_mglru::sources::{BuildOptions, CatalogError, SourceKind};
-use agelab_mglru::AccessSource;
+use agelab_mglru::{AccessSource, HarvestError, Unavailable};
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressError};
 use agelab_vmm::GuestPageMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Why an agent's pass or an observer's arming or observation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// lru_gen aging of the memcg failed.
+    #[error(transparent)]
+    LruGen(#[from] LruGenAgingError),
+    /// Marking or reading the page_idle bitmap failed.
+    #[error(transparent)]
+    PageIdle(#[from] PageIdleError),
+    /// A source's harvest failed.
+    #[error(transparent)]
+    Harvest(#[from] HarvestError),
+}
+
+/// Why [`agelab_source`] cannot give a source.
+#[derive(Debug, thiserror::Error)]
+pub enum AgelabSourceError {
+    /// The name is not a source.
+    #[error(transparent)]
+    Unknown(#[from] CatalogError),
+    /// The name is the oracle, which is fed, not built.
+    #[error("{name} is the ground truth, not a source to build")]
+    GroundTruth {
+        /// The name given.
+        name: String,
+    },
+    /// The source cannot run on this host.
+    #[error("{0}")]
+    Unavailable(Unavailable),
+}
 
 /// One aging pass of some mechanism over the guest's memory.
 pub trait AgingAgent: Send {
     /// Name for reports (`lru_gen`, `page_idle`, `kvm-clear-log`, ...).
     fn name(&self) -> &str;
     /// Runs one pass (an aging command, an idle marking, a harvest).
-    fn pass(&mut self) -> Result<(), String>;
+    fn pass(&mut self) -> Result<(), AgentError>;
 }
 
 /// Forced lru_gen aging of the test memcg.
@@ -26,8 +59,9 @@ impl AgingAgent for LruGenAgent<'_> {
     fn name(&self) -> &str {
         "lru_gen"
     }
-    fn pass(&mut self) -> Result<(), String> {
-        self.0.age().map(|_| ()).map_err(|e| e.to_string())
+    fn pass(&mut self) -> Result<(), AgentError> {
+        self.0.age()?;
+        Ok(())
     }
 }
 
@@ -44,8 +78,8 @@ impl AgingAgent for PageIdleAgent {
     fn name(&self) -> &str {
         SourceKind::PageIdle.name()
     }
-    fn pass(&mut self) -> Result<(), String> {
-        self.marker.mark_map(&self.map).map_err(|e| e.to_string())
+    fn pass(&mut self) -> Result<(), AgentError> {
+        Ok(self.marker.mark_map(&self.map)?)
     }
 }
 
@@ -62,8 +96,9 @@ impl AgingAgent for SourceAgent {
     fn name(&self) -> &str {
         self.0.name()
     }
-    fn pass(&mut self) -> Result<(), String> {
-        self.0.harvest().map(|_| ()).map_err(|e| e.to_string())
+    fn pass(&mut self) -> Result<(), AgentError> {
+        self.0.harvest()?;
+        Ok(())
     }
 }
 
@@ -98,12 +133,19 @@ pub enum SlowdownError {
     #[error(transparent)]
     Guest(#[from] MemstressError),
     /// The agent failed.
-    #[error("{agent}: {msg}")]
+    #[error("{agent}: {err}")]
     Agent {
         /// Agent name.
         agent: String,
         /// What failed.
-        msg: String,
+        #[source]
+        err: AgentError,
+    },
+    /// The agent's thread panicked.
+    #[error("{agent}: agent thread panicked")]
+    AgentPanicked {
+        /// Agent name.
+        agent: String,
     },
 }
 
@@ -143,7 +185,7 @@ pub fn measure_slowdown(
         let stop = AtomicBool::new(false);
         let name = agent.name().to_string();
         std::thread::scope(|s| -> Result<(), SlowdownError> {
-            let h = s.spawn(|| -> Result<(u64, Duration), String> {
+            let h = s.spawn(|| -> Result<(u64, Duration), AgentError> {
                 let (mut n, mut busy) = (0u64, Duration::ZERO);
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
@@ -180,13 +222,12 @@ pub fn measure_slowdown(
             stop.store(true, Ordering::Relaxed);
             let (n, busy) = h
                 .join()
-                .map_err(|_| SlowdownError::Agent {
+                .map_err(|_| SlowdownError::AgentPanicked {
                     agent: name.clone(),
-                    msg: "agent thread panicked".into(),
                 })?
-                .map_err(|msg| SlowdownError::Agent {
+                .map_err(|err| SlowdownError::Agent {
                     agent: name.clone(),
-                    msg,
+                    err,
                 })?;
             out.passes += n;
             pass_time += busy;
@@ -207,13 +248,18 @@ pub fn measure_slowdown(
 /// [`SourceKind::build`] builds them: `kvm-clear-log`, `kvm-dirty-log`, `uffd-minor` (needs memfd
 /// backing), `damon-vaddr`, ... `Err` says why the source cannot run here (or that the name is not
 /// a source).
-pub fn agelab_source(name: &str, vm: &mut agelab_vmm::Vm) -> Result<Box<dyn AccessSource>, String> {
-    let kind: SourceKind = name.parse().map_err(|e: CatalogError| e.to_string())?;
+pub fn agelab_source(
+    name: &str,
+    vm: &mut agelab_vmm::Vm,
+) -> Result<Box<dyn AccessSource>, AgelabSourceError> {
+    let kind: SourceKind = name.parse()?;
     let source = kind
         .build(vm, &BuildOptions::default())
-        .ok_or_else(|| format!("{name} is the ground truth, not a source to build"))?
+        .ok_or_else(|| AgelabSourceError::GroundTruth {
+            name: name.to_string(),
+        })?
         .source;
-    source.available().map_err(|e| e.to_string())?;
+    source.available().map_err(AgelabSourceError::Unavailable)?;
     Ok(source)
 }
 
@@ -231,9 +277,9 @@ pub trait AccessObserver {
     /// Name for reports.
     fn name(&self) -> &str;
     /// Clears access information (marks idle, ages, harvests and discards).
-    fn arm(&mut self) -> Result<(), String>;
+    fn arm(&mut self) -> Result<(), AgentError>;
     /// What was accessed since [`AccessObserver::arm`].
-    fn observe(&mut self) -> Result<Observed, String>;
+    fn observe(&mut self) -> Result<Observed, AgentError>;
 }
 
 /// page_idle: arm marks every present page idle; observe reads the bitmap.
@@ -249,11 +295,11 @@ impl AccessObserver for PageIdleObserver {
     fn name(&self) -> &str {
         SourceKind::PageIdle.name()
     }
-    fn arm(&mut self) -> Result<(), String> {
-        self.marker.mark_map(&self.map).map_err(|e| e.to_string())
+    fn arm(&mut self) -> Result<(), AgentError> {
+        Ok(self.marker.mark_map(&self.map)?)
     }
-    fn observe(&mut self) -> Result<Observed, String> {
-        let idle = self.marker.read_map(&self.map).map_err(|e| e.to_string())?;
+    fn observe(&mut self) -> Result<Observed, AgentError> {
+        let idle = self.marker.read_map(&self.map)?;
         let mut set = agelab_vmm::PageSet::new(self.map.len());
         for (i, s) in idle.iter().enumerate() {
             if *s == Some(false) {
@@ -272,11 +318,12 @@ impl AccessObserver for LruGenObserver<'_> {
     fn name(&self) -> &str {
         "lru_gen"
     }
-    fn arm(&mut self) -> Result<(), String> {
-        self.0.age().map(|_| ()).map_err(|e| e.to_string())
+    fn arm(&mut self) -> Result<(), AgentError> {
+        self.0.age()?;
+        Ok(())
     }
-    fn observe(&mut self) -> Result<Observed, String> {
-        let (g, _) = self.0.age().map_err(|e| e.to_string())?;
+    fn observe(&mut self) -> Result<Observed, AgentError> {
+        let (g, _) = self.0.age()?;
         Ok(Observed::Count(g.found_young()))
     }
 }
@@ -296,13 +343,11 @@ impl AccessObserver for SourceObserver {
     fn name(&self) -> &str {
         self.0.name()
     }
-    fn arm(&mut self) -> Result<(), String> {
-        self.0.harvest().map(|_| ()).map_err(|e| e.to_string())
+    fn arm(&mut self) -> Result<(), AgentError> {
+        self.0.harvest()?;
+        Ok(())
     }
-    fn observe(&mut self) -> Result<Observed, String> {
-        self.0
-            .harvest()
-            .map(|h| Observed::Pages(h.accessed))
-            .map_err(|e| e.to_string())
+    fn observe(&mut self) -> Result<Observed, AgentError> {
+        Ok(Observed::Pages(self.0.harvest()?.accessed))
     }
 }

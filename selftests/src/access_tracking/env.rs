@@ -2,7 +2,8 @@
 
 use super::lru_gen::lru_gen_usable;
 use agelab_mglru::kernel::lru_gen::{LruGenCaps, LruGenControl};
-use agelab_mglru::kernel::page_idle::page_idle_unavailable;
+use agelab_mglru::kernel::page_idle::{page_idle_unavailable, PageIdleError};
+use agelab_mglru::lru_gen_aging::LruGenUnusable;
 
 /// How aging reaches KVM in a test run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,17 +24,25 @@ impl TrackingMode {
     }
 }
 
+/// Why neither lru_gen nor page_idle can track accesses here.
+#[derive(Debug, thiserror::Error)]
+#[error("no lru_gen ({lru_gen}) and no page_idle ({page_idle})")]
+pub struct NoTracking {
+    /// Why not lru_gen.
+    pub lru_gen: LruGenUnusable,
+    /// Why not page_idle.
+    pub page_idle: PageIdleError,
+}
+
 /// The kernel test's choice: lru_gen when `enabled` has 0x3 and debugfs works, else page_idle;
 /// `Err` carries why neither can be used.
-pub fn detect_tracking() -> Result<TrackingMode, String> {
+pub fn detect_tracking() -> Result<TrackingMode, NoTracking> {
     let lru = lru_gen_usable(&LruGenControl::new());
     match lru {
         Ok(caps) => Ok(TrackingMode::LruGen(caps)),
-        Err(lru_why) => match page_idle_unavailable() {
+        Err(lru_gen) => match page_idle_unavailable() {
             None => Ok(TrackingMode::PageIdle),
-            Some(idle_why) => Err(format!(
-                "no lru_gen ({lru_why}) and no page_idle ({idle_why})"
-            )),
+            Some(page_idle) => Err(NoTracking { lru_gen, page_idle }),
         },
     }
 }

@@ -45,6 +45,7 @@ use agelab::args::{duration_at_least, from_str, number_in, size_at_least};
 use agelab::ktap::{Ktap, OrFail, OrSkip, TestId, TestPlan};
 use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
+use agelab_mglru::lru_gen_aging::LruGenAgingError;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::{Backing, PAGE_SIZE};
 use clap::Parser;
@@ -71,12 +72,17 @@ const SLOWDOWN_SOURCES: &[&str] = &["lru_gen", "page_idle", "kvm-clear-log", "uf
 #[derive(Clone, Copy, Debug)]
 struct Expectation(Option<Observed>);
 
-fn expectation(s: &str) -> Result<Expectation, String> {
+/// A `-e` value other than yes, no or empty.
+#[derive(Debug, thiserror::Error)]
+#[error("expected yes, no or empty")]
+struct BadExpectation;
+
+fn expectation(s: &str) -> Result<Expectation, BadExpectation> {
     match s {
         "yes" => Ok(Expectation(Some(Observed::Yes))),
         "no" => Ok(Expectation(Some(Observed::No))),
         "" => Ok(Expectation(None)),
-        _ => Err("expected yes, no or empty".into()),
+        _ => Err(BadExpectation),
     }
 }
 
@@ -124,11 +130,9 @@ struct ClassMemcgs {
 }
 
 impl ClassMemcgs {
-    fn create() -> Result<Self, String> {
-        let make = |class: &str| {
-            MemcgAging::create(&format!("{NAME}-{class}-{}", std::process::id()))
-                .map_err(|e| e.to_string())
-        };
+    fn create() -> Result<Self, LruGenAgingError> {
+        let make =
+            |class: &str| MemcgAging::create(&format!("{NAME}-{class}-{}", std::process::id()));
         Ok(ClassMemcgs {
             a: make("a")?,
             b: make("b")?,
@@ -349,7 +353,8 @@ fn slowdown(
                 .map_err(|e| e.to_string()),
         },
         _ => agelab_source(name, ms.vm_mut())
-            .map(|s| Box::new(SourceAgent(s)) as Box<dyn AgingAgent>),
+            .map(|s| Box::new(SourceAgent(s)) as Box<dyn AgingAgent>)
+            .map_err(|e| e.to_string()),
     };
     let mut agent = match agent {
         Ok(a) => a,
@@ -448,9 +453,10 @@ fn main() {
             ));
         }
         None => {
-            let why = usable
-                .err()
-                .unwrap_or_else(|| "the test memcgs could not be created".into());
+            let why = usable.err().map_or_else(
+                || "the test memcgs could not be created".to_string(),
+                |e| e.to_string(),
+            );
             for id in aging.all() {
                 k.skip(id, &why);
             }

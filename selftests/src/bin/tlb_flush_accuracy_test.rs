@@ -14,7 +14,8 @@
 //! thresholds), 1 (a source or the guest failed), 4 (nothing could be measured), 2 bad usage.
 
 use agelab::access_tracking::agents::{
-    agelab_source, AccessObserver, LruGenObserver, Observed, PageIdleObserver, SourceObserver,
+    agelab_source, AccessObserver, AgentError, LruGenObserver, Observed, PageIdleObserver,
+    SourceObserver,
 };
 use agelab::access_tracking::fail;
 use agelab::access_tracking::lru_gen::{lru_gen_usable, MemcgAging};
@@ -52,13 +53,15 @@ const MEM_BYTES: u64 = 16 << 20;
 #[derive(Clone, Debug)]
 struct SourceList(Vec<String>);
 
-fn source_list(s: &str) -> Result<SourceList, String> {
+/// A `-S` name that is not one of [`SOURCES`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown source '{0}' (known: {known})", known = SOURCES.join(", "))]
+struct UnknownSource(String);
+
+fn source_list(s: &str) -> Result<SourceList, UnknownSource> {
     let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
     match names.iter().find(|n| !SOURCES.contains(&n.as_str())) {
-        Some(bad_name) => Err(format!(
-            "unknown source '{bad_name}' (known: {})",
-            SOURCES.join(", ")
-        )),
+        Some(bad_name) => Err(UnknownSource(bad_name.clone())),
         None => Ok(SourceList(names)),
     }
 }
@@ -103,7 +106,7 @@ fn measure(
     obs: &mut dyn AccessObserver,
     access: Access,
     plan: &Plan,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), AgentError> {
     let hot = plan.hot;
     // lru_gen only counts: an aging pass also finds young pages of the VMM itself (vCPU
     // threads, run structures, guest page tables). A control round with the guest looping over
@@ -190,7 +193,8 @@ fn main() {
                 Err(e) => Err(e.clone()),
             },
             _ => agelab_source(name, ms.vm_mut())
-                .map(|s| Box::new(SourceObserver(s)) as Box<dyn AccessObserver>),
+                .map(|s| Box::new(SourceObserver(s)) as Box<dyn AccessObserver>)
+                .map_err(|e| e.to_string()),
         };
         let mut obs = match obs {
             Ok(o) => o,
