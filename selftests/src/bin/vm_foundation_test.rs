@@ -28,7 +28,7 @@ fn main() {
                 k.diag(&format!("{name}: partly skipped: {reason}"));
                 k.verdict(id, &Verdict::Pass);
             }
-            Err(e) => k.verdict(id, &Verdict::Fail(e)),
+            Err(e) => k.verdict(id, &Verdict::Fail(e.to_string())),
         }
     }
     k.finish()

@@ -23,34 +23,62 @@ pub enum Outcome {
     Partial(String),
 }
 
+/// Why a scenario failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// What the scenario expected and what it saw instead.
+    #[error("{0}")]
+    Check(String),
+    /// The VM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// A vCPU failed.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Guest memory could not be read or written from the host.
+    #[error(transparent)]
+    GuestMemory(#[from] vm_memory::GuestMemoryError),
+    /// A VM with this backing could not be made (for a reason other than a host limit) or
+    /// failed its check.
+    #[error("{backing}: {err}")]
+    Backing {
+        /// The backing.
+        backing: String,
+        /// Cause.
+        #[source]
+        err: Box<ScenarioError>,
+    },
+    /// KVM's binary stats could not be read.
+    #[error(transparent)]
+    Stats(#[from] agelab_vmm::stats::StatsError),
+    /// A host file of the scenario could not be made, read or removed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// A scenario's result.
-pub type ScenarioResult = Result<Outcome, String>;
+pub type ScenarioResult = Result<Outcome, ScenarioError>;
 
 macro_rules! check {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
-            return Err(format!($($fmt)+));
+            return Err(ScenarioError::Check(format!($($fmt)+)));
         }
     };
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-fn vm(vcpus: usize) -> Result<Vm, String> {
-    Vm::new(VmConfig {
+fn vm(vcpus: usize) -> Result<Vm, ScenarioError> {
+    Ok(Vm::new(VmConfig {
         vcpus,
         mem_bytes: 8 << 20,
         ..Default::default()
-    })
-    .map_err(err)
+    })?)
 }
 
 /// Waits for the next event that is not PRINTF.
-fn next(vm: &Vm) -> Result<VcpuEvent, String> {
+fn next(vm: &Vm) -> Result<VcpuEvent, ScenarioError> {
     loop {
-        match vm.next_event(WAIT).map_err(err)? {
+        match vm.next_event(WAIT)? {
             VcpuEvent::Printf { .. } => {}
             e => return Ok(e),
         }
@@ -69,22 +97,16 @@ extern "C" fn guest_memory_both_ways(_: u64, _: u64) -> ! {
 }
 
 fn run_both_ways(vm: &mut Vm) -> ScenarioResult {
-    vm.memory()
-        .write_obj(21u64, GuestAddress(TEST_BASE))
-        .map_err(err)?;
-    vm.start(guest_memory_both_ways as *const () as usize, |_| [0, 0])
-        .map_err(err)?;
-    let (_, args) = vm.next_sync(1, WAIT).map_err(err)?;
+    vm.memory().write_obj(21u64, GuestAddress(TEST_BASE))?;
+    vm.start(guest_memory_both_ways as *const () as usize, |_| [0, 0])?;
+    let (_, args) = vm.next_sync(1, WAIT)?;
     check!(
         args[0] == 42,
         "guest read {} (expected 21, reported doubled as 42)",
         args[0]
     );
-    vm.finish_all(0, WAIT).map_err(err)?;
-    let v: u64 = vm
-        .memory()
-        .read_obj(GuestAddress(TEST_BASE + 4096))
-        .map_err(err)?;
+    vm.finish_all(0, WAIT)?;
+    let v: u64 = vm.memory().read_obj(GuestAddress(TEST_BASE + 4096))?;
     check!(
         v == 0x600d_f00d,
         "host read {v:#x} where the guest wrote 0x600df00d"
@@ -110,9 +132,9 @@ extern "C" fn guest_id_sum(id: u64, n: u64) -> ! {
 }
 
 /// Waits for every vCPU's SYNC(7) from [`guest_id_sum`], lets each finish, returns their sums.
-fn id_sums(vm: &Vm) -> Result<Vec<u64>, String> {
-    let got = vm.wait_sync_all(7, WAIT).map_err(err)?;
-    vm.finish_all(0, WAIT).map_err(err)?;
+fn id_sums(vm: &Vm) -> Result<Vec<u64>, ScenarioError> {
+    let got = vm.wait_sync_all(7, WAIT)?;
+    vm.finish_all(0, WAIT)?;
     Ok(got.iter().map(|args| args[1]).collect())
 }
 
@@ -121,8 +143,7 @@ pub fn vcpus_run_in_parallel() -> ScenarioResult {
     let mut vm = vm(4)?;
     vm.start(guest_id_sum as *const () as usize, |i| {
         [i as u64, 1_000_000]
-    })
-    .map_err(err)?;
+    })?;
     let got = id_sums(&vm)?;
     let want = vec![0, 1_000_000, 2_000_000, 3_000_000];
     check!(got == want, "per-vCPU sums {got:?}, expected {want:?}");
@@ -137,8 +158,7 @@ extern "C" fn guest_fails_assert(a: u64, _: u64) -> ! {
 /// A failed guest assertion reaches the host with file, line and the formatted message.
 pub fn abort_carries_file_line_and_message() -> ScenarioResult {
     let mut vm = vm(1)?;
-    vm.start(guest_fails_assert as *const () as usize, |_| [4, 0])
-        .map_err(err)?;
+    vm.start(guest_fails_assert as *const () as usize, |_| [4, 0])?;
     match next(&vm)? {
         VcpuEvent::Abort {
             file,
@@ -154,7 +174,7 @@ pub fn abort_carries_file_line_and_message() -> ScenarioResult {
             );
             Ok(Outcome::Pass)
         }
-        e => Err(format!("expected ABORT, got {e:?}")),
+        e => Err(ScenarioError::Check(format!("expected ABORT, got {e:?}"))),
     }
 }
 
@@ -177,13 +197,13 @@ extern "C" fn guest_faults(_: u64, _: u64) -> ! {
 pub fn guest_fault_is_reported_with_rip() -> ScenarioResult {
     let mut vm = vm(1)?;
     let entry = guest_faults as *const () as usize as u64;
-    vm.start(entry as usize, |_| [0, 0]).map_err(err)?;
+    vm.start(entry as usize, |_| [0, 0])?;
     match next(&vm)? {
         VcpuEvent::Failed(e) => {
             let pc = e
                 .regs()
                 .map(|r| r.pc())
-                .ok_or("no registers in the error")?;
+                .ok_or_else(|| ScenarioError::Check("no registers in the error".into()))?;
             check!(
                 pc >= entry && pc < entry + 64,
                 "pc {pc:#x} is not at the faulting instruction near {entry:#x}: {e}"
@@ -195,7 +215,9 @@ pub fn guest_fault_is_reported_with_rip() -> ScenarioResult {
             );
             Ok(Outcome::Pass)
         }
-        e => Err(format!("expected a failure, got {e:?}")),
+        e => Err(ScenarioError::Check(format!(
+            "expected a failure, got {e:?}"
+        ))),
     }
 }
 
@@ -210,10 +232,13 @@ pub fn watchdog_stops_a_spinning_guest() -> ScenarioResult {
     let mut vm = vm(1)?;
     vm.set_watchdog(Duration::from_millis(300));
     let entry = guest_spins as *const () as usize as u64;
-    vm.start(entry as usize, |_| [0, 0]).map_err(err)?;
+    vm.start(entry as usize, |_| [0, 0])?;
     match next(&vm)? {
         VcpuEvent::Failed(e @ VcpuError::Timeout { .. }) => {
-            let pc = e.regs().map(|r| r.pc()).ok_or("no registers")?;
+            let pc = e
+                .regs()
+                .map(|r| r.pc())
+                .ok_or_else(|| ScenarioError::Check("no registers".into()))?;
             check!(
                 pc >= entry && pc < entry + 64,
                 "pc {pc:#x} not in the spin loop at {entry:#x}"
@@ -221,14 +246,16 @@ pub fn watchdog_stops_a_spinning_guest() -> ScenarioResult {
             check!(e.to_string().contains("watchdog"), "message: {e}");
             Ok(Outcome::Pass)
         }
-        e => Err(format!("expected a watchdog timeout, got {e:?}")),
+        e => Err(ScenarioError::Check(format!(
+            "expected a watchdog timeout, got {e:?}"
+        ))),
     }
 }
 
 /// Every backing runs a guest, or fails with its clear error (hugetlb without huge pages).
 pub fn every_backing_works_or_says_why() -> ScenarioResult {
     let dir = std::env::temp_dir().join(format!("agelab-backing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(err)?;
+    std::fs::create_dir_all(&dir)?;
     let file = dir.join("guest.mem");
     let mut skipped = None;
     for backing in [
@@ -253,18 +280,26 @@ pub fn every_backing_works_or_says_why() -> ScenarioResult {
                     "{backing}: layout {:?}",
                     vm.memslots()
                 );
-                run_both_ways(&mut vm).map_err(|e| format!("{backing}: {e}"))?;
+                run_both_ways(&mut vm).map_err(|e| ScenarioError::Backing {
+                    backing: backing.to_string(),
+                    err: Box::new(e),
+                })?;
             }
             Err(VmError::Memory(e @ MemoryError::NoHugePages { .. }))
                 if backing == Backing::HugeTlb =>
             {
                 skipped = Some(format!("hugetlb: {e}"));
             }
-            Err(e) => return Err(format!("{backing}: {e}")),
+            Err(err) => {
+                return Err(ScenarioError::Backing {
+                    backing: backing.to_string(),
+                    err: Box::new(err.into()),
+                })
+            }
         }
     }
     // A file that holds data is refused, not overwritten.
-    std::fs::write(&file, b"precious").map_err(err)?;
+    std::fs::write(&file, b"precious")?;
     let e = Vm::new(VmConfig {
         backing: Backing::File(file.clone()),
         ..Default::default()
@@ -277,10 +312,10 @@ pub fn every_backing_works_or_says_why() -> ScenarioResult {
         "non-empty file accepted or unclear error: {e:?}"
     );
     check!(
-        std::fs::read(&file).map_err(err)? == b"precious",
+        std::fs::read(&file)? == b"precious",
         "file contents changed"
     );
-    std::fs::remove_dir_all(&dir).map_err(err)?;
+    std::fs::remove_dir_all(&dir)?;
     Ok(skipped.map_or(Outcome::Pass, Outcome::Partial))
 }
 
@@ -316,10 +351,9 @@ pub fn bad_sizes_are_clear_errors() -> ScenarioResult {
 /// KVM binary stats of the VM and every vCPU are readable by name.
 pub fn stats_fd_is_readable() -> ScenarioResult {
     let mut vm = vm(2)?;
-    vm.start(guest_id_sum as *const () as usize, |i| [i as u64, 10])
-        .map_err(err)?;
+    vm.start(guest_id_sum as *const () as usize, |i| [i as u64, 10])?;
     id_sums(&vm)?;
-    let s = vm.stats().map_err(err)?;
+    let s = vm.stats()?;
     check!(!s.vm.is_empty(), "VM stats empty");
     check!(s.vcpus.len() == 2, "{} vCPU stat sets", s.vcpus.len());
     check!(
