@@ -7,7 +7,7 @@
 use crate::ktap::{diag, Verdict};
 use agelab_mglru::kernel::damon::DamonAttrs;
 use agelab_mglru::kernel::lru_gen::{LruGenControl, LruGenDebugfs, LruGenError};
-use agelab_mglru::kernel::memcg::GuestMemcg;
+use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
 use agelab_mglru::kernel::uffd_wp::ScratchMapping;
 use agelab_mglru::sources::damon_vaddr::DamonSource;
 use agelab_mglru::sources::page_idle::PageIdleSource;
@@ -286,6 +286,23 @@ fn dominant(listing: &LruGenDebugfs, id: u64) -> Option<(u64, u64, u64)> {
         .map(|g| (g.seq, g.anon, total))
 }
 
+/// Why the lru_gen check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LruGenCheckError {
+    /// What the check expected and what it saw instead.
+    #[error("{0}")]
+    Check(String),
+    /// An lru_gen file or command failed.
+    #[error(transparent)]
+    LruGen(#[from] LruGenError),
+    /// The memcg could not be created or joined.
+    #[error(transparent)]
+    Memcg(#[from] MemcgError),
+    /// The helper process could not be started.
+    #[error(transparent)]
+    Spawn(#[from] std::io::Error),
+}
+
 /// lru_gen: a memcg's shmem pages move to a newer generation on every aging pass after
 /// they were touched, and the kernel's errno for out-of-range generations maps to our errors.
 pub fn lru_gen(pages: usize) -> Verdict {
@@ -293,72 +310,80 @@ pub fn lru_gen(pages: usize) -> Verdict {
     if let Err(r) = c.available() {
         return Verdict::Skip(r.0);
     }
-    let run = || -> Result<(), String> {
-        let (caps, _caps_guard) = c.enable_for_run().map_err(|e| e.to_string())?;
+    let run = || -> Result<(), LruGenCheckError> {
+        let (caps, _caps_guard) = c.enable_for_run()?;
         diag(&format!(
             "lru_gen caps {caps} = {}",
             caps.names().join(", ")
         ));
-        let _ttl = c.set_min_ttl_ms(0).map_err(|e| e.to_string())?;
-        let cg = GuestMemcg::create("agelab-selfcheck").map_err(|e| e.to_string())?;
+        let _ttl = c.set_min_ttl_ms(0)?;
+        let cg = GuestMemcg::create("agelab-selfcheck")?;
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env(HELPER_ENV, pages.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
+            .spawn()?;
         let out = BufReader::new(child.stdout.take().unwrap());
         let mut h = Helper { child, out };
-        cg.add_process(h.child.id() as i32)
-            .map_err(|e| e.to_string())?;
+        cg.add_process(h.child.id() as i32)?;
         if h.say("go") != "ready" {
-            return Err("helper did not start".into());
+            return Err(LruGenCheckError::Check("helper did not start".into()));
         }
-        let listing = c.read(false).map_err(|e| e.to_string())?;
-        let id = cg
-            .lru_gen_id(&listing)
-            .ok_or_else(|| format!("memcg {} not in the lru_gen listing", cg.path()))?;
-        let (mut seq, held, total) = dominant(&listing, id).ok_or("memcg has no node 0")?;
+        let listing = c.read(false)?;
+        let id = cg.lru_gen_id(&listing).ok_or_else(|| {
+            LruGenCheckError::Check(format!("memcg {} not in the lru_gen listing", cg.path()))
+        })?;
+        let (mut seq, held, total) = dominant(&listing, id)
+            .ok_or_else(|| LruGenCheckError::Check("memcg has no node 0".into()))?;
         diag(&format!(
             "memcg {} id {id}: gen {seq} holds {held} of {total} pages",
             cg.path()
         ));
         if (held as f64) < 0.9 * pages as f64 {
-            return Err(format!(
+            return Err(LruGenCheckError::Check(format!(
                 "{held} pages in the dominant generation, expected ~{pages}"
-            ));
+            )));
         }
         for round in 0..3 {
-            let max = c.age_now(id, 0, true).map_err(|e| e.to_string())?;
+            let max = c.age_now(id, 0, true)?;
             if h.say("touch") != "touched" {
-                return Err("helper did not touch".into());
+                return Err(LruGenCheckError::Check("helper did not touch".into()));
             }
-            c.age_now(id, 0, true).map_err(|e| e.to_string())?;
-            let listing = c.read(false).map_err(|e| e.to_string())?;
-            let (now, held, _) = dominant(&listing, id).ok_or("memcg vanished")?;
+            c.age_now(id, 0, true)?;
+            let listing = c.read(false)?;
+            let (now, held, _) = dominant(&listing, id)
+                .ok_or_else(|| LruGenCheckError::Check("memcg vanished".into()))?;
             diag(&format!("round {round}: aged from max_seq {max}, dominant gen {seq} -> {now} ({held} pages)"));
             if now <= seq || (held as f64) < 0.9 * pages as f64 {
-                return Err(format!(
+                return Err(LruGenCheckError::Check(format!(
                     "round {round}: dominant gen {seq} -> {now} holding {held}"
-                ));
+                )));
             }
             seq = now;
         }
         // errno mapping: a generation newer than max_seq, eviction of a too-young generation.
-        let max = c.max_seq(id, 0).map_err(|e| e.to_string())?;
+        let max = c.max_seq(id, 0)?;
         match c.age(id, 0, max + 5, true, true) {
             Err(LruGenError::AgingGenerationTooNew { .. }) => {}
-            other => return Err(format!("aging max_seq+5: {other:?}")),
+            other => {
+                return Err(LruGenCheckError::Check(format!(
+                    "aging max_seq+5: {other:?}"
+                )))
+            }
         }
         match c.evict(id, 0, max, 0, 1) {
             Err(LruGenError::EvictionGenerationTooNew { .. }) => {}
-            other => return Err(format!("evicting max_seq: {other:?}")),
+            other => {
+                return Err(LruGenCheckError::Check(format!(
+                    "evicting max_seq: {other:?}"
+                )))
+            }
         }
         Ok(())
     };
     match run() {
         Ok(()) => Verdict::Pass,
-        Err(e) => Verdict::Fail(e),
+        Err(e) => Verdict::Fail(e.to_string()),
     }
 }
 
