@@ -107,24 +107,25 @@ impl Tracker {
 
     /// The kernel's `find_generation()`: the generation holding > 90% of the test's pages, or in
     /// warn mode > 50% with a warning. `Err` is a failed check.
-    fn find_generation(&self, k: &Ktap, g: &MemcgGenerations) -> Result<u64, String> {
+    fn find_generation(&self, k: &Ktap, g: &MemcgGenerations) -> Result<u64, NoGeneration> {
         let ninety = self.test_pages * 9 / 10;
         if let Some(seq) = g.find_generation(ninety) {
             return Ok(seq);
         }
-        let msg = format!("Could not find a generation with 90% of guest memory ({ninety} pages); generations seq:pages {}", g.describe());
+        let none = NoGeneration::Ninety {
+            pages: ninety,
+            generations: g.describe(),
+        };
         if !self.warn_only {
-            return Err(msg);
+            return Err(none);
         }
         k.diag(&format!(
-            "WARNING: {msg}. Performance results may not be accurate."
+            "WARNING: {none}. Performance results may not be accurate."
         ));
-        g.find_generation(self.test_pages / 2).ok_or_else(|| {
-            format!(
-                "Could not find a generation with 50% of guest memory ({} pages)",
-                self.test_pages / 2
-            )
-        })
+        g.find_generation(self.test_pages / 2)
+            .ok_or(NoGeneration::Half {
+                pages: self.test_pages / 2,
+            })
     }
 
     /// Ages (lru_gen) or marks idle (page_idle) and checks what the previous phase's accesses
@@ -140,8 +141,8 @@ impl Tracker {
                 let (g, took) = memcg.age().or_fail();
                 let new_gen = match self.find_generation(k, &g) {
                     Ok(s) => s,
-                    Err(msg) => {
-                        k.diag(&msg);
+                    Err(none) => {
+                        k.diag(&none.to_string());
                         k.result(desc, false);
                         return;
                     }
@@ -242,6 +243,25 @@ fn access(ms: &Memstress, a: Access, name: &str) {
         .run(GuestCmd::sweep(a))
         .unwrap_or_else(|e| fail(&format!("{name}: {e}")));
     phase_line(name, d);
+}
+
+/// No generation holds the share of the test's pages the kernel's `find_generation()` asks.
+#[derive(Debug, thiserror::Error)]
+enum NoGeneration {
+    /// None holds 90%.
+    #[error("Could not find a generation with 90% of guest memory ({pages} pages); generations seq:pages {generations}")]
+    Ninety {
+        /// 90% of the test's pages.
+        pages: u64,
+        /// The generations found, `seq:pages`.
+        generations: String,
+    },
+    /// In warn mode, none holds even 50%.
+    #[error("Could not find a generation with 50% of guest memory ({pages} pages)")]
+    Half {
+        /// Half of the test's pages.
+        pages: u64,
+    },
 }
 
 fn main() {
@@ -345,7 +365,10 @@ fn main() {
         }
         access(&ms, Access::Write, "Re-populating memory");
         let g = memcg.read().or_fail();
-        t.last_gen = Some(t.find_generation(&k, &g).unwrap_or_else(|m| fail(&m)));
+        t.last_gen = Some(
+            t.find_generation(&k, &g)
+                .unwrap_or_else(|e| fail(&e.to_string())),
+        );
     }
     access(&ms, Access::Write, "Writing to populated memory");
     access(&ms, Access::Read, "Reading from populated memory");

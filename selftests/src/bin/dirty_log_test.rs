@@ -11,7 +11,9 @@ use agelab::ktap::{self, OrSkip, TestPlan, Verdict};
 use agelab_guest::rng::{mix_seed, SplitMix64};
 use agelab_guest::ucall;
 use agelab_vmm::dirty::DirtyMode;
-use agelab_vmm::{Confusion, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig};
+use agelab_vmm::{
+    Confusion, DirtyError, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig, VmError,
+};
 use clap::Parser;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -195,11 +197,33 @@ fn new_vm(mode: DirtyMode, a: &Args) -> Result<Vm, Verdict> {
     .map_err(|e| Verdict::from_error(&e))
 }
 
-fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
+/// Why a dirty-log mode could not be checked.
+#[derive(Debug, thiserror::Error)]
+enum RunModeError {
+    /// Fewer test pages than vCPUs.
+    #[error("{pages} pages cannot be split among {vcpus} vCPUs")]
+    TooFewPages {
+        /// Test pages.
+        pages: u64,
+        /// vCPUs.
+        vcpus: usize,
+    },
+    /// The test memslots leave holes in guest memory.
+    #[error("test memslots are not contiguous in guest memory")]
+    NotContiguous,
+    /// The dirty tracker failed.
+    #[error(transparent)]
+    Dirty(#[from] DirtyError),
+    /// The VM failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, RunModeError> {
     // Like the kernel test: use every manual-protect capability the host offers.
     let mut opts = DirtyOptions::new(mode);
     opts.initially_set = true;
-    let mut tracker = DirtyTracker::new(&mut vm, opts).map_err(|e| e.to_string())?;
+    let mut tracker = DirtyTracker::new(&mut vm, opts)?;
     if tracker.initially_set() {
         ktap::diag("clear-log with KVM_DIRTY_LOG_INITIALLY_SET: iteration 1 reports every page");
     }
@@ -207,10 +231,10 @@ fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
     let total = map.len();
     let per_vcpu = total / a.vcpus as u64;
     if per_vcpu == 0 {
-        return Err(format!(
-            "{total} pages cannot be split among {} vCPUs",
-            a.vcpus
-        ));
+        return Err(RunModeError::TooFewPages {
+            pages: total,
+            vcpus: a.vcpus,
+        });
     }
     let base = map.page(0).map(|p| p.gpa).unwrap_or_default();
     if map
@@ -218,15 +242,13 @@ fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
         .windows(2)
         .any(|w| w[0].gpa + w[0].pages * 4096 != w[1].gpa)
     {
-        return Err("test memslots are not contiguous in guest memory".into());
+        return Err(RunModeError::NotContiguous);
     }
     // Control blocks in system memory, reached from the host through slot 0's mapping.
     let sys = vm.memslots()[0];
     let mut ctls = Vec::with_capacity(a.vcpus);
     for v in 0..a.vcpus {
-        let gpa = vm
-            .alloc_system(std::mem::size_of::<Ctl>() as u64)
-            .map_err(|e| e.to_string())?;
+        let gpa = vm.alloc_system(std::mem::size_of::<Ctl>() as u64)?;
         let hva = sys.hva + (gpa - sys.gpa);
         let ptr = hva as *mut Ctl;
         // SAFETY: `alloc_system` returned zeroed, page-aligned memory inside slot 0, which the VM
@@ -248,13 +270,9 @@ fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
     let ctl_gpas: Vec<u64> = ctls.iter().map(|&(g, _)| g).collect();
     vm.start(guest_dirty_random as *const () as usize, |i| {
         [ctl_gpas[i], 0]
-    })
-    .map_err(|e| e.to_string())?;
-    vm.wait_sync_all(STAGE_READY, SYNC_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    tracker
-        .set_logging_all(&vm, true)
-        .map_err(|e| e.to_string())?;
+    })?;
+    vm.wait_sync_all(STAGE_READY, SYNC_TIMEOUT)?;
+    tracker.set_logging_all(&vm, true)?;
 
     let read_page = |p: u64| -> u64 {
         let hva = map.page(p).map(|g| g.hva).unwrap_or_default();
@@ -267,15 +285,13 @@ fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
         for s in &stops {
             s.store(0, Ordering::SeqCst);
         }
-        vm.resume_all(it).map_err(|e| e.to_string())?;
+        vm.resume_all(it)?;
         std::thread::sleep(Duration::from_millis(a.interval_ms));
         for s in &stops {
             s.store(1, Ordering::SeqCst);
         }
-        let done = vm
-            .wait_sync_all(STAGE_ITER_DONE, SYNC_TIMEOUT)
-            .map_err(|e| e.to_string())?;
-        let log = tracker.harvest().map_err(|e| e.to_string())?;
+        let done = vm.wait_sync_all(STAGE_ITER_DONE, SYNC_TIMEOUT)?;
+        let log = tracker.harvest()?;
 
         // Exact ground truth: replay each vCPU's generator for the writes it reported.
         let mut truth = PageSet::new(total);
@@ -345,6 +361,6 @@ fn run_mode(mut vm: Vm, mode: DirtyMode, a: &Args) -> Result<Outcome, String> {
     out.ring_full_exits = (0..a.vcpus)
         .map(|v| vm.exits(v).ring_full.load(Ordering::Relaxed))
         .sum();
-    vm.resume_all(0).map_err(|e| e.to_string())?;
+    vm.resume_all(0)?;
     Ok(out)
 }
