@@ -108,14 +108,45 @@ fn collect(r: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
     });
 }
 
+/// Why a stage of a case could not be set up or reached.
+#[derive(Debug, thiserror::Error)]
+enum StageError {
+    /// `agelab` could not be started.
+    #[error("spawning agelab: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A sysfs file of the foreign kdamond could not be written.
+    #[error("writing {value} to {file}: {err}")]
+    KdamondWrite {
+        /// The value.
+        value: String,
+        /// The file, under the kdamonds directory.
+        file: String,
+        /// Cause.
+        #[source]
+        err: std::io::Error,
+    },
+    /// The killed run ended on its own first.
+    #[error("agelab exited before the stage was reached; stderr:\n{stderr}")]
+    ExitedEarly {
+        /// Its stderr.
+        stderr: String,
+    },
+    /// The stage was not reached in time.
+    #[error("stage not reached within {timeout:?}")]
+    NotReached {
+        /// How long the test waited.
+        timeout: Duration,
+    },
+}
+
 impl Agelab {
-    fn spawn(args: &[&str]) -> Result<Self, String> {
+    fn spawn(args: &[&str]) -> Result<Self, StageError> {
         let mut child = Command::new(agelab())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("spawning agelab: {e}"))?;
+            .map_err(StageError::Spawn)?;
         let (out, err) = (Arc::default(), Arc::default());
         collect(child.stdout.take().expect("piped"), Arc::clone(&out));
         collect(child.stderr.take().expect("piped"), Arc::clone(&err));
@@ -191,10 +222,14 @@ fn kdamond0_ops() -> Option<String> {
 struct ForeignKdamond;
 
 impl ForeignKdamond {
-    fn start() -> Result<Self, String> {
+    fn start() -> Result<Self, StageError> {
         let k = Path::new(KDAMONDS);
         let w = |p: &str, v: &str| {
-            std::fs::write(k.join(p), v).map_err(|e| format!("writing {v} to {p}: {e}"))
+            std::fs::write(k.join(p), v).map_err(|err| StageError::KdamondWrite {
+                value: v.to_string(),
+                file: p.to_string(),
+                err,
+            })
         };
         w("nr_kdamonds", "1")?;
         w("0/contexts/nr_contexts", "1")?;
@@ -331,7 +366,7 @@ fn killed_args(stage: Stage) -> Vec<&'static str> {
 }
 
 /// Waits until the killed run reached `stage`.
-fn reach(stage: Stage, a: &mut Agelab, timeout: Duration) -> Result<(), String> {
+fn reach(stage: Stage, a: &mut Agelab, timeout: Duration) -> Result<(), StageError> {
     let ok = poll(timeout, || {
         if !a.running() {
             return true;
@@ -350,13 +385,10 @@ fn reach(stage: Stage, a: &mut Agelab, timeout: Duration) -> Result<(), String> 
         }
     });
     if !a.running() {
-        return Err(format!(
-            "agelab exited before the stage was reached; stderr:\n{}",
-            a.stderr()
-        ));
+        return Err(StageError::ExitedEarly { stderr: a.stderr() });
     }
     if !ok {
-        return Err(format!("stage not reached within {timeout:?}"));
+        return Err(StageError::NotReached { timeout });
     }
     if stage == Stage::ReclaimDamon {
         // Let the scheme page out for a while.
@@ -475,18 +507,18 @@ impl Ctx {
                 "--verify",
             ]) {
                 Ok(a) => live = Some(a),
-                Err(e) => return self.fail(name, &e),
+                Err(e) => return self.fail(name, &e.to_string()),
             }
         }
         let mut a = match Agelab::spawn(&args) {
             Ok(a) => a,
-            Err(e) => return self.fail(name, &e),
+            Err(e) => return self.fail(name, &e.to_string()),
         };
         let pid = a.pid;
         if let Err(e) = reach(stage, &mut a, self.stage_timeout) {
             a.kill9();
             force_restore(&prior, pid, command);
-            return self.fail(&format!("{name}: stage reached"), &e);
+            return self.fail(&format!("{name}: stage reached"), &e.to_string());
         }
         let during = HostState::read();
         let swap_used_kib = SwapStatus::read().map_or(0, |s| s.used_kib());
@@ -521,7 +553,7 @@ impl Ctx {
                     force_restore(&prior, pid, command);
                     let why = format!(
                         "agelab's kdamond off after the kill: {off}; foreign start: {:?}",
-                        r.err()
+                        r.err().map(|e| e.to_string())
                     );
                     return self.fail(&format!("{name}: foreign kdamond set up"), &why);
                 }
