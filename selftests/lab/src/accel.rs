@@ -21,17 +21,26 @@ pub enum Accel {
     Kvm,
 }
 
+/// Why `--accel` cannot be used as given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccelError {
+    /// Not an accelerator name.
+    #[error("--accel {0}: expected auto, tcg, tcg-mt (one host thread per vCPU) or kvm")]
+    Unknown(String),
+    /// `--accel kvm` where QEMU's KVM accelerator cannot run the lab guest.
+    #[error("--accel kvm: {0}")]
+    KvmUnusable(String),
+}
+
 impl std::str::FromStr for Accel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = AccelError;
+    fn from_str(s: &str) -> Result<Self, AccelError> {
         match s {
             "auto" => Ok(Accel::Auto),
             "tcg" => Ok(Accel::Tcg),
             "tcg-mt" => Ok(Accel::TcgMultiThread),
             "kvm" => Ok(Accel::Kvm),
-            _ => Err(format!(
-                "--accel {s}: expected auto, tcg, tcg-mt (one host thread per vCPU) or kvm"
-            )),
+            _ => Err(AccelError::Unknown(s.to_string())),
         }
     }
 }
@@ -62,13 +71,13 @@ pub fn kvm_unusable(arch: &ArchSpec, cpuinfo: &str, dev_kvm: bool) -> Option<Str
 }
 
 /// The accelerator actually used for `choice` on this host, and a note when `auto` fell back.
-pub fn resolve(arch: &ArchSpec, choice: Accel) -> Result<(Accel, Option<String>), String> {
+pub fn resolve(arch: &ArchSpec, choice: Accel) -> Result<(Accel, Option<String>), AccelError> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let why = kvm_unusable(arch, &cpuinfo, std::path::Path::new("/dev/kvm").exists());
     match (choice, why) {
         (Accel::Auto, None) => Ok((Accel::Kvm, None)),
         (Accel::Auto, Some(why)) => Ok((Accel::Tcg, Some(format!("--accel auto: TCG, {why}")))),
-        (Accel::Kvm, Some(why)) => Err(format!("--accel kvm: {why}")),
+        (Accel::Kvm, Some(why)) => Err(AccelError::KvmUnusable(why)),
         (c, _) => Ok((c, None)),
     }
 }
@@ -120,6 +129,7 @@ mod tests {
         assert!("bogus"
             .parse::<Accel>()
             .unwrap_err()
+            .to_string()
             .contains("--accel bogus"));
         assert_eq!("tcg-mt".parse::<Accel>(), Ok(Accel::TcgMultiThread));
     }

@@ -56,6 +56,9 @@ pub enum LabError {
     /// A command-line value is malformed.
     #[error("{0}")]
     Usage(String),
+    /// `--accel` is unknown or unusable here.
+    #[error(transparent)]
+    Accel(#[from] accel::AccelError),
     /// Finding or fetching a Debian kernel failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -181,6 +184,7 @@ impl HasExitClass for LabError {
     fn exit_class(&self) -> ExitClass {
         match self {
             LabError::Usage(_)
+            | LabError::Accel(_)
             | LabError::Recipe(_)
             | LabError::Kernel(KernelError::Unknown { .. }) => ExitClass::BadInput,
             _ => ExitClass::Failure,
@@ -246,12 +250,7 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
         ));
     }
     prereq::check(arch, &kernels)?;
-    if let Ok((_, Some(note))) = args
-        .accel
-        .parse()
-        .map_err(LabError::Usage)
-        .and_then(|c| accel::resolve(arch, c).map_err(LabError::Usage))
-    {
+    if let Ok((_, Some(note))) = args.accel.parse().and_then(|c| accel::resolve(arch, c)) {
         eprintln!("agelab lab: {note}");
     }
     if args.bench {
@@ -353,8 +352,8 @@ impl RunOptions {
         }
         let arch = arch::find_arch(&args.arch)
             .ok_or_else(|| LabError::Usage(format!("unknown --arch {}", args.arch)))?;
-        let choice: accel::Accel = args.accel.parse().map_err(LabError::Usage)?;
-        let (accel, _) = accel::resolve(arch, choice).map_err(LabError::Usage)?;
+        let choice: accel::Accel = args.accel.parse()?;
+        let (accel, _) = accel::resolve(arch, choice)?;
         Ok(Self {
             mem: args.mem.clone(),
             smp: args.smp,
