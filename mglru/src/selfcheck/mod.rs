@@ -21,7 +21,7 @@ pub use interference::Interference;
 pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, SourceResult};
 
 use crate::kernel::damon::DamonAttrs;
-use crate::source::{AccessSource, Observes};
+use crate::source::{AccessSource, HarvestError, Observes};
 use crate::sources::catalog::{self, BuildOptions, SourceKind};
 use agelab_vmm::memstress::{Memstress, MemstressError};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
@@ -335,20 +335,20 @@ fn measure(
     let truth_read = set_of(&read, pages);
     let truth_write = set_of(&write, pages);
     // Arm: forget everything before this measurement.
-    let mut armed: Vec<Result<(), String>> = sources
+    let mut armed: Vec<Result<(), HarvestError>> = sources
         .iter_mut()
-        .map(|(_, s)| s.harvest().map(drop).map_err(|e| e.to_string()))
+        .map(|(_, s)| s.harvest().map(drop))
         .collect();
     if opts.control == Some(Control::InvalidateMappings) {
         invalidate_mappings(g.vm().page_map())?;
     }
     let faults_before = g.vm().kvm_faults_fixed();
-    let mut harvests: Vec<Option<Result<crate::source::Harvest, String>>> =
+    let mut harvests: Vec<Option<Result<crate::source::Harvest, HarvestError>>> =
         sources.iter().map(|_| None).collect();
     let mut harvest_all = |sources: &mut [(SourceKind, &mut dyn AccessSource)]| {
         for (i, (_, s)) in sources.iter_mut().enumerate() {
             if armed[i].is_ok() {
-                harvests[i] = Some(s.harvest().map_err(|e| e.to_string()));
+                harvests[i] = Some(s.harvest());
             }
         }
     };
@@ -366,7 +366,7 @@ fn measure(
     let mut out = Vec::with_capacity(sources.len());
     for (i, (source_kind, source)) in sources.iter().enumerate() {
         let judged = match (std::mem::replace(&mut armed[i], Ok(())), harvests[i].take()) {
-            (Err(e), _) | (Ok(()), Some(Err(e))) => KindResult::failed(kind, e),
+            (Err(e), _) | (Ok(()), Some(Err(e))) => KindResult::failed(kind, e.to_string()),
             (Ok(()), None) => KindResult::failed(kind, "not harvested".into()),
             (Ok(()), Some(Ok(h))) => KindResult::judge(
                 kind,

@@ -20,7 +20,7 @@ const NAME: &str = SourceKind::PageIdle.name();
 #[derive(Debug)]
 pub struct PageIdleSource {
     map: GuestPageMap,
-    state: Result<GuestIdleFiles, String>,
+    state: Result<GuestIdleFiles, PageIdleError>,
     last_thp_tails: u64,
     /// Pages that had a PFN at the last mark, so were marked idle then.
     marked: Option<PageSet>,
@@ -31,7 +31,7 @@ impl PageIdleSource {
     pub fn new(map: GuestPageMap) -> Self {
         PageIdleSource {
             map,
-            state: GuestIdleFiles::open().map_err(|e| e.to_string()),
+            state: GuestIdleFiles::open(),
             last_thp_tails: 0,
             marked: None,
         }
@@ -61,7 +61,7 @@ impl PageIdleSource {
             .as_ref()
             .map_err(|reason| HarvestError::Unavailable {
                 source_name: NAME.into(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             })
     }
 }
@@ -97,7 +97,7 @@ impl AccessSource for PageIdleSource {
     fn available(&self) -> Result<(), Unavailable> {
         match &self.state {
             Ok(_) => Ok(()),
-            Err(reason) => Err(Unavailable(reason.clone())),
+            Err(reason) => Err(Unavailable(reason.to_string())),
         }
     }
 

@@ -2,7 +2,7 @@
 //! ([`crate::kernel::soft_dirty`]) after every harvest.
 
 use super::SourceKind;
-use crate::kernel::pagemap::Pagemap;
+use crate::kernel::pagemap::{Pagemap, PagemapError};
 use crate::kernel::soft_dirty::{clear_soft_dirty, written_pages, SoftDirtyError, SoftDirtyProbe};
 use crate::source::{AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable};
 use agelab_vmm::{GuestPageMap, PAGE_SIZE};
@@ -14,16 +14,16 @@ const NAME: &str = SourceKind::SoftDirty.name();
 #[derive(Debug)]
 pub struct SoftDirtySource {
     map: GuestPageMap,
-    pagemap: Result<Pagemap, String>,
-    probe: Result<SoftDirtyProbe, String>,
+    pagemap: Result<Pagemap, PagemapError>,
+    probe: Result<SoftDirtyProbe, SoftDirtyError>,
 }
 
 impl SoftDirtySource {
     /// A source over `map`'s pages; probes soft-dirty support once, without clearing anything
     /// (see [`SoftDirtyProbe`]: building a source disturbs no VM of the process).
     pub fn new(map: GuestPageMap) -> Self {
-        let pagemap = Pagemap::open_self().map_err(|e| e.to_string());
-        let probe = SoftDirtyProbe::new().map_err(|e| e.to_string());
+        let pagemap = Pagemap::open_self();
+        let probe = SoftDirtyProbe::new();
         SoftDirtySource {
             map,
             pagemap,
@@ -44,7 +44,7 @@ impl SoftDirtySource {
             Ok(p) => p.check_cleared().map_err(err),
             Err(reason) => Err(HarvestError::Unavailable {
                 source_name: NAME.into(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             }),
         }
     }
@@ -68,11 +68,13 @@ impl AccessSource for SoftDirtySource {
         PAGE_SIZE
     }
     fn available(&self) -> Result<(), Unavailable> {
-        self.pagemap.as_ref().map_err(|e| Unavailable(e.clone()))?;
+        self.pagemap
+            .as_ref()
+            .map_err(|e| Unavailable(e.to_string()))?;
         self.probe
             .as_ref()
             .map(|_| ())
-            .map_err(|e| Unavailable(e.clone()))
+            .map_err(|e| Unavailable(e.to_string()))
     }
     fn harvest(&mut self) -> Result<Harvest, HarvestError> {
         if let Err(reason) = self.available() {

@@ -276,34 +276,43 @@ impl UffdWpSource {
         s
     }
 
-    fn harvest_pages(&mut self) -> Result<(PageSet, u64), String> {
+    fn harvest_pages(&mut self) -> Result<(PageSet, u64), WpHarvestError> {
         let map = &self.map;
         match &mut self.inner {
             Inner::Async(u) => {
                 let mut written = PageSet::new(map.len());
                 let idx = HvaIndex::new(map);
-                let calls = u
-                    .scan(|s, e| {
-                        // PAGEMAP_SCAN ranges never cross a VMA, so never a memslot.
-                        if let Some(first) = idx.page_of(s) {
-                            written.insert_range(first, (e - s).div_ceil(PAGE_SIZE));
-                        }
-                    })
-                    .map_err(|e| e.to_string())?;
+                let calls = u.scan(|s, e| {
+                    // PAGEMAP_SCAN ranges never cross a VMA, so never a memslot.
+                    if let Some(first) = idx.page_of(s) {
+                        written.insert_range(first, (e - s).div_ceil(PAGE_SIZE));
+                    }
+                })?;
                 Ok((written, calls))
             }
             Inner::Sync { uffd, record, .. } => {
                 let written = record.take();
-                let mut res: Result<(), String> = Ok(());
+                let mut res: Result<(), WpHarvestError> = Ok(());
                 for_each_hva_run(map, &written, |hva, len| {
                     if let Err(e) = uffd.write_protect(hva, len, true) {
-                        res = Err(e.to_string());
+                        res = Err(e.into());
                     }
                 });
                 res.map(|()| (written, 0))
             }
         }
     }
+}
+
+/// Why a harvest's scan or re-protection failed.
+#[derive(Debug, thiserror::Error)]
+enum WpHarvestError {
+    /// PAGEMAP_SCAN (async mode) failed.
+    #[error(transparent)]
+    Scan(#[from] UffdWpError),
+    /// Write-protecting the written pages again (sync mode) failed.
+    #[error(transparent)]
+    WriteProtect(#[from] UffdError),
 }
 
 impl Drop for UffdWpSource {
@@ -339,12 +348,10 @@ impl AccessSource for UffdWpSource {
 
     fn harvest(&mut self) -> Result<Harvest, HarvestError> {
         let t = Instant::now();
-        let (accessed, calls) = self
-            .harvest_pages()
-            .map_err(|message| HarvestError::Other {
-                source_name: NAME.into(),
-                message,
-            })?;
+        let (accessed, calls) = self.harvest_pages().map_err(|e| HarvestError::Other {
+            source_name: NAME.into(),
+            message: e.to_string(),
+        })?;
         let ns = t.elapsed().as_nanos() as u64;
         self.stats.harvests += 1;
         let pages = accessed.count();
