@@ -80,7 +80,7 @@ pub fn output_path(option: &'static str, path: &Path) -> Result<(), InputError> 
         Ok(m) if m.is_dir() => Err(bad("is a directory; a file name is needed".into())),
         Ok(_) => nix::unistd::access(path, nix::unistd::AccessFlags::W_OK)
             .map_err(|e| bad(format!("exists and is not writable: {e}"))),
-        Err(_) => check_new_file_location(path).map_err(bad),
+        Err(_) => check_new_file_location(path).map_err(|e| bad(e.to_string())),
     }
 }
 
@@ -102,7 +102,7 @@ pub fn output_dir(option: &'static str, path: &Path) -> Result<(), InputError> {
         .map_err(|e| bad(format!("directory is not writable: {e}"))),
         Err(_) => {
             // The same rule as for a new file: its parent must exist and be writable.
-            check_new_file_location(path).map_err(bad)?;
+            check_new_file_location(path).map_err(|e| bad(e.to_string()))?;
             std::fs::create_dir(path).map_err(|e| bad(format!("cannot create it: {e}")))
         }
     }
