@@ -13,8 +13,8 @@
 //! first touch ([`HostProfile::whole_memory_page_limit`]).
 
 use agelab::units::parse_size;
-use agelab_vmm::workload::{Workload, WorkloadSpec};
-use agelab_vmm::{Backing, HostProfile, Vm, VmConfig};
+use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec, WorkloadSpecError};
+use agelab_vmm::{Backing, HostProfile, Vm, VmConfig, VmError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -149,12 +149,29 @@ fn load() -> String {
         .join(" ")
 }
 
+/// Why one size could not be measured.
+#[derive(Debug, thiserror::Error)]
+enum SizeRunError {
+    /// The VM could not be created.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The workload's description did not parse.
+    #[error(transparent)]
+    Spec(#[from] WorkloadSpecError),
+    /// The workload failed.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// Verification found wrong words.
+    #[error("verify: {0} words wrong")]
+    Mismatches(u64),
+}
+
 fn run_size(
     bytes: u64,
     backing: &Backing,
     vcpus: usize,
     page_limit: Duration,
-) -> Result<SizeRun, String> {
+) -> Result<SizeRun, SizeRunError> {
     let load_before = load();
     let meminfo_before = key_values("/proc/meminfo", "", true);
     // scaling_bench's base VM and workload (its `Settings::vm_config` and `workload`).
@@ -163,24 +180,22 @@ fn run_size(
         mem_bytes: bytes,
         backing: backing.clone(),
         ..Default::default()
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     let vm_create_ms = vm.setup_time().as_secs_f64() * 1e3;
     let hot_pages = bytes / 4096 / vcpus as u64 / 10;
-    let spec: WorkloadSpec = format!("hotcold:hot=10%,p=100%,op=mix,ops={}", hot_pages * 16)
-        .parse()
-        .map_err(|e: agelab_vmm::workload::WorkloadSpecError| e.to_string())?;
-    let mut wl = Workload::start(vm, spec).map_err(|e| e.to_string())?;
+    let spec: WorkloadSpec =
+        format!("hotcold:hot=10%,p=100%,op=mix,ops={}", hot_pages * 16).parse()?;
+    let mut wl = Workload::start(vm, spec)?;
     wl.set_page_limit(page_limit);
     let a = snapshot(wl.vm());
-    wl.fill().map_err(|e| e.to_string())?;
+    wl.fill()?;
     let b = snapshot(wl.vm());
-    let v = wl.verify().map_err(|e| e.to_string())?;
+    let v = wl.verify()?;
     let c = snapshot(wl.vm());
     if v.mismatches > 0 {
-        return Err(format!("verify: {} words wrong", v.mismatches));
+        return Err(SizeRunError::Mismatches(v.mismatches));
     }
-    wl.finish().map_err(|e| e.to_string())?;
+    wl.finish()?;
     Ok(SizeRun {
         bytes,
         load_before,
