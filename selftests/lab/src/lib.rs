@@ -56,6 +56,9 @@ pub enum LabError {
     /// A command-line value is malformed.
     #[error("{0}")]
     Usage(String),
+    /// `--tests` names a test the matrix does not have.
+    #[error(transparent)]
+    UnknownTest(#[from] matrix::UnknownTest),
     /// `--accel` is unknown or unusable here.
     #[error(transparent)]
     Accel(#[from] accel::AccelError),
@@ -185,6 +188,7 @@ impl HasExitClass for LabError {
         match self {
             LabError::Usage(_)
             | LabError::Accel(_)
+            | LabError::UnknownTest(_)
             | LabError::Recipe(_)
             | LabError::Kernel(KernelError::Unknown { .. }) => ExitClass::BadInput,
             _ => ExitClass::Failure,

@@ -94,6 +94,40 @@ pub struct Matrix {
     pub facts: std::collections::BTreeMap<String, Vec<(String, String)>>,
 }
 
+/// A `--tests` name that is not in the matrix.
+#[derive(Debug, thiserror::Error)]
+#[error("--tests: no test named '{name}' in the matrix (known: {known})")]
+pub struct UnknownTest {
+    /// The name given.
+    pub name: String,
+    /// The matrix's test names, comma-separated.
+    pub known: String,
+}
+
+/// What is wrong with an `@kernel` line.
+#[derive(Debug, thiserror::Error)]
+enum FactsError {
+    /// No kernel name.
+    #[error("expected `@kernel NAME VAR=yes|no ...`")]
+    NoKernel,
+    /// A word that is not `VAR=value`.
+    #[error("@kernel {kernel}: '{word}' is not VAR=value")]
+    NotVarValue { kernel: String, word: String },
+    /// A fact name that is not upper case letters, digits and `_`.
+    #[error("@kernel {kernel}: fact name '{var}' must be upper case letters, digits and _")]
+    BadName { kernel: String, var: String },
+    /// A fact value other than yes or no.
+    #[error("@kernel {kernel}: {var}={value}: a fact is yes or no")]
+    NotYesNo {
+        kernel: String,
+        var: String,
+        value: String,
+    },
+    /// A kernel line without facts.
+    #[error("@kernel {kernel}: no facts")]
+    NoFacts { kernel: String },
+}
+
 impl Matrix {
     /// The value of fact `var` on `kernel`, if stated.
     pub fn fact(&self, kernel: &str, var: &str) -> Option<&str> {
@@ -105,19 +139,20 @@ impl Matrix {
     }
 
     /// The tests named in `only` (all when empty), in file order; an unknown name is an error.
-    pub fn select(&self, only: &[String]) -> Result<Vec<LabTest>, String> {
+    pub fn select(&self, only: &[String]) -> Result<Vec<LabTest>, UnknownTest> {
         if let Some(unknown) = only
             .iter()
             .find(|n| !self.tests.iter().any(|t| &t.name == *n))
         {
-            return Err(format!(
-                "--tests: no test named '{unknown}' in the matrix (known: {})",
-                self.tests
+            return Err(UnknownTest {
+                name: unknown.clone(),
+                known: self
+                    .tests
                     .iter()
                     .map(|t| t.name.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+                    .join(", "),
+            });
         }
         Ok(self
             .tests
@@ -148,34 +183,38 @@ impl Matrix {
 }
 
 /// `@kernel NAME VAR=value ...` → (name, facts).
-fn parse_facts(rest: &str) -> Result<(String, Vec<(String, String)>), String> {
+fn parse_facts(rest: &str) -> Result<(String, Vec<(String, String)>), FactsError> {
     let mut words = rest.split_whitespace();
-    let kernel = words
-        .next()
-        .ok_or("expected `@kernel NAME VAR=yes|no ...`")?;
+    let kernel = words.next().ok_or(FactsError::NoKernel)?;
     let mut facts = Vec::new();
     for w in words {
-        let (var, value) = w
-            .split_once('=')
-            .ok_or_else(|| format!("@kernel {kernel}: '{w}' is not VAR=value"))?;
+        let (var, value) = w.split_once('=').ok_or_else(|| FactsError::NotVarValue {
+            kernel: kernel.to_string(),
+            word: w.to_string(),
+        })?;
         let valid_var = !var.is_empty()
             && var
                 .chars()
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !valid_var {
-            return Err(format!(
-                "@kernel {kernel}: fact name '{var}' must be upper case letters, digits and _"
-            ));
+            return Err(FactsError::BadName {
+                kernel: kernel.to_string(),
+                var: var.to_string(),
+            });
         }
         if value != "yes" && value != "no" {
-            return Err(format!(
-                "@kernel {kernel}: {var}={value}: a fact is yes or no"
-            ));
+            return Err(FactsError::NotYesNo {
+                kernel: kernel.to_string(),
+                var: var.to_string(),
+                value: value.to_string(),
+            });
         }
         facts.push((var.to_string(), value.to_string()));
     }
     if facts.is_empty() {
-        return Err(format!("@kernel {kernel}: no facts"));
+        return Err(FactsError::NoFacts {
+            kernel: kernel.to_string(),
+        });
     }
     Ok((kernel.to_string(), facts))
 }
@@ -191,7 +230,7 @@ pub fn parse_matrix(text: &str) -> Result<Matrix, (usize, String)> {
         }
         let err = |m: String| (i + 1, m);
         if let Some(rest) = line.strip_prefix("@kernel") {
-            let (kernel, kf) = parse_facts(rest).map_err(err)?;
+            let (kernel, kf) = parse_facts(rest).map_err(|e| err(e.to_string()))?;
             if facts.insert(kernel.clone(), kf).is_some() {
                 return Err(err(format!("second @kernel line for {kernel}")));
             }
@@ -417,7 +456,7 @@ pub fn progress(done: usize, total: usize, elapsed: std::time::Duration) -> Stri
 /// table and the order of results are the same whatever the number of jobs.
 pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, LabError> {
     let matrix = read_matrix(file)?;
-    let tests = &matrix.select(&args.only_tests).map_err(LabError::Usage)?;
+    let tests = &matrix.select(&args.only_tests)?;
     let lab = Lab::new(args, arch)?;
     let bins = lab.bins()?;
     let kernels = kernel_list(&args.kernel);
@@ -562,6 +601,7 @@ mod tests {
         assert!(m
             .select(&["nope".into()])
             .unwrap_err()
+            .to_string()
             .contains("known: smmu, other"));
 
         assert_eq!(Outcome::from_status(1, true), Outcome::ExpectedFail(1));
