@@ -22,10 +22,8 @@ fn agelab(args: &[&str]) -> (Output, Duration) {
 }
 
 /// Why this host cannot run a VM, in the VMM's own words (`open_kvm`), if it cannot.
-fn kvm_usable() -> Result<(), String> {
-    agelab_vmm::vm::open_kvm()
-        .map(drop)
-        .map_err(|e| e.to_string())
+fn kvm_usable() -> Result<(), agelab_vmm::VmError> {
+    agelab_vmm::vm::open_kvm().map(drop)
 }
 
 /// Checks that `prog args` exited 2; returns its stdout, stderr and both shown for messages.
@@ -209,7 +207,10 @@ fn workloads_lists_and_exits_zero() {
 #[test]
 fn require_accurate_fails_on_an_unavailable_source() {
     if let Err(why) = kvm_usable() {
-        skip("require_accurate_fails_on_an_unavailable_source", &why);
+        skip(
+            "require_accurate_fails_on_an_unavailable_source",
+            &why.to_string(),
+        );
         return;
     }
     if std::path::Path::new("/sys/kernel/mm/page_idle/bitmap").exists() {
@@ -242,7 +243,7 @@ fn require_accurate_fails_on_an_unavailable_source() {
 #[test]
 fn a_run_blind_to_its_workload_says_so() {
     if let Err(why) = kvm_usable() {
-        skip("a_run_blind_to_its_workload_says_so", &why);
+        skip("a_run_blind_to_its_workload_says_so", &why.to_string());
         return;
     }
     let blind_run = [
@@ -302,7 +303,7 @@ fn require_accurate_passes_when_a_source_sees_the_workload() {
     if let Err(why) = kvm_usable() {
         skip(
             "require_accurate_passes_when_a_source_sees_the_workload",
-            &why,
+            &why.to_string(),
         );
         return;
     }
@@ -335,7 +336,7 @@ fn require_accurate_passes_when_a_source_sees_the_workload() {
 #[test]
 fn a_new_backing_file_is_left_to_the_run() {
     if let Err(why) = kvm_usable() {
-        skip("a_new_backing_file_is_left_to_the_run", &why);
+        skip("a_new_backing_file_is_left_to_the_run", &why.to_string());
         return;
     }
     let path = scratch("new-backing");

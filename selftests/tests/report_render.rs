@@ -37,10 +37,8 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Why this host cannot run a VM, in the VMM's own words (`open_kvm`), if it cannot.
-fn kvm_usable() -> Result<(), String> {
-    agelab_vmm::vm::open_kvm()
-        .map(drop)
-        .map_err(|e| e.to_string())
+fn kvm_usable() -> Result<(), agelab_vmm::VmError> {
+    agelab_vmm::vm::open_kvm().map(drop)
 }
 
 /// Why the test cannot run here, if it cannot.
@@ -48,7 +46,7 @@ fn unavailable() -> Option<String> {
     if chromium().is_none() {
         return Some("chromium not installed (Debian: chromium)".into());
     }
-    kvm_usable().err()
+    kvm_usable().err().map(|e| e.to_string())
 }
 
 fn scratch(name: &str) -> PathBuf {

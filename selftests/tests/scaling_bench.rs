@@ -15,10 +15,8 @@ fn scaling_bench(args: &[&str]) -> Output {
 }
 
 /// Why this host cannot run a VM, in the VMM's own words, if it cannot.
-fn kvm_usable() -> Result<(), String> {
-    agelab_vmm::vm::open_kvm()
-        .map(drop)
-        .map_err(|e| e.to_string())
+fn kvm_usable() -> Result<(), agelab_vmm::VmError> {
+    agelab_vmm::vm::open_kvm().map(drop)
 }
 
 fn skip(why: &str) {
@@ -65,7 +63,7 @@ fn problems(text: &str, sizes: usize) -> Vec<String> {
 #[test]
 fn the_table_lists_every_source_measured_or_unavailable_with_its_reason() {
     if let Err(why) = kvm_usable() {
-        return skip(&why);
+        return skip(&why.to_string());
     }
     let out = scaling_bench(&[
         "--sizes",
@@ -126,7 +124,7 @@ fn the_table_lists_every_source_measured_or_unavailable_with_its_reason() {
 #[test]
 fn the_binary_refuses_a_table_with_a_source_row_missing() {
     if let Err(why) = kvm_usable() {
-        return skip(&why);
+        return skip(&why.to_string());
     }
     let out = scaling_bench(&[
         "--sizes",
