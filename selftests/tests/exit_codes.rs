@@ -184,7 +184,7 @@ fn malformed_values_and_options() {
     expect_input_error(&["bench", "--bogus"], "--bogus");
     expect_input_error(&["bench", "dirty", "-r", "0"], "-r");
     expect_input_error(&["bench", "dirty-layout", "-b", "9M"], "-b");
-    expect_input_error(&["bench", "dirty-layout", "-b", "24M"], "multiple of 8 MiB");
+    expect_input_error(&["bench", "dirty-layout", "-b", "12M"], "multiple of 8 MiB");
     expect_input_error(&["bench", "engine", "--sizes", "1,x"], "--sizes");
     expect_input_error(&["bench", "region", "--arms", "pages,bogus"], "--arms");
     expect_input_error(&["bench", "region", "--warmup", "3"], "--warmup");
