@@ -43,13 +43,7 @@ pub enum MeasureError {
     /// The VM could not be created.
     #[error(transparent)]
     Vm(#[from] VmError),
-    /// The workload failed.
-    #[error(transparent)]
-    Workload(#[from] WorkloadError),
-    /// The engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The aging loop failed.
+    /// The aging loop failed: the guest's workload (also its fill and verify) or the engine.
     #[error(transparent)]
     Session(#[from] AgingSessionError),
     /// The workload spec built from the settings did not parse.
@@ -68,6 +62,18 @@ pub enum MeasureError {
         /// Words checked.
         words: u64,
     },
+}
+
+impl From<WorkloadError> for MeasureError {
+    fn from(e: WorkloadError) -> Self {
+        MeasureError::Session(e.into())
+    }
+}
+
+impl From<EngineError> for MeasureError {
+    fn from(e: EngineError) -> Self {
+        MeasureError::Session(e.into())
+    }
 }
 
 /// How every size is measured.
