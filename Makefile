@@ -44,12 +44,12 @@ selftests: build
 
 ## Benchmarks: ratios measured side by side in one run (never asserted as timed tests).
 bench: build
-	$(AGELAB) bench
-	target/release/dirty_bench
-	target/release/dirty_layout_bench
-	target/release/scaling_bench --json-out target/scaling_bench.json
-	target/release/region_bench
-	$(CARGO) run --release -q -p agelab-mglru --bin engine_bench
+	$(AGELAB) bench foundation
+	$(AGELAB) bench dirty
+	$(AGELAB) bench dirty-layout
+	$(AGELAB) bench scaling --json-out target/scaling_bench.json
+	$(AGELAB) bench region
+	$(AGELAB) bench engine
 
 # --- lab (owned by selftests/lab, crate agelab-lab) ---
 ## The lab boots real kernels under QEMU TCG (see docs/selftests-and-lab.md). `make test` runs the

@@ -40,10 +40,27 @@ for k in $kernels; do
 done
 
 cols=(host $kernels)
-printf '\n== access_tracking_perf_test %s: phase times (s)\n' "$atp_args"
-printf '%-32s' phase
-printf '%14s' "${cols[@]}"
-echo
+header() { # title, label column width, label column heading
+    printf '\n== %s\n' "$1"
+    printf "%-$2s" "$3"
+    printf '%14s' "${cols[@]}"
+    echo
+}
+row() { # label, then a command that reads one log on stdin and prints the value first
+    local label=$1 c v
+    shift
+    printf '%-16s' "$label"
+    for c in "${cols[@]}"; do
+        v=$("$@" 2>/dev/null <"$out/$c.log" | head -1)
+        printf '%14s' "${v:--}"
+    done
+    echo
+}
+idle_ratio() { grep -E "^# $1 +idle" | sed 's/.*ratio *\([0-9.]*\).*/\1/'; }
+sees_guest_only() { grep -o 'secondary MMU: [a-z]*' | awk '{print $3}'; }
+hot_lost() { grep -E "^# $1 +(read|write) hot" | sed 's/.*(\([0-9.]*\)% lost).*/\1/'; }
+
+header "access_tracking_perf_test $atp_args: phase times (s)" 32 phase
 phases=$(cat "$out"/*.log | sed -n 's/^\([A-Z][A-Za-z ()_-]*[a-z)]\) *: \([0-9]*\.[0-9]*\)s$/\1/p' | awk '!seen[$0]++')
 while IFS= read -r p; do
     [[ -z $p ]] && continue
@@ -57,36 +74,15 @@ while IFS= read -r p; do
     echo
 done <<<"$phases"
 
-printf '\n== lru_gen_secondary_mmu_test %s: guest ns/access aging/idle ratio\n' "$sec_args"
-printf '%-16s' source
-printf '%14s' "${cols[@]}"
-echo
+header "lru_gen_secondary_mmu_test $sec_args: guest ns/access aging/idle ratio" 16 source
 for s in lru_gen page_idle kvm-clear-log uffd-minor; do
-    printf '%-16s' "$s"
-    for c in "${cols[@]}"; do
-        v=$(grep -E "^# $s +idle" "$out/$c.log" 2>/dev/null | sed 's/.*ratio *\([0-9.]*\).*/\1/' | head -1)
-        printf '%14s' "${v:--}"
-    done
-    echo
+    row "$s" idle_ratio "$s"
 done
-printf '%-16s' "sees guest-only"
-for c in "${cols[@]}"; do
-    v=$(grep -o 'secondary MMU: [a-z]*' "$out/$c.log" 2>/dev/null | awk '{print $3}' | head -1)
-    printf '%14s' "${v:--}"
-done
-echo
+row "sees guest-only" sees_guest_only
 
-printf '\n== tlb_flush_accuracy_test %s: hot pages reported idle (%% lost)\n' "$tlb_args"
-printf '%-16s' source
-printf '%14s' "${cols[@]}"
-echo
+header "tlb_flush_accuracy_test $tlb_args: hot pages reported idle (% lost)" 16 source
 for s in page_idle lru_gen damon-vaddr kvm-clear-log uffd-minor; do
-    printf '%-16s' "$s"
-    for c in "${cols[@]}"; do
-        v=$(grep -E "^# $s +(read|write) hot" "$out/$c.log" 2>/dev/null | sed 's/.*(\([0-9.]*\)% lost).*/\1/' | head -1)
-        printf '%14s' "${v:--}"
-    done
-    echo
+    row "$s" hot_lost "$s"
 done
 echo "logs: $out/"
 exit $failed

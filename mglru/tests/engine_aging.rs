@@ -4,17 +4,11 @@ use std::time::{Duration, Instant};
 
 use agelab_mglru::engine::{AgingPolicy, Engine, EngineConfig, InitialPlacement, NewGeneration};
 use agelab_mglru::sources::{ScriptStep, ScriptedSource};
-use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet};
+use agelab_mglru::testing::single_slot_map;
+use agelab_vmm::{BackingKind, GuestPageMap, PageSet};
 
 fn map(pages: u64) -> GuestPageMap {
-    GuestPageMap::new(vec![PageRange {
-        first_page: 0,
-        pages,
-        gpa: 0x1_0000_0000,
-        hva: 0x7f00_0000_0000,
-        slot: 1,
-        backing: BackingKind::Anonymous,
-    }])
+    single_slot_map(pages, BackingKind::Anonymous)
 }
 
 fn engine(pages: u64, max_gens: usize) -> (Engine, Instant) {

@@ -5,22 +5,18 @@ use std::time::{Duration, Instant};
 use agelab_mglru::engine::{
     AgingPolicy, Engine, EngineConfig, EvictionScope, TierConfig, MAX_NR_TIERS,
 };
-use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet, PAGE_SIZE};
+use agelab_mglru::testing::slots_map;
+use agelab_vmm::{BackingKind, GuestPageMap, PageSet, PAGE_SIZE};
 
 /// Two memslots, so host addresses are not simply contiguous.
 fn map() -> GuestPageMap {
-    let r = |gpa, hva, pages, slot| PageRange {
-        first_page: 0,
-        pages,
-        gpa,
-        hva,
-        slot,
-        backing: BackingKind::Anonymous,
-    };
-    GuestPageMap::new(vec![
-        r(0x1_0000_0000, 0x7f00_0000_0000, 32, 1),
-        r(0x2_0000_0000, 0x7e00_0000_0000, 32, 2),
-    ])
+    slots_map(
+        BackingKind::Anonymous,
+        &[
+            (0x1_0000_0000, 0x7f00_0000_0000, 32),
+            (0x2_0000_0000, 0x7e00_0000_0000, 32),
+        ],
+    )
 }
 
 fn config(min_refaults: u64) -> EngineConfig {

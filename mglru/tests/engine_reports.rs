@@ -5,20 +5,14 @@ use std::time::{Duration, Instant};
 
 use agelab_mglru::engine::{pass_summary, Engine, EngineConfig, EngineReport};
 use agelab_mglru::sources::{OracleSource, ScriptedSource};
+use agelab_mglru::testing::single_slot_map;
 use agelab_mglru::AccessSource;
-use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet};
+use agelab_vmm::{BackingKind, GuestPageMap, PageSet};
 
 const PAGES: u64 = 1024;
 
 fn map() -> GuestPageMap {
-    GuestPageMap::new(vec![PageRange {
-        first_page: 0,
-        pages: PAGES,
-        gpa: 0,
-        hva: 0x7f00_0000_0000,
-        slot: 0,
-        backing: BackingKind::Memfd,
-    }])
+    single_slot_map(PAGES, BackingKind::Memfd)
 }
 
 fn range(a: u64, b: u64) -> PageSet {

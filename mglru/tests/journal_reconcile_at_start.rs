@@ -6,11 +6,11 @@
 
 use agelab_mglru::host_guard::HostRestore;
 use agelab_mglru::journal::{HostChange, Journal};
-use agelab_mglru::testing::reconcile_journal_at_start;
-use agelab_vmm::testing::{run_test_in_child, skip};
+use agelab_mglru::testing::{reconcile_journal_at_start, run_test_in_child, test_child};
+use agelab_vmm::testing::skip;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// Set (to the scratch knob's path) in the child that journals a change and waits to be killed.
 const KNOB_ENV: &str = "AGELAB_JOURNAL_TEST_KNOB";
@@ -37,15 +37,7 @@ fn a_killed_test_process_is_reconciled_by_the_next_test_process_start() {
     let knob = std::env::temp_dir().join(format!("agelab-journal-knob-{}", std::process::id()));
     std::fs::write(&knob, "original").expect("scratch knob");
 
-    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "--ignored",
-            "--exact",
-            "journaling_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(KNOB_ENV, &knob)
+    let mut child = test_child("journaling_child", KNOB_ENV, &knob)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -3,9 +3,9 @@
 //! have run newest first and the child must exit with 128 + signo.
 
 use agelab_mglru::host_guard::{install_signal_cleanup, HostRestore};
-use std::io::{BufRead, BufReader, Write};
+use agelab_mglru::testing::spawn_ready_child;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const CHILD_ENV: &str = "AGELAB_HOST_GUARD_CHILD_MARKER";
 
@@ -46,19 +46,7 @@ fn run_case(signal: nix::sys::signal::Signal) -> Result<(), String> {
         signal as i32
     ));
     let _ = std::fs::remove_file(&marker);
-    let mut c = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, &marker)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    if line.trim() != "ready" {
-        return Err(format!("child said {line:?}"));
-    }
+    let c = spawn_ready_child(CHILD_ENV, &marker)?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal)
         .map_err(|e| e.to_string())?;
     let out = c.wait_with_output().map_err(|e| e.to_string())?;

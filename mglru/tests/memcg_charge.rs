@@ -12,67 +12,21 @@
 
 use agelab_mglru::kernel::memcg::{GuestMemcg, MemcgError};
 use agelab_mglru::lru_gen_aging::charge_vm_memory;
-use agelab_mglru::testing::reconcile_journal_at_start;
+use agelab_mglru::testing::{memfd, reconcile_journal_at_start, SharedMapping};
 use agelab_vmm::testing::skip;
 use agelab_vmm::{Backing, Vm, VmConfig};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
 
 const LEN: usize = 64 << 20;
 
-fn memfd(name: &str, len: usize) -> File {
-    let cname = std::ffi::CString::new(name).unwrap();
-    // SAFETY: `cname` is NUL-terminated; memfd_create returns a new fd or -1.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(len as u64).unwrap();
-    f
-}
-
 /// Faults every page of `file` in from this process (outside the memcg): the bypass.
 fn touch_here(file: &File, len: usize) {
-    // SAFETY: a new shared read-only mapping of our own memfd, unmapped below.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(addr, libc::MAP_FAILED, "mmap");
-    let mut off = 0;
-    while off < len {
-        // SAFETY: `off < len`, inside the mapping.
-        unsafe { std::ptr::read_volatile(addr.cast::<u8>().add(off)) };
-        off += 4096;
-    }
-    // SAFETY: unmapping the mapping made above.
-    unsafe { libc::munmap(addr, len) };
+    SharedMapping::read_only(file, len).touch_pages();
 }
 
 /// Bytes of `file` resident in the page cache, counted with `mincore` on a fresh mapping.
 fn resident_bytes(file: &File, len: usize) -> usize {
-    // SAFETY: a new shared mapping of our own memfd, unmapped below; mincore fills `vec`.
-    unsafe {
-        let addr = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        );
-        assert_ne!(addr, libc::MAP_FAILED, "mmap");
-        let mut vec = vec![0u8; len / 4096];
-        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0, "mincore");
-        libc::munmap(addr, len);
-        vec.iter().filter(|&&b| b & 1 != 0).count() * 4096
-    }
+    SharedMapping::read_only(file, len).resident_bytes()
 }
 
 /// How many bytes `cg`'s charge grew while `f` ran (0 if it shrank).
@@ -113,7 +67,7 @@ fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
     let dir = cg.dir().to_path_buf();
 
     // Through the helper: the whole memfd is charged to the memcg.
-    let charged = memfd("agelab-charge-helper", LEN);
+    let charged = memfd("agelab-charge-helper", LEN as u64);
     let grew = usage_growth(&cg, || cg.charge_shared(&charged, 0, LEN).unwrap());
     assert_eq!(resident_bytes(&charged, LEN), LEN, "every page faulted in");
     assert!(
@@ -128,7 +82,7 @@ fn helper_charges_a_memfd_to_a_memcg_the_caller_stays_outside() {
     assert!(procs.is_empty(), "the helper exited: {procs:?}");
 
     // Bypassed: the same memfd faulted in here, outside the memcg, does not reach it.
-    let bypassed = memfd("agelab-charge-bypass", LEN);
+    let bypassed = memfd("agelab-charge-bypass", LEN as u64);
     let grew = usage_growth(&cg, || touch_here(&bypassed, LEN));
     assert_eq!(resident_bytes(&bypassed, LEN), LEN, "every page faulted in");
     assert!(
@@ -170,7 +124,7 @@ fn private_memory_is_charged_from_inside_only() {
     // From inside: joining moves every thread of a process, so a separate process (this test
     // binary running only `private_child`) makes its own memcg, joins it and charges its own
     // anonymous memory.
-    let (_, out) = agelab_vmm::testing::run_test_in_child("private_child", CHILD_ENV);
+    let (_, out) = agelab_mglru::testing::run_test_in_child("private_child", CHILD_ENV);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -16,7 +16,7 @@ use agelab_mglru::reclaim::{
     run_in_child, run_once, PolicyKind, ReclaimAction, ReclaimRunConfig, Reclaimer,
     ResidencyScanner,
 };
-use agelab_mglru::testing::reconcile_journal_at_start;
+use agelab_mglru::testing::{reconcile_journal_at_start, test_child};
 use agelab_vmm::testing::skip;
 use agelab_vmm::workload::Workload;
 use agelab_vmm::{Backing, Vm, VmConfig};
@@ -282,11 +282,7 @@ fn memcg_limit_policy_reclaims_through_the_kernel() {
         skip(WHAT, "no memory cgroup");
         return;
     }
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary path"));
-    child
-        .args(["--ignored", "--exact", "memcg_limit_child"])
-        .args(["--test-threads=1", "--nocapture"])
-        .env(MEMCG_LIMIT_CHILD, "1");
+    let child = test_child("memcg_limit_child", MEMCG_LIMIT_CHILD, "1");
     let r = run_in_child(&memcg_limit_run(), child).unwrap_or_else(|e| panic!("{WHAT}: {e}"));
     match r.oom_killed {
         Some(k) => eprintln!("{WHAT}: {k}"),

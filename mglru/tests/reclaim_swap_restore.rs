@@ -6,9 +6,10 @@
 use agelab_mglru::host_guard::{install_signal_cleanup, run_pending};
 use agelab_mglru::kernel::swap::{lock_zram, SwapStatus, ZramDevice, ZramSwap};
 use agelab_mglru::reclaim::{ReclaimAction, ReclaimActionError, Reclaimer};
+use agelab_mglru::testing::spawn_ready_child;
 use agelab_vmm::{Vm, VmConfig};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, ExitCode, Stdio};
+use std::io::Write;
+use std::process::ExitCode;
 use std::time::Duration;
 
 const CHILD_ENV: &str = "AGELAB_RECLAIM_SWAP_CHILD";
@@ -51,23 +52,7 @@ fn zram_clean() -> Result<(), String> {
 }
 
 fn run_case(mode: &str) -> Result<(), String> {
-    let mut c = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    if line.trim() != "ready" {
-        let out = c.wait_with_output().map_err(|e| e.to_string())?;
-        return Err(format!(
-            "{mode}: child said {line:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let c = spawn_ready_child(CHILD_ENV, mode).map_err(|e| format!("{mode}: {e}"))?;
     if mode == "sigint" {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(c.id() as i32),

@@ -1,5 +1,5 @@
 //! Why the guest's two passes over all memory cost more per GiB at 16 GiB than at 1 GiB in
-//! `scaling_bench`: the same base VM (`Vm::new` with scaling_bench's config, `Workload::start`)
+//! `agelab bench scaling`: the same base VM (`Vm::new` with its config, `Workload::start`)
 //! runs only the first touch (`Workload::fill`) and `Workload::verify`, and around each pass
 //! this reads the vCPU threads' CPU time, KVM's VM and vCPU binary stats, `/proc/vmstat`,
 //! `/proc/meminfo`, `/proc/stat` and kswapd's CPU time. It prints, per pass, the vCPU CPU per
@@ -9,9 +9,10 @@
 //! `cargo run --release -p agelab --example fill_verify_counters -- [--sizes 1G,16G]
 //! [--backing memfd] [--vcpus 2] [--json-out FILE]`
 //!
-//! The fill and verify get scaling_bench's watchdog allowance per page, from the host's measured
+//! The fill and verify get `agelab bench scaling`'s watchdog allowance per page, from the host's measured
 //! first touch ([`HostProfile::whole_memory_page_limit`]).
 
+use agelab::args::{from_str, positive};
 use agelab::units::parse_size;
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, HostProfile, Vm, VmConfig, VmError};
@@ -174,7 +175,7 @@ fn run_size(
 ) -> Result<SizeRun, SizeRunError> {
     let load_before = load();
     let meminfo_before = key_values("/proc/meminfo", "", true);
-    // scaling_bench's base VM and workload (its `Settings::vm_config` and `workload`).
+    // `agelab bench scaling`'s base VM and workload (its `Settings::vm_config` and `workload`).
     let vm = Vm::new(VmConfig {
         vcpus,
         mem_bytes: bytes,
@@ -245,35 +246,31 @@ fn report(name: &str, runs: &[SizeRun], pass: fn(&SizeRun) -> &PassDelta) {
     }
 }
 
+/// The options.
+#[derive(Debug, clap::Parser)]
+#[command(name = "fill_verify_counters")]
+struct Args {
+    /// Guest sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1G,16G", value_parser = parse_size)]
+    sizes: Vec<u64>,
+    /// Guest memory backing.
+    #[arg(long, default_value = "memfd", value_parser = from_str::<Backing>)]
+    backing: Backing,
+    /// vCPUs per VM.
+    #[arg(long, default_value_t = 2, value_parser = positive::<usize>)]
+    vcpus: usize,
+    /// Also write every delta as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<String>,
+}
+
 fn main() {
-    let mut sizes = vec![1u64 << 30, 16 << 30];
-    let mut backing = Backing::Memfd;
-    let mut vcpus = 2usize;
-    let mut json_out = None;
-    let mut args = std::env::args().skip(1);
-    let usage = |what: &str| -> ! {
-        eprintln!(
-            "usage: fill_verify_counters [--sizes 1G,16G] [--backing memfd] [--vcpus 2] \
-             [--json-out FILE] ({what}?)"
-        );
-        std::process::exit(2)
-    };
-    while let Some(a) = args.next() {
-        let v = args.next().unwrap_or_else(|| usage(&a));
-        match a.as_str() {
-            "--sizes" => {
-                sizes = v
-                    .split(',')
-                    .map(parse_size)
-                    .collect::<Result<_, _>>()
-                    .unwrap_or_else(|e| usage(&e))
-            }
-            "--backing" => backing = v.parse().unwrap_or_else(|_| usage(&v)),
-            "--vcpus" => vcpus = v.parse().unwrap_or_else(|_| usage(&v)),
-            "--json-out" => json_out = Some(v),
-            _ => usage(&a),
-        }
-    }
+    let Args {
+        sizes,
+        backing,
+        vcpus,
+        json_out,
+    } = clap::Parser::parse();
     let host = HostProfile::measure();
     println!("{host}");
     println!(

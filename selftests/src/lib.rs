@@ -6,9 +6,9 @@
 
 pub mod access_tracking;
 pub mod args;
+pub mod benchmarks;
 pub mod cli;
 pub mod ktap;
-pub mod options;
 pub mod report;
 pub mod scenarios;
 pub mod units;

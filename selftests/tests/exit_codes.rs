@@ -180,6 +180,14 @@ fn malformed_values_and_options() {
     }
     expect_input_error(&["workloads", "--bogus"], "--bogus");
     expect_input_error(&["bench", "--bogus"], "--bogus");
+    expect_input_error(&["bench", "dirty", "-r", "0"], "-r");
+    expect_input_error(&["bench", "dirty-layout", "-b", "9M"], "-b");
+    expect_input_error(&["bench", "dirty-layout", "-b", "12M"], "multiple of 8 MiB");
+    expect_input_error(&["bench", "engine", "--sizes", "1,x"], "--sizes");
+    expect_input_error(&["bench", "region", "--arms", "pages,bogus"], "--arms");
+    expect_input_error(&["bench", "region", "--warmup", "3"], "--warmup");
+    expect_input_error(&["bench", "uffd", "--spec", "bogus"], "--spec");
+    expect_input_error(&["bench", "uffd", "--budgets", "lots"], "--budgets");
     expect_input_error(&["frobnicate"], "frobnicate");
     expect_input_error(&["lab", "--arch", "bogus"], "--arch bogus");
     expect_input_error(
@@ -441,18 +449,6 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
             &["-S", "bogus"],
             "-S",
-        ),
-        (
-            "dirty_bench",
-            env!("CARGO_BIN_EXE_dirty_bench"),
-            &["-r", "0"],
-            "-r",
-        ),
-        (
-            "dirty_layout_bench",
-            env!("CARGO_BIN_EXE_dirty_layout_bench"),
-            &["-b", "9M"],
-            "-b",
         ),
         (
             "dirty_log_perf_test",

@@ -1,4 +1,4 @@
-//! `scaling_bench` on small guests (64 and 128 MiB): its table must list every access source of
+//! `agelab bench scaling` on small guests (64 and 128 MiB): its table must list every access source of
 //! the catalog and lru_gen, each measured at every size or unavailable with its reason; a source
 //! made unavailable on purpose must show as such, and a table with a source row removed must be
 //! refused (by this test's reading of the text and by the binary itself, exit 1).
@@ -8,10 +8,11 @@ use std::io::Write;
 use std::process::{Command, Output};
 
 fn scaling_bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scaling_bench"))
+    Command::new(env!("CARGO_BIN_EXE_agelab"))
+        .args(["bench", "scaling"])
         .args(args)
         .output()
-        .expect("run scaling_bench")
+        .expect("run agelab bench scaling")
 }
 
 /// Why this host cannot run a VM, in the VMM's own words, if it cannot.

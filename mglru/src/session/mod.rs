@@ -14,11 +14,14 @@
 //!
 //! [`AgingSession::epoch`] is the three in a row (`agelab run`); `agelab reclaim` calls them one
 //! by one with its residency scan before the pass and its policy between the pass and the arming.
+//! [`AgingSession::epoch_timed`] is the same epoch telling a hook what each [`SessionStep`] cost
+//! (`agelab bench scaling`).
 //! What a command does with the results — reports, reclaim — stays with the command:
 //! [`run`] is `agelab run`'s, [`crate::reclaim::run`] `agelab reclaim`'s.
 
 pub mod run;
 
+use crate::cpu_time::thread_cpu_ns;
 use crate::engine::{AgingPass, Engine, EngineError, PassTruth};
 use crate::progress::{epoch_position, ProgressLine};
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorError};
@@ -40,6 +43,43 @@ pub enum AgingSessionError {
     /// Guided uffd-minor arming failed.
     #[error(transparent)]
     UffdArm(#[from] UffdMinorError),
+}
+
+/// One step of an epoch, in the order [`AgingSession::epoch_timed`] runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStep {
+    /// The guest ran the epoch.
+    Guest,
+    /// The epoch's exact ground truth was replayed on the host (one thread per vCPU).
+    Truth,
+    /// The aging pass: the oracle fed, every source harvested, the engine's bookkeeping.
+    Age,
+    /// Guided uffd-minor arming learned the epoch's cost and re-armed.
+    Arm,
+}
+
+/// What one step cost.
+#[derive(Clone, Copy, Debug)]
+pub struct StepTiming {
+    /// The step.
+    pub step: SessionStep,
+    /// Its wall time.
+    pub wall: Duration,
+    /// CPU time of the thread running the session during the step (the vCPU threads and the
+    /// ground-truth replay threads are not in it).
+    pub thread_cpu: Duration,
+}
+
+/// Times `f` as `step` and tells `hook`.
+fn timed<T>(step: SessionStep, hook: &mut dyn FnMut(StepTiming), f: impl FnOnce() -> T) -> T {
+    let (t, cpu) = (Instant::now(), thread_cpu_ns());
+    let out = f();
+    hook(StepTiming {
+        step,
+        wall: t.elapsed(),
+        thread_cpu: Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu)),
+    });
+    out
 }
 
 /// How a session runs.
@@ -154,7 +194,14 @@ impl AgingSession {
 
     /// The exact pages read and written in `epoch` (one that ran).
     pub fn truth(&mut self, epoch: u64) -> PassTruth {
-        let truth = self.wl.ground_truth(epoch).expect("epoch just ran");
+        self.truth_timed(epoch, &mut |_| {})
+    }
+
+    /// [`truth`](Self::truth), its replay timed as [`SessionStep::Truth`] (not the copy out).
+    fn truth_timed(&mut self, epoch: u64, hook: &mut dyn FnMut(StepTiming)) -> PassTruth {
+        let truth = timed(SessionStep::Truth, hook, || {
+            self.wl.ground_truth(epoch).expect("epoch just ran")
+        });
         PassTruth {
             read: truth.read.clone(),
             written: truth.written.clone(),
@@ -200,11 +247,21 @@ impl AgingSession {
     pub fn epoch(
         &mut self,
     ) -> Result<(EpochResult, PassTruth, Option<AgingPass>), AgingSessionError> {
-        let r = self.run_epoch()?;
-        let truth = self.truth(r.epoch);
-        let pass = self.age(&truth)?;
-        self.observe_epoch(&r);
-        self.arm()?;
+        self.epoch_timed(&mut |_| {})
+    }
+
+    /// [`epoch`](Self::epoch), telling `hook` what each step cost as it ends.
+    pub fn epoch_timed(
+        &mut self,
+        hook: &mut dyn FnMut(StepTiming),
+    ) -> Result<(EpochResult, PassTruth, Option<AgingPass>), AgingSessionError> {
+        let r = timed(SessionStep::Guest, hook, || self.run_epoch())?;
+        let truth = self.truth_timed(r.epoch, hook);
+        let pass = timed(SessionStep::Age, hook, || self.age(&truth))?;
+        timed(SessionStep::Arm, hook, || {
+            self.observe_epoch(&r);
+            self.arm()
+        })?;
         Ok((r, truth, pass))
     }
 

@@ -54,7 +54,10 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec) -> Result<i32, LabError> {
     Ok(0)
 }
 
+/// The median of `v` to two decimals, `-` without samples.
 fn median(v: &mut [f64]) -> String {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).map_or("-".into(), |m| format!("{m:.2}"))
+    if v.is_empty() {
+        return "-".into();
+    }
+    format!("{:.2}", agelab_mglru::stats::median(v))
 }

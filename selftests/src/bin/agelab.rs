@@ -25,8 +25,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// List workload patterns with their parameters and defaults.
     Workloads,
-    /// Foundation and workload benchmarks (guest vs native loop, first touch, patterns).
-    Bench,
+    /// Benchmarks: foundation (the default), dirty, dirty-layout, scaling, region, engine, uffd.
+    Bench(agelab::benchmarks::BenchArgs),
     /// Measure this host's guest page-fault costs (the `host:` line every benchmark prints).
     HostProfile {
         /// Print the profile as JSON instead of the line.
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             args.json,
             cli::reclaim::print_text,
         ),
-        Command::Bench => finish("bench", cli::bench::run(), false, |_| {}),
+        Command::Bench(args) => agelab::benchmarks::run(&args),
         Command::HostProfile { json } => {
             let profile = agelab_vmm::HostProfile::measure();
             if json {

@@ -1,6 +1,5 @@
 //! Subcommands of the `agelab` binary.
 
-pub mod bench;
 pub mod check;
 pub mod cleanup;
 pub mod reclaim;

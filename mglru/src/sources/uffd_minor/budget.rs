@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 /// Cost of one guest fault assumed before any is measured (the middle of the 50–90 µs
-/// `uffd_bench` measured on this host).
+/// `agelab bench uffd` measured on this host).
 pub const DEFAULT_FAULT_COST: Duration = Duration::from_micros(70);
 
 /// Faults an interval needs before its blocked time is taken as a measurement of their cost.

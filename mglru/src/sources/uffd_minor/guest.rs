@@ -1,6 +1,6 @@
 //! A memfd guest aged by an engine fed by uffd-minor under guided arming: the scaffolding the
-//! arming tests and `region_bench` share (VM, engine, source, arming, fill, then epoch by epoch
-//! on the [`AgingSession`]: run, age against the ground truth, re-arm).
+//! arming tests and `agelab bench region` share (VM, engine, source, arming, fill, then epoch by
+//! epoch on the [`AgingSession`]: run, age against the ground truth, re-arm).
 
 use super::{GuidedArming, UffdFaultCount, UffdMinorError, UffdMinorSource};
 use crate::engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, PassTruth};

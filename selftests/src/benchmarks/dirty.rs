@@ -1,18 +1,29 @@
-//! dirty_bench: harvest cost per GiB for each dirty tracking mode, with nothing dirty and with
+//! `agelab bench dirty`: harvest cost per GiB for each dirty tracking mode, with nothing dirty and with
 //! everything dirty, split into time in KVM ioctls and userspace processing on top of it; then
 //! the same scenario through dirty_log_perf_test for the guest's dirtying time per page.
 //!
-//! Usage: dirty_bench [-b bytes] [-r clean_repeats] [-d dirty_repeats]
-
-use agelab::ktap::{self, ts};
-use agelab::options::Options;
+use crate::args::{positive, size_at_least};
+use crate::ktap::{self, ts};
+use agelab_mglru::stats::median;
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress};
 use agelab_vmm::{DirtyOptions, DirtyTracker, HarvestStats, PageSet, Vm, VmConfig};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: dirty_bench [-b bytes (default 1G)] [-r clean harvests (default 200)] \
-[-d dirty rounds (default 3)]";
+/// Options of `agelab bench dirty`.
+#[derive(Debug, clap::Args)]
+pub struct DirtyArgs {
+    /// Guest memory (64M, 1G).
+    #[arg(short = 'b', value_name = "BYTES", default_value = "1G", value_parser = size_at_least(1))]
+    bytes: u64,
+    /// Harvests with nothing dirty (medians).
+    #[arg(short = 'r', value_name = "COUNT", default_value_t = 200, value_parser = positive::<u64>)]
+    clean_repeats: u64,
+    /// Rounds with every page dirty (means).
+    #[arg(short = 'd', value_name = "COUNT", default_value_t = 3, value_parser = positive::<u64>)]
+    dirty_repeats: u64,
+}
 
 /// One timed round: the memstress guest writes every page once.
 fn round(ms: &Memstress) -> Result<Duration, String> {
@@ -49,9 +60,7 @@ fn per_gib(st: &HarvestStats, n: u64, gib: f64) -> Row {
 /// Medians of a series of cheap harvests (a noisy shared host makes means meaningless there).
 fn median_per_gib(series: &[HarvestStats], gib: f64) -> Row {
     let med = |f: &dyn Fn(&HarvestStats) -> u64| {
-        let mut v: Vec<u64> = series.iter().map(f).collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0) as f64
+        median(&mut series.iter().map(|s| f(s) as f64).collect::<Vec<_>>())
     };
     Row {
         ioctl_us: med(&|s| s.ioctl_ns()) / 1e3 / gib,
@@ -125,18 +134,9 @@ fn bench_mode(
     ))
 }
 
-fn main() {
-    let opts = Options::parse("dirty_bench", "b:r:d:h", USAGE);
-    let mut bytes = 1u64 << 30;
-    let (mut clean_n, mut dirty_n) = (200u64, 3u64);
-    for o in opts.iter() {
-        match o.letter {
-            'b' => bytes = o.size(1),
-            'r' => clean_n = o.positive("count"),
-            'd' => dirty_n = o.positive("count"),
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
-        }
-    }
+/// Runs the benchmark and prints its table; exits 1 when a mode failed.
+pub fn run(args: &DirtyArgs) -> ExitCode {
+    let (bytes, clean_n, dirty_n) = (args.bytes, args.clean_repeats, args.dirty_repeats);
     println!("{}", agelab_vmm::HostProfile::measure());
     let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));
     println!(
@@ -238,7 +238,7 @@ fn main() {
             }
         }
     }
-    std::process::exit(if failed {
+    super::exit_code(if failed {
         ktap::EXIT_FAIL
     } else {
         ktap::EXIT_PASS

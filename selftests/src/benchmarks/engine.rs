@@ -7,15 +7,19 @@
 //! for word skipping); "10% 2MiB-runs" is the clustered case.
 //! Goal: ≤ 1 ms per GiB per pass.
 //!
-//! `cargo run --release -p agelab-mglru --bin engine_bench [-- --passes N --sizes 1,4,16 --heatmap]`
+//! `agelab bench engine [--passes N] [--sizes 1,4,16] [--heatmap]`
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::args::positive;
 use agelab_mglru::engine::{Engine, EngineConfig, PAGES_PER_GIB};
 use agelab_mglru::source::{
     AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable,
 };
-use agelab_vmm::{BackingKind, GuestPageMap, PageRange, PageSet};
+use agelab_mglru::stats::median;
+use agelab_mglru::testing::single_slot_map;
+use agelab_vmm::{BackingKind, PageSet};
 
 /// Hands out copies of two prebuilt sets in turn, so pages really move between generations.
 struct Replay {
@@ -101,17 +105,6 @@ impl Pattern {
     }
 }
 
-fn map(pages: u64) -> GuestPageMap {
-    GuestPageMap::new(vec![PageRange {
-        first_page: 0,
-        pages,
-        gpa: 0x1_0000_0000,
-        hva: 0x7f00_0000_0000,
-        slot: 1,
-        backing: BackingKind::Anonymous,
-    }])
-}
-
 struct Row {
     gib: u64,
     pattern: Pattern,
@@ -121,13 +114,33 @@ struct Row {
     heatmap_ns: u64,
 }
 
-fn run(gib: u64, pattern: Pattern, passes: u64, heatmap: bool) -> Row {
+/// Options of `agelab bench engine`.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    /// Measured passes per size and pattern, after 4 warm-up passes.
+    #[arg(long, default_value_t = 20, value_parser = positive::<u64>)]
+    passes: u64,
+    /// Sizes in GiB, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16", value_parser = positive::<u64>)]
+    sizes: Vec<u64>,
+    /// Also record the age heatmap and report its cost.
+    #[arg(long)]
+    heatmap: bool,
+}
+
+/// The median of nanosecond samples, to the nanosecond.
+fn median_ns(samples: &[u64]) -> u64 {
+    median(&mut samples.iter().map(|&ns| ns as f64).collect::<Vec<_>>()).round() as u64
+}
+
+fn measure(gib: u64, pattern: Pattern, passes: u64, heatmap: bool) -> Row {
     let pages = gib * PAGES_PER_GIB;
     let config = EngineConfig {
         heatmap_rows: heatmap.then_some(512),
         ..EngineConfig::default()
     };
-    let mut engine = Engine::new(map(pages), config).expect("default config is valid");
+    let mut engine = Engine::new(single_slot_map(pages, BackingKind::Anonymous), config)
+        .expect("default config is valid");
     engine.add_source(Box::new(Replay {
         sets: [pattern.set(pages, 0), pattern.set(pages, 1)],
         next: 0,
@@ -145,41 +158,19 @@ fn run(gib: u64, pattern: Pattern, passes: u64, heatmap: bool) -> Row {
             heat.push(p.heatmap_ns);
         }
     }
-    samples.sort_unstable();
-    heat.sort_unstable();
     Row {
         gib,
         pattern,
-        median_ns: samples[samples.len() / 2],
-        min_ns: samples[0],
-        max_ns: samples[samples.len() - 1],
-        heatmap_ns: heat[heat.len() / 2],
+        median_ns: median_ns(&samples),
+        min_ns: samples.iter().copied().min().unwrap_or(0),
+        max_ns: samples.iter().copied().max().unwrap_or(0),
+        heatmap_ns: median_ns(&heat),
     }
 }
 
-fn main() {
-    let mut passes = 20u64;
-    let mut sizes = vec![1u64, 4, 16];
-    let mut heatmap = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--passes" => passes = args.next().and_then(|v| v.parse().ok()).unwrap_or(passes),
-            "--sizes" => {
-                sizes = args
-                    .next()
-                    .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-                    .unwrap_or(sizes)
-            }
-            "--heatmap" => heatmap = true,
-            other => {
-                eprintln!(
-                    "usage: engine_bench [--passes N] [--sizes 1,4,16] [--heatmap] ({other}?)"
-                );
-                std::process::exit(2);
-            }
-        }
-    }
+/// Runs the benchmark and prints its table.
+pub fn run(args: &EngineArgs) -> ExitCode {
+    let (passes, sizes, heatmap) = (args.passes, &args.sizes, args.heatmap);
     println!("{}", agelab_vmm::HostProfile::measure());
     println!(
         "aging-pass bookkeeping, default policy (4 generations, one per pass), {passes} passes after 4 warm-up"
@@ -196,14 +187,14 @@ fn main() {
         if heatmap { "   heatmap ns" } else { "" }
     );
     let mut per_gib: Vec<(Pattern, u64, u64)> = Vec::new();
-    for &gib in &sizes {
+    for &gib in sizes {
         for pattern in [
             Pattern::None,
             Pattern::RandomTenth,
             Pattern::ClusteredTenth,
             Pattern::All,
         ] {
-            let r = run(gib, pattern, passes, heatmap);
+            let r = measure(gib, pattern, passes, heatmap);
             let ns_gib = r.median_ns / r.gib.max(1);
             println!(
                 "{:>5} {:>14} {:>12} {:>12} {:>12} {:>12} {:>8}{}",
@@ -249,4 +240,5 @@ fn main() {
             }
         }
     }
+    ExitCode::SUCCESS
 }

@@ -10,10 +10,10 @@
 //!
 //! `hold`: runs a guest under continuous uffd-minor re-arming until SIGINT (for the teardown test).
 //!
-//! `cargo run --release -p agelab-mglru --bin uffd_bench -- [minor|wp|hold] [--mem MiB]
-//!  [--vcpus N] [--spec SPEC] [--epoch-ms MS] [--reps N] [--budgets 1000,10000,all]
-//!  [--backing anon|memfd]`
+//! `agelab bench uffd [minor|wp|hold] [--mem MiB] [--vcpus N] [--spec SPEC] [--epoch-ms MS]
+//!  [--reps N] [--budgets 1000,10000,all] [--backing anon|memfd]`
 
+use crate::args::{from_str, positive};
 use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::{AccessEstimate, UffdMinorConfig, UffdMinorSource, Z95};
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
@@ -21,12 +21,71 @@ use agelab_mglru::AccessSource;
 use agelab_vmm::workload::{Workload, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig};
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// What `agelab bench uffd` measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UffdBenchMode {
+    /// uffd-minor per fault budget.
+    #[default]
+    Minor,
+    /// uffd-wp (async + PAGEMAP_SCAN, and sync faults).
+    Wp,
+    /// A guest under continuous uffd-minor re-arming until SIGINT (the teardown test's child).
+    Hold,
+}
+
+/// Options of `agelab bench uffd`.
+#[derive(Debug, clap::Args)]
+pub struct UffdArgs {
+    /// What to measure.
+    #[arg(value_enum, default_value_t = UffdBenchMode::Minor)]
+    mode: UffdBenchMode,
+    /// Guest memory, MiB.
+    #[arg(long = "mem", value_name = "MiB", default_value_t = 256, value_parser = positive::<u64>)]
+    mem_mib: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1, value_parser = positive::<usize>)]
+    vcpus: usize,
+    /// The workload.
+    #[arg(long, default_value = "zipf-read:s=0.9", value_parser = workload_spec)]
+    spec: String,
+    /// One epoch, ms.
+    #[arg(long = "epoch-ms", value_name = "MS", default_value_t = 500, value_parser = positive::<u64>)]
+    epoch_ms: u64,
+    /// Epochs per budget and way.
+    #[arg(long, default_value_t = 3, value_parser = positive::<usize>)]
+    reps: usize,
+    /// Fault budgets per second, comma-separated (`all`: no budget).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000,all", value_parser = budget)]
+    budgets: Vec<Option<u64>>,
+    /// Guest memory backing (default: memfd for minor, anon for wp).
+    #[arg(long, value_parser = from_str::<Backing>)]
+    backing: Option<Backing>,
+}
+
+/// A workload spec that parses, kept as written (`wp` rewrites it).
+fn workload_spec(s: &str) -> Result<String, String> {
+    from_str::<WorkloadSpec>(s).map(|_| s.to_string())
+}
+
+/// A fault budget: faults per second (`10_000` allowed) or `all`.
+fn budget(s: &str) -> Result<Option<u64>, String> {
+    match s {
+        "all" => Ok(None),
+        n => n
+            .replace('_', "")
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("'{n}' is not a number of faults per second or 'all'")),
+    }
+}
+
+/// The settings every mode reads.
 struct Args {
-    cmd: String,
     mem_mib: u64,
     vcpus: usize,
     spec: String,
@@ -36,60 +95,8 @@ struct Args {
     backing: Option<Backing>,
 }
 
-fn parse_args() -> Args {
-    let mut a = Args {
-        cmd: "minor".into(),
-        mem_mib: 256,
-        vcpus: 1,
-        spec: "zipf-read:s=0.9".into(),
-        epoch: Duration::from_millis(500),
-        reps: 3,
-        budgets: vec![Some(1_000), Some(10_000), Some(100_000), None],
-        backing: None,
-    };
-    let mut it = std::env::args().skip(1).peekable();
-    if let Some(c) = it.peek().filter(|c| !c.starts_with("--")) {
-        a.cmd = c.clone();
-        it.next();
-    }
-    let usage = |what: &str| -> ! {
-        eprintln!(
-            "usage: uffd_bench [minor|wp|hold] [--mem MiB] [--vcpus N] [--spec SPEC] \
-             [--epoch-ms MS] [--reps N] [--budgets 1000,10000,all] [--backing anon|memfd] ({what}?)"
-        );
-        std::process::exit(2)
-    };
-    while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| usage(&k));
-        match k.as_str() {
-            "--mem" => a.mem_mib = v.parse().unwrap_or_else(|_| usage(&v)),
-            "--vcpus" => a.vcpus = v.parse().unwrap_or_else(|_| usage(&v)),
-            "--spec" => a.spec = v,
-            "--epoch-ms" => {
-                a.epoch = Duration::from_millis(v.parse().unwrap_or_else(|_| usage(&v)))
-            }
-            "--reps" => a.reps = v.parse().unwrap_or_else(|_| usage(&v)),
-            "--budgets" => {
-                a.budgets = v
-                    .split(',')
-                    .map(|b| match b {
-                        "all" => None,
-                        n => Some(n.replace('_', "").parse().unwrap_or_else(|_| usage(n))),
-                    })
-                    .collect()
-            }
-            "--backing" => a.backing = Some(v.parse().unwrap_or_else(|_| usage(&v))),
-            _ => usage(&k),
-        }
-    }
-    a
-}
-
 fn start(a: &Args, backing: Backing) -> Workload {
-    let spec: WorkloadSpec = a.spec.parse().unwrap_or_else(|e| {
-        eprintln!("uffd_bench: --spec: {e}");
-        std::process::exit(2)
-    });
+    let spec: WorkloadSpec = a.spec.parse().expect("--spec was checked when parsed");
     let mem = a.mem_mib << 20;
     let cfg = VmConfig {
         vcpus: a.vcpus,
@@ -121,6 +128,19 @@ fn kvm_faults(w: &Workload) -> u64 {
     })
 }
 
+/// The run's conditions as the tables' headings say them: memory (`pages` pages, then `detail`),
+/// vCPUs, workload, epoch length and repeats.
+fn conditions(a: &Args, w: &Workload, pages: u64, detail: &str) -> String {
+    format!(
+        "{} MiB ({pages} pages{detail}), {} vCPUs, {}, epochs of {} ms, {} reps",
+        a.mem_mib,
+        a.vcpus,
+        w.spec(),
+        a.epoch.as_millis(),
+        a.reps
+    )
+}
+
 fn fmt_budget(b: Option<u64>) -> String {
     b.map_or("all".into(), |b| b.to_string())
 }
@@ -129,13 +149,8 @@ fn minor(a: &Args) {
     let mut w = start(a, a.backing.clone().unwrap_or(Backing::Memfd));
     let pages = w.vm().page_map().len();
     println!(
-        "uffd-minor: {} MiB ({pages} pages), {} vCPUs, {}, epochs of {} ms, {} reps per budget; \
-         harvest at epoch boundaries",
-        a.mem_mib,
-        a.vcpus,
-        w.spec(),
-        a.epoch.as_millis(),
-        a.reps
+        "uffd-minor: {} per budget; harvest at epoch boundaries",
+        conditions(a, &w, pages, "")
     );
     println!(
         "{:>8} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>23} {:>6} {:>7}",
@@ -252,17 +267,14 @@ fn wp(a: &Args) {
     let a = Args {
         spec,
         backing: Some(backing.clone()),
-        ..parse_args()
+        budgets: a.budgets.clone(),
+        ..*a
     };
     let mut w = start(&a, backing.clone());
     let pages = w.vm().page_map().len();
     println!(
-        "uffd-wp: {} MiB ({pages} pages, {backing}), {} vCPUs, {}, epochs of {} ms, {} reps",
-        a.mem_mib,
-        a.vcpus,
-        w.spec(),
-        a.epoch.as_millis(),
-        a.reps
+        "uffd-wp: {}",
+        conditions(&a, &w, pages, &format!(", {backing}"))
     );
     println!(
         "{:>6} {:>10} {:>9} {:>10} {:>9} {:>9} {:>7} {:>7} {:>7} {:>12}",
@@ -364,26 +376,32 @@ fn hold(a: &Args) {
     stop.store(true, Ordering::Relaxed);
 }
 
-fn main() {
+/// Runs the chosen measurement and prints its table.
+pub fn run(args: &UffdArgs) -> ExitCode {
     // First, before any thread: SIGINT/SIGTERM then unregister the ranges and exit 128+signo.
     install_signal_cleanup().expect("signal cleanup");
     agelab_mglru::host_guard::install_panic_hook();
-    let a = parse_args();
-    if a.cmd == "minor" || a.cmd == "wp" {
+    let a = Args {
+        mem_mib: args.mem_mib,
+        vcpus: args.vcpus,
+        spec: args.spec.clone(),
+        epoch: Duration::from_millis(args.epoch_ms),
+        reps: args.reps,
+        budgets: args.budgets.clone(),
+        backing: args.backing.clone(),
+    };
+    if args.mode != UffdBenchMode::Hold {
         println!("{}", agelab_vmm::HostProfile::measure());
     }
-    match a.cmd.as_str() {
-        "minor" => minor(&a),
-        "wp" => wp(&a),
-        "hold" => hold(&Args {
+    match args.mode {
+        UffdBenchMode::Minor => minor(&a),
+        UffdBenchMode::Wp => wp(&a),
+        UffdBenchMode::Hold => hold(&Args {
             mem_mib: a.mem_mib.min(64),
             epoch: Duration::from_millis(100),
             spec: "uniform:op=mix".into(),
             ..a
         }),
-        other => {
-            eprintln!("uffd_bench: unknown command {other} (minor, wp, hold)");
-            std::process::exit(2)
-        }
     }
+    ExitCode::SUCCESS
 }

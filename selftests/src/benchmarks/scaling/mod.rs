@@ -1,4 +1,4 @@
-//! `scaling_bench`: how agelab's costs grow with guest memory, one table for 1, 4 and 16 GiB
+//! `agelab bench scaling`: how agelab's costs grow with guest memory, one table for 1, 4 and 16 GiB
 //! guests (`--sizes`) measured in one run: setup (VM creation, workload start, the guest's
 //! first touch of every page), guest ns per access, every access source's harvest cost per pass
 //! (sources this host lacks listed as unavailable with the reason), the kernel's lru_gen aging
@@ -15,13 +15,12 @@
 mod measure;
 mod table;
 
-use agelab::cli::check;
-use agelab::units::parse_size;
+use crate::cli::check;
+use crate::units::parse_size;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::SourceKind;
 use agelab_vmm::{Backing, HostProfile};
-use clap::Parser;
 use measure::{Settings, SizeResult, SourceCost, LRU_GEN};
 use serde::Serialize;
 use std::io::Write;
@@ -29,12 +28,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use table::{Row, Scale, Status};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "scaling_bench",
-    about = "How setup, guest speed, harvest, bookkeeping and verify costs grow with guest memory"
-)]
-struct Args {
+/// Options of `agelab bench scaling`.
+#[derive(Debug, clap::Args)]
+pub struct ScalingArgs {
     /// Guest sizes, comma-separated, smallest first (e.g. 1G,4G,16G or 64M,128M).
     #[arg(long, default_value = "1G,4G,16G", value_parser = parse_sizes)]
     sizes: Sizes,
@@ -68,8 +64,9 @@ struct Args {
     json_out: Option<std::path::PathBuf>,
 }
 
+/// Guest sizes, smallest first.
 #[derive(Debug, Clone)]
-struct Sizes(Vec<u64>);
+pub struct Sizes(Vec<u64>);
 
 fn parse_sizes(s: &str) -> Result<Sizes, String> {
     let v = s
@@ -264,30 +261,30 @@ struct Report<'a> {
     incomplete: &'a [String],
 }
 
-fn main() -> ExitCode {
+/// Measures every size and prints the table (or JSON); see the module docs for the exit codes.
+pub fn run(args: &ScalingArgs) -> ExitCode {
     if let Err(e) = install_signal_cleanup() {
-        eprintln!("scaling_bench: {e}");
+        eprintln!("agelab bench scaling: {e}");
         return ExitCode::from(1);
     }
     install_panic_hook();
-    let args = Args::parse();
     let sizes = args.sizes.0.clone();
     for &s in &sizes {
         if let Err(e) = check::memory(&args.backing, s, 1) {
-            eprintln!("scaling_bench: --sizes: {e}");
+            eprintln!("agelab bench scaling: --sizes: {e}");
             return ExitCode::from(2);
         }
     }
     if let Some(path) = &args.json_out {
         if let Err(e) = check::output_path("--json-out", path) {
-            eprintln!("scaling_bench: {e}");
+            eprintln!("agelab bench scaling: {e}");
             return ExitCode::from(2);
         }
     }
     if let Err(e) = check::in_range("--vcpus", args.vcpus, 1..=64)
         .and_then(|()| check::in_range("--passes", args.passes, 1..=1000))
     {
-        eprintln!("scaling_bench: {e}");
+        eprintln!("agelab bench scaling: {e}");
         return ExitCode::from(2);
     }
     let host = HostProfile::measure();
@@ -308,7 +305,7 @@ fn main() -> ExitCode {
         match measure::size(bytes, &settings) {
             Ok(r) => results.push(r),
             Err(e) => {
-                eprintln!("scaling_bench: {}: {e}", table::size_label(bytes));
+                eprintln!("agelab bench scaling: {}: {e}", table::size_label(bytes));
                 return ExitCode::from(1);
             }
         }
@@ -369,18 +366,22 @@ fn main() -> ExitCode {
     let mut err = std::io::stderr().lock();
     if let Some(path) = &args.json_out {
         if let Err(e) = std::fs::write(path, format!("{json}\n")) {
-            let _ = writeln!(err, "scaling_bench: --json-out {}: {e}", path.display());
+            let _ = writeln!(
+                err,
+                "agelab bench scaling: --json-out {}: {e}",
+                path.display()
+            );
             return ExitCode::from(1);
         }
     }
     for m in &incomplete {
-        let _ = writeln!(err, "scaling_bench: table incomplete: {m}");
+        let _ = writeln!(err, "agelab bench scaling: table incomplete: {m}");
     }
     for r in &failed {
-        let _ = writeln!(err, "scaling_bench: {} failed", r.name);
+        let _ = writeln!(err, "agelab bench scaling: {} failed", r.name);
     }
     for s in &conditions.skipped {
-        let _ = writeln!(err, "scaling_bench: size skipped: {s}");
+        let _ = writeln!(err, "agelab bench scaling: size skipped: {s}");
     }
     if incomplete.is_empty() && failed.is_empty() && conditions.skipped.is_empty() {
         ExitCode::SUCCESS
@@ -392,7 +393,7 @@ fn main() -> ExitCode {
 fn print_text(host: &HostProfile, c: &Conditions, rows: &[Row], sizes: &[u64]) {
     println!("{host}");
     println!(
-        "# scaling_bench: costs by guest size, one run (medians of {} passes after 1 warm-up)",
+        "# agelab bench scaling: costs by guest size, one run (medians of {} passes after 1 warm-up)",
         c.passes
     );
     println!(

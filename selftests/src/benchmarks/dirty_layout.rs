@@ -1,4 +1,4 @@
-//! dirty_layout_bench: what one KVM dirty-log iteration costs for our VM compared with the
+//! `agelab bench dirty-layout`: what one KVM dirty-log iteration costs for our VM compared with the
 //! kernel's `dirty_log_perf_test` VM, measured side by side and interleaved in one run.
 //!
 //! Every layout is a VM of `-b` bytes (1 vCPU, clear-log with INITIALLY_SET, one GET and one
@@ -13,21 +13,40 @@
 //! prints medians, ours ÷ kernel-equiv per phase, and per-iteration stats deltas. Last, the CLEAR
 //! of `ours` over sptes that are already read-only (logging re-enabled with INITIALLY_SET and no
 //! guest write in between) isolates what write-protecting writable sptes costs.
-//!
-//! Usage: dirty_layout_bench [-b bytes (default 64M)] [-i iterations (default 9)]
 
-use agelab::ktap;
-use agelab::options::Options;
+use crate::args::{positive, size_at_least};
+use crate::ktap;
 #[cfg(target_arch = "x86_64")]
 use agelab_guest::abi::UCALL_MMIO_ADDR;
 use agelab_guest::ucall;
+use agelab_mglru::stats::median;
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::{Backing, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig};
 use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str =
-    "usage: dirty_layout_bench [-b bytes (default 64M)] [-i iterations (default 9)]";
+/// Options of `agelab bench dirty-layout`.
+#[derive(Debug, clap::Args)]
+pub struct DirtyLayoutArgs {
+    /// Guest memory, a multiple of 8 MiB (64M).
+    #[arg(short = 'b', value_name = "BYTES", default_value = "64M", value_parser = eight_mib_multiple)]
+    bytes: u64,
+    /// Interleaved iterations per layout (medians).
+    #[arg(short = 'i', value_name = "COUNT", default_value_t = 9, value_parser = positive::<u64>)]
+    iterations: u64,
+}
+
+/// A size of at least 8 MiB, in whole 8 MiB (the layouts split memory in up to 4 slots of 2 MiB
+/// multiples).
+fn eight_mib_multiple(s: &str) -> Result<u64, String> {
+    let bytes = size_at_least(8 << 20)(s)?;
+    if bytes.is_multiple_of(8 << 20) {
+        Ok(bytes)
+    } else {
+        Err(format!("'{s}' is not a multiple of 8 MiB"))
+    }
+}
 
 /// Guest (CPL3): writes the host's reply into every page of `[base, base + pages * 4096)` per
 /// iteration; 0 ends.
@@ -225,10 +244,9 @@ fn iterate(r: &mut Running, value: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn median(v: &[u64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0) as f64
+/// The median of nanosecond samples.
+fn median_ns(v: &[u64]) -> f64 {
+    median(&mut v.iter().map(|&ns| ns as f64).collect::<Vec<_>>())
 }
 
 /// CLEAR of every page over sptes that are already read-only: logging re-enabled with
@@ -248,7 +266,7 @@ fn clear_read_only(r: &mut Running, n: usize) -> Result<f64, String> {
             .map_err(|e| e.to_string())?;
         v.push(st.clear_ns);
     }
-    Ok(median(&v))
+    Ok(median_ns(&v))
 }
 
 const STATS: [&str; 8] = [
@@ -262,22 +280,9 @@ const STATS: [&str; 8] = [
     "vm.remote_tlb_flush_requests",
 ];
 
-fn main() {
-    let opts = Options::parse("dirty_layout_bench", "b:i:h", USAGE);
-    let mut bytes = 64u64 << 20;
-    let mut iterations = 9u64;
-    for o in opts.iter() {
-        match o.letter {
-            'b' => {
-                bytes = o.size(8 << 20);
-                if !bytes.is_multiple_of(8 << 20) {
-                    o.bad(format!("'{}' is not a multiple of 8 MiB", o.value));
-                }
-            }
-            'i' => iterations = o.positive("iteration count"),
-            _ => unreachable!("-{} is in the getopt spec but not handled", o.letter),
-        }
-    }
+/// Runs the comparison and prints its tables.
+pub fn run(args: &DirtyLayoutArgs) -> ExitCode {
+    let (bytes, iterations) = (args.bytes, args.iterations);
     println!("{}", agelab_vmm::HostProfile::measure());
     let kvm = agelab_vmm::vm::open_kvm().unwrap_or_else(|e| ktap::skip_all(&e.to_string()));
     let s = DirtyMode::ClearLog.support(&kvm);
@@ -349,12 +354,16 @@ fn main() {
         "layout", "dirty ms", "get us", "clear us", "dirty", "get", "clear"
     );
     let k = (
-        median(&vms[0].dirty_ns),
-        median(&vms[0].get_ns),
-        median(&vms[0].clear_ns),
+        median_ns(&vms[0].dirty_ns),
+        median_ns(&vms[0].get_ns),
+        median_ns(&vms[0].clear_ns),
     );
     for r in &vms {
-        let (d, g, c) = (median(&r.dirty_ns), median(&r.get_ns), median(&r.clear_ns));
+        let (d, g, c) = (
+            median_ns(&r.dirty_ns),
+            median_ns(&r.get_ns),
+            median_ns(&r.clear_ns),
+        );
         println!(
             "{:<14} {:>10.2} {:>9.1} {:>9.1} | {:>6.2}x {:>6.2}x {:>6.2}x",
             r.name,
@@ -388,5 +397,5 @@ fn main() {
     for r in &vms {
         let _ = r.vm.resume(0, 0);
     }
-    std::process::exit(ktap::EXIT_PASS)
+    super::exit_code(ktap::EXIT_PASS)
 }

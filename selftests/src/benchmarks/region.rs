@@ -20,18 +20,20 @@
 //! error (and the host ranges of its own and the two previous guests' memory, for a fault
 //! address), counted, left out of its arm and never run again; the bench then exits 1.
 //!
-//! `cargo run --release -p agelab-mglru --bin region_bench -- [--mem MiB] [--spec SPEC]...
-//!  [--arms none,pages,regions:2:2%,...] [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS]`
+//! `agelab bench region [--mem MiB] [--spec SPEC]... [--arms none,pages,regions:2:2%,...]
+//!  [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS]`
 
+use crate::args::positive;
 use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::budget::stalled;
 use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
 use agelab_mglru::sources::uffd_minor::guided::percent_to_centi;
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedArming, ReadBudget, RegionConfig};
-use agelab_mglru::stats::Summary;
+use agelab_mglru::stats::{median, Summary};
 use agelab_vmm::workload::WorkloadSpec;
 use agelab_vmm::{Confusion, PageSet};
 use std::collections::VecDeque;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// Pages watched idle this many intervals are eviction candidates (as in `engine-all`).
@@ -42,7 +44,7 @@ const GENS: usize = 8;
 
 /// One arm of the sweep.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Arm {
+pub enum Arm {
     /// No read tracking.
     None,
     /// Every page of the 2 oldest generations; read budget in %.
@@ -84,68 +86,55 @@ fn parse_arm(s: &str) -> Option<Arm> {
     }
 }
 
-struct Args {
+/// The arms `agelab bench region` runs unless `--arms` says otherwise.
+const DEFAULT_ARMS: &str = "none,pages,pages:2%,regions:1:2%,regions:2:2%,regions:4:2%,\
+regions:8:2%,regions:2:0.5%,regions:2:1%,regions:2:5%";
+
+/// The workloads it runs unless `--spec` says otherwise.
+const DEFAULT_SPECS: [&str; 2] = [
+    "hotcold:hot=20%,p=100%,op=read",
+    "strided:stride=512,op=read",
+];
+
+/// An arm as `--arms` names it.
+fn arm_arg(s: &str) -> Result<Arm, String> {
+    parse_arm(s).ok_or_else(|| {
+        format!("'{s}' is not an arm (none, pages, pages:P%, regions:S, regions:S:P%)")
+    })
+}
+
+/// Options of `agelab bench region`.
+#[derive(Debug, clap::Args)]
+pub struct RegionArgs {
+    /// Guest memory, MiB.
+    #[arg(long = "mem", value_name = "MiB", default_value_t = 64, value_parser = positive::<u64>)]
     mem_mib: u64,
+    /// Workloads, one run each (repeatable; default: a hot/cold and a strided read).
+    #[arg(long = "spec", value_name = "SPEC")]
     specs: Vec<String>,
+    /// Arms, comma-separated: none, pages[:P%], regions:S[:P%].
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ARMS, value_parser = arm_arg)]
     arms: Vec<Arm>,
+    /// Rounds of every arm.
+    #[arg(long, default_value_t = 3, value_parser = positive::<usize>)]
     rounds: usize,
+    /// Passes per run.
+    #[arg(long, default_value_t = 28)]
     passes: usize,
+    /// Passes before recording (at least 8, fewer than --passes).
+    #[arg(long, default_value_t = 10)]
     warmup: usize,
+    /// One epoch, ms.
+    #[arg(long = "epoch-ms", value_name = "MS", default_value = "250", value_parser = epoch_ms)]
     epoch: Duration,
 }
 
-fn parse_args() -> Args {
-    let mut a = Args {
-        mem_mib: 64,
-        specs: Vec::new(),
-        arms: "none,pages,pages:2%,regions:1:2%,regions:2:2%,regions:4:2%,regions:8:2%,\
-               regions:2:0.5%,regions:2:1%,regions:2:5%"
-            .split(',')
-            .map(|s| parse_arm(s).expect("default arms parse"))
-            .collect(),
-        rounds: 3,
-        passes: 28,
-        warmup: 10,
-        epoch: Duration::from_millis(250),
-    };
-    let usage = |what: &str| -> ! {
-        eprintln!(
-            "usage: region_bench [--mem MiB] [--spec SPEC]... [--arms none,pages[:P%],regions:S[:P%],...] \
-             [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS] ({what}?)"
-        );
-        std::process::exit(2)
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| usage(&k));
-        let num = |v: &str| v.parse::<u64>().unwrap_or_else(|_| usage(v));
-        match k.as_str() {
-            "--mem" => a.mem_mib = num(&v),
-            "--spec" => a.specs.push(v),
-            "--arms" => {
-                a.arms = v
-                    .split(',')
-                    .map(|s| parse_arm(s).unwrap_or_else(|| usage(s)))
-                    .collect()
-            }
-            "--rounds" => a.rounds = num(&v) as usize,
-            "--passes" => a.passes = num(&v) as usize,
-            "--warmup" => a.warmup = num(&v) as usize,
-            "--epoch-ms" => a.epoch = Duration::from_millis(num(&v)),
-            _ => usage(&k),
-        }
-    }
-    if a.specs.is_empty() {
-        a.specs = vec![
-            "hotcold:hot=20%,p=100%,op=read".into(),
-            "strided:stride=512,op=read".into(),
-        ];
-    }
-    if a.warmup < COLD_EPOCHS || a.warmup >= a.passes || a.rounds == 0 {
-        usage("--warmup must be ≥ 8 and < --passes; --rounds ≥ 1");
-    }
-    a
+/// An epoch length given in milliseconds.
+fn epoch_ms(s: &str) -> Result<Duration, String> {
+    positive::<u64>(s).map(Duration::from_millis)
 }
+
+type Args = RegionArgs;
 
 /// What one arm measured in one round (after the warm-up).
 #[derive(Clone, Debug, Default)]
@@ -194,13 +183,16 @@ fn run_arm(
         Ok(m) => Some(m),
         Err(e) => {
             *failures += 1;
-            eprintln!("region_bench: {spec} {arm}: FAILED: {e}");
+            eprintln!("agelab bench region: {spec} {arm}: FAILED: {e}");
             for (name, ranges) in seen.iter().rev().take(3) {
                 let r: Vec<String> = ranges
                     .iter()
                     .map(|(s, e)| format!("{s:#x}-{e:#x}"))
                     .collect();
-                eprintln!("region_bench:   guest memory of {name}: {}", r.join(" "));
+                eprintln!(
+                    "agelab bench region:   guest memory of {name}: {}",
+                    r.join(" ")
+                );
             }
             None
         }
@@ -237,7 +229,7 @@ fn try_arm(a: &Args, spec: &str, arm: Arm, seen: &mut GuestRanges) -> Result<Mea
         tracked.then_some(&setup as &dyn Fn(GuidedArming) -> GuidedArming),
     ) {
         Err(GuidedGuestError::Unsupported(why)) => {
-            eprintln!("region_bench: SKIP: {why}");
+            eprintln!("agelab bench region: SKIP: {why}");
             std::process::exit(4);
         }
         other => other?,
@@ -295,8 +287,7 @@ fn try_arm(a: &Args, spec: &str, arm: Arm, seen: &mut GuestRanges) -> Result<Mea
         }
         guest.rearm(&e)?;
     }
-    per_cpu.sort_by(f64::total_cmp);
-    m.ops_per_cpu_s = per_cpu[per_cpu.len() / 2];
+    m.ops_per_cpu_s = median(&mut per_cpu);
     m.faults_per_s = nfaults as f64 / wall.max(1e-9);
     m.stall_pct = blocked / wall.max(1e-9) * 100.0;
     m.regions = guest.guide().map_or(0, |g| g.stats().regions.regions);
@@ -318,14 +309,30 @@ fn pct(num: u64, den: u64) -> String {
     }
 }
 
-fn main() {
+/// Runs the sweep and prints its table; exits 1 when a run failed, 2 for inconsistent options.
+pub fn run(args: &RegionArgs) -> ExitCode {
+    if args.warmup < COLD_EPOCHS || args.warmup >= args.passes {
+        eprintln!(
+            "agelab bench region: --warmup must be ≥ {COLD_EPOCHS} and < --passes (got --warmup {}, --passes {})",
+            args.warmup, args.passes
+        );
+        return ExitCode::from(2);
+    }
+    let mut specs = args.specs.clone();
+    if specs.is_empty() {
+        specs = DEFAULT_SPECS.map(String::from).to_vec();
+    }
+    let a = RegionArgs {
+        specs,
+        arms: args.arms.clone(),
+        ..*args
+    };
     install_signal_cleanup().expect("signal cleanup");
     agelab_mglru::host_guard::install_panic_hook();
-    let a = parse_args();
     println!("{}", agelab_vmm::HostProfile::measure());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "region_bench: {} MiB memfd, 1 vCPU, {} rounds × {} arms, {} passes of {} ms ({} warm-up), load {}",
+        "agelab bench region: {} MiB memfd, 1 vCPU, {} rounds × {} arms, {} passes of {} ms ({} warm-up), load {}",
         a.mem_mib,
         a.rounds,
         a.arms.len(),
@@ -343,7 +350,7 @@ fn main() {
                 let m = run_arm(&a, spec, arm, &mut seen, &mut failures);
                 if let Some(m) = &m {
                     eprintln!(
-                        "region_bench: {spec} round {round} {arm}: {:.0} ops/CPU-s, {:.0} faults/s, stall {:.2}%",
+                        "agelab bench region: {spec} round {round} {arm}: {:.0} ops/CPU-s, {:.0} faults/s, stall {:.2}%",
                         m.ops_per_cpu_s, m.faults_per_s, m.stall_pct
                     );
                 }
@@ -398,6 +405,7 @@ fn main() {
     if failures > 0 {
         println!();
         println!("{failures} run(s) FAILED (each printed on stderr with its first error; left out of its arm, never run again)");
-        std::process::exit(1);
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }

@@ -11,17 +11,20 @@
 //! userfaultfd (uffd-minor or uffd-wp). Tracked VMs are not filled (as `agelab run` without
 //! `--verify`): the guest first-touches its hot set in the warm-up pass.
 
-use crate::table::Status;
-use agelab_mglru::cpu_time::thread_cpu_ns;
+use super::table::Status;
 use agelab_mglru::lru_gen_aging::KernelAging;
+use agelab_mglru::progress::ProgressLine;
+use agelab_mglru::session::{
+    AgingSession, AgingSessionError, SessionOptions, SessionStep, StepTiming,
+};
 use agelab_mglru::sources::catalog::BuildOptions;
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::{SourceKind, UnavailableSource};
-use agelab_mglru::{AccessSource, Engine, EngineConfig, EngineError, OracleSource, PassTruth};
+use agelab_mglru::stats::median as median_of;
+use agelab_mglru::{AccessSource, Engine, EngineConfig, EngineError, PassTruth};
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::collections::BTreeMap;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 /// Name of the kernel's own aging row (not an `AccessSource`: forced lru_gen aging of the VM's
@@ -40,12 +43,9 @@ pub enum MeasureError {
     /// The VM could not be created.
     #[error(transparent)]
     Vm(#[from] VmError),
-    /// The workload failed.
+    /// The aging loop failed: the guest's workload (also its fill and verify) or the engine.
     #[error(transparent)]
-    Workload(#[from] WorkloadError),
-    /// The engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+    Session(#[from] AgingSessionError),
     /// The workload spec built from the settings did not parse.
     #[error("workload spec {spec}: {err}")]
     Spec {
@@ -62,6 +62,18 @@ pub enum MeasureError {
         /// Words checked.
         words: u64,
     },
+}
+
+impl From<WorkloadError> for MeasureError {
+    fn from(e: WorkloadError) -> Self {
+        MeasureError::Session(e.into())
+    }
+}
+
+impl From<EngineError> for MeasureError {
+    fn from(e: EngineError) -> Self {
+        MeasureError::Session(e.into())
+    }
 }
 
 /// How every size is measured.
@@ -210,9 +222,9 @@ pub struct SizeResult {
     pub sources: BTreeMap<String, SourceCost>,
 }
 
+/// The median of `v`, `None` without samples.
 fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
+    (!v.is_empty()).then(|| median_of(&mut v))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -294,31 +306,47 @@ impl PassStats {
     }
 }
 
+/// The aging loop of one measured VM: epochs of at most [`EPOCH_LIMIT`], counted by
+/// [`run_passes`] rather than by time; the oracle fed when `oracle`.
+fn session(
+    vm: Vm,
+    spec: WorkloadSpec,
+    engine: Engine,
+    oracle: bool,
+) -> Result<AgingSession, AgingSessionError> {
+    AgingSession::start(
+        vm,
+        spec,
+        Some(engine),
+        None,
+        SessionOptions {
+            duration: Duration::MAX,
+            interval: EPOCH_LIMIT,
+            trim_last_epoch: false,
+            oracle,
+            arm_at_start: false,
+            progress: ProgressLine::off(),
+        },
+    )
+}
+
 /// One warm-up pass, `settings.passes` measured passes, then one idle pass (no guest epoch).
 fn run_passes(
-    wl: &mut Workload,
-    engine: &mut Engine,
-    oracle: Option<&Sender<PageSet>>,
+    session: &mut AgingSession,
     mut kernel: Option<&mut KernelAging>,
     settings: &Settings,
 ) -> Result<PassStats, MeasureError> {
     let mut st = PassStats::default();
-    let pages = engine.map().len();
+    let pages = session.engine().expect("the bench ages").map().len();
     for i in 0..=settings.passes {
-        let r = wl.run_epoch(EPOCH_LIMIT)?;
-        let t = Instant::now();
-        let truth = wl.ground_truth(r.epoch).expect("the epoch just ran");
-        let replay = t.elapsed(); // wall: the replay runs one thread per vCPU
-        let split = PassTruth {
-            read: truth.read.clone(),
-            written: truth.written.clone(),
-        };
-        if let Some(tx) = oracle {
-            let _ = tx.send(split.accessed());
-        }
-        let cpu = thread_cpu_ns();
-        let pass = engine.run_pass_split(&split)?;
-        let pass_cpu = thread_cpu_ns().saturating_sub(cpu);
+        // Replay: wall time (one thread per vCPU); the pass: this thread's CPU time.
+        let (mut replay, mut pass_cpu) = (Duration::ZERO, Duration::ZERO);
+        let (r, split, pass) = session.epoch_timed(&mut |t: StepTiming| match t.step {
+            SessionStep::Truth => replay = t.wall,
+            SessionStep::Age => pass_cpu = t.thread_cpu,
+            SessionStep::Guest | SessionStep::Arm => {}
+        })?;
+        let pass = pass.expect("the bench ages");
         let kernel_ns = kernel.as_deref_mut().map(|k| {
             let t = Instant::now();
             k.age().map(|_| t.elapsed().as_nanos() as f64)
@@ -347,7 +375,7 @@ fn run_passes(
             .push((0..vcpus).map(per_access).sum::<f64>() / vcpus as f64);
         st.guest_wall_ns
             .push((0..vcpus).map(|v| r.ns_per_access(v)).sum::<f64>() / vcpus as f64);
-        st.pass_cpu_ns.push(pass_cpu as f64);
+        st.pass_cpu_ns.push(pass_cpu.as_nanos() as f64);
         st.bookkeeping_ns.push(pass.bookkeeping_ns as f64);
         st.replay_ns.push(replay.as_nanos() as f64);
         st.touched.push(split.accessed().count() as f64);
@@ -362,14 +390,11 @@ fn run_passes(
         }
     }
     // Idle: nothing ran since the last harvest; what a source costs to find nothing.
-    if let Some(tx) = oracle {
-        let _ = tx.send(PageSet::new(pages));
-    }
     let nothing = PassTruth {
         read: PageSet::new(pages),
         written: PageSet::new(pages),
     };
-    let pass = engine.run_pass_split(&nothing)?;
+    let pass = session.age(&nothing)?.expect("the bench ages");
     for s in pass.sources.iter().filter(|s| s.harvested) {
         st.idle_ns.insert(s.name.clone(), s.wall_ns as f64);
     }
@@ -390,7 +415,7 @@ pub fn size(bytes: u64, settings: &Settings) -> Result<SizeResult, MeasureError>
     for kind in SourceKind::ALL.into_iter().filter(|k| needs_own_vm(*k)) {
         progress(&format!(
             "{} {}",
-            crate::table::size_label(bytes),
+            super::table::size_label(bytes),
             kind.name()
         ));
         let cost = own_vm(kind, bytes, settings)?;
@@ -401,12 +426,12 @@ pub fn size(bytes: u64, settings: &Settings) -> Result<SizeResult, MeasureError>
 
 fn progress(what: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "scaling_bench: {what}");
+    let _ = writeln!(std::io::stderr().lock(), "agelab bench scaling: {what}");
 }
 
 /// The base VM: setup, fill, untracked passes with the sources that share it, verify.
 fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), MeasureError> {
-    progress(&format!("{} base VM", crate::table::size_label(bytes)));
+    progress(&format!("{} base VM", super::table::size_label(bytes)));
     // lru_gen: the VMM joins a memcg of its own before the VM exists, as `agelab run` does.
     let mut kernel = match KernelAging::available() {
         Ok(()) => match KernelAging::start(&format!("agelab-scaling-{}", std::process::id())) {
@@ -422,9 +447,7 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
             kernel = Err(Status::Failed(e.to_string()));
         }
     }
-    let map = vm.page_map().clone();
-    let pages = map.len();
-    let mut engine = Engine::new(map, EngineConfig::default())?;
+    let mut engine = Engine::new(vm.page_map().clone(), EngineConfig::default())?;
     let shared: Vec<SourceKind> = SourceKind::ALL
         .into_iter()
         .filter(|k| !needs_own_vm(*k) && *k != SourceKind::Oracle)
@@ -438,27 +461,23 @@ fn base(bytes: u64, settings: &Settings, out: &mut SizeResult) -> Result<(), Mea
             added.push(*kind);
         }
     }
-    let (tx, rx) = std::sync::mpsc::channel();
+    // The session adds the oracle last, as the catalog lists it; disabled, its placeholder.
     let oracle_on = !settings.disabled.contains(&SourceKind::Oracle);
-    engine.add_source(match settings.build(SourceKind::Oracle, &mut vm) {
-        Some(placeholder) => placeholder,
-        None => Box::new(OracleSource::from_channel(pages, rx)),
-    });
+    if let Some(placeholder) = settings.build(SourceKind::Oracle, &mut vm) {
+        engine.add_source(placeholder);
+    }
     added.push(SourceKind::Oracle);
     let t = Instant::now();
-    let mut wl = Workload::start(vm, settings.spec(bytes)?)?;
+    let mut session = session(vm, settings.spec(bytes)?, engine, oracle_on)?;
     out.start_ms = Some(ms(t.elapsed()));
+    let wl = session.workload_mut();
     wl.set_page_limit(settings.page_limit);
-    let cpu = vcpu_cpu(&wl);
+    let cpu = vcpu_cpu(wl);
     out.fill_ms = Some(ms(wl.fill()?));
-    out.fill_cpu_ms = cpu_since(&wl, &cpu);
-    let st = run_passes(
-        &mut wl,
-        &mut engine,
-        oracle_on.then_some(&tx),
-        kernel.as_mut().ok(),
-        settings,
-    )?;
+    out.fill_cpu_ms = cpu_since(wl, &cpu);
+    let st = run_passes(&mut session, kernel.as_mut().ok(), settings)?;
+    let (mut wl, engine, _) = session.finish();
+    let engine = engine.expect("the bench ages");
     let (t, cpu) = (Instant::now(), vcpu_cpu(&wl));
     let v = wl.verify()?;
     out.verify_ms = Some(ms(t.elapsed()));
@@ -512,7 +531,7 @@ fn own_vm(kind: SourceKind, bytes: u64, settings: &Settings) -> Result<SourceCos
     if let Some(why) = memory_refusal(bytes) {
         return Ok(SourceCost::status(Status::Failed(format!(
             "not measured at {}: {why}",
-            crate::table::size_label(bytes)
+            super::table::size_label(bytes)
         ))));
     }
     let mut vm = Vm::new(settings.vm_config(bytes, kind == SourceKind::KvmDirtyRing))?;
@@ -526,8 +545,9 @@ fn own_vm(kind: SourceKind, bytes: u64, settings: &Settings) -> Result<SourceCos
     }
     let mut engine = Engine::new(vm.page_map().clone(), EngineConfig::default())?;
     engine.add_source(source);
-    let mut wl = Workload::start(vm, settings.spec(bytes)?)?;
-    let st = run_passes(&mut wl, &mut engine, None, None, settings)?;
+    let mut session = session(vm, settings.spec(bytes)?, engine, false)?;
+    let st = run_passes(&mut session, None, settings)?;
+    let (wl, _, _) = session.finish();
     wl.finish()?;
     let mut cost = st.cost(kind.name());
     cost.build_ms = Some(build_ms);

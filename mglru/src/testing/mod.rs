@@ -1,10 +1,19 @@
-//! Helpers for tests that change host state (zram swap, memcgs, lru_gen knobs, kdamonds).
+//! Shared test fixtures: guest memory without a VM ([`single_slot_map`], [`memfd`]), the test
+//! binary re-run as a child process ([`test_child`], [`run_test_in_child`],
+//! [`spawn_ready_child`]), and the journal's reconcile for tests that change host state (zram
+//! swap, memcgs, lru_gen knobs, kdamonds).
 //!
 //! A test process the kernel kills (an OOM kill under a memcg limit, a SIGKILL) runs none of its
 //! undos: its [journal](crate::journal) entries stay until someone reconciles. The `agelab`
 //! command reconciles at its start; [`reconcile_journal_at_start`] does the same for a test
 //! process, so what a killed test binary left is undone by the next test binary that changes host
 //! state, not only by the next `agelab` command.
+
+mod child;
+mod memory;
+
+pub use child::{run_test_in_child, spawn_ready_child, test_child};
+pub use memory::{memfd, single_slot_map, slots_map, SharedMapping};
 
 /// Reconciles the system journal once per process, as the `agelab` command does at its start:
 /// changes left by processes that are gone are undone, one stderr line each. Entries of live

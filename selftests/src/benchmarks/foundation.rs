@@ -1,5 +1,5 @@
-//! `agelab bench`: the foundation and workload benchmarks, measured side by side in one run and
-//! reported as ratios (never asserted as timed tests), below the host's fault costs
+//! `agelab bench foundation`: the foundation and workload benchmarks, measured side by side in
+//! one run and reported as ratios (never asserted as timed tests), below the host's fault costs
 //! ([`agelab_vmm::HostProfile`]).
 
 use agelab_guest::workload::{first_touch_main, touch_loop, touch_loop_warm_main};

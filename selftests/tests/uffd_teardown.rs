@@ -1,4 +1,4 @@
-//! Clean teardown after SIGINT: a child (`uffd_bench hold`) runs a guest under continuous
+//! Clean teardown after SIGINT: a child (`agelab bench uffd hold`) runs a guest under continuous
 //! uffd-minor re-arming; SIGINT must make it unregister through host_guard and exit 130 promptly,
 //! leaving no process behind.
 
@@ -27,8 +27,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 #[test]
 fn sigint_while_armed_unregisters_and_exits() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_uffd_bench"))
-        .args(["hold", "--mem", "32", "--vcpus", "2"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agelab"))
+        .args(["bench", "uffd", "hold", "--mem", "32", "--vcpus", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
