@@ -12,7 +12,7 @@
 //! The fill and verify get scaling_bench's watchdog allowance per page, from the host's measured
 //! first touch ([`HostProfile::whole_memory_page_limit`]).
 
-use agelab::units::parse_size;
+use agelab_util::units::parse_size;
 use agelab_vmm::workload::{Workload, WorkloadSpec};
 use agelab_vmm::{Backing, HostProfile, Vm, VmConfig};
 use serde::Serialize;

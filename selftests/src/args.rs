@@ -9,7 +9,7 @@
 //! two, sizes and durations with a minimum), each with a message saying what was expected.
 
 use crate::ktap::{EXIT_PASS, EXIT_USAGE};
-use agelab_mglru::units::{parse_duration, parse_size};
+use agelab_util::units::{parse_duration, parse_size};
 use clap::error::ErrorKind;
 use std::ffi::OsString;
 use std::fmt::Display;

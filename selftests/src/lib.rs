@@ -11,4 +11,3 @@ pub mod ktap;
 pub mod options;
 pub mod report;
 pub mod scenarios;
-pub mod units;

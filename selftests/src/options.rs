@@ -6,7 +6,7 @@
 //! and exits 2 ([`EXIT_USAGE`]), before any VM or host change.
 
 use crate::ktap::{EXIT_PASS, EXIT_USAGE};
-use agelab_mglru::units::{parse_duration, parse_size};
+use agelab_util::units::{parse_duration, parse_size};
 use std::fmt::Display;
 use std::io::Write;
 use std::ops::RangeInclusive;

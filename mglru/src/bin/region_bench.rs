@@ -28,7 +28,7 @@ use agelab_mglru::sources::uffd_minor::budget::stalled;
 use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
 use agelab_mglru::sources::uffd_minor::guided::percent_to_centi;
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedArming, ReadBudget, RegionConfig};
-use agelab_mglru::stats::Summary;
+use agelab_util::stats::Summary;
 use agelab_vmm::workload::WorkloadSpec;
 use agelab_vmm::{Confusion, PageSet};
 use std::collections::VecDeque;

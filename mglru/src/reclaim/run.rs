@@ -16,21 +16,21 @@ use super::controller::{ControllerConfig, ReclaimController};
 use super::kernel_policies::{start_damon, swap_zram, KernelReclaim};
 use super::policy::{FifoVictims, PolicyKind, RandomVictims};
 use super::refault::{RefaultDetector, ResidencyError};
-use crate::cpu_time::{proc_cpu_ns, thread_cpu_ns};
+use agelab_util::cpu_time::{proc_cpu_ns, thread_cpu_ns};
 use crate::engine::{AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration};
 use crate::kernel::damon::{DamonAdmin, DamonError};
 use crate::kernel::lru_gen::LruGenError;
 use crate::kernel::memcg::MemcgError;
 use crate::kernel::psi::PsiError;
 use crate::kernel::swap::{SwapError, SwapStatus};
-use crate::progress::ProgressLine;
+use agelab_util::progress::ProgressLine;
 use crate::session::{AgingSession, AgingSessionError, SessionOptions};
 use crate::source::AccessSource;
 use crate::sources::uffd_minor::{
     GuidedArming, RegionConfig, UffdMinorConfig, UffdMinorError, UffdMinorSource,
 };
 use crate::sources::{catalog, SourceKind, UnavailableSource};
-use crate::stats::median;
+use agelab_util::stats::median;
 
 pub use super::run_report::{DamonRunInfo, IntervalRecord, ReclaimRunReport};
 use crate::sources::uffd_minor::budget::ReadBudget;

@@ -20,7 +20,7 @@
 pub mod run;
 
 use crate::engine::{AgingPass, Engine, EngineError, PassTruth};
-use crate::progress::{epoch_position, ProgressLine};
+use agelab_util::progress::{epoch_position, ProgressLine};
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorError};
 use crate::sources::OracleSource;
 use agelab_vmm::workload::{EpochResult, Workload, WorkloadError, WorkloadSpec};

@@ -8,7 +8,7 @@ use crate::engine::report::{EngineReport, PassJson};
 use crate::engine::{AgeHeatmap, WorkingSetHistogram};
 use crate::kernel::lru_gen::LruGenView;
 use crate::lru_gen_aging::{engine_generations, KernelAging, KernelLruGenReport, LruGenAgingError};
-use crate::progress::ProgressLine;
+use agelab_util::progress::ProgressLine;
 use crate::selfcheck::{self, AccuracyError, AccuracyGate, SelfcheckError, SelfcheckReport};
 use crate::sources::catalog::{self, SourceKind};
 use crate::sources::uffd_minor::{ArmPolicy, GuidedStats, UffdMinorError};

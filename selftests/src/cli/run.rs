@@ -2,10 +2,10 @@
 //! is `agelab_mglru::session::run`.
 
 use super::check::{self, InputError, EXIT_INPUT};
-use crate::units::{parse_duration, parse_size};
+use agelab_util::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::pass_summary;
 use agelab_mglru::lru_gen_aging::engine_generations;
-use agelab_mglru::progress::ProgressLine;
+use agelab_util::progress::ProgressLine;
 use agelab_mglru::selfcheck::SelfcheckError;
 use agelab_mglru::session::{self, run::AgingRunConfig, run::AgingRunError, run::RunEvent};
 use agelab_mglru::sources::catalog::{self, SourceKind};

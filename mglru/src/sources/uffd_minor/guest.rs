@@ -4,7 +4,7 @@
 
 use super::{GuidedArming, UffdFaultCount, UffdMinorError, UffdMinorSource};
 use crate::engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, PassTruth};
-use crate::progress::ProgressLine;
+use agelab_util::progress::ProgressLine;
 use crate::session::{AgingSession, AgingSessionError, SessionOptions};
 use agelab_vmm::workload::{EpochResult, VerifyReport, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};

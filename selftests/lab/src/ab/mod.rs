@@ -5,8 +5,8 @@
 
 pub mod metrics;
 pub mod report;
-/// The statistics live in `agelab_mglru::stats` (shared with `agelab reclaim`).
-pub use agelab_mglru::stats;
+/// The statistics live in `agelab_util::stats` (shared with `agelab reclaim`).
+pub use agelab_util::stats;
 
 use super::matrix::{options_for, read_matrix, Matrix};
 use super::qemu::OutputMode;

@@ -16,7 +16,7 @@ mod measure;
 mod table;
 
 use agelab::cli::check;
-use agelab::units::parse_size;
+use agelab_util::units::parse_size;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::SourceKind;

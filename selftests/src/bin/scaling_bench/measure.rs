@@ -12,7 +12,7 @@
 //! `--verify`): the guest first-touches its hot set in the warm-up pass.
 
 use crate::table::Status;
-use agelab_mglru::cpu_time::thread_cpu_ns;
+use agelab_util::cpu_time::thread_cpu_ns;
 use agelab_mglru::lru_gen_aging::KernelAging;
 use agelab_mglru::sources::catalog::BuildOptions;
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
