@@ -2,18 +2,18 @@
 //! refault SLO controller, zram swap for the run, and a benchmark table / JSON / SVG.
 
 use super::check::{self, InputError, EXIT_INPUT};
-use agelab_util::units::{parse_duration, parse_size};
 use agelab_mglru::host_guard;
 use agelab_mglru::kernel::swap::{
     agelab_swap_devices, SwapError, SwapStatus, ZramSwap, ZRAM_MIN_BYTES,
 };
-use agelab_util::progress::ProgressLine;
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::child::report_line;
 use agelab_mglru::reclaim::{
     parse_policies, plot, run_in_child, run_once, ControllerConfig, PolicyKind, ReclaimAction,
     ReclaimRunConfig, ReclaimRunError, ReclaimRunReport,
 };
+use agelab_util::progress::ProgressLine;
+use agelab_util::units::{parse_duration, parse_size};
 use agelab_vmm::workload::WorkloadSpec;
 use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;

@@ -2,15 +2,15 @@
 //! is `agelab_mglru::session::run`.
 
 use super::check::{self, InputError, EXIT_INPUT};
-use agelab_util::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::pass_summary;
 use agelab_mglru::lru_gen_aging::engine_generations;
-use agelab_util::progress::ProgressLine;
 use agelab_mglru::selfcheck::SelfcheckError;
 use agelab_mglru::session::{self, run::AgingRunConfig, run::AgingRunError, run::RunEvent};
 use agelab_mglru::sources::catalog::{self, SourceKind};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::EngineError;
+use agelab_util::progress::ProgressLine;
+use agelab_util::units::{parse_duration, parse_size};
 use agelab_vmm::workload::{WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;

@@ -12,12 +12,12 @@
 //! `--verify`): the guest first-touches its hot set in the warm-up pass.
 
 use crate::table::Status;
-use agelab_util::cpu_time::thread_cpu_ns;
 use agelab_mglru::lru_gen_aging::KernelAging;
 use agelab_mglru::sources::catalog::BuildOptions;
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::{SourceKind, UnavailableSource};
 use agelab_mglru::{AccessSource, Engine, EngineConfig, EngineError, OracleSource, PassTruth};
+use agelab_util::cpu_time::thread_cpu_ns;
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::collections::BTreeMap;
