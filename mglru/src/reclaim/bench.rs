@@ -9,8 +9,10 @@
 
 use serde::Serialize;
 
+use super::config::ReclaimRunConfig;
+use super::error::ReclaimRunError;
 use super::policy::PolicyKind;
-use super::run::{ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+use super::run::ReclaimRunReport;
 use super::run_report::OomKill;
 use agelab_util::stats::Summary;
 use agelab_vmm::workload::WorkloadSpec;
