@@ -16,7 +16,7 @@
 //!    `MADV_COLD` in contiguous runs, and [`RefaultDetector::confirm`] checks which pages really
 //!    left before they are marked reclaimed in the engine.
 //!
-//! Swap-backed memory (anonymous, memfd) needs swap: [`crate::kernel::swap::ZramSwap`] sets up
+//! Swap-backed memory (anonymous, memfd) needs swap: [`crate::kernel::zram_swap::ZramSwap`] sets up
 //! zram for a run and restores it on every exit path. Guest data is never dropped: only
 //! `MADV_PAGEOUT`/`MADV_COLD`, and every benchmark run fills guest memory first and verifies every
 //! word afterwards. See `docs/reclaim.md` for the controller, `docs/results/` for measured results.

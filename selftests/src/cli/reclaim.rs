@@ -3,9 +3,8 @@
 
 use super::check::{self, InputError, EXIT_INPUT};
 use agelab_mglru::host_guard;
-use agelab_mglru::kernel::swap::{
-    agelab_swap_devices, SwapError, SwapStatus, ZramSwap, ZRAM_MIN_BYTES,
-};
+use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZRAM_MIN_BYTES};
+use agelab_mglru::kernel::zram_swap::{agelab_swap_devices, ZramSwap};
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::child::report_line;
 use agelab_mglru::reclaim::{
