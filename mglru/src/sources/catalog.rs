@@ -81,7 +81,6 @@ impl SourceKind {
         };
         Some(Built { source, guide })
     }
-
 }
 
 /// A source [`SourceKind::build`] made, with the uffd-minor arming to drive after each aging pass

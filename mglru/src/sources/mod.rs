@@ -17,9 +17,9 @@ pub mod uffd_minor;
 pub mod uffd_wp;
 
 pub use catalog::{BuildOptions, Built};
-pub use kind::{CatalogError, SourceKind};
 pub use damon_paddr::DamonPaddrSource;
 pub use damon_vaddr::DamonSource;
+pub use kind::{CatalogError, SourceKind};
 pub use kvm_dirty::{KvmDirtySource, UnavailableSource};
 pub use oracle::OracleSource;
 pub use page_idle::PageIdleSource;
