@@ -12,6 +12,7 @@
 //! The fill and verify get scaling_bench's watchdog allowance per page, from the host's measured
 //! first touch ([`HostProfile::whole_memory_page_limit`]).
 
+use agelab_util::cpu_time::stat_cpu_ticks;
 use agelab_util::units::parse_size;
 use agelab_vmm::workload::{Workload, WorkloadSpec};
 use agelab_vmm::{Backing, HostProfile, Vm, VmConfig};
@@ -66,11 +67,8 @@ fn kswapd_ticks() -> i64 {
     dir.filter_map(Result::ok)
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|s| s.contains("(kswapd"))
-        .filter_map(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<i64>().ok()? + f.get(12)?.parse::<i64>().ok()?)
-        })
+        .filter_map(|s| stat_cpu_ticks(&s))
+        .map(|t| t as i64)
         .sum()
 }
 
