@@ -3,13 +3,16 @@
 //! journaled, is [`ZramSwap`](crate::kernel::zram_swap::ZramSwap).
 //!
 //! `MADV_PAGEOUT` of anonymous or shmem memory needs swap; without it the kernel silently keeps
-//! the pages. [`ZramSwap::setup`](crate::kernel::zram_swap::ZramSwap::setup) turns an *unused* `/dev/zramN` into swap (reset, `disksize`,
+//! the pages. [`ZramSwap::setup`] turns an *unused* `/dev/zramN` into swap (reset, `disksize`,
 //! swap header, `swapon`) and journals the undo (`swapoff`, reset) with
 //! [`host_guard`](crate::host_guard) before touching it, so a normal exit, an error or a SIGINT
 //! leaves the device as it was found, and a SIGKILL leaves a journal entry the next agelab command
 //! undoes. A device that is already swap, or initialized by someone else, is refused, never
 //! touched. A lock file serializes agelab processes (and threads) that want the same device;
-//! [`ZramSwap::setup_free`](crate::kernel::zram_swap::ZramSwap::setup_free) picks a device no one holds, hot-adding one when all are taken.
+//! [`ZramSwap::setup_free`] picks a device no one holds, hot-adding one when all are taken.
+//!
+//! [`ZramSwap::setup`]: crate::kernel::zram_swap::ZramSwap::setup
+//! [`ZramSwap::setup_free`]: crate::kernel::zram_swap::ZramSwap::setup_free
 
 use crate::host_guard::HostGuardError;
 use crate::journal::{JournalError, Owner};
@@ -299,9 +302,10 @@ impl ZramDevice {
     }
 }
 
-/// The journal's undo of [`HostChange::ZramSwap`](crate::journal::HostChange::ZramSwap): swapoff (only if the active swap carries
-/// agelab's header), reset, hot_remove if agelab created the device. Harmless on a device that
-/// was never set up (a kill between the journal record and the change).
+/// The journal's undo of [`HostChange::ZramSwap`](crate::journal::HostChange::ZramSwap): swapoff
+/// (only if the active swap carries agelab's header), reset, hot_remove if agelab created the
+/// device. Harmless on a device that was never set up (a kill between the journal record and the
+/// change).
 pub(crate) fn undo_zram(index: u32, hot_added: bool) -> Result<String, SwapError> {
     let dev = ZramDevice::new(index);
     if !dev.exists() {

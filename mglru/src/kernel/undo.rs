@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// What the kdamond in `dir` monitors (its first context's first target), in
-/// [`target_text`](crate::kernel::damon::target_text)'s words; `None` when it has no such target or a file does not read.
+/// [`target_text`](crate::kernel::damon::target_text)'s words; `None` when it has no such target
+/// or a file does not read.
 pub fn configured_target(dir: &Path) -> Option<String> {
     let ctx = dir.join("contexts/0");
     let t = ctx.join("targets/0");
@@ -60,10 +61,11 @@ fn partial_target(now: Option<&str>, ours: &str) -> bool {
     }
 }
 
-/// The journal's undo of [`HostChange::Kdamond`](crate::journal::HostChange::Kdamond): `state` off, `nr_kdamonds` 0 (nothing when
-/// `nr_kdamonds` is already 0: killed before the kdamond was created). With `target` (what
-/// agelab's kdamond monitored), a kdamond in `dir` that monitors something else is not agelab's —
-/// someone set it up after agelab's owner died and its own kdamond stopped — and is left alone.
+/// The journal's undo of [`HostChange::Kdamond`](crate::journal::HostChange::Kdamond): `state`
+/// off, `nr_kdamonds` 0 (nothing when `nr_kdamonds` is already 0: killed before the kdamond was
+/// created). With `target` (what agelab's kdamond monitored), a kdamond in `dir` that monitors
+/// something else is not agelab's — someone set it up after agelab's owner died and its own
+/// kdamond stopped — and is left alone.
 pub fn undo_kdamond(
     dir: &Path,
     nr_path: &Path,

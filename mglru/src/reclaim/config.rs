@@ -11,7 +11,8 @@ use agelab_vmm::Backing;
 use std::time::Duration;
 
 /// `engine-all`'s default guest slowdown budget for uffd-minor faults, % of each interval
-/// ([`ReadBudget`](crate::sources::uffd_minor::budget::ReadBudget): faults per interval = this × interval ÷ the measured cost of one fault).
+/// ([`ReadBudget`](crate::sources::uffd_minor::budget::ReadBudget): faults per interval = this ×
+/// interval ÷ the measured cost of one fault).
 pub const ENGINE_ALL_TARGET_SLOWDOWN_PCT: f64 = 2.0;
 
 /// Everything about one run.
