@@ -30,6 +30,7 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/import-cycles
 
 unit:
 	$(CARGO) test --workspace --release

@@ -1,21 +1,16 @@
 //! A userspace multi-generational LRU for guest memory, fed by pluggable access sources.
 
-pub mod cpu_time;
 pub mod engine;
-pub mod exit;
 pub mod host_guard;
 pub mod journal;
 pub mod kernel;
 pub mod lru_gen_aging;
-pub mod progress;
 pub mod reclaim;
 pub mod selfcheck;
 pub mod session;
 pub mod source;
 pub mod sources;
-pub mod stats;
 pub mod testing;
-pub mod units;
 
 pub use engine::{
     AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, PassTruth,

@@ -1,10 +1,10 @@
 //! The first aging pass reports the first epoch's accesses only: what happened before it (here a
 //! `--verify` fill that writes every page) belongs to no epoch's truth.
 
-use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::session::run::{run, AgingRunConfig};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::SourceKind;
+use agelab_util::progress::ProgressLine;
 use agelab_vmm::testing::skip;
 use agelab_vmm::Backing;
 use std::time::Duration;

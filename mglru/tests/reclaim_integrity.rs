@@ -10,7 +10,8 @@
 //! `building_a_source_or_forking_disturbs_no_other_vm`).
 
 use agelab_guest::rng::SplitMix64;
-use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZramSwap};
+use agelab_mglru::kernel::swap::{SwapError, SwapStatus};
+use agelab_mglru::kernel::zram_swap::ZramSwap;
 use agelab_mglru::reclaim::child::report_line;
 use agelab_mglru::reclaim::{
     run_in_child, run_once, PolicyKind, ReclaimAction, ReclaimRunConfig, Reclaimer,

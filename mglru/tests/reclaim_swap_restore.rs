@@ -4,7 +4,8 @@
 //! afterwards. Own `main`: the SIGINT child needs the signal mask of its main thread.
 
 use agelab_mglru::host_guard::{install_signal_cleanup, run_pending};
-use agelab_mglru::kernel::swap::{lock_zram, SwapStatus, ZramDevice, ZramSwap};
+use agelab_mglru::kernel::swap::{lock_zram, SwapStatus, ZramDevice};
+use agelab_mglru::kernel::zram_swap::ZramSwap;
 use agelab_mglru::reclaim::{ReclaimAction, ReclaimActionError, Reclaimer};
 use agelab_mglru::testing::spawn_ready_child;
 use agelab_vmm::{Vm, VmConfig};

@@ -2,9 +2,9 @@
 //! epoch runs them, with the times they took: the guest's epoch at least its interval, the
 //! aging pass's CPU time on the calling thread.
 
-use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::session::{AgingSession, SessionOptions, SessionStep, StepTiming};
 use agelab_mglru::{Engine, EngineConfig};
+use agelab_util::progress::ProgressLine;
 use agelab_vmm::testing::skip;
 use agelab_vmm::{Vm, VmConfig};
 use std::time::Duration;

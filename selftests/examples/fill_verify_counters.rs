@@ -13,7 +13,8 @@
 //! first touch ([`HostProfile::whole_memory_page_limit`]).
 
 use agelab::args::{from_str, positive};
-use agelab::units::parse_size;
+use agelab_util::cpu_time::stat_cpu_ticks;
+use agelab_util::units::parse_size;
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, HostProfile, Vm, VmConfig, VmError};
 use serde::Serialize;
@@ -67,11 +68,8 @@ fn kswapd_ticks() -> i64 {
     dir.filter_map(Result::ok)
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|s| s.contains("(kswapd"))
-        .filter_map(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<i64>().ok()? + f.get(12)?.parse::<i64>().ok()?)
-        })
+        .filter_map(|s| stat_cpu_ticks(&s))
+        .map(|t| t as i64)
         .sum()
 }
 

@@ -9,7 +9,7 @@
 //! two, sizes and durations with a minimum), each with a message saying what was expected.
 
 use crate::ktap::{EXIT_PASS, EXIT_USAGE};
-use agelab_mglru::units::{parse_duration, parse_size};
+use agelab_util::units::{parse_duration, parse_size};
 use clap::error::ErrorKind;
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -102,6 +102,14 @@ pub enum ArgValueError {
         bytes: u64,
         /// The least the option takes.
         min: u64,
+    },
+    /// A byte size that is not a whole number of the option's unit.
+    #[error("'{given}' is not a multiple of {unit}")]
+    NotMultiple {
+        /// The size as given.
+        given: String,
+        /// The unit it must be a multiple of, as printed.
+        unit: &'static str,
     },
     /// Not a duration.
     #[error("invalid duration: {0}")]

@@ -11,4 +11,3 @@ pub mod cli;
 pub mod ktap;
 pub mod report;
 pub mod scenarios;
-pub mod units;

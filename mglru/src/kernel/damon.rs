@@ -11,20 +11,20 @@
 //! stops the kdamond in the slot only while it still monitors that ([`configured_target`]): a
 //! kdamond someone set up there after agelab's owner died is not touched.
 //!
+//! [`configured_target`]: crate::kernel::undo::configured_target
+//!
 //! The kdamond runs one `stat` scheme matching every region; [`Kdamond::tried_regions`] asks the
 //! kernel to `update_schemes_tried_regions` and reads the regions back.
 
 use super::pagemap::PagemapError;
 use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
 use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
+use crate::journal::knobs::{damon_module_enabled, DAMON_MODULES};
 use crate::journal::{HostChange, Journal, Owner};
 use std::path::{Path, PathBuf};
 
-/// The DAMON sysfs admin directory.
-pub const DAMON_ADMIN: &str = "/sys/kernel/mm/damon/admin";
-
-/// DAMON modules that run their own kdamonds outside the sysfs admin tree.
-const DAMON_MODULES: [&str; 3] = ["damon_stat", "damon_reclaim", "damon_lru_sort"];
+/// The DAMON sysfs admin directory (defined with the other knobs the journal restores).
+pub use crate::journal::knobs::DAMON_ADMIN;
 
 /// Errors from DAMON.
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +286,7 @@ impl DamonAdmin {
         // DAMON modules run kdamonds invisible in the admin tree; an enabled one that started
         // exclusively (damon_stat does) makes every sysfs `on` fail with EBUSY.
         for module in DAMON_MODULES {
-            let enabled = read_trimmed(format!("/sys/module/{module}/parameters/enabled"));
+            let enabled = read_trimmed(damon_module_enabled(module));
             if enabled.is_ok_and(|v| v == "Y") {
                 return Err(DamonError::ModuleRunning { module });
             }
@@ -353,7 +353,8 @@ impl DamonAdmin {
     }
 }
 
-/// A kdamond's target in words, as [`configured_target`] reads it back from sysfs: `vaddr pid
+/// A kdamond's target in words, as [`configured_target`](crate::kernel::undo::configured_target)
+/// reads it back from sysfs: `vaddr pid
 /// PID` or `paddr START-END ...` (bytes, decimal).
 pub fn target_text(target: &DamonTarget) -> String {
     match target {
@@ -363,95 +364,6 @@ pub fn target_text(target: &DamonTarget) -> String {
             format!("paddr {}", r.join(" "))
         }
     }
-}
-
-/// What the kdamond in `dir` monitors (its first context's first target), in
-/// [`target_text`]'s words; `None` when it has no such target or a file does not read.
-pub fn configured_target(dir: &Path) -> Option<String> {
-    let ctx = dir.join("contexts/0");
-    let t = ctx.join("targets/0");
-    match read_trimmed(ctx.join("operations")).ok()?.as_str() {
-        "vaddr" => Some(format!(
-            "vaddr pid {}",
-            read_trimmed(t.join("pid_target")).ok()?
-        )),
-        "paddr" => {
-            let n = read_u64(t.join("regions/nr_regions")).ok()?;
-            let mut r = Vec::new();
-            for i in 0..n.min(4096) {
-                let d = t.join(format!("regions/{i}"));
-                let (s, e) = (
-                    read_u64(d.join("start")).ok()?,
-                    read_u64(d.join("end")).ok()?,
-                );
-                r.push(format!("{s}-{e}"));
-            }
-            Some(format!("paddr {}", r.join(" ")))
-        }
-        _ => None,
-    }
-}
-
-/// Whether `now` (a stopped kdamond's [`configured_target`]) is what a kdamond being configured
-/// for `ours` looks like part way: nothing readable yet, a vaddr target with its pid still 0, or
-/// paddr regions each unset (`0-0`) or one of ours.
-fn partial_target(now: Option<&str>, ours: &str) -> bool {
-    let Some(now) = now else { return true };
-    let (Some((ops, rest)), Some((our_ops, our_rest))) =
-        (now.split_once(' '), ours.split_once(' '))
-    else {
-        return false;
-    };
-    if ops != our_ops {
-        return false;
-    }
-    match ops {
-        "vaddr" => rest == our_rest || rest == "pid 0",
-        "paddr" => {
-            let our_ranges: std::collections::HashSet<&str> = our_rest.split(' ').collect();
-            rest.split(' ')
-                .filter(|r| !r.is_empty())
-                .all(|r| r == "0-0" || our_ranges.contains(r))
-        }
-        _ => false,
-    }
-}
-
-/// The journal's undo of [`HostChange::Kdamond`]: `state` off, `nr_kdamonds` 0 (nothing when
-/// `nr_kdamonds` is already 0: killed before the kdamond was created). With `target` (what
-/// agelab's kdamond monitored), a kdamond in `dir` that monitors something else is not agelab's —
-/// someone set it up after agelab's owner died and its own kdamond stopped — and is left alone.
-pub(crate) fn undo_kdamond(
-    dir: &Path,
-    nr_path: &Path,
-    target: Option<&str>,
-) -> Result<String, KernelFileError> {
-    if !nr_path.exists() || read_u64(nr_path)? == 0 {
-        return Ok(format!("DAMON {}: nothing to stop", dir.display()));
-    }
-    if let Some(ours) = target {
-        let now = configured_target(dir);
-        let running = read_trimmed(dir.join("state")).is_ok_and(|s| s == "on");
-        let mine = match (now.as_deref(), running) {
-            (Some(c), _) if c == ours => true,
-            // Stopped: also agelab's when killed while configuring it (a part of its target).
-            (c, false) => partial_target(c, ours),
-            _ => false,
-        };
-        if !mine {
-            return Ok(format!(
-                "DAMON {}: not agelab's any more (it monitors {}, agelab's monitored {ours}): left alone",
-                dir.display(),
-                now.as_deref().unwrap_or("nothing readable")
-            ));
-        }
-    }
-    let _ = write_str(dir.join("state"), "off");
-    write_str(nr_path, "0")?;
-    Ok(format!(
-        "DAMON kdamond {} off, nr_kdamonds 0",
-        dir.display()
-    ))
 }
 
 /// A kdamond created by this process; dropping it turns it off and removes it.
@@ -652,6 +564,7 @@ impl Kdamond {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::undo::{configured_target, undo_kdamond};
 
     /// A kdamonds directory with kdamond 0 monitoring `ops` target `value`, on.
     fn tree(tag: &str, ops: &str, target: &[(&str, &str)]) -> (PathBuf, PathBuf, PathBuf) {
@@ -709,13 +622,6 @@ mod tests {
             .contains("left alone"));
         // Stopped part way through agelab's configuration (a kill while writing regions): ours.
         std::fs::write(dir.join("state"), "off\n").unwrap();
-        assert!(partial_target(
-            Some("paddr 4096-8192 0-0"),
-            "paddr 4096-8192 12288-16384"
-        ));
-        assert!(!partial_target(Some("paddr 4096-8192 0-0"), "paddr 0-4096"));
-        assert!(!partial_target(Some("vaddr pid 77"), "vaddr pid 4242"));
-        assert!(partial_target(Some("vaddr pid 0"), "vaddr pid 4242"));
         let ours_plus = format!("{paddr} 12288-16384");
         assert!(undo_kdamond(&dir, &nr, Some(&ours_plus))
             .unwrap()

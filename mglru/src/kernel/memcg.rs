@@ -15,6 +15,7 @@
 use super::lru_gen::LruGenDebugfs;
 use super::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
 use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
+use crate::journal::knobs::CGROUP_SUBTREE_CONTROL;
 use crate::journal::HostChange;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -22,7 +23,6 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Where cgroup v1's memory controller is conventionally mounted.
 pub const V1_MEMORY_MOUNT: &str = "/sys/fs/cgroup/memory";
@@ -587,7 +587,7 @@ fn describe_fd(file: &File) -> String {
 
 /// v2 only gives a child memory.* files if the parent delegates the controller.
 fn enable_memory_subtree(parent_dir: &Path) -> Result<Option<RestoreGuard>, MemcgError> {
-    let path = parent_dir.join("cgroup.subtree_control");
+    let path = parent_dir.join(CGROUP_SUBTREE_CONTROL);
     let cur = read_trimmed(&path)?;
     if cur.split_whitespace().any(|c| c == "memory") {
         return Ok(None);
@@ -617,27 +617,4 @@ fn unique_name(name: &str) -> String {
     } else {
         format!("{name}{suffix}")
     }
-}
-
-/// Moves every task back to `parent_dir`, then removes `dir` (rmdir fails with EBUSY while a task
-/// is still inside, e.g. one that was exiting, so it is retried briefly).
-pub(crate) fn remove_cgroup(dir: &Path, parent_dir: &Path) -> Result<(), std::io::Error> {
-    let mut last_err = None;
-    for _ in 0..50 {
-        if !dir.exists() {
-            return Ok(());
-        }
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter(|l| !l.trim().is_empty()) {
-            // A task that exits in between makes this fail with ESRCH: nothing left to move.
-            let _ = write_str(parent_dir.join("cgroup.procs"), pid.trim());
-        }
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => last_err = Some(e),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("cgroup still busy")))
 }

@@ -17,6 +17,8 @@ pub mod swap;
 pub mod sysfs;
 pub mod uffd;
 pub mod uffd_wp;
+pub mod undo;
+pub mod zram_swap;
 
 pub use damon::{DamonAdmin, DamonError, DamonTarget, TriedRegion};
 pub use lru_gen::{

@@ -1,4 +1,6 @@
-//! Swap for anonymous reclaim: reading `/proc/swaps`, and a zram swap device set up for one run.
+//! Swap for anonymous reclaim: reading `/proc/swaps`, zram devices, their locks and swap headers,
+//! and the journal's undo of a zram swap ([`undo_zram`]); the swap set up for one run,
+//! journaled, is [`ZramSwap`](crate::kernel::zram_swap::ZramSwap).
 //!
 //! `MADV_PAGEOUT` of anonymous or shmem memory needs swap; without it the kernel silently keeps
 //! the pages. [`ZramSwap::setup`] turns an *unused* `/dev/zramN` into swap (reset, `disksize`,
@@ -8,15 +10,12 @@
 //! undoes. A device that is already swap, or initialized by someone else, is refused, never
 //! touched. A lock file serializes agelab processes (and threads) that want the same device;
 //! [`ZramSwap::setup_free`] picks a device no one holds, hot-adding one when all are taken.
+//!
+//! [`ZramSwap::setup`]: crate::kernel::zram_swap::ZramSwap::setup
+//! [`ZramSwap::setup_free`]: crate::kernel::zram_swap::ZramSwap::setup_free
 
-/// Swap priority of the zram devices agelab sets up (`swapon -p`): above any default.
-pub const AGELAB_SWAP_PRIORITY: i32 = 10_000;
-/// `<linux/swap.h>`: the priority in the flags is meant.
-const SWAP_FLAG_PREFER: i32 = 0x8000;
-/// `<linux/swap.h>`: bits of the priority.
-const SWAP_FLAG_PRIO_MASK: i32 = 0x7fff;
-use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
-use crate::journal::{HostChange, Journal, JournalError, Owner};
+use crate::host_guard::HostGuardError;
+use crate::journal::{JournalError, Owner};
 use crate::kernel::sysfs::{read_trimmed, read_u64, write_str, KernelFileError};
 use std::ffi::CString;
 use std::fs::File;
@@ -33,7 +32,7 @@ pub const ZRAM_MIN_BYTES: u64 = 1 << 20;
 /// Where the lock files live (tmpfs on most systems, cleared at boot).
 const LOCK_DIR: &str = "/tmp";
 /// zram's device creation interface.
-const ZRAM_CONTROL: &str = "/sys/class/zram-control";
+pub(crate) const ZRAM_CONTROL: &str = "/sys/class/zram-control";
 /// The UUID agelab writes into its swap headers (how an active swap is recognised as agelab's).
 const AGELAB_SWAP_UUID: &[u8; 16] = b"agelab-zram-swap";
 
@@ -250,6 +249,11 @@ impl ZramDevice {
         ZramDevice { index }
     }
 
+    /// The device's index (`N` of `/dev/zramN`).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
     /// The device node path.
     pub fn dev(&self) -> String {
         format!("/dev/zram{}", self.index)
@@ -298,185 +302,10 @@ impl ZramDevice {
     }
 }
 
-/// A zram device turned into swap for this run; dropping it (or a signal) undoes it.
-#[derive(Debug)]
-pub struct ZramSwap {
-    device: ZramDevice,
-    bytes: u64,
-    hot_added: bool,
-    // Dropped first (field order): swapoff + reset while the lock is still held.
-    guard: Option<RestoreGuard>,
-    _lock: File,
-}
-
-impl ZramSwap {
-    /// Turns free `/dev/zram<index>` into `bytes` of swap, waiting up to `wait` for another agelab
-    /// run that holds the device lock.
-    pub fn setup(index: u32, bytes: u64, wait: Duration) -> Result<Self, SwapError> {
-        if bytes < ZRAM_MIN_BYTES {
-            return Err(SwapError::TooSmall { bytes });
-        }
-        let device = ZramDevice::new(index);
-        if !device.exists() {
-            return Err(SwapError::NoDevice { dev: device.dev() });
-        }
-        let lock = lock_device(index, wait)?;
-        if let Some(owner) = journal_owner(index)? {
-            return Err(SwapError::HeldByAgelab {
-                dev: device.dev(),
-                owner,
-            });
-        }
-        if let Some(why) = device.busy_reason()? {
-            return Err(SwapError::InUse {
-                dev: device.dev(),
-                why,
-            });
-        }
-        Self::setup_locked(device, lock, bytes, false)
-    }
-
-    /// Turns a zram device no one uses into `bytes` of swap: the first existing device that is
-    /// free (not locked, not journaled by another agelab process, not initialized, not swap), else
-    /// a new one from `/sys/class/zram-control/hot_add` (hot-removed again on undo). Refuses,
-    /// naming each device's holder, when none is free and none can be added.
-    pub fn setup_free(bytes: u64) -> Result<Self, SwapError> {
-        if bytes < ZRAM_MIN_BYTES {
-            return Err(SwapError::TooSmall { bytes });
-        }
-        let mut taken = Vec::new();
-        for index in zram_indices() {
-            let device = ZramDevice::new(index);
-            let Some(lock) = try_lock_device(index)? else {
-                taken.push(format!("{} locked by another agelab process", device.dev()));
-                continue;
-            };
-            if let Some(owner) = journal_owner(index)? {
-                taken.push(format!("{} held by agelab {owner}", device.dev()));
-                continue;
-            }
-            match device.busy_reason()? {
-                Some(why) => taken.push(format!("{} in use ({why})", device.dev())),
-                None => return Self::setup_locked(device, lock, bytes, false),
-            }
-        }
-        let hot_add = Path::new(ZRAM_CONTROL).join("hot_add");
-        if !hot_add.exists() {
-            return Err(SwapError::NoFreeDevice {
-                taken: if taken.is_empty() {
-                    "no zram devices (modprobe zram)".into()
-                } else {
-                    taken.join("; ")
-                },
-            });
-        }
-        // Reading hot_add creates the device and returns its index. (A kill between this read and
-        // the journal record below leaks one empty device: the only unjournaled window.)
-        let index = u32::try_from(read_u64(&hot_add)?).unwrap_or(u32::MAX);
-        let device = ZramDevice::new(index);
-        let lock = match try_lock_device(index) {
-            Ok(Some(l)) => l,
-            other => {
-                let _ = hot_remove(index);
-                return match other {
-                    Err(e) => Err(e),
-                    _ => Err(SwapError::InUse {
-                        dev: device.dev(),
-                        why: "just hot-added, yet its lock is held".into(),
-                    }),
-                };
-            }
-        };
-        Self::setup_locked(device, lock, bytes, true)
-    }
-
-    /// Journals, then sets up, a device whose lock is held and which was checked free.
-    fn setup_locked(
-        device: ZramDevice,
-        lock: File,
-        bytes: u64,
-        hot_added: bool,
-    ) -> Result<Self, SwapError> {
-        let index = device.index;
-        let description = format!(
-            "{} swapoff + reset{}",
-            device.dev(),
-            if hot_added { " + hot_remove" } else { "" }
-        );
-        let guard =
-            match HostRestore::record(description, HostChange::ZramSwap { index, hot_added }) {
-                Ok(g) => g,
-                Err(e) => {
-                    if hot_added {
-                        let _ = hot_remove(index);
-                    }
-                    return Err(e.into());
-                }
-            };
-        let sys = device.sysfs();
-        // The device is uninitialized (checked by the caller): reset only clears leftovers such
-        // as a previous comp_algorithm choice and cannot drop anyone's data.
-        write_str(sys.join("reset"), "1")?;
-        write_str(sys.join("disksize"), &bytes.to_string())?;
-        write_swap_header(&device.dev(), bytes)?;
-        let c = CString::new(device.dev()).expect("device path has no NUL");
-        // A high preferred priority: the run's pages go to the device the run made, not to a
-        // swap area someone else (another agelab run, the host) had before. Equal priorities
-        // of concurrent runs share round-robin, which is still correct.
-        let flags = SWAP_FLAG_PREFER | (AGELAB_SWAP_PRIORITY & SWAP_FLAG_PRIO_MASK);
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call; `flags` carry only
-        // a priority (no discard).
-        let rc = unsafe { libc::swapon(c.as_ptr(), flags) };
-        if rc != 0 {
-            return Err(SwapError::Syscall {
-                call: "swapon",
-                dev: device.dev(),
-                err: nix::Error::last(),
-            });
-        }
-        Ok(ZramSwap {
-            device,
-            bytes,
-            hot_added,
-            guard: Some(guard),
-            _lock: lock,
-        })
-    }
-
-    /// Whether agelab created the device (hot-add) for this swap.
-    pub fn hot_added(&self) -> bool {
-        self.hot_added
-    }
-
-    /// The device.
-    pub fn device(&self) -> &ZramDevice {
-        &self.device
-    }
-
-    /// Swap size, bytes.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Tears the swap down now (same as dropping, but reports errors).
-    pub fn teardown(mut self) -> Result<(), SwapError> {
-        if let Some(g) = self.guard.take() {
-            g.restore()?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ZramSwap {
-    fn drop(&mut self) {
-        // The guard's drop runs the undo; explicit so the order against the lock is obvious.
-        self.guard.take();
-    }
-}
-
-/// The journal's undo of [`HostChange::ZramSwap`]: swapoff (only if the active swap carries
-/// agelab's header), reset, hot_remove if agelab created the device. Harmless on a device that
-/// was never set up (a kill between the journal record and the change).
+/// The journal's undo of [`HostChange::ZramSwap`](crate::journal::HostChange::ZramSwap): swapoff
+/// (only if the active swap carries agelab's header), reset, hot_remove if agelab created the
+/// device. Harmless on a device that was never set up (a kill between the journal record and the
+/// change).
 pub(crate) fn undo_zram(index: u32, hot_added: bool) -> Result<String, SwapError> {
     let dev = ZramDevice::new(index);
     if !dev.exists() {
@@ -509,7 +338,7 @@ fn has_agelab_header(dev: &str) -> bool {
 }
 
 /// Removes a zram device agelab hot-added (retried briefly: EBUSY while it is still open).
-fn hot_remove(index: u32) -> Result<(), SwapError> {
+pub(crate) fn hot_remove(index: u32) -> Result<(), SwapError> {
     let path = Path::new(ZRAM_CONTROL).join("hot_remove");
     let mut last = None;
     for _ in 0..50 {
@@ -544,27 +373,6 @@ pub fn zram_indices() -> Vec<u32> {
     v
 }
 
-/// The agelab process that journaled `/dev/zram<index>` (alive or not yet reconciled), if any.
-pub fn journal_owner(index: u32) -> Result<Option<Owner>, SwapError> {
-    Ok(Journal::system()
-        .all_changes()?
-        .into_iter()
-        .find(|(_, c)| matches!(c, HostChange::ZramSwap { index: i, .. } if *i == index))
-        .map(|(o, _)| o))
-}
-
-/// Devices (`/dev/zramN`) that agelab journaled as its swap, whoever owns them.
-pub fn agelab_swap_devices() -> Result<Vec<String>, SwapError> {
-    Ok(Journal::system()
-        .all_changes()?
-        .into_iter()
-        .filter_map(|(_, c)| match c {
-            HostChange::ZramSwap { index, .. } => Some(ZramDevice::new(index).dev()),
-            _ => None,
-        })
-        .collect())
-}
-
 /// swapoff (if active) then reset; safe to call on a device in any state this module created.
 fn teardown(dev: &ZramDevice) -> Result<(), SwapError> {
     if SwapStatus::read()?.area(&dev.dev()).is_some() {
@@ -593,7 +401,7 @@ fn teardown(dev: &ZramDevice) -> Result<(), SwapError> {
 }
 
 /// The device lock if it is free now, `None` if another process holds it.
-fn try_lock_device(index: u32) -> Result<Option<File>, SwapError> {
+pub(crate) fn try_lock_device(index: u32) -> Result<Option<File>, SwapError> {
     match lock_device(index, Duration::ZERO) {
         Ok(f) => Ok(Some(f)),
         Err(SwapError::Locked { .. }) => Ok(None),
@@ -601,7 +409,7 @@ fn try_lock_device(index: u32) -> Result<Option<File>, SwapError> {
     }
 }
 
-fn lock_device(index: u32, wait: Duration) -> Result<File, SwapError> {
+pub(crate) fn lock_device(index: u32, wait: Duration) -> Result<File, SwapError> {
     let path = Path::new(LOCK_DIR).join(format!("agelab-zram{index}.lock"));
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -655,7 +463,7 @@ fn swap_header(bytes: u64) -> Vec<u8> {
     h
 }
 
-fn write_swap_header(dev: &str, bytes: u64) -> Result<(), SwapError> {
+pub(crate) fn write_swap_header(dev: &str, bytes: u64) -> Result<(), SwapError> {
     use std::io::Write;
     let io = |what, err| SwapError::Io {
         what,

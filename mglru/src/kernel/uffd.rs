@@ -4,7 +4,7 @@
 //! `UFFD_USER_MODE_ONLY` so that faults taken by the kernel on our behalf (KVM faulting guest
 //! memory in through GUP) reach us too; that needs root or `vm.unprivileged_userfaultfd=1`.
 
-use crate::cpu_time::thread_cpu_ns;
+use agelab_util::cpu_time::thread_cpu_ns;
 use agelab_vmm::{PageSet, PAGE_SIZE};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};

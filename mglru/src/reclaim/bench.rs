@@ -3,16 +3,18 @@
 //! Arms run interleaved, round by round (A B C A B C …), so slow drifts of a shared host hit every
 //! arm alike. Throughput is paired per round: each run's guest operations per vCPU-thread CPU
 //! second (and per wall second) after the warm-up, divided by the same round's `none` run. The
-//! interval is Student's t over the rounds, `t(0.975, n−1)·sd/√n` ([`crate::stats`]). A policy
+//! interval is Student's t over the rounds, `t(0.975, n−1)·sd/√n` ([`agelab_util::stats`]). A policy
 //! listed twice is a second arm (`none,none` = an A/A pair: the second arm's interval is the
 //! benchmark's resolution).
 
 use serde::Serialize;
 
+use super::config::ReclaimRunConfig;
+use super::error::ReclaimRunError;
 use super::policy::PolicyKind;
-use super::run::{ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+use super::run::ReclaimRunReport;
 use super::run_report::OomKill;
-use crate::stats::Summary;
+use agelab_util::stats::Summary;
 use agelab_vmm::workload::WorkloadSpec;
 
 /// Mean and 95% confidence half-width of a sample.

@@ -9,7 +9,7 @@
 //! [`ReclaimRunReport`] ([`report_line`]); `agelab reclaim` and the host test each start their
 //! own binary as the child.
 
-use super::run::ReclaimRunConfig;
+use super::config::ReclaimRunConfig;
 use super::run_report::{OomKill, ReclaimRunReport};
 use crate::journal::{HostChange, Journal, JournalError};
 use crate::kernel::memcg::parse_memory_stat;

@@ -2,8 +2,9 @@
 //! limits, `memory.reclaim`, the PSI loop (on the VM's memcg, [`KernelReclaim`]) and DAMON's
 //! `pageout` scheme ([`start_damon`]); and the zram device whose RAM counts against savings.
 
+use super::config::ReclaimRunConfig;
+use super::error::ReclaimRunError;
 use super::policy::PolicyKind;
-use super::run::{ReclaimRunConfig, ReclaimRunError};
 use crate::kernel::damon::{
     DamonAdmin, DamonAttrs, DamonError, DamonScheme, DamonTarget, Kdamond, PageoutScheme, QuotaGoal,
 };

@@ -16,7 +16,7 @@
 //!    `MADV_COLD` in contiguous runs, and [`RefaultDetector::confirm`] checks which pages really
 //!    left before they are marked reclaimed in the engine.
 //!
-//! Swap-backed memory (anonymous, memfd) needs swap: [`crate::kernel::swap::ZramSwap`] sets up
+//! Swap-backed memory (anonymous, memfd) needs swap: [`crate::kernel::zram_swap::ZramSwap`] sets up
 //! zram for a run and restores it on every exit path. Guest data is never dropped: only
 //! `MADV_PAGEOUT`/`MADV_COLD`, and every benchmark run fills guest memory first and verifies every
 //! word afterwards. See `docs/reclaim.md` for the controller, `docs/results/` for measured results.
@@ -24,7 +24,9 @@
 pub mod action;
 pub mod bench;
 pub mod child;
+pub mod config;
 pub mod controller;
+pub mod error;
 mod kernel_policies;
 pub mod plot;
 pub mod policy;
@@ -35,8 +37,10 @@ pub mod run_report;
 pub use action::{ActionReport, ReclaimAction, ReclaimActionError, Reclaimer};
 pub use bench::{run_bench, BenchReport, MeanCi};
 pub use child::{run_in_child, ChildRunError};
+pub use config::ReclaimRunConfig;
 pub use controller::{ControlStep, ControllerConfig, ReclaimController};
+pub use error::ReclaimRunError;
 pub use policy::{parse_policies, PolicyKind, BENCH_POLICIES};
 pub use refault::{RefaultDetector, ResidencyCounts, ResidencyError, ResidencyScanner};
-pub use run::{run_once, ReclaimRunConfig, ReclaimRunError, ReclaimRunReport};
+pub use run::{run_once, ReclaimRunReport};
 pub use run_report::OomKill;

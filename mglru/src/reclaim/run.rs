@@ -7,179 +7,28 @@
 //! controller for a step, picks victims and reclaims them → measure RSS and swap →
 //! `Workload::verify()` (any mismatch fails the run) → guest exits.
 
-use agelab_vmm::workload::{WorkloadError, WorkloadSpec};
-use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError, PAGE_SIZE};
+use agelab_vmm::{PageSet, Vm, VmConfig, PAGE_SIZE};
 use std::time::{Duration, Instant};
 
-use super::action::{ReclaimAction, ReclaimActionError, Reclaimer};
-use super::controller::{ControllerConfig, ReclaimController};
+use super::action::{ReclaimAction, Reclaimer};
+use super::controller::ReclaimController;
 use super::kernel_policies::{start_damon, swap_zram, KernelReclaim};
 use super::policy::{FifoVictims, PolicyKind, RandomVictims};
-use super::refault::{RefaultDetector, ResidencyError};
-use crate::cpu_time::{proc_cpu_ns, thread_cpu_ns};
-use crate::engine::{AgingPolicy, Engine, EngineConfig, EngineError, EvictionScope, NewGeneration};
-use crate::kernel::damon::{DamonAdmin, DamonError};
-use crate::kernel::lru_gen::LruGenError;
-use crate::kernel::memcg::MemcgError;
-use crate::kernel::psi::PsiError;
-use crate::kernel::swap::{SwapError, SwapStatus};
-use crate::progress::ProgressLine;
-use crate::session::{AgingSession, AgingSessionError, SessionOptions};
+use super::refault::RefaultDetector;
+use crate::engine::{AgingPolicy, Engine, EngineConfig, EvictionScope, NewGeneration};
+use crate::kernel::damon::DamonAdmin;
+use crate::kernel::swap::SwapStatus;
+use crate::session::{AgingSession, SessionOptions};
 use crate::source::AccessSource;
-use crate::sources::uffd_minor::{
-    GuidedArming, RegionConfig, UffdMinorConfig, UffdMinorError, UffdMinorSource,
-};
+use crate::sources::uffd_minor::{GuidedArming, RegionConfig, UffdMinorConfig, UffdMinorSource};
 use crate::sources::{catalog, SourceKind, UnavailableSource};
-use crate::stats::median;
+use agelab_util::cpu_time::{proc_cpu_ns, thread_cpu_ns};
+use agelab_util::stats::median;
 
+pub use super::config::{ReclaimRunConfig, ENGINE_ALL_TARGET_SLOWDOWN_PCT};
+pub use super::error::ReclaimRunError;
 pub use super::run_report::{DamonRunInfo, IntervalRecord, ReclaimRunReport};
 use crate::sources::uffd_minor::budget::ReadBudget;
-
-/// Everything about one run.
-#[derive(Clone, Debug)]
-pub struct ReclaimRunConfig {
-    /// Guest test memory, bytes.
-    pub mem_bytes: u64,
-    /// vCPUs.
-    pub vcpus: usize,
-    /// Backing of guest memory.
-    pub backing: Backing,
-    /// The workload.
-    pub workload: WorkloadSpec,
-    /// How long the workload runs (after fill).
-    pub duration: Duration,
-    /// One epoch = one control interval.
-    pub interval: Duration,
-    /// Who picks the victims.
-    pub policy: PolicyKind,
-    /// How the chosen pages are reclaimed.
-    pub action: ReclaimAction,
-    /// The controller.
-    pub controller: ControllerConfig,
-    /// Age gate: engine policies only offer pages idle this long; no policy reclaims before the
-    /// run is this old.
-    pub min_age: Duration,
-    /// Engine generations.
-    pub gens: usize,
-    /// Pages not accessed during the last `cold_window` of the run count as cold when scoring.
-    pub cold_window: Duration,
-    /// Seed of the random policy.
-    pub seed: u64,
-    /// Throughput counts only epochs that start this long after the workload started.
-    pub warmup: Duration,
-    /// `psi` and `damon`: target memory pressure, PSI some stall time in % of wall time (TMO:
-    /// 0.1).
-    pub psi_target_pct: f64,
-    /// `damon`: DAMOS time quota, ms of scheme work per second (DAMON_RECLAIM: 10).
-    pub damon_quota_ms: u64,
-    /// The progress line on a terminal (off by default).
-    pub progress: ProgressLine,
-    /// `engine-all`, `engine-regions`: the guest slowdown uffd-minor faults may cost, % of each
-    /// interval (the read budget).
-    pub read_budget_pct: f64,
-    /// `engine-regions`: how regions are cut and sampled.
-    pub regions: RegionConfig,
-}
-
-impl Default for ReclaimRunConfig {
-    fn default() -> Self {
-        ReclaimRunConfig {
-            mem_bytes: 256 << 20,
-            vcpus: 1,
-            backing: Backing::Anon,
-            workload: "hotcold:hot=20%,p=100%,op=read"
-                .parse()
-                .expect("default workload parses"),
-            duration: Duration::from_secs(15),
-            interval: Duration::from_millis(250),
-            policy: PolicyKind::EngineDirty,
-            action: ReclaimAction::PageOut,
-            controller: ControllerConfig::default(),
-            min_age: Duration::from_secs(2),
-            gens: 8,
-            cold_window: Duration::from_secs(5),
-            seed: 1,
-            warmup: Duration::from_secs(2),
-            psi_target_pct: 0.1,
-            damon_quota_ms: 10,
-            progress: ProgressLine::off(),
-            read_budget_pct: ENGINE_ALL_TARGET_SLOWDOWN_PCT,
-            regions: RegionConfig::default(),
-        }
-    }
-}
-
-/// Errors of a reclaim run.
-#[derive(Debug, thiserror::Error)]
-pub enum ReclaimRunError {
-    /// The VM could not be created.
-    #[error(transparent)]
-    Vm(#[from] VmError),
-    /// The workload failed.
-    #[error(transparent)]
-    Workload(#[from] WorkloadError),
-    /// The engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// A reclaim action failed (including "no swap").
-    #[error(transparent)]
-    Action(#[from] ReclaimActionError),
-    /// Arming uffd-minor from the engine's generations failed.
-    #[error(transparent)]
-    UffdArm(#[from] UffdMinorError),
-    /// Reading residency failed.
-    #[error(transparent)]
-    Residency(#[from] ResidencyError),
-    /// Swap state could not be read.
-    #[error(transparent)]
-    Swap(#[from] SwapError),
-    /// The memcg for a kernel policy failed.
-    #[error("{policy}: {err}")]
-    Memcg {
-        /// Policy.
-        policy: PolicyKind,
-        /// Cause.
-        #[source]
-        err: MemcgError,
-    },
-    /// lru_gen is missing or refused a command.
-    #[error("lru-gen: {0}")]
-    LruGen(#[from] LruGenError),
-    /// DAMON is unavailable, held by someone else, or refused the scheme.
-    #[error("damon: {0}")]
-    Damon(#[from] DamonError),
-    /// Memory pressure could not be read.
-    #[error("psi: {0}")]
-    Psi(#[from] PsiError),
-    /// The memcg is not visible in the lru_gen listing.
-    #[error("lru-gen: memcg {0} not found in /sys/kernel/debug/lru_gen")]
-    LruGenMemcg(String),
-    /// A run in a child process died without an OOM kill to explain it, or failed.
-    #[error(transparent)]
-    Child(#[from] super::child::ChildRunError),
-    /// Verification found wrong guest data: reclaim lost or corrupted pages.
-    #[error("DATA INTEGRITY FAILURE under {policy}: {mismatches} of {words} words wrong, first at {first:#x?}")]
-    Integrity {
-        /// Policy.
-        policy: PolicyKind,
-        /// Wrong words.
-        mismatches: u64,
-        /// Words checked.
-        words: u64,
-        /// First bad guest addresses.
-        first: Vec<u64>,
-    },
-}
-
-impl From<AgingSessionError> for ReclaimRunError {
-    fn from(e: AgingSessionError) -> Self {
-        match e {
-            AgingSessionError::Workload(e) => ReclaimRunError::Workload(e),
-            AgingSessionError::Engine(e) => ReclaimRunError::Engine(e),
-            AgingSessionError::UffdArm(e) => ReclaimRunError::UffdArm(e),
-        }
-    }
-}
 
 /// Sources of the `engine-all` policy besides uffd-minor (added first, built here with the
 /// engine's guided arming): every source runs take that reports accesses
@@ -214,10 +63,6 @@ pub const ENGINE_ALL_IDLE_INTERVALS: u8 = 4;
 
 /// `engine-all` arms at most guest pages / this many new pages per pass (storms are spread).
 pub const ENGINE_ALL_ADMIT_DIV: u64 = 8;
-
-/// `engine-all`'s default guest slowdown budget for uffd-minor faults, % of each interval
-/// ([`ReadBudget`]: faults per interval = this × interval ÷ the measured cost of one fault).
-pub const ENGINE_ALL_TARGET_SLOWDOWN_PCT: f64 = 2.0;
 
 /// The userfaultfd MINOR source (guest reads and writes on shmem), with the arming the engine
 /// drives (its [`ENGINE_ALL_ARM_GENS`] oldest generations, page by page or by `regions`; faults

@@ -10,69 +10,9 @@
 //! figures alone are compared with its figures with all the run's sources armed; where they
 //! differ, each other source is paired with it alone to name which one disturbs it.
 
-use super::report::{KindResult, SourceResult};
+use super::report::{Figures, Interference, KindResult, SourceResult};
 use super::{measure, not_judged, CheckGuest, Kind, SelfcheckError, SelfcheckOptions};
 use crate::sources::catalog::SourceKind;
-use serde::Serialize;
-
-/// A source's figures on one kind of access, alone or with others.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Figures {
-    /// Pages reported.
-    pub reported: u64,
-    /// Reported pages it should not have reported.
-    pub false_positives: u64,
-    /// Expected pages it missed.
-    pub false_negatives: u64,
-    /// Precision.
-    pub precision: Option<f64>,
-    /// Recall.
-    pub recall: Option<f64>,
-}
-
-impl Figures {
-    fn of(k: &KindResult) -> Self {
-        let true_pos = k.reported - k.false_positives;
-        Figures {
-            reported: k.reported,
-            false_positives: k.false_positives,
-            false_negatives: k.expected.saturating_sub(true_pos),
-            precision: k.precision,
-            recall: k.recall,
-        }
-    }
-
-    /// Whether `other` differs from these figures beyond what the source's own noise explains:
-    /// any page for a source that reads exact state once per pass; more than a tenth of the
-    /// expected pages (or of the reported ones) for a sampling source (DAMON), whose regions
-    /// and sampling times vary from one measurement to the next.
-    fn differs(&self, other: &Figures, kind: SourceKind, expected: u64) -> bool {
-        let slack = if kind.samples_over_time() {
-            (expected.max(self.reported) / 10).max(1)
-        } else {
-            0
-        };
-        self.false_positives.abs_diff(other.false_positives) > slack
-            || self.false_negatives.abs_diff(other.false_negatives) > slack
-    }
-}
-
-/// One source and kind whose figures change when the run's sources are armed together.
-#[derive(Clone, Debug, Serialize)]
-pub struct Interference {
-    /// The source whose figures change.
-    pub source: String,
-    /// The kind of access.
-    pub kind: Kind,
-    /// Measured alone.
-    pub alone: Figures,
-    /// Measured with every source of the run armed.
-    pub together: Figures,
-    /// The sources that, paired with it alone, change its figures the same way.
-    pub disturbed_by: Vec<String>,
-    /// The mechanism the measurement shows, where it shows one (e.g. KVM's re-faults).
-    pub cause: Option<String>,
-}
 
 /// Per source, its results on every kind, measured with all of `kinds` armed together.
 type Together = Vec<(SourceKind, Vec<KindResult>)>;
@@ -179,56 +119,4 @@ pub fn find(
         }
     }
     Ok(rows.into_iter().map(|r| r.2).collect())
-}
-
-impl Interference {
-    /// One short line for a run's source table: who disturbs it and how much on this kind.
-    pub fn short(&self) -> String {
-        let who = if self.disturbed_by.is_empty() {
-            "the others together".to_string()
-        } else {
-            self.disturbed_by.join("+")
-        };
-        format!(
-            "{} on {}: false positives {} -> {}, missed {} -> {}",
-            who,
-            self.kind.as_str(),
-            self.alone.false_positives,
-            self.together.false_positives,
-            self.alone.false_negatives,
-            self.together.false_negatives
-        )
-    }
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map_or("-".into(), |x| format!("{:.1}%", x * 100.0))
-}
-
-impl std::fmt::Display for Interference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: precision {} -> {}, recall {} -> {} (false positives {} -> {}, missed {} -> {}); ",
-            self.source,
-            self.kind.as_str(),
-            pct(self.alone.precision),
-            pct(self.together.precision),
-            pct(self.alone.recall),
-            pct(self.together.recall),
-            self.alone.false_positives,
-            self.together.false_positives,
-            self.alone.false_negatives,
-            self.together.false_negatives,
-        )?;
-        if self.disturbed_by.is_empty() {
-            write!(f, "no single other source does it alone")?;
-        } else {
-            write!(f, "disturbed by {}", self.disturbed_by.join(", "))?;
-        }
-        if let Some(c) = &self.cause {
-            write!(f, "; {c}")?;
-        }
-        Ok(())
-    }
 }

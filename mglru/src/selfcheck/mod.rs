@@ -17,7 +17,7 @@
 pub mod interference;
 pub mod report;
 
-pub use interference::Interference;
+pub use report::Interference;
 pub use report::{AccuracyError, AccuracyGate, KindResult, SelfcheckReport, SourceResult};
 
 use crate::kernel::damon::DamonAttrs;

@@ -273,7 +273,7 @@ pub struct SelfcheckReport {
     pub sources: Vec<SourceResult>,
     /// Where a source's figures change with the run's other sources armed beside it (`None`
     /// where fewer than two sources could be judged, so none was measured together).
-    pub interference: Option<Vec<super::Interference>>,
+    pub interference: Option<Vec<Interference>>,
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -453,6 +453,113 @@ impl SelfcheckReport {
             }
         }
         s
+    }
+}
+
+/// A source's figures on one kind of access, alone or with others.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Figures {
+    /// Pages reported.
+    pub reported: u64,
+    /// Reported pages it should not have reported.
+    pub false_positives: u64,
+    /// Expected pages it missed.
+    pub false_negatives: u64,
+    /// Precision.
+    pub precision: Option<f64>,
+    /// Recall.
+    pub recall: Option<f64>,
+}
+
+impl Figures {
+    pub(super) fn of(k: &KindResult) -> Self {
+        let true_pos = k.reported - k.false_positives;
+        Figures {
+            reported: k.reported,
+            false_positives: k.false_positives,
+            false_negatives: k.expected.saturating_sub(true_pos),
+            precision: k.precision,
+            recall: k.recall,
+        }
+    }
+
+    /// Whether `other` differs from these figures beyond what the source's own noise explains:
+    /// any page for a source that reads exact state once per pass; more than a tenth of the
+    /// expected pages (or of the reported ones) for a sampling source (DAMON), whose regions
+    /// and sampling times vary from one measurement to the next.
+    pub(super) fn differs(&self, other: &Figures, kind: SourceKind, expected: u64) -> bool {
+        let slack = if kind.samples_over_time() {
+            (expected.max(self.reported) / 10).max(1)
+        } else {
+            0
+        };
+        self.false_positives.abs_diff(other.false_positives) > slack
+            || self.false_negatives.abs_diff(other.false_negatives) > slack
+    }
+}
+
+/// One source and kind whose figures change when the run's sources are armed together.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interference {
+    /// The source whose figures change.
+    pub source: String,
+    /// The kind of access.
+    pub kind: Kind,
+    /// Measured alone.
+    pub alone: Figures,
+    /// Measured with every source of the run armed.
+    pub together: Figures,
+    /// The sources that, paired with it alone, change its figures the same way.
+    pub disturbed_by: Vec<String>,
+    /// The mechanism the measurement shows, where it shows one (e.g. KVM's re-faults).
+    pub cause: Option<String>,
+}
+
+impl Interference {
+    /// One short line for a run's source table: who disturbs it and how much on this kind.
+    pub fn short(&self) -> String {
+        let who = if self.disturbed_by.is_empty() {
+            "the others together".to_string()
+        } else {
+            self.disturbed_by.join("+")
+        };
+        format!(
+            "{} on {}: false positives {} -> {}, missed {} -> {}",
+            who,
+            self.kind.as_str(),
+            self.alone.false_positives,
+            self.together.false_positives,
+            self.alone.false_negatives,
+            self.together.false_negatives
+        )
+    }
+}
+
+impl std::fmt::Display for Interference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: precision {} -> {}, recall {} -> {} (false positives {} -> {}, missed {} -> {}); ",
+            self.source,
+            self.kind.as_str(),
+            pct(self.alone.precision),
+            pct(self.together.precision),
+            pct(self.alone.recall),
+            pct(self.together.recall),
+            self.alone.false_positives,
+            self.together.false_positives,
+            self.alone.false_negatives,
+            self.together.false_negatives,
+        )?;
+        if self.disturbed_by.is_empty() {
+            write!(f, "no single other source does it alone")?;
+        } else {
+            write!(f, "disturbed by {}", self.disturbed_by.join(", "))?;
+        }
+        if let Some(c) = &self.cause {
+            write!(f, "; {c}")?;
+        }
+        Ok(())
     }
 }
 

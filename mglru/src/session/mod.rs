@@ -21,11 +21,11 @@
 
 pub mod run;
 
-use crate::cpu_time::thread_cpu_ns;
 use crate::engine::{AgingPass, Engine, EngineError, PassTruth};
-use crate::progress::{epoch_position, ProgressLine};
 use crate::sources::uffd_minor::{GuidedArming, UffdMinorError};
 use crate::sources::OracleSource;
+use agelab_util::cpu_time::thread_cpu_ns;
+use agelab_util::progress::{epoch_position, ProgressLine};
 use agelab_vmm::workload::{EpochResult, Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{PageSet, Vm};
 use std::sync::mpsc::Sender;

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod damon_paddr;
 pub mod damon_vaddr;
+pub mod kind;
 pub mod kvm_dirty;
 pub mod oracle;
 pub mod page_idle;
@@ -15,9 +16,10 @@ pub mod soft_dirty;
 pub mod uffd_minor;
 pub mod uffd_wp;
 
-pub use catalog::{BuildOptions, Built, CatalogError, SourceKind};
+pub use catalog::{BuildOptions, Built};
 pub use damon_paddr::DamonPaddrSource;
 pub use damon_vaddr::DamonSource;
+pub use kind::{CatalogError, SourceKind};
 pub use kvm_dirty::{KvmDirtySource, UnavailableSource};
 pub use oracle::OracleSource;
 pub use page_idle::PageIdleSource;

@@ -7,7 +7,7 @@
 
 use super::cache::{create_dir, write_atomic, CacheError, CacheLock};
 use super::deb822::{parse_paragraphs, Paragraph};
-use agelab_mglru::progress::{bytes_line, minutes_seconds, Progress};
+use agelab_util::progress::{bytes_line, minutes_seconds, Progress};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

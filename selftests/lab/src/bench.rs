@@ -59,5 +59,5 @@ fn median(v: &mut [f64]) -> String {
     if v.is_empty() {
         return "-".into();
     }
-    format!("{:.2}", agelab_mglru::stats::median(v))
+    format!("{:.2}", agelab_util::stats::median(v))
 }

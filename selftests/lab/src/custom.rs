@@ -6,7 +6,7 @@ use super::arch::ArchSpec;
 use super::cache::{create_dir, write_atomic, CacheError, CacheLock};
 use super::hash::CacheHasher;
 use super::kernel::{KernelSource, KernelSpec, LabKernel, KERNELS};
-use agelab_mglru::progress::{minutes_seconds, Progress};
+use agelab_util::progress::{minutes_seconds, Progress};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -369,6 +369,9 @@ pub fn run_archive(spec: &RunSpec<'_>) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::{parse_records, StatusRecord};
+    use proptest::prelude::*;
+    use std::io::Write;
     use std::time::{Duration, SystemTime};
 
     #[test]
@@ -400,5 +403,75 @@ mod tests {
             ]
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// init.sh's own writer (`status() { echo "agelab-status v1 $*" >&9; }`), run by busybox sh
+    /// as in the guest, produces records that parse back to what was written.
+    #[test]
+    fn records_written_by_init_parse_back() {
+        if std::process::Command::new("busybox")
+            .arg("true")
+            .output()
+            .is_err()
+        {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIP: busybox is not installed (Debian: busybox-static); the guest's shell writes the records"
+            );
+            return;
+        }
+        let writer = INIT_SCRIPT
+            .lines()
+            .find(|l| l.starts_with("status() "))
+            .expect("init.sh defines status()");
+        let uptime = (0..100_000u32, 0..100u32).prop_map(|(s, c)| format!("{s}.{c:02}"));
+        let record = prop_oneof![
+            uptime
+                .clone()
+                .prop_map(|u| ("booted".to_string(), format!("uptime={u}"))),
+            uptime
+                .clone()
+                .prop_map(|u| ("started".to_string(), format!("uptime={u}"))),
+            "[ -~]{0,40}".prop_map(|m| ("warn".to_string(), m)),
+            (0..=255i32, uptime)
+                .prop_map(|(rc, u)| ("exit".to_string(), format!("{rc} uptime={u}"))),
+        ];
+        crate::fuzz::run_cases(
+            "status init.sh writer round trip",
+            128,
+            proptest::collection::vec(record, 0..6),
+            |records| {
+                let mut script = format!("{writer}\nexec 9>&1\n");
+                for (kind, args) in &records {
+                    script.push_str(&format!("status {kind} {}\n", shell_quote(args)));
+                }
+                let out = std::process::Command::new("busybox")
+                    .args(["sh", "-c", &script])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8(out.stdout).unwrap();
+                let want: Vec<StatusRecord> = records
+                    .iter()
+                    .map(|(kind, args)| {
+                        let uptime = || {
+                            args.rsplit_once("uptime=")
+                                .map(|(_, u)| u.parse::<f64>().unwrap())
+                                .unwrap()
+                        };
+                        match kind.as_str() {
+                            "booted" => StatusRecord::Booted { uptime: uptime() },
+                            "started" => StatusRecord::Started { uptime: uptime() },
+                            "warn" => StatusRecord::Warning(args.clone()),
+                            _ => StatusRecord::Exited {
+                                status: args.split(' ').next().unwrap().parse().unwrap(),
+                                uptime: uptime(),
+                            },
+                        }
+                    })
+                    .collect();
+                prop_assert_eq!(parse_records(&text), want, "channel:\n{}", text);
+                Ok(())
+            },
+        );
     }
 }

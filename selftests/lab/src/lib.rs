@@ -2,8 +2,8 @@
 //!
 //! This crate (`selftests/lab`, next to its data: `init.sh`, `custom-x86_64.config`,
 //! `matrix.txt`, `patches/`) is the library behind `agelab lab` and `agelab ab`; it needs
-//! neither the VMM nor the aging engine; from `agelab_mglru` it uses `stats` (the A/B
-//! statistics), `units` (durations) and `progress` (download and build progress).
+//! neither the VMM nor the aging engine; from the utility crate `agelab_util` it uses `stats`
+//! (the A/B statistics), `units` (durations) and `progress` (download and build progress).
 //!
 //! `agelab lab --kernel debian-7.2 -- CMD ARGS...` fetches the kernel (apt, private state under
 //! `~/.cache/agelab`), assembles an initramfs (busybox, init, the project's static binaries,
@@ -43,7 +43,7 @@ pub use matrix::MatrixError;
 pub use prereq::MissingPrerequisites;
 pub use qemu::GuestRunError;
 
-use agelab_mglru::exit::{ExitClass, HasExitClass};
+use agelab_util::exit::{ExitClass, HasExitClass};
 use arch::ArchSpec;
 use clap::Args;
 use kernel::{KernelSource, LabKernel};
@@ -316,9 +316,9 @@ fn option_duration(option: &str, text: &str) -> Result<Duration, LabError> {
     parse_duration(text).map_err(|e| LabError::Usage(format!("{option} {text}: {e}")))
 }
 
-/// Parses `300s`, `5m`, `1h`, `500ms` or plain seconds ([`agelab_mglru::units::parse_duration`]).
+/// Parses `300s`, `5m`, `1h`, `500ms` or plain seconds ([`agelab_util::units::parse_duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, LabError> {
-    agelab_mglru::units::parse_duration(text).map_err(LabError::Usage)
+    agelab_util::units::parse_duration(text).map_err(LabError::Usage)
 }
 
 /// Checks a size like `512M`, `2G` (QEMU -m and zram disksize syntax).
@@ -664,7 +664,7 @@ mod tests {
     }
 
     // 1024 cases: any short string gives a size or a usage error, never a panic (durations:
-    // `agelab_mglru::units`).
+    // `agelab_util::units`).
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
         #[test]

@@ -4,7 +4,7 @@
 //!
 use crate::args::{positive, size_at_least};
 use crate::ktap::{self, ts};
-use agelab_mglru::stats::median;
+use agelab_util::stats::median;
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress};
 use agelab_vmm::{DirtyOptions, DirtyTracker, HarvestStats, PageSet, Vm, VmConfig};

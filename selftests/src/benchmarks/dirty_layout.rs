@@ -14,12 +14,12 @@
 //! of `ours` over sptes that are already read-only (logging re-enabled with INITIALLY_SET and no
 //! guest write in between) isolates what write-protecting writable sptes costs.
 
-use crate::args::{positive, size_at_least};
+use crate::args::{positive, size_at_least, ArgValueError};
 use crate::ktap;
 #[cfg(target_arch = "x86_64")]
 use agelab_guest::abi::UCALL_MMIO_ADDR;
 use agelab_guest::ucall;
-use agelab_mglru::stats::median;
+use agelab_util::stats::median;
 use agelab_vmm::dirty::DirtyMode;
 use agelab_vmm::{Backing, DirtyOptions, DirtyTracker, PageSet, Vm, VmConfig};
 use std::collections::BTreeMap;
@@ -39,12 +39,15 @@ pub struct DirtyLayoutArgs {
 
 /// A size of at least 8 MiB, in whole 8 MiB (the layouts split memory in up to 4 slots of 2 MiB
 /// multiples).
-fn eight_mib_multiple(s: &str) -> Result<u64, String> {
+fn eight_mib_multiple(s: &str) -> Result<u64, ArgValueError> {
     let bytes = size_at_least(8 << 20)(s)?;
     if bytes.is_multiple_of(8 << 20) {
         Ok(bytes)
     } else {
-        Err(format!("'{s}' is not a multiple of 8 MiB"))
+        Err(ArgValueError::NotMultiple {
+            given: s.to_string(),
+            unit: "8 MiB",
+        })
     }
 }
 

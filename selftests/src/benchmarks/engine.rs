@@ -17,8 +17,8 @@ use agelab_mglru::engine::{Engine, EngineConfig, PAGES_PER_GIB};
 use agelab_mglru::source::{
     AccessSource, Harvest, HarvestCost, HarvestError, Observes, Unavailable,
 };
-use agelab_mglru::stats::median;
 use agelab_mglru::testing::single_slot_map;
+use agelab_util::stats::median;
 use agelab_vmm::{BackingKind, PageSet};
 
 /// Hands out copies of two prebuilt sets in turn, so pages really move between generations.

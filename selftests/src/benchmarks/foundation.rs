@@ -21,10 +21,10 @@ pub enum BenchError {
     Guest(String),
 }
 
-impl agelab_mglru::exit::HasExitClass for BenchError {
+impl agelab_util::exit::HasExitClass for BenchError {
     /// Every benchmark error is a failure.
-    fn exit_class(&self) -> agelab_mglru::exit::ExitClass {
-        agelab_mglru::exit::ExitClass::Failure
+    fn exit_class(&self) -> agelab_util::exit::ExitClass {
+        agelab_util::exit::ExitClass::Failure
     }
 }
 

@@ -51,7 +51,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     match args.benchmark.as_ref().unwrap_or(&Benchmark::Foundation) {
         Benchmark::Foundation => match foundation::run() {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => agelab_mglru::exit::exit_with("agelab bench", &e),
+            Err(e) => agelab_util::exit::exit_with("agelab bench", &e),
         },
         Benchmark::Dirty(a) => dirty::run(a),
         Benchmark::DirtyLayout(a) => dirty_layout::run(a),

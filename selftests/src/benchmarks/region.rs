@@ -23,13 +23,13 @@
 //! `agelab bench region [--mem MiB] [--spec SPEC]... [--arms none,pages,regions:2:2%,...]
 //!  [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS]`
 
-use crate::args::positive;
+use crate::args::{positive, ArgValueError};
 use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::budget::stalled;
 use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
 use agelab_mglru::sources::uffd_minor::guided::percent_to_centi;
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, GuidedArming, ReadBudget, RegionConfig};
-use agelab_mglru::stats::{median, Summary};
+use agelab_util::stats::{median, Summary};
 use agelab_vmm::workload::WorkloadSpec;
 use agelab_vmm::{Confusion, PageSet};
 use std::collections::VecDeque;
@@ -130,7 +130,7 @@ pub struct RegionArgs {
 }
 
 /// An epoch length given in milliseconds.
-fn epoch_ms(s: &str) -> Result<Duration, String> {
+fn epoch_ms(s: &str) -> Result<Duration, ArgValueError> {
     positive::<u64>(s).map(Duration::from_millis)
 }
 

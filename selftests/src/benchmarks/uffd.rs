@@ -18,7 +18,7 @@ use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::{AccessEstimate, UffdMinorConfig, UffdMinorSource, Z95};
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
 use agelab_mglru::AccessSource;
-use agelab_vmm::workload::{Workload, WorkloadSpec};
+use agelab_vmm::workload::{Workload, WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig};
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,7 +68,7 @@ pub struct UffdArgs {
 }
 
 /// A workload spec that parses, kept as written (`wp` rewrites it).
-fn workload_spec(s: &str) -> Result<String, String> {
+fn workload_spec(s: &str) -> Result<String, WorkloadSpecError> {
     from_str::<WorkloadSpec>(s).map(|_| s.to_string())
 }
 

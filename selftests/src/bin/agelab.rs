@@ -4,7 +4,7 @@
 //! the option, before anything runs), 1 everything else.
 
 use agelab::cli;
-use agelab_mglru::exit::{exit_with, ExitClass, HasExitClass};
+use agelab_util::exit::{exit_with, ExitClass, HasExitClass};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

@@ -34,7 +34,7 @@
 use agelab::ktap::{self, Ktap, OrSkip};
 use agelab::scenarios::host_state::{
     agelab, agelab_memcg, check_line, journal_files, poll, read, HostState, DAMON_STAT, ENABLED,
-    KDAMONDS, MIN_TTL,
+    KDAMONDS, MIN_TTL, SUBTREE_CONTROL,
 };
 use agelab_mglru::kernel::swap::SwapStatus;
 use clap::Parser;
@@ -328,7 +328,7 @@ fn force_restore(prior: &HostState, pid: u32, command: &str) {
             .is_some_and(|s| s.split_whitespace().any(|c| c == "memory"))
     };
     if !memory(&prior.subtree_control) && memory(&HostState::read().subtree_control) {
-        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "-memory");
+        let _ = std::fs::write(SUBTREE_CONTROL, "-memory");
     }
     for (path, v) in [(ENABLED, &prior.enabled), (MIN_TTL, &prior.min_ttl)] {
         if let Some(v) = v {

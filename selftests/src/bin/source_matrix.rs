@@ -7,10 +7,10 @@
 //! checks that it left nothing behind: no memcg, lru_gen `enabled`/`min_ttl_ms` as before, no
 //! extra kdamond (KTAP; exit 0 pass, 1 fail, 4 skip).
 
-use agelab::units::parse_size;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::selfcheck::{self, Kind, SelfcheckOptions, SelfcheckReport};
 use agelab_mglru::sources::SourceKind;
+use agelab_util::units::parse_size;
 use agelab_vmm::Backing;
 use clap::Parser;
 use std::process::ExitCode;

@@ -19,10 +19,10 @@ pub enum CleanupError {
     },
 }
 
-impl agelab_mglru::exit::HasExitClass for CleanupError {
+impl agelab_util::exit::HasExitClass for CleanupError {
     /// Every cleanup error is a failure.
-    fn exit_class(&self) -> agelab_mglru::exit::ExitClass {
-        agelab_mglru::exit::ExitClass::Failure
+    fn exit_class(&self) -> agelab_util::exit::ExitClass {
+        agelab_util::exit::ExitClass::Failure
     }
 }
 

@@ -2,13 +2,9 @@
 //! refault SLO controller, zram swap for the run, and a benchmark table / JSON / SVG.
 
 use super::check::{self, InputError, ValueError};
-use crate::units::{parse_duration, parse_size};
-use agelab_mglru::exit::{ExitClass, HasExitClass};
 use agelab_mglru::host_guard;
-use agelab_mglru::kernel::swap::{
-    agelab_swap_devices, SwapError, SwapStatus, ZramSwap, ZRAM_MIN_BYTES,
-};
-use agelab_mglru::progress::ProgressLine;
+use agelab_mglru::kernel::swap::{SwapError, SwapStatus, ZRAM_MIN_BYTES};
+use agelab_mglru::kernel::zram_swap::{agelab_swap_devices, ZramSwap};
 use agelab_mglru::reclaim::bench::{run_bench, table, BenchReport};
 use agelab_mglru::reclaim::child::report_line;
 use agelab_mglru::reclaim::policy::UnknownPolicy;
@@ -16,6 +12,9 @@ use agelab_mglru::reclaim::{
     parse_policies, plot, run_in_child, run_once, ControllerConfig, PolicyKind, ReclaimAction,
     ReclaimRunConfig, ReclaimRunError, ReclaimRunReport,
 };
+use agelab_util::exit::{ExitClass, HasExitClass};
+use agelab_util::progress::ProgressLine;
+use agelab_util::units::{parse_duration, parse_size};
 use agelab_vmm::workload::{WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;

@@ -2,11 +2,8 @@
 //! is `agelab_mglru::session::run`.
 
 use super::check::{self, InputError, ValueError};
-use crate::units::{parse_duration, parse_size};
 use agelab_mglru::engine::report::pass_summary;
-use agelab_mglru::exit::{ExitClass, HasExitClass};
 use agelab_mglru::lru_gen_aging::engine_generations;
-use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::selfcheck::SelfcheckError;
 use agelab_mglru::session::{
     self, run::AgingRunConfig, run::AgingRunError, run::RunEvent, AgingSessionError,
@@ -14,6 +11,9 @@ use agelab_mglru::session::{
 use agelab_mglru::sources::catalog::{self, CatalogError, SourceKind};
 use agelab_mglru::sources::uffd_minor::{ArmPolicy, ArmPolicyError};
 use agelab_mglru::EngineError;
+use agelab_util::exit::{ExitClass, HasExitClass};
+use agelab_util::progress::ProgressLine;
+use agelab_util::units::{parse_duration, parse_size};
 use agelab_vmm::workload::{WorkloadError, WorkloadSpec, WorkloadSpecError};
 use agelab_vmm::{Backing, MemoryError, VmError};
 use clap::Args;

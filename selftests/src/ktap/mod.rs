@@ -19,7 +19,7 @@ pub mod report;
 pub use host_limit::host_limit;
 pub use report::TestId;
 
-use agelab_mglru::exit::ExitClass;
+use agelab_util::exit::ExitClass;
 use report::Report;
 use std::io::Write;
 use std::sync::{LazyLock, Mutex, MutexGuard};

@@ -13,7 +13,7 @@
 //!   does, so a failure reported before the skip still exits 1.
 
 use super::{Verdict, EXIT_SKIP};
-use agelab_mglru::exit::{ExitClass, HasExitClass};
+use agelab_util::exit::{ExitClass, HasExitClass};
 use std::io::Write;
 
 /// A registered test: its index in registration order (KTAP number minus one).

@@ -5,19 +5,21 @@
 //! beside the test binary, one KTAP line per check).
 
 use crate::ktap::Ktap;
-use agelab_mglru::journal::Journal;
+use agelab_mglru::journal::{knobs, Journal};
 use agelab_mglru::kernel::memcg::MemoryHierarchy;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// lru_gen's capability switch.
-pub const ENABLED: &str = "/sys/kernel/mm/lru_gen/enabled";
+pub const ENABLED: &str = knobs::LRU_GEN_ENABLED;
 /// lru_gen's thrashing-prevention knob.
-pub const MIN_TTL: &str = "/sys/kernel/mm/lru_gen/min_ttl_ms";
+pub const MIN_TTL: &str = knobs::LRU_GEN_MIN_TTL_MS;
 /// DAMON's sysfs kdamonds directory.
-pub const KDAMONDS: &str = "/sys/kernel/mm/damon/admin/kdamonds";
+pub const KDAMONDS: &str = knobs::DAMON_KDAMONDS;
 /// damon_stat's switch (Debian 7.x builds it in, on by default).
-pub const DAMON_STAT: &str = "/sys/module/damon_stat/parameters/enabled";
+pub const DAMON_STAT: &str = knobs::DAMON_STAT_ENABLED;
+/// The cgroup v2 root's `cgroup.subtree_control` (agelab enables `memory` for its memcgs).
+pub const SUBTREE_CONTROL: &str = knobs::CGROUP_V2_ROOT_SUBTREE_CONTROL;
 
 /// A file's content, trimmed (`None`: unreadable or missing).
 pub fn read(p: impl AsRef<Path>) -> Option<String> {
@@ -74,7 +76,7 @@ impl HostState {
             kdamonds,
             threads: kdamond_threads(),
             damon_stat: read(DAMON_STAT),
-            subtree_control: read("/sys/fs/cgroup/cgroup.subtree_control"),
+            subtree_control: read(SUBTREE_CONTROL),
         }
     }
 

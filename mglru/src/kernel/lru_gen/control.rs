@@ -2,6 +2,7 @@
 
 use super::{LruGenDebugfs, LruGenError};
 use crate::host_guard::{HostRestore, RestoreGuard};
+use crate::journal::knobs::LRU_GEN_DIR;
 use crate::kernel::sysfs::{read_trimmed, read_u64, write_str};
 use crate::source::Unavailable;
 use std::fmt;
@@ -77,7 +78,7 @@ pub struct LruGenControl {
 impl Default for LruGenControl {
     fn default() -> Self {
         LruGenControl {
-            sysfs_dir: "/sys/kernel/mm/lru_gen".into(),
+            sysfs_dir: LRU_GEN_DIR.into(),
             debugfs_dir: "/sys/kernel/debug".into(),
         }
     }

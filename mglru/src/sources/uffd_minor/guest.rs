@@ -4,8 +4,8 @@
 
 use super::{GuidedArming, UffdFaultCount, UffdMinorError, UffdMinorSource};
 use crate::engine::{AgingPass, AgingPolicy, Engine, EngineConfig, EngineError, PassTruth};
-use crate::progress::ProgressLine;
 use crate::session::{AgingSession, AgingSessionError, SessionOptions};
+use agelab_util::progress::ProgressLine;
 use agelab_vmm::workload::{EpochResult, VerifyReport, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::time::Duration;

@@ -5,13 +5,13 @@
 
 pub mod metrics;
 pub mod report;
-/// The statistics live in `agelab_mglru::stats` (shared with `agelab reclaim`).
-pub use agelab_mglru::stats;
+/// The statistics live in `agelab_util::stats` (shared with `agelab reclaim`).
+pub use agelab_util::stats;
 
 use super::matrix::{options_for, read_matrix, Matrix};
 use super::qemu::OutputMode;
 use super::{prereq, remove_run_dir, Lab, LabArgs, LabError, RunOptions};
-use agelab_mglru::exit::{ExitClass, HasExitClass};
+use agelab_util::exit::{ExitClass, HasExitClass};
 use clap::Args;
 use metrics::{extract, Outcome};
 use report::{AbReport, Samples, Side};

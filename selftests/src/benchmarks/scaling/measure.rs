@@ -13,15 +13,15 @@
 
 use super::table::Status;
 use agelab_mglru::lru_gen_aging::KernelAging;
-use agelab_mglru::progress::ProgressLine;
 use agelab_mglru::session::{
     AgingSession, AgingSessionError, SessionOptions, SessionStep, StepTiming,
 };
 use agelab_mglru::sources::catalog::BuildOptions;
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::{SourceKind, UnavailableSource};
-use agelab_mglru::stats::median as median_of;
 use agelab_mglru::{AccessSource, Engine, EngineConfig, EngineError, PassTruth};
+use agelab_util::progress::ProgressLine;
+use agelab_util::stats::median as median_of;
 use agelab_vmm::workload::{Workload, WorkloadError, WorkloadSpec};
 use agelab_vmm::{Backing, PageSet, Vm, VmConfig, VmError};
 use std::collections::BTreeMap;

@@ -16,10 +16,10 @@ mod measure;
 mod table;
 
 use crate::cli::check;
-use crate::units::parse_size;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
 use agelab_mglru::sources::SourceKind;
+use agelab_util::units::parse_size;
 use agelab_vmm::{Backing, HostProfile};
 use measure::{Settings, SizeResult, SourceCost, LRU_GEN};
 use serde::Serialize;

@@ -6,6 +6,9 @@
 
 use super::gdt::SEL_KERNEL_CODE;
 use super::regs::VcpuRegs;
+// The frame and the vectors' names are part of a vCPU's register report (`regs`); re-exported
+// here, beside the stubs that catch the exceptions.
+pub use super::regs::{exception_name, ExceptionFrame};
 use crate::system::{SystemMemory, SystemMemoryError};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -22,16 +25,6 @@ const EXCEPTION_STACK: u64 = 16 << 10;
 /// Whether the CPU pushes an error code for `vector`.
 fn has_error_code(vector: u64) -> bool {
     matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
-}
-
-/// Name of an exception vector, for reports.
-pub fn exception_name(vector: u64) -> &'static str {
-    const NAMES: [&str; 32] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#MF(9)", "#TS", "#NP",
-        "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24",
-        "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
-    ];
-    NAMES.get(vector as usize).copied().unwrap_or("#??")
 }
 
 /// Machine code of the exception stubs (one 16-byte slot per vector), the common CPL0 tail, and
@@ -122,19 +115,6 @@ pub fn stuck_exception_report(regs: &VcpuRegs, mem: &GuestMemoryMmap) -> Option<
     let mut want = [0x48, 0x89, 0x24, 0x25, 0, 0, 0, 0];
     want[4..].copy_from_slice(&(EXCEPTION_MMIO_ADDR as u32).to_le_bytes());
     (insn == want).then_some(regs.regs.rsp)
-}
-
-/// An exception caught by the IDT stubs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExceptionFrame {
-    /// Vector (6 = #UD, 13 = #GP, 14 = #PF...).
-    pub vector: u64,
-    /// Error code (0 where the CPU pushes none).
-    pub error_code: u64,
-    /// RIP of the faulting instruction.
-    pub rip: u64,
-    /// RSP at the fault.
-    pub rsp: u64,
 }
 
 /// Completes `regs` of a vCPU stopped in the exception reporter with the frame it stored

@@ -1,7 +1,6 @@
 //! Control registers for long mode with paging, the vCPU's entry registers, and a vCPU's
-//! registers for error reports.
+//! registers for error reports (with the exception the IDT stubs caught, if any).
 
-use super::exceptions::{exception_name, ExceptionFrame};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use std::fmt;
@@ -76,6 +75,29 @@ impl VcpuRegs {
     pub fn sp(&self) -> u64 {
         self.exception.map_or(self.regs.rsp, |e| e.rsp)
     }
+}
+
+/// An exception caught by the IDT stubs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExceptionFrame {
+    /// Vector (6 = #UD, 13 = #GP, 14 = #PF...).
+    pub vector: u64,
+    /// Error code (0 where the CPU pushes none).
+    pub error_code: u64,
+    /// RIP of the faulting instruction.
+    pub rip: u64,
+    /// RSP at the fault.
+    pub rsp: u64,
+}
+
+/// Name of an exception vector, for reports.
+pub fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#MF(9)", "#TS", "#NP",
+        "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24",
+        "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("#??")
 }
 
 impl fmt::Display for VcpuRegs {

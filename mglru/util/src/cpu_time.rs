@@ -10,16 +10,22 @@ pub fn thread_cpu_ns() -> u64 {
 /// CPU time (utime + stime) of thread or process `pid` from `/proc/<pid>/stat`, ns.
 pub fn proc_cpu_ns(pid: i32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks = stat_cpu_ticks(&text)?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100)
         .max(1) as u64;
     Some(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU time (utime + stime) in clock ticks from the text of a `/proc/<pid>/stat` file.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command (field 2) may hold spaces and parentheses: fields are counted after its last
+    // `)`, where state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 #[cfg(test)]
@@ -36,5 +42,12 @@ mod tests {
         assert!(thread_cpu_ns() > t0, "{x}");
         assert!(proc_cpu_ns(std::process::id() as i32).is_some());
         assert_eq!(proc_cpu_ns(-1), None);
+    }
+
+    #[test]
+    fn ticks_are_counted_after_an_odd_command() {
+        let stat = "77 (a) b (c) S 1 77 77 0 -1 4194560 10 0 0 0 120 30 0 0 20 0 1 0 500";
+        assert_eq!(stat_cpu_ticks(stat), Some(150));
+        assert_eq!(stat_cpu_ticks("77 (kswapd0) S 1"), None);
     }
 }

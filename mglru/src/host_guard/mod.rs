@@ -12,6 +12,10 @@
 //! reconciles first) or `agelab cleanup`. [`HostRestore::register`] (closure, no journal) is only
 //! for state that dies with the process (userfaultfd registrations).
 
+mod error;
+
+pub use error::HostGuardError;
+
 use crate::journal::{HostChange, Journal, JournalError, Recorded};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,20 +50,6 @@ static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static SIGNAL_THREAD: Once = Once::new();
 static PANIC_HOOK: Once = Once::new();
-
-/// Errors from setting up signal cleanup, journaling a change or undoing it.
-#[derive(Debug, thiserror::Error)]
-pub enum HostGuardError {
-    /// `pthread_sigmask` refused to block the cleanup signals.
-    #[error("blocking SIGINT/SIGTERM/SIGHUP in the main thread: {0}")]
-    SigMask(#[source] nix::Error),
-    /// The cleanup thread could not be started.
-    #[error("spawning the signal cleanup thread: {0}")]
-    Spawn(#[source] std::io::Error),
-    /// The change could not be journaled (so it was not made), or undoing it failed.
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-}
 
 // A poisoned registry only means an undo panicked; the remaining entries are still valid and must
 // still run, so poisoning is ignored rather than propagated.
