@@ -9,7 +9,7 @@
 //! two, sizes and durations with a minimum), each with a message saying what was expected.
 
 use crate::ktap::{EXIT_PASS, EXIT_USAGE};
-use agelab_util::units::{parse_duration, parse_size};
+use agelab_util::units::{parse_duration, parse_size, UnitError};
 use clap::error::ErrorKind;
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -94,7 +94,7 @@ pub enum ArgValueError {
     NotPowerOfTwo,
     /// Not a byte size.
     #[error("invalid size: {0}")]
-    Size(String),
+    Size(#[source] UnitError),
     /// A byte size below the option's minimum.
     #[error("{bytes} bytes is less than {min} bytes")]
     SizeTooSmall {
@@ -113,7 +113,7 @@ pub enum ArgValueError {
     },
     /// Not a duration.
     #[error("invalid duration: {0}")]
-    Duration(String),
+    Duration(#[source] UnitError),
     /// A duration below the option's minimum.
     #[error("shorter than {min:?}")]
     DurationTooShort {

@@ -205,7 +205,7 @@ pub fn parse_memory_stat(text: &str) -> Vec<(String, u64)> {
 
 /// A hard-limit file's text (`memory.max` on v2, `memory.limit_in_bytes` on v1) as bytes, `None`
 /// for unlimited (`max`, or v1's PAGE_COUNTER_MAX-sized number); `Err` with the text otherwise.
-pub fn parse_limit(version: CgroupVersion, text: &str) -> Result<Option<u64>, String> {
+pub fn parse_limit(version: CgroupVersion, text: &str) -> Result<Option<u64>, NotALimit> {
     // v1 reports "unlimited" as PAGE_COUNTER_MAX pages rounded to bytes, a huge number.
     let unlimited_from = match version {
         CgroupVersion::V1 => 1u64 << 62,
@@ -215,9 +215,14 @@ pub fn parse_limit(version: CgroupVersion, text: &str) -> Result<Option<u64>, St
     if s == "max" {
         return Ok(None);
     }
-    let v: u64 = s.parse().map_err(|_| s.to_string())?;
+    let v: u64 = s.parse().map_err(|_| NotALimit(s.to_string()))?;
     Ok((v < unlimited_from).then_some(v))
 }
+
+/// A hard-limit file's text that is neither `max` nor a number of bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotALimit(pub String);
 
 /// A child memcg created (and owned) by this process.
 #[derive(Debug)]
@@ -370,11 +375,11 @@ impl GuestMemcg {
             CgroupVersion::V2 => "memory.max",
         };
         let s = read_trimmed(self.dir.join(file))?;
-        parse_limit(self.hierarchy.version, &s).map_err(|s| {
+        parse_limit(self.hierarchy.version, &s).map_err(|e| {
             MemcgError::File(KernelFileError {
                 op: "read".into(),
                 path: self.dir.join(file),
-                err: std::io::Error::new(std::io::ErrorKind::InvalidData, s),
+                err: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })
         })
     }

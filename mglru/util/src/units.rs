@@ -4,8 +4,40 @@
 
 use std::time::Duration;
 
+/// A size or duration on the command line that could not be read; the message quotes the text
+/// and says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a number with a known size suffix.
+    #[error("'{0}' is not a size (expected e.g. 512M, 1G, 4096)")]
+    NotASize(String),
+    /// A size past `u64`.
+    #[error("'{0}' is too large")]
+    SizeTooLarge(String),
+    /// A size of 0.
+    #[error("'{0}': size must be larger than 0")]
+    ZeroSize(String),
+    /// Not a plain decimal number before the unit.
+    #[error("'{0}' is not a duration (expected e.g. 500ms, 5s, 2m)")]
+    NotADuration(String),
+    /// A unit other than `ms`, `s`, `m`/`min` or `h`.
+    #[error("'{text}': unknown duration unit '{unit}' (ms, s, m, h)")]
+    UnknownDurationUnit {
+        /// The text as given.
+        text: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// A duration `Duration` cannot hold.
+    #[error("'{0}' is out of range")]
+    DurationOutOfRange(String),
+    /// A duration of 0.
+    #[error("'{0}': duration must be larger than 0")]
+    ZeroDuration(String),
+}
+
 /// Parses a byte size with an optional K/M/G/T suffix (binary units, `iB`/`B` optional).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let body = lower.trim_end_matches("ib").trim_end_matches('b');
@@ -19,13 +51,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a size (expected e.g. 512M, 1G, 4096)"))?;
+        .map_err(|_| UnitError::NotASize(s.to_string()))?;
     let v = n
         .checked_shl(shift)
         .filter(|v| v >> shift == n)
-        .ok_or_else(|| format!("'{s}' is too large"))?;
+        .ok_or_else(|| UnitError::SizeTooLarge(s.to_string()))?;
     if v == 0 {
-        return Err(format!("'{s}': size must be larger than 0"));
+        return Err(UnitError::ZeroSize(s.to_string()));
     }
     Ok(v)
 }
@@ -34,7 +66,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// `m`/`min` or `h`, or none for seconds (`500ms`, `5s`, `2m`, `1h`, `90`). Zero, negative and
 /// out-of-range durations are errors. The one duration parser of the command line, the
 /// selftests and the lab.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -42,21 +74,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration (expected e.g. 500ms, 5s, 2m)"))?;
+        .map_err(|_| UnitError::NotADuration(s.to_string()))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         _ => {
-            return Err(format!(
-                "'{s}': unknown duration unit '{unit}' (ms, s, m, h)"
-            ))
+            return Err(UnitError::UnknownDurationUnit {
+                text: s.to_string(),
+                unit: unit.to_string(),
+            })
         }
     };
-    let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is out of range"))?;
+    let d = Duration::try_from_secs_f64(secs)
+        .map_err(|_| UnitError::DurationOutOfRange(s.to_string()))?;
     if d.is_zero() {
-        return Err(format!("'{s}': duration must be larger than 0"));
+        return Err(UnitError::ZeroDuration(s.to_string()));
     }
     Ok(d)
 }
@@ -71,10 +105,14 @@ mod tests {
         assert_eq!(parse_size("512M"), Ok(512 << 20));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12X").unwrap_err().contains("not a size"));
+        assert!(parse_size("12X")
+            .unwrap_err()
+            .to_string()
+            .contains("not a size"));
         assert!(parse_size("0").is_err());
         assert!(parse_size("99999999999T")
             .unwrap_err()
+            .to_string()
             .contains("too large"));
     }
 
@@ -91,13 +129,17 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("0ms").unwrap_err().contains("larger than 0"));
+        assert!(parse_duration("0ms")
+            .unwrap_err()
+            .to_string()
+            .contains("larger than 0"));
         // Syntax f64 would accept but a duration should not.
         assert!(parse_duration("1e3s").is_err());
         assert!(parse_duration("+5s").is_err());
         assert!(parse_duration("infs").is_err());
         assert!(parse_duration(&format!("{}s", "9".repeat(400)))
             .unwrap_err()
+            .to_string()
             .contains("out of range"));
     }
 

@@ -318,7 +318,7 @@ fn option_duration(option: &str, text: &str) -> Result<Duration, LabError> {
 
 /// Parses `300s`, `5m`, `1h`, `500ms` or plain seconds ([`agelab_util::units::parse_duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, LabError> {
-    agelab_util::units::parse_duration(text).map_err(LabError::Usage)
+    agelab_util::units::parse_duration(text).map_err(|e| LabError::Usage(e.to_string()))
 }
 
 /// Checks a size like `512M`, `2G` (QEMU -m and zram disksize syntax).

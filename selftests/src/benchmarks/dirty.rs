@@ -2,6 +2,7 @@
 //! everything dirty, split into time in KVM ioctls and userspace processing on top of it; then
 //! the same scenario through dirty_log_perf_test for the guest's dirtying time per page.
 //!
+use super::DirtyBenchError;
 use crate::args::{positive, size_at_least};
 use crate::ktap::{self, ts};
 use agelab_util::stats::median;
@@ -26,9 +27,8 @@ pub struct DirtyArgs {
 }
 
 /// One timed round: the memstress guest writes every page once.
-fn round(ms: &Memstress) -> Result<Duration, String> {
-    ms.run(GuestCmd::sweep(Access::Write))
-        .map_err(|e| e.to_string())
+fn round(ms: &Memstress) -> Result<Duration, DirtyBenchError> {
+    Ok(ms.run(GuestCmd::sweep(Access::Write))?)
 }
 
 /// Per-GiB figures of a series of harvests.
@@ -75,54 +75,52 @@ fn bench_mode(
     bytes: u64,
     clean_n: u64,
     dirty_n: u64,
-) -> Result<(Row, Row, Row), String> {
-    let kvm = agelab_vmm::vm::open_kvm().map_err(|e| e.to_string())?;
+) -> Result<(Row, Row, Row), DirtyBenchError> {
+    let kvm = agelab_vmm::vm::open_kvm()?;
     let ring = (mode == DirtyMode::Ring).then(|| DirtyMode::max_ring_entries(&kvm));
     let mut vm = Vm::new(VmConfig {
         mem_bytes: bytes,
         dirty_ring_entries: ring,
         ..VmConfig::default()
-    })
-    .map_err(|e| e.to_string())?;
-    let mut tracker =
-        DirtyTracker::new(&mut vm, DirtyOptions::new(mode)).map_err(|e| e.to_string())?;
+    })?;
+    let mut tracker = DirtyTracker::new(&mut vm, DirtyOptions::new(mode))?;
     let pages = vm.page_map().len();
-    let mut ms = Memstress::with_vm(vm, false).map_err(|e| e.to_string())?;
-    ms.start().map_err(|e| e.to_string())?;
+    let mut ms = Memstress::with_vm(vm, false)?;
+    ms.start()?;
     round(&ms)?; // populate
-    tracker
-        .set_logging_all(ms.vm(), true)
-        .map_err(|e| e.to_string())?;
+    tracker.set_logging_all(ms.vm(), true)?;
     let mut out = PageSet::new(pages);
-    tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
+    tracker.harvest_into(&mut out)?;
     let gib = bytes as f64 / (1u64 << 30) as f64;
 
     // Nothing dirty: steady state into a reused set, then through `harvest()` (fresh set each).
     let mut clean = Vec::new();
     for _ in 0..clean_n {
-        clean.push(tracker.harvest_into(&mut out).map_err(|e| e.to_string())?);
+        clean.push(tracker.harvest_into(&mut out)?);
     }
     let mut fresh = Vec::new();
     for _ in 0..clean_n {
-        let set = tracker.harvest().map_err(|e| e.to_string())?;
+        let set = tracker.harvest()?;
         fresh.push(tracker.last_stats());
         if !set.is_empty() {
-            return Err(format!(
-                "{} pages dirty with the guest stopped",
-                set.count()
-            ));
+            return Err(DirtyBenchError::Harvest {
+                what: "guest stopped".into(),
+                written: 0,
+                harvested: set.count(),
+            });
         }
     }
     // Everything dirty.
     let mut dirty = HarvestStats::default();
     for _ in 0..dirty_n {
         round(&ms)?;
-        let st = tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
+        let st = tracker.harvest_into(&mut out)?;
         if out.count() != pages {
-            return Err(format!(
-                "all {pages} pages written, {} harvested",
-                out.count()
-            ));
+            return Err(DirtyBenchError::Harvest {
+                what: "all pages written".into(),
+                written: pages,
+                harvested: out.count(),
+            });
         }
         dirty.add(&st);
     }

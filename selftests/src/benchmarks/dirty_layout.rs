@@ -14,6 +14,7 @@
 //! of `ours` over sptes that are already read-only (logging re-enabled with INITIALLY_SET and no
 //! guest write in between) isolates what write-protecting writable sptes costs.
 
+use super::DirtyBenchError;
 use crate::args::{positive, size_at_least, ArgValueError};
 use crate::ktap;
 #[cfg(target_arch = "x86_64")]
@@ -153,10 +154,9 @@ struct Running {
 
 use ktap::fail;
 
-fn round(vm: &Vm, value: u64) -> Result<Duration, String> {
+fn round(vm: &Vm, value: u64) -> Result<Duration, DirtyBenchError> {
     let t = Instant::now();
-    vm.sync_all(1, value, Duration::from_secs(300))
-        .map_err(|e| e.to_string())?;
+    vm.sync_all(1, value, Duration::from_secs(300))?;
     Ok(t.elapsed())
 }
 
@@ -187,11 +187,11 @@ fn add_delta(
     }
 }
 
-fn setup(l: &Layout) -> Result<Running, String> {
-    let mut vm = Vm::new(l.cfg.clone()).map_err(|e| e.to_string())?;
+fn setup(l: &Layout) -> Result<Running, DirtyBenchError> {
+    let mut vm = Vm::new(l.cfg.clone())?;
     let mut opts = DirtyOptions::new(DirtyMode::ClearLog);
     opts.initially_set = true;
-    let mut tracker = DirtyTracker::new(&mut vm, opts).map_err(|e| e.to_string())?;
+    let mut tracker = DirtyTracker::new(&mut vm, opts)?;
     let pages = vm.page_map().len();
     let base = vm.page_map().page(0).map(|p| p.gpa).unwrap_or_default();
     let entry = if l.cfg.guest_cpl0 {
@@ -199,19 +199,15 @@ fn setup(l: &Layout) -> Result<Running, String> {
     } else {
         guest_dirty_all as *const () as usize
     };
-    vm.start(entry, |_| [base, pages])
-        .map_err(|e| e.to_string())?;
-    vm.wait_sync_all(1, Duration::from_secs(300))
-        .map_err(|e| e.to_string())?;
+    vm.start(entry, |_| [base, pages])?;
+    vm.wait_sync_all(1, Duration::from_secs(300))?;
     round(&vm, 1)?; // populate
-    tracker
-        .set_logging_all(&vm, true)
-        .map_err(|e| e.to_string())?;
+    tracker.set_logging_all(&vm, true)?;
     let mut out = PageSet::new(pages);
     // The first CLEAR after enabling with INITIALLY_SET re-protects the populated pages: not
     // part of the steady state the kernel test averages.
     round(&vm, 2)?;
-    tracker.harvest_into(&mut out).map_err(|e| e.to_string())?;
+    tracker.harvest_into(&mut out)?;
     Ok(Running {
         name: l.name,
         vm,
@@ -224,22 +220,18 @@ fn setup(l: &Layout) -> Result<Running, String> {
     })
 }
 
-fn iterate(r: &mut Running, value: u64) -> Result<(), String> {
+fn iterate(r: &mut Running, value: u64) -> Result<(), DirtyBenchError> {
     let a = snapshot(&r.vm);
     let d = round(&r.vm, value)?;
-    let st = r
-        .tracker
-        .harvest_into(&mut r.out)
-        .map_err(|e| e.to_string())?;
+    let st = r.tracker.harvest_into(&mut r.out)?;
     let b = snapshot(&r.vm);
     add_delta(&mut r.stats, &a, &b);
     if r.out.count() != r.vm.page_map().len() {
-        return Err(format!(
-            "{}: all {} pages written, {} harvested",
-            r.name,
-            r.vm.page_map().len(),
-            r.out.count()
-        ));
+        return Err(DirtyBenchError::Harvest {
+            what: r.name.to_string(),
+            written: r.vm.page_map().len(),
+            harvested: r.out.count(),
+        });
     }
     r.dirty_ns.push(d.as_nanos() as u64);
     r.get_ns.push(st.get_ns);
@@ -254,19 +246,12 @@ fn median_ns(v: &[u64]) -> f64 {
 
 /// CLEAR of every page over sptes that are already read-only: logging re-enabled with
 /// INITIALLY_SET (all bits set, nothing write-protected) after a CLEAR with no guest write since.
-fn clear_read_only(r: &mut Running, n: usize) -> Result<f64, String> {
+fn clear_read_only(r: &mut Running, n: usize) -> Result<f64, DirtyBenchError> {
     let mut v = Vec::new();
     for _ in 0..n {
-        r.tracker
-            .set_logging_all(&r.vm, false)
-            .map_err(|e| e.to_string())?;
-        r.tracker
-            .set_logging_all(&r.vm, true)
-            .map_err(|e| e.to_string())?;
-        let st = r
-            .tracker
-            .harvest_into(&mut r.out)
-            .map_err(|e| e.to_string())?;
+        r.tracker.set_logging_all(&r.vm, false)?;
+        r.tracker.set_logging_all(&r.vm, true)?;
+        let st = r.tracker.harvest_into(&mut r.out)?;
         v.push(st.clear_ns);
     }
     Ok(median_ns(&v))
@@ -341,10 +326,10 @@ pub fn run(args: &DirtyLayoutArgs) -> ExitCode {
     // Interleaved: iteration i of every layout before iteration i + 1 of any.
     for i in 0..iterations {
         for r in vms.iter_mut() {
-            iterate(r, i + 3).unwrap_or_else(|e| fail(&e));
+            iterate(r, i + 3).unwrap_or_else(|e| fail(&e.to_string()));
         }
     }
-    let ro = clear_read_only(&mut vms[1], 5).unwrap_or_else(|e| fail(&e));
+    let ro = clear_read_only(&mut vms[1], 5).unwrap_or_else(|e| fail(&e.to_string()));
     let pages = bytes / 4096;
     println!(
         "dirty log cost per iteration, {} MiB ({} pages all written), 1 vCPU, clear-log + INITIALLY_SET, medians of {} interleaved iterations",

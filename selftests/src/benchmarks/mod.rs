@@ -16,6 +16,31 @@ pub mod uffd;
 
 use std::process::ExitCode;
 
+/// Why a dirty-tracking benchmark stopped: a VM, memstress or dirty-log error, or a harvest that
+/// did not see what the guest wrote.
+#[derive(Debug, thiserror::Error)]
+pub enum DirtyBenchError {
+    /// Creating or running the VM.
+    #[error(transparent)]
+    Vm(#[from] agelab_vmm::VmError),
+    /// The memstress guest.
+    #[error(transparent)]
+    Memstress(#[from] agelab_vmm::memstress::MemstressError),
+    /// Enabling or harvesting the dirty log.
+    #[error(transparent)]
+    Dirty(#[from] agelab_vmm::DirtyError),
+    /// A harvest that does not match what the guest wrote.
+    #[error("{what}: {written} pages written, {harvested} harvested")]
+    Harvest {
+        /// Which VM or round.
+        what: String,
+        /// Pages the guest wrote (0: the guest was stopped).
+        written: u64,
+        /// Pages the dirty log reported.
+        harvested: u64,
+    },
+}
+
 /// `agelab bench`: which benchmark to run (the foundation benchmark without a name).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {

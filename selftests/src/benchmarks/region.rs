@@ -24,6 +24,7 @@
 //!  [--rounds N] [--passes N] [--warmup N] [--epoch-ms MS]`
 
 use crate::args::{positive, ArgValueError};
+use crate::cli::check::ValueError;
 use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::budget::stalled;
 use agelab_mglru::sources::uffd_minor::guest::{GuidedGuest, GuidedGuestError};
@@ -97,9 +98,10 @@ const DEFAULT_SPECS: [&str; 2] = [
 ];
 
 /// An arm as `--arms` names it.
-fn arm_arg(s: &str) -> Result<Arm, String> {
-    parse_arm(s).ok_or_else(|| {
-        format!("'{s}' is not an arm (none, pages, pages:P%, regions:S, regions:S:P%)")
+fn arm_arg(s: &str) -> Result<Arm, ValueError> {
+    parse_arm(s).ok_or_else(|| ValueError::NotExpected {
+        value: s.to_string(),
+        expected: "not an arm (none, pages, pages:P%, regions:S, regions:S:P%)",
     })
 }
 

@@ -14,6 +14,7 @@
 //!  [--reps N] [--budgets 1000,10000,all] [--backing anon|memfd]`
 
 use crate::args::{from_str, positive};
+use crate::cli::check::ValueError;
 use agelab_mglru::host_guard::install_signal_cleanup;
 use agelab_mglru::sources::uffd_minor::{AccessEstimate, UffdMinorConfig, UffdMinorSource, Z95};
 use agelab_mglru::sources::uffd_wp::{UffdWpMode, UffdWpSource};
@@ -73,14 +74,17 @@ fn workload_spec(s: &str) -> Result<String, WorkloadSpecError> {
 }
 
 /// A fault budget: faults per second (`10_000` allowed) or `all`.
-fn budget(s: &str) -> Result<Option<u64>, String> {
+fn budget(s: &str) -> Result<Option<u64>, ValueError> {
     match s {
         "all" => Ok(None),
         n => n
             .replace('_', "")
             .parse()
             .map(Some)
-            .map_err(|_| format!("'{n}' is not a number of faults per second or 'all'")),
+            .map_err(|_| ValueError::NotExpected {
+                value: n.to_string(),
+                expected: "not a number of faults per second or 'all'",
+            }),
     }
 }
 

@@ -18,8 +18,8 @@ pub enum ValueError {
         expected: &'static str,
     },
     /// Not a size.
-    #[error("{0}")]
-    Size(String),
+    #[error(transparent)]
+    Size(#[from] agelab_util::units::UnitError),
     /// A zram swap size below what zram swap accepts.
     #[error("'{value}' is {bytes} bytes: zram swap needs at least {min_mib} MiB")]
     ZramTooSmall {

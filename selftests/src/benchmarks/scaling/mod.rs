@@ -15,6 +15,7 @@
 mod measure;
 mod table;
 
+use crate::args::from_str;
 use crate::cli::check;
 use agelab_mglru::host_guard::{install_panic_hook, install_signal_cleanup};
 use agelab_mglru::sources::uffd_minor::ArmPolicy;
@@ -35,7 +36,7 @@ pub struct ScalingArgs {
     #[arg(long, default_value = "1G,4G,16G", value_parser = parse_sizes)]
     sizes: Sizes,
     /// Guest memory backing (default: `agelab run`'s, memfd = shmem in 4 KiB pages).
-    #[arg(long, default_value = "memfd", value_parser = parse_backing)]
+    #[arg(long, default_value = "memfd", value_parser = from_str::<Backing>)]
     backing: Backing,
     /// vCPUs per VM (`agelab run`'s default).
     #[arg(long, default_value_t = 2)]
@@ -47,7 +48,7 @@ pub struct ScalingArgs {
     #[arg(long, default_value_t = 16)]
     touches: u64,
     /// uffd-minor arming (a uniform sample by default: `sample:FAULTS_PER_S`).
-    #[arg(long, default_value = "sample:1000", value_parser = parse_uffd_arm)]
+    #[arg(long, default_value = "sample:1000", value_parser = from_str::<ArmPolicy>)]
     uffd_arm: ArmPolicy,
     /// Sources to report as unavailable without measuring them (negative control of the
     /// table's completeness: they must show as `unavailable: ...`, not vanish).
@@ -68,36 +69,38 @@ pub struct ScalingArgs {
 #[derive(Debug, Clone)]
 pub struct Sizes(Vec<u64>);
 
-fn parse_sizes(s: &str) -> Result<Sizes, String> {
+/// Why `--sizes` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SizesError {
+    /// One of the sizes is not a size.
+    #[error(transparent)]
+    Size(#[from] agelab_util::units::UnitError),
+    /// Only commas.
+    #[error("no size given")]
+    Empty,
+    /// Not smallest first.
+    #[error("'{0}': sizes must grow (smallest first)")]
+    NotGrowing(String),
+}
+
+fn parse_sizes(s: &str) -> Result<Sizes, SizesError> {
     let v = s
         .split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
         .map(parse_size)
-        .collect::<Result<Vec<u64>, String>>()?;
+        .collect::<Result<Vec<u64>, _>>()?;
     if v.is_empty() {
-        return Err("no size given".into());
+        return Err(SizesError::Empty);
     }
     if v.windows(2).any(|w| w[1] <= w[0]) {
-        return Err(format!("'{s}': sizes must grow (smallest first)"));
+        return Err(SizesError::NotGrowing(s.to_string()));
     }
     Ok(Sizes(v))
 }
 
-fn parse_backing(s: &str) -> Result<Backing, String> {
-    s.parse()
-        .map_err(|e: agelab_vmm::MemoryError| e.to_string())
-}
-
-fn parse_uffd_arm(s: &str) -> Result<ArmPolicy, String> {
-    s.parse()
-        .map_err(|e: agelab_mglru::sources::uffd_minor::ArmPolicyError| e.to_string())
-}
-
-fn parse_kind(s: &str) -> Result<SourceKind, String> {
-    s.trim()
-        .parse()
-        .map_err(|e: agelab_mglru::sources::CatalogError| e.to_string())
+fn parse_kind(s: &str) -> Result<SourceKind, agelab_mglru::sources::CatalogError> {
+    s.trim().parse()
 }
 
 /// The conditions of the run, printed above the table and in `--json`.
