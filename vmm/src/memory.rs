@@ -65,30 +65,40 @@ pub enum MemoryError {
     /// vm-memory rejected the layout.
     #[error("guest memory layout rejected: {0}")]
     Layout(String),
-    /// The kernel has no multi-size THP of the backing's size.
-    #[error("{backing} backing: this kernel has no {kib} KiB multi-size THP ({} missing; anonymous mTHP needs 6.8+, shmem 6.11+)", .knob.display())]
-    NoLargeFolios {
-        /// Backing name.
-        backing: String,
-        /// Folio size in KiB.
-        kib: u32,
-        /// The missing knob.
-        knob: PathBuf,
-    },
-    /// The backing's folio size is off for advised memory.
-    #[error("{backing} backing: {kib} KiB folios are off for advised memory ({} is {value}); agelab's commands turn them on for the run (journaled), or: echo {want} > {}", .knob.display(), .knob.display())]
-    LargeFoliosOff {
-        /// Backing name.
-        backing: String,
-        /// Folio size in KiB.
-        kib: u32,
-        /// The knob.
-        knob: PathBuf,
-        /// Its value.
-        value: String,
-        /// The value that turns the size on for advised memory.
-        want: &'static str,
-    },
+    /// The kernel lacks the backing's multi-size THP size, or has it off for advised memory
+    /// (boxed: the error type stays small).
+    #[error("{0}")]
+    LargeFolios(Box<LargeFolioRefusal>),
+}
+
+/// Why an mTHP backing cannot be mapped.
+#[derive(Debug)]
+pub struct LargeFolioRefusal {
+    /// Backing name.
+    pub backing: String,
+    /// Folio size in KiB.
+    pub kib: u32,
+    /// The size's knob.
+    pub knob: PathBuf,
+    /// `None`: the knob is missing (no such size in this kernel); else its value and the value
+    /// that turns the size on for advised memory.
+    pub off: Option<(String, &'static str)>,
+}
+
+impl std::fmt::Display for LargeFolioRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (b, kib, knob) = (&self.backing, self.kib, self.knob.display());
+        match &self.off {
+            None => write!(
+                f,
+                "{b} backing: this kernel has no {kib} KiB multi-size THP ({knob} missing; anonymous mTHP needs 6.8+, shmem 6.11+)"
+            ),
+            Some((value, want)) => write!(
+                f,
+                "{b} backing: {kib} KiB folios are off for advised memory ({knob} is {value}); agelab's commands turn them on for the run (journaled), or: echo {want} > {knob}"
+            ),
+        }
+    }
 }
 
 /// Every accepted backing name, for help texts and errors. The kernel KVM selftests' names are
@@ -179,8 +189,7 @@ impl MemoryError {
             | MemoryError::TooLarge { .. }
             | MemoryError::NoHugePages { .. }
             | MemoryError::FileBacking { .. }
-            | MemoryError::NoLargeFolios { .. }
-            | MemoryError::LargeFoliosOff { .. } => true,
+            | MemoryError::LargeFolios(_) => true,
             MemoryError::Os { .. } | MemoryError::Layout(_) => false,
         }
     }
@@ -341,11 +350,12 @@ impl Backing {
     }
 
     fn no_large_folios(&self, knob: PathBuf) -> MemoryError {
-        MemoryError::NoLargeFolios {
+        MemoryError::LargeFolios(Box::new(LargeFolioRefusal {
             backing: self.to_string(),
             kib: self.large_folio().map_or(0, |f| f.kib),
             knob,
-        }
+            off: None,
+        }))
     }
 
     /// Refuses an mTHP backing whose size this kernel lacks or has off for advised memory.
@@ -356,13 +366,12 @@ impl Backing {
         match lf.state() {
             KnobState::On => Ok(()),
             KnobState::Missing(knob) => Err(self.no_large_folios(knob)),
-            KnobState::Off(value) => Err(MemoryError::LargeFoliosOff {
+            KnobState::Off(value) => Err(MemoryError::LargeFolios(Box::new(LargeFolioRefusal {
                 backing: self.to_string(),
                 kib: lf.kib,
                 knob: lf.knob(),
-                value,
-                want: lf.advised_value(),
-            }),
+                off: Some((value, lf.advised_value())),
+            }))),
         }
     }
 }

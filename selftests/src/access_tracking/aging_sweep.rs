@@ -320,7 +320,8 @@ pub fn tables(plan: &SweepPlan, cells: &[SweepCell]) -> String {
         for c in rows {
             match &c.skipped {
                 Some(why) => out += &format!("| {} | skipped: {why} | | | | | | |\n", c.vcpus),
-                None => out += &format!(
+                None => {
+                    out += &format!(
                     "| {} | {:.3} ms | {:.3} ms | {} | {:.0} of {} | {:.1} | {:.1} | {:.2}x |\n",
                     c.vcpus,
                     c.pass_median_s * 1e3,
@@ -331,7 +332,8 @@ pub fn tables(plan: &SweepPlan, cells: &[SweepCell]) -> String {
                     c.guest_ns_idle,
                     c.guest_ns_aging,
                     c.slowdown()
-                ),
+                )
+                }
             }
         }
     }
