@@ -4,6 +4,7 @@ pub mod engine;
 pub mod host_guard;
 pub mod journal;
 pub mod kernel;
+pub mod large_folios;
 pub mod lru_gen_aging;
 pub mod reclaim;
 pub mod selfcheck;

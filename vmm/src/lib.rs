@@ -6,6 +6,7 @@ pub mod arch;
 pub mod dirty;
 pub mod host_profile;
 pub mod kvm_raw;
+pub mod large_folio;
 pub mod loader;
 pub mod memory;
 pub mod memstress;

@@ -1,5 +1,6 @@
 //! Guest memory: host mappings of every backing kind, registered with vm-memory and KVM.
 
+use crate::large_folio::{KnobState, LargeFolio};
 use crate::page_map::{BackingKind, PAGE_SIZE};
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -64,13 +65,48 @@ pub enum MemoryError {
     /// vm-memory rejected the layout.
     #[error("guest memory layout rejected: {0}")]
     Layout(String),
+    /// The kernel lacks the backing's multi-size THP size, or has it off for advised memory
+    /// (boxed: the error type stays small).
+    #[error("{0}")]
+    LargeFolios(Box<LargeFolioRefusal>),
+}
+
+/// Why an mTHP backing cannot be mapped.
+#[derive(Debug)]
+pub struct LargeFolioRefusal {
+    /// Backing name.
+    pub backing: String,
+    /// Folio size in KiB.
+    pub kib: u32,
+    /// The size's knob.
+    pub knob: PathBuf,
+    /// `None`: the knob is missing (no such size in this kernel); else its value and the value
+    /// that turns the size on for advised memory.
+    pub off: Option<(String, &'static str)>,
+}
+
+impl std::fmt::Display for LargeFolioRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (b, kib, knob) = (&self.backing, self.kib, self.knob.display());
+        match &self.off {
+            None => write!(
+                f,
+                "{b} backing: this kernel has no {kib} KiB multi-size THP ({knob} missing; anonymous mTHP needs 6.8+, shmem 6.11+)"
+            ),
+            Some((value, want)) => write!(
+                f,
+                "{b} backing: {kib} KiB folios are off for advised memory ({knob} is {value}); agelab's commands turn them on for the run (journaled), or: echo {want} > {knob}"
+            ),
+        }
+    }
 }
 
 /// Every accepted backing name, for help texts and errors. The kernel KVM selftests' names are
 /// accepted with the same meaning: `anonymous` (4 KiB pages: `MADV_NOHUGEPAGE`), `anonymous_thp`,
 /// `anonymous_hugetlb`/`anonymous_hugetlb_2mb`, `shmem`.
 pub const BACKING_NAMES: &str = "anon|anonymous (4 KiB pages), thp|anonymous_thp (2 MiB THP), \
-memfd|shmem, hugetlb|anonymous_hugetlb|anonymous_hugetlb_2mb, or file:PATH";
+memfd|shmem, hugetlb|anonymous_hugetlb|anonymous_hugetlb_2mb, mthp-SIZE (anonymous multi-size THP, \
+e.g. mthp-16k, mthp-64k; 16k..1m), memfd-mthp-SIZE|shmem-mthp-SIZE (shmem large folios), or file:PATH";
 
 /// How test memory is backed (parsed from the names in [`BACKING_NAMES`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +122,10 @@ pub enum Backing {
     Thp,
     /// `MAP_HUGETLB` with 2 MiB pages.
     HugeTlb,
+    /// Anonymous memory in multi-size THP folios of one size below 2 MiB (`mthp-64k`).
+    Mthp(u32),
+    /// A memfd (shmem) in large folios of one size below 2 MiB (`memfd-mthp-64k`).
+    MemfdMthp(u32),
 }
 
 impl FromStr for Backing {
@@ -97,10 +137,27 @@ impl FromStr for Backing {
             "memfd" | "shmem" => Ok(Backing::Memfd),
             "thp" | "anonymous_thp" => Ok(Backing::Thp),
             "hugetlb" | "anonymous_hugetlb" | "anonymous_hugetlb_2mb" => Ok(Backing::HugeTlb),
-            _ => match s.strip_prefix("file:") {
-                Some(p) if !p.is_empty() => Ok(Backing::File(PathBuf::from(p))),
-                _ => Err(MemoryError::UnknownBacking(s.to_string())),
-            },
+            _ => {
+                if let Some(p) = s.strip_prefix("file:") {
+                    if !p.is_empty() {
+                        return Ok(Backing::File(PathBuf::from(p)));
+                    }
+                }
+                let size = |rest: &str| {
+                    LargeFolio::parse_size(rest)
+                        .ok_or_else(|| MemoryError::UnknownBacking(s.to_string()))
+                };
+                if let Some(rest) = s
+                    .strip_prefix("memfd-mthp-")
+                    .or(s.strip_prefix("shmem-mthp-"))
+                {
+                    return size(rest).map(Backing::MemfdMthp);
+                }
+                if let Some(rest) = s.strip_prefix("mthp-") {
+                    return size(rest).map(Backing::Mthp);
+                }
+                Err(MemoryError::UnknownBacking(s.to_string()))
+            }
         }
     }
 }
@@ -113,6 +170,11 @@ impl std::fmt::Display for Backing {
             Backing::File(p) => write!(f, "file:{}", p.display()),
             Backing::Thp => f.write_str("thp"),
             Backing::HugeTlb => f.write_str("hugetlb"),
+            Backing::Mthp(_) | Backing::MemfdMthp(_) => {
+                let lf = self.large_folio().expect("mTHP backings have a folio size");
+                let kind = if lf.shmem { "memfd-mthp" } else { "mthp" };
+                write!(f, "{kind}-{}", lf.size_name())
+            }
         }
     }
 }
@@ -126,7 +188,8 @@ impl MemoryError {
             | MemoryError::BadSize { .. }
             | MemoryError::TooLarge { .. }
             | MemoryError::NoHugePages { .. }
-            | MemoryError::FileBacking { .. } => true,
+            | MemoryError::FileBacking { .. }
+            | MemoryError::LargeFolios(_) => true,
             MemoryError::Os { .. } | MemoryError::Layout(_) => false,
         }
     }
@@ -190,6 +253,12 @@ pub fn check_layout(backing: &Backing, mem_bytes: u64, slots: usize) -> Result<(
                 refuse_existing(&m).map_err(|e| bad(e.to_string()))?;
             } else {
                 check_new_file_location(path).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        Backing::Mthp(_) | Backing::MemfdMthp(_) => {
+            // Only that the size exists: turning it on is the caller's journaled change.
+            if let Some(KnobState::Missing(knob)) = backing.large_folio().map(LargeFolio::state) {
+                return Err(backing.no_large_folios(knob));
             }
         }
         Backing::Anon | Backing::Memfd | Backing::Thp => {}
@@ -283,14 +352,65 @@ impl Backing {
             Backing::File(p) => BackingKind::File(p.clone()),
             Backing::Thp => BackingKind::TransparentHuge,
             Backing::HugeTlb => BackingKind::HugeTlb,
+            // Private anonymous memory advised MADV_HUGEPAGE, whatever the folio size.
+            Backing::Mthp(_) => BackingKind::TransparentHuge,
+            Backing::MemfdMthp(_) => BackingKind::Memfd,
         }
     }
 
     /// Alignment every slot of this backing needs.
     pub fn alignment(&self) -> u64 {
         match self {
-            Backing::Thp | Backing::HugeTlb => HUGE_2M,
+            // mTHP: the VMA split works in 1 MiB pieces of a 2 MiB-aligned mapping.
+            Backing::Thp | Backing::HugeTlb | Backing::Mthp(_) | Backing::MemfdMthp(_) => HUGE_2M,
             _ => PAGE_SIZE,
+        }
+    }
+
+    /// The large-folio size of an mTHP backing.
+    pub fn large_folio(&self) -> Option<LargeFolio> {
+        match *self {
+            Backing::Mthp(kib) => Some(LargeFolio { kib, shmem: false }),
+            Backing::MemfdMthp(kib) => Some(LargeFolio { kib, shmem: true }),
+            _ => None,
+        }
+    }
+
+    /// The size of the folios this backing is meant to put guest memory in, where it decides it
+    /// (`None`: memfd and files follow the host's shmem/page-cache policy, `thp` falls back to
+    /// 4 KiB where a 2 MiB page cannot be had).
+    pub fn folio_bytes(&self) -> Option<u64> {
+        match self {
+            Backing::Anon => Some(PAGE_SIZE),
+            Backing::HugeTlb => Some(HUGE_2M),
+            Backing::Mthp(_) | Backing::MemfdMthp(_) => self.large_folio().map(LargeFolio::bytes),
+            Backing::Memfd | Backing::File(_) | Backing::Thp => None,
+        }
+    }
+
+    fn no_large_folios(&self, knob: PathBuf) -> MemoryError {
+        MemoryError::LargeFolios(Box::new(LargeFolioRefusal {
+            backing: self.to_string(),
+            kib: self.large_folio().map_or(0, |f| f.kib),
+            knob,
+            off: None,
+        }))
+    }
+
+    /// Refuses an mTHP backing whose size this kernel lacks or has off for advised memory.
+    fn check_large_folios_on(&self) -> Result<(), MemoryError> {
+        let Some(lf) = self.large_folio() else {
+            return Ok(());
+        };
+        match lf.state() {
+            KnobState::On => Ok(()),
+            KnobState::Missing(knob) => Err(self.no_large_folios(knob)),
+            KnobState::Off(value) => Err(MemoryError::LargeFolios(Box::new(LargeFolioRefusal {
+                backing: self.to_string(),
+                kib: lf.kib,
+                knob: lf.knob(),
+                off: Some((value, lf.advised_value())),
+            }))),
         }
     }
 }
@@ -378,19 +498,21 @@ impl HostMapping {
                     }
                 })
             }
+            Backing::Mthp(_) => {
+                backing.check_large_folios_on()?;
+                let m = Self::anon(ulen, 0)?;
+                m.advise_large_folios()?;
+                Ok(m)
+            }
+            Backing::MemfdMthp(_) => {
+                backing.check_large_folios_on()?;
+                let file = new_memfd(index, len)?;
+                let m = Self::shared_aligned(file, ulen)?;
+                m.advise_large_folios()?;
+                Ok(m)
+            }
             Backing::Memfd => {
-                let name = format!("agelab-guest-{index}\0");
-                // SAFETY: `name` is NUL-terminated; memfd_create returns a new fd or -1.
-                let fd = unsafe { libc::memfd_create(name.as_ptr().cast(), libc::MFD_CLOEXEC) };
-                if fd < 0 {
-                    return Err(os("memfd_create"));
-                }
-                // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-                let file = unsafe { File::from_raw_fd(fd) };
-                file.set_len(len).map_err(|err| MemoryError::Os {
-                    what: "ftruncate(memfd)",
-                    err,
-                })?;
+                let file = new_memfd(index, len)?;
                 Self::shared(file, ulen)
             }
             Backing::File(path) => {
@@ -470,6 +592,79 @@ impl HostMapping {
         Self::shared_at(file, 0, len)
     }
 
+    /// `MADV_HUGEPAGE` on the whole mapping, then the VMA split of
+    /// [`LargeFolio::split_granule`] that keeps 2 MiB folios out.
+    fn advise_large_folios(&self) -> Result<(), MemoryError> {
+        // SAFETY: advising our own fresh mapping; MADV_HUGEPAGE changes no data.
+        let rc = unsafe { libc::madvise(self.addr.cast(), self.len, libc::MADV_HUGEPAGE) };
+        if rc != 0 {
+            return Err(os("madvise(MADV_HUGEPAGE)"));
+        }
+        let granule = crate::large_folio::SPLIT_GRANULE as usize;
+        for off in (granule..self.len).step_by(2 * granule) {
+            let len = granule.min(self.len - off);
+            // SAFETY: a sub-range of our own mapping; MADV_DONTDUMP only leaves it out of core
+            // dumps.
+            let rc = unsafe { libc::madvise(self.addr.add(off).cast(), len, libc::MADV_DONTDUMP) };
+            if rc != 0 {
+                return Err(os("madvise(MADV_DONTDUMP)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps all of `file` shared at a 2 MiB-aligned address (large shmem folios need the
+    /// address and the file offset aligned alike).
+    fn shared_aligned(file: File, len: usize) -> Result<Self, MemoryError> {
+        let align = HUGE_2M as usize;
+        let reserve = len + align;
+        // SAFETY: reserving address space at an address of the kernel's choice.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                reserve,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(os("mmap(address reservation)"));
+        }
+        let start = (raw as usize).next_multiple_of(align);
+        // SAFETY: MAP_FIXED over the reservation we own; then trimming its unused head and tail.
+        let mapped = unsafe {
+            let m = libc::mmap(
+                start as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                0,
+            );
+            let head = start - raw as usize;
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            let tail = reserve - head - len;
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
+            m
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(os("mmap(shared guest memory)"));
+        }
+        let m = HostMapping {
+            addr: start as *mut u8,
+            len,
+            file: Some(file),
+        };
+        m.exclude_from_fork()?;
+        Ok(m)
+    }
+
     /// Maps `len` bytes of `file` from `offset`, shared (one slot of a multi-slot file backing).
     pub fn shared_at(file: File, offset: u64, len: usize) -> Result<Self, MemoryError> {
         // SAFETY: mapping `len` bytes at `offset` of a file we hold open and sized to cover them.
@@ -502,6 +697,23 @@ impl Drop for HostMapping {
         // the VM (which is dropped first) is gone.
         unsafe { libc::munmap(self.addr.cast(), self.len) };
     }
+}
+
+/// A new memfd of `len` bytes, named after slot `index`.
+fn new_memfd(index: usize, len: u64) -> Result<File, MemoryError> {
+    let name = format!("agelab-guest-{index}\0");
+    // SAFETY: `name` is NUL-terminated; memfd_create returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr().cast(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(os("memfd_create"));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len).map_err(|err| MemoryError::Os {
+        what: "ftruncate(memfd)",
+        err,
+    })?;
+    Ok(file)
 }
 
 fn os(what: &'static str) -> MemoryError {
@@ -650,5 +862,29 @@ mod tests {
         }
         // The kernel's other hugetlb sizes are not offered: 2 MiB is the only size mapped here.
         assert!("anonymous_hugetlb_1gb".parse::<Backing>().is_err());
+    }
+
+    #[test]
+    fn mthp_backings_parse_and_round_trip() {
+        for (name, want, shown) in [
+            ("mthp-64k", Backing::Mthp(64), "mthp-64k"),
+            ("mthp-16K", Backing::Mthp(16), "mthp-16k"),
+            ("mthp-1m", Backing::Mthp(1024), "mthp-1m"),
+            ("memfd-mthp-64k", Backing::MemfdMthp(64), "memfd-mthp-64k"),
+            ("shmem-mthp-32kB", Backing::MemfdMthp(32), "memfd-mthp-32k"),
+        ] {
+            let b: Backing = name.parse().unwrap();
+            assert_eq!(b, want, "{name}");
+            assert_eq!(b.to_string(), shown);
+            assert_eq!(shown.parse::<Backing>().unwrap(), want);
+        }
+        for bad in ["mthp-", "mthp-2m", "mthp-48k", "mthp-8k", "shmem-mthp-4k"] {
+            let e = bad.parse::<Backing>().unwrap_err().to_string();
+            assert!(e.contains(&format!("unknown backing '{bad}'")), "{e}");
+            assert!(e.contains("mthp-SIZE"), "{e}");
+        }
+        assert_eq!(Backing::Mthp(64).folio_bytes(), Some(64 << 10));
+        assert_eq!(Backing::Mthp(64).kind(), BackingKind::TransparentHuge);
+        assert_eq!(Backing::MemfdMthp(64).kind(), BackingKind::Memfd);
     }
 }

@@ -6,7 +6,9 @@
 //! The scenario binaries in `src/bin` stay short; everything they share lives here.
 
 pub mod agents;
+pub mod aging_sweep;
 pub mod env;
+pub mod folios;
 pub mod kvm_trace;
 pub mod lru_gen;
 pub mod page_idle;

@@ -22,32 +22,52 @@
 //! `-s hugetlb`), 2 for a bad command line (the kernel's getopt tests exit 1 through a failed
 //! assertion; a distinct code lets scripts tell usage errors from test failures).
 
+use agelab::access_tracking::aging_sweep::{
+    measure_cell, tables, SweepPlan, SweepReport, SWEEP_SOURCES,
+};
 use agelab::access_tracking::env::{
     detect_tracking, idle_check_unreliable, running_nested, TrackingMode,
 };
-use agelab::access_tracking::lru_gen::{MemcgAging, MemcgGenerations};
+use agelab::access_tracking::folios::prepare_backing;
+use agelab::access_tracking::lru_gen::{lru_gen_usable, MemcgAging, MemcgGenerations};
 use agelab::access_tracking::page_idle::{IdleMarkReport, IdleMarker};
 use agelab::access_tracking::{fail, phase_line};
-use agelab::args::{from_str, number_in, size_at_least};
+use agelab::args::{duration_at_least, from_str, number_in, size_at_least};
 use agelab::ktap::{self, Ktap, OrFail, OrSkip, TestId, TestPlan};
+use agelab_mglru::kernel::lru_gen::LruGenControl;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig};
 use agelab_vmm::{Backing, PAGE_SIZE};
 use clap::Parser;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const NAME: &str = "access_tracking_perf_test";
 
 const USAGE: &str =
     "usage: access_tracking_perf_test [-h] [-b vcpu_bytes] [-v vcpus] [-o] [-s mem_type] [-w warn]
+       access_tracking_perf_test -p [-b vcpu_bytes] [-s mem_type] [--vcpu-counts 1,2,4,8,16]
+                                 [--sources LIST] [--window 1s] [--passes 3] [--read] [--json]
   -h: display this help message
   -b: memory each vCPU touches, e.g. 64M or 1G (default: 1G)
   -v: number of vCPUs (default: 1)
   -o: overlap guest memory accesses instead of partitioning them per vCPU
   -s: backing: anonymous|anon (4 KiB pages) | anonymous_thp|thp | shmem|memfd |
-      anonymous_hugetlb|anonymous_hugetlb_2mb|hugetlb | file:PATH (default: anonymous)
+      anonymous_hugetlb|anonymous_hugetlb_2mb|hugetlb | mthp-SIZE (anonymous multi-size THP,
+      e.g. mthp-64k) | memfd-mthp-SIZE (shmem large folios) | file:PATH (default: anonymous);
+      an mTHP size is turned on for the test (journaled, restored), skipped where missing
   -w: more than 10% of pages still idle/old after the guest touched them: 0 = fail, >0 = warn
       only (default: warn with NUMA balancing on, else fail; unlike the kernel's test, running
-      nested alone does not warn: pass -w 1 on nested hardware)";
+      nested alone does not warn: pass -w 1 on nested hardware)
+  -p: aging while the vCPUs fault, by vCPU count (the mode the kernel test dropped): for each
+      vCPU count and source, one thread runs aging passes back to back while every vCPU sweeps
+      its region; prints per cell the pass time (median, p99), the pages found young (median)
+      and the vCPUs' ns per access against a window without aging. -v and -o are not used.
+  --vcpu-counts: vCPU counts of the -p sweep (default: 1,2,4,8,16)
+  --sources: sources of the -p sweep (default: lru_gen,page_idle,kvm-clear-log,uffd-minor;
+      uffd-minor needs shmem/memfd backing, a source this kernel or backing lacks is skipped)
+  --window: shortest aging window per cell, and the window without aging (default: 1s)
+  --passes: fewest aging passes per cell; the window goes on until done (default: 3)
+  --read: the vCPUs read instead of write during -p
+  --json: -p prints one JSON object instead of the tables";
 
 #[derive(Debug, Parser)]
 #[command(name = NAME, args_override_self = true)]
@@ -67,6 +87,38 @@ struct Args {
     /// Idle pages check: 0 = fail, >0 = warn only.
     #[arg(short = 'w', value_name = "warn")]
     warn: Option<u32>,
+    /// Aging while the vCPUs fault, by vCPU count.
+    #[arg(short = 'p')]
+    aging_sweep: bool,
+    /// vCPU counts of the sweep.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2,4,8,16", value_parser = number_in(1usize..=256))]
+    vcpu_counts: Vec<usize>,
+    /// Sources of the sweep.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "lru_gen,page_idle,kvm-clear-log,uffd-minor", value_parser = sweep_source)]
+    sources: Vec<String>,
+    /// Shortest aging window per cell.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration_at_least(Duration::from_millis(10)))]
+    window: Duration,
+    /// Fewest aging passes per cell.
+    #[arg(long, value_name = "N", default_value = "3", value_parser = number_in(1usize..=100_000))]
+    passes: usize,
+    /// The vCPUs read instead of write during the sweep.
+    #[arg(long)]
+    read: bool,
+    /// The sweep as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn sweep_source(s: &str) -> Result<String, String> {
+    if SWEEP_SOURCES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown sweep source '{s}' (expected {})",
+            SWEEP_SOURCES.join(", ")
+        ))
+    }
 }
 
 impl Args {
@@ -270,8 +322,12 @@ fn main() {
     }
     let a: Args = agelab::args::parse(NAME, USAGE);
     let cfg = a.memstress();
+    if a.aging_sweep {
+        run_sweep(&a, cfg);
+    }
     let warn = a.warn.map(|w| w > 0);
     agelab_vmm::vm::open_kvm().or_skip();
+    let _folio_size_on = prepare_backing(&cfg.backing);
     let unreliable = idle_check_unreliable();
     let warn_only = warn.unwrap_or(unreliable.is_some());
     let mode = detect_tracking();
@@ -383,4 +439,76 @@ fn main() {
     // Ktap::finish exits without running destructors: restore the host (memcg removal) first.
     agelab_mglru::host_guard::run_pending();
     k.finish()
+}
+
+/// `-p`: the aging-while-faulting sweep. Exits 0 when every cell was measured or skipped with its
+/// reason, 1 when a cell failed, 4 without KVM.
+fn run_sweep(a: &Args, memstress: MemstressConfig) -> ! {
+    agelab_vmm::vm::open_kvm().or_skip();
+    let folio_size_on = prepare_backing(&memstress.backing);
+    let plan = SweepPlan {
+        vcpu_counts: a.vcpu_counts.clone(),
+        sources: a.sources.clone(),
+        memstress,
+        access: if a.read { Access::Read } else { Access::Write },
+        window: a.window,
+        min_passes: a.passes,
+    };
+    // lru_gen ages the test's memcg with the process a member (the walk visits its members' mms):
+    // joined once for the sweep, so the VMM's own pages are charged too; only the young counts
+    // see them, no verdict does.
+    let memcg = match lru_gen_usable(&LruGenControl::new()) {
+        Ok(_) => MemcgAging::create(NAME)
+            .map_err(|e| e.to_string())
+            .and_then(|m| m.join().map(|()| m).map_err(|e| e.to_string())),
+        Err(why) => Err(why.to_string()),
+    };
+    let mut cells = Vec::new();
+    let mut failed = false;
+    for &n in &plan.vcpu_counts {
+        for source in &plan.sources {
+            let m = memcg.as_ref().map_err(String::as_str);
+            match measure_cell(&plan, source, n, m) {
+                Ok(c) => {
+                    if !a.json {
+                        eprintln!(
+                            "# {source} {n} vCPU(s): {}",
+                            match &c.skipped {
+                                Some(why) => format!("skipped: {why}"),
+                                None => format!(
+                                    "{} passes, median {:.3} ms",
+                                    c.passes,
+                                    c.pass_median_s * 1e3
+                                ),
+                            }
+                        );
+                    }
+                    cells.push(c);
+                }
+                Err(e) => {
+                    eprintln!("# {source} {n} vCPU(s): FAIL: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    if let Ok(m) = &memcg {
+        let _ = m.leave();
+    }
+    drop(memcg);
+    if a.json {
+        let report = SweepReport::new(&plan, &cells);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        println!("{}", tables(&plan, &cells));
+        println!(
+            "# under TCG (the lab) vCPUs share 2 host cores and there is no real TLB: pass times and slowdowns show relative costs, not mmu_lock contention at scale"
+        );
+    }
+    drop(folio_size_on);
+    agelab_mglru::host_guard::run_pending();
+    std::process::exit(i32::from(failed))
 }

@@ -40,7 +40,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub interval: Duration,
     /// Backing of guest memory: `anon` (4 KiB pages, MADV_NOHUGEPAGE), `memfd`, `file:PATH`,
-    /// `thp` (2 MiB transparent huge pages), `hugetlb`. The kernel KVM selftests' names work too:
+    /// `thp` (2 MiB transparent huge pages), `hugetlb`, `mthp-SIZE` (anonymous multi-size THP,
+    /// e.g. `mthp-64k`; the size is turned on for the run, journaled), `memfd-mthp-SIZE` (shmem
+    /// large folios). The kernel KVM selftests' names work too:
     /// `anonymous` = anon, `anonymous_thp` = thp, `shmem` = memfd, `anonymous_hugetlb` and
     /// `anonymous_hugetlb_2mb` = hugetlb.
     #[arg(long, default_value = "memfd", value_parser = parse_backing)]
@@ -159,6 +161,9 @@ pub enum RunError {
     /// The HTML report could not be written.
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    /// The backing's large-folio size is missing here or could not be turned on.
+    #[error(transparent)]
+    LargeFolios(#[from] agelab_mglru::large_folios::LargeFolioError),
 }
 
 impl HasExitClass for RunError {
@@ -167,6 +172,9 @@ impl HasExitClass for RunError {
     fn exit_class(&self) -> ExitClass {
         match self {
             RunError::Input(_)
+            | RunError::LargeFolios(agelab_mglru::large_folios::LargeFolioError::Missing {
+                ..
+            })
             | RunError::Run(AgingRunError::Vm(VmError::Config(_)))
             | RunError::Run(AgingRunError::Session(AgingSessionError::Workload(
                 WorkloadError::TooSmall { .. },
@@ -250,6 +258,10 @@ fn print_event(args: &RunArgs, e: RunEvent) {
 /// Runs the command.
 pub fn run(args: &RunArgs) -> Result<RunReport, RunError> {
     check_input(args)?;
+    let (_folio_size_on, note) = agelab_mglru::large_folios::prepare(&args.backing)?;
+    if !note.is_empty() && !args.json {
+        eprintln!("agelab run: {note}");
+    }
     let cfg = config(args);
     let report = session::run::run(&cfg, &mut |e| print_event(args, e))?;
     if let (Some(path), Some(h)) = (&args.svg, &report.heatmap) {
