@@ -4,7 +4,6 @@
 //! only counts PMD-mapped THP, `AnonHugePages`/`ShmemPmdMapped`, not smaller folios).
 
 use crate::host_guard::{HostGuardError, HostRestore, RestoreGuard};
-use crate::journal::{HostChange, Journal};
 use crate::kernel::kpageflags::{
     Kpageflags, KpageflagsError, KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL,
 };
@@ -37,15 +36,6 @@ pub enum LargeFolioError {
         /// Cause.
         #[source]
         source: HostGuardError,
-    },
-    /// The knob could not be read or written.
-    #[error("{}: {source}", .path.display())]
-    KnobIo {
-        /// The knob.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
     },
     /// Reading pagemap failed.
     #[error(transparent)]
@@ -95,20 +85,14 @@ pub fn prepare(backing: &Backing) -> Result<(Option<RestoreGuard>, String), Larg
         }),
         KnobState::Off(was) => {
             let knob = lf.knob();
-            let guard = set_choice_knob(
+            let (guard, _) = HostRestore::set_knob(
                 &format!("{} KiB {} mTHP", lf.kib, kind_name(lf)),
                 &knob,
                 lf.advised_value(),
             )
-            .map_err(|e| match e {
-                KnobError::Guard(source) => LargeFolioError::Knob {
-                    kib: lf.kib,
-                    source,
-                },
-                KnobError::Io(source) => LargeFolioError::KnobIo {
-                    path: knob.clone(),
-                    source,
-                },
+            .map_err(|source| LargeFolioError::Knob {
+                kib: lf.kib,
+                source,
             })?;
             Ok((
                 Some(guard),
@@ -120,46 +104,6 @@ pub fn prepare(backing: &Backing) -> Result<(Option<RestoreGuard>, String), Larg
             ))
         }
     }
-}
-
-enum KnobError {
-    Guard(HostGuardError),
-    Io(std::io::Error),
-}
-
-/// Journals and writes a sysfs choice knob (`always [madvise] never`). The journal keeps the
-/// selected word, the only thing such a file accepts back, not the whole line; when another live
-/// agelab process already changed the knob, its recorded original is kept instead, so whichever
-/// process restores last writes the host's own value.
-fn set_choice_knob(
-    what: &str,
-    path: &std::path::Path,
-    value: &str,
-) -> Result<RestoreGuard, KnobError> {
-    let current = std::fs::read_to_string(path).map_err(KnobError::Io)?;
-    let selected =
-        agelab_vmm::large_folio::selected(&current).unwrap_or_else(|| current.trim().to_string());
-    let live_original = Journal::system()
-        .live_changes()
-        .map_err(|e| KnobError::Guard(e.into()))?
-        .into_iter()
-        .find_map(|(_, c)| match c {
-            HostChange::Knob { path: p, restore } if p == path => Some(restore),
-            _ => None,
-        });
-    let guard = HostRestore::record(
-        what,
-        HostChange::Knob {
-            path: path.to_path_buf(),
-            restore: live_original.unwrap_or(selected),
-        },
-    )
-    .map_err(KnobError::Guard)?;
-    if let Err(e) = std::fs::write(path, value) {
-        guard.dismiss();
-        return Err(KnobError::Io(e));
-    }
-    Ok(guard)
 }
 
 /// The folios a guest's memory sits in.

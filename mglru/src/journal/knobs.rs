@@ -53,3 +53,32 @@ mod tests {
         );
     }
 }
+
+/// The value to write back to restore a knob that read `text`: the selected word of a choice
+/// knob (`always inherit [madvise] never` → `madvise`), which refuses its whole line, else the
+/// text itself.
+pub fn restorable_value(text: &str) -> String {
+    let t = text.trim();
+    t.find('[')
+        .and_then(|start| {
+            let end = t[start..].find(']')? + start;
+            Some(t[start + 1..end].to_string())
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::restorable_value;
+
+    #[test]
+    fn a_choice_knob_restores_its_selected_word_and_a_value_knob_its_text() {
+        assert_eq!(
+            restorable_value("always inherit [madvise] never\n"),
+            "madvise"
+        );
+        assert_eq!(restorable_value("[never] always"), "never");
+        assert_eq!(restorable_value("0x0007\n"), "0x0007");
+        assert_eq!(restorable_value("1000"), "1000");
+    }
+}

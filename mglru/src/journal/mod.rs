@@ -179,7 +179,8 @@ impl Journal {
     }
 
     /// Records a knob change and makes it: the entry keeps the value to restore — the file's
-    /// current value, or, when another live agelab process already changed it, the original value
+    /// current value (for a choice knob such as `always [madvise] never`, the selected word, the
+    /// only thing it accepts back), or, when another live agelab process already changed it, the original value
     /// from that process's entry. Returns the handle and the value that will be restored.
     pub fn set_knob(
         &self,
@@ -193,7 +194,7 @@ impl Journal {
                 HostChange::Knob { restore, .. } => restore,
                 _ => unreachable!("live_knob_entry returns knob entries"),
             },
-            None => read_trimmed(path)?,
+            None => knobs::restorable_value(&read_trimmed(path)?),
         };
         let rec = self.record_locked(
             description,

@@ -11,8 +11,8 @@ use super::agents::agelab_source;
 use super::lru_gen::MemcgAging;
 use super::page_idle::IdleMarker;
 use agelab_mglru::kernel::page_idle::page_idle_unavailable;
-use agelab_mglru::stats::median;
 use agelab_mglru::AccessSource;
+use agelab_util::stats::median;
 use agelab_vmm::memstress::{Access, GuestCmd, Memstress, MemstressConfig, MemstressError};
 use agelab_vmm::GuestPageMap;
 use serde::Serialize;
@@ -167,7 +167,9 @@ pub fn measure_cell(
                 .map(|m| Ager::PageIdle(m, ms.vm().page_map().clone()))
                 .map_err(|e| e.to_string()),
         },
-        name => agelab_source(name, ms.vm_mut()).map(Ager::Source),
+        name => agelab_source(name, ms.vm_mut())
+            .map(Ager::Source)
+            .map_err(|e| e.to_string()),
     };
     let ager = match ager {
         Ok(a) => a,
