@@ -33,7 +33,7 @@ enum Command {
         json: bool,
     },
     /// Boot QEMU with a lab kernel and run a command inside it.
-    Lab(agelab_lab::LabArgs),
+    Lab(agelab_lab::LabCommand),
     /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
     /// Welch's t-test per metric.
     Ab(agelab_lab::ab::AbArgs),
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
             cli::workloads::print();
             ExitCode::SUCCESS
         }
-        Command::Lab(args) => match agelab_lab::run(&args) {
+        Command::Lab(command) => match agelab_lab::run_command(&command, &cli::lab::merged_html) {
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => {
                 eprintln!("agelab lab: {e}");
