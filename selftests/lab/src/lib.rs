@@ -41,6 +41,7 @@ mod view;
 
 pub use apt::AptError;
 pub use bins::StaticBinsError;
+pub use bins::{STATIC_BUILD_ARGS, STATIC_RUSTFLAGS};
 pub use cache::CacheError;
 pub use custom::{CustomKernelError, LabRecipeError, RecipeError};
 pub use initramfs::InitramfsError;
@@ -710,10 +711,16 @@ impl<'a> Lab<'a> {
                 }
                 Ok((r, run_dir))
             }
-            Err(source) => Err(LabError::GuestRun {
-                kernel: k.kernel.name.clone(),
-                source,
-            }),
+            Err(source) => {
+                // Kept after a failure for the post-mortem; an interrupted run is no failure.
+                if matches!(source, GuestRunError::Interrupted { .. }) {
+                    remove_run_dir(&run_dir);
+                }
+                Err(LabError::GuestRun {
+                    kernel: k.kernel.name.clone(),
+                    source,
+                })
+            }
         }
     }
 }
