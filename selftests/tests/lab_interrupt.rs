@@ -70,14 +70,22 @@ fn ctrl_c_mid_matrix_stops_cleanly() {
         .unwrap();
     let pid = child.id();
     let run_marker = format!("-{pid}-");
-    // Wait until both cells' guests run (their QEMU command lines name the run directory).
+    // Wait until both cells' guests run their command: QEMU up (its command line names the
+    // run directory) and the guest's `started` record on the status port.
     let started = Instant::now();
     loop {
         let qemus: Vec<u32> = processes_mentioning(&run_marker)
             .into_iter()
             .filter(|&p| p != pid)
             .collect();
-        if qemus.len() >= 2 {
+        let commands_running = run_dirs_of(pid)
+            .iter()
+            .filter(|d| {
+                std::fs::read_to_string(d.join("status"))
+                    .is_ok_and(|s| s.contains("agelab-status v1 started "))
+            })
+            .count();
+        if qemus.len() >= 2 && commands_running >= 2 {
             break;
         }
         assert!(
@@ -90,8 +98,7 @@ fn ctrl_c_mid_matrix_stops_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Let the guests get into their command.
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGINT,
