@@ -9,7 +9,9 @@
 //! `~/.cache/agelab`), assembles an initramfs (busybox, init, the project's static binaries,
 //! kernel modules), boots it under QEMU TCG and returns CMD's exit status; CMD's stdout and
 //! stderr stream back on their own serial ports. `--matrix FILE` runs a list of commands on
-//! several kernels and prints a table; `--bench` measures boot and build times.
+//! several kernels and prints a table, writing a results directory ([`results`]); `--shard K/N`
+//! runs a part of it ([`shard`]) and `agelab lab merge` joins the parts ([`merge`]); `--bench`
+//! measures boot and build times.
 
 pub mod ab;
 mod accel;
