@@ -433,8 +433,12 @@ impl PrivateApt {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error("apt-get"))?;
-        let watched = watch_download(child, &file, total, package, progress)
-            .map_err(spawn_error("apt-get"))?;
+        let watched = if crate::view::live_view_wanted() {
+            watch_download_live(child, &file, total, package)
+        } else {
+            watch_download(child, &file, total, package, progress)
+        }
+        .map_err(spawn_error("apt-get"))?;
         if !watched.status.success() || !file.exists() {
             return Err(AptError::Download {
                 package: package.to_string(),
@@ -515,6 +519,51 @@ fn watch_download<W: Write>(
         |elapsed| bytes_line(size(), total, elapsed),
         progress,
     )
+}
+
+/// [`watch_download`] on a terminal: an `indicatif` bar of bytes so far of `total` (a spinner
+/// with the bytes when the size is unknown), rate and ETA, left on screen with `(done)` or
+/// `(failed)`.
+fn watch_download_live(
+    mut child: Child,
+    file: &Path,
+    total: u64,
+    package: &str,
+) -> std::io::Result<Watched> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    });
+    let (bar, template) = if total > 0 {
+        (
+            ProgressBar::new(total),
+            "agelab lab: {msg} {bar:30.cyan/blue} {bytes}/{total_bytes}, {bytes_per_sec}, {elapsed} (ETA {eta})",
+        )
+    } else {
+        (
+            ProgressBar::new_spinner(),
+            "agelab lab: {msg} {spinner} {bytes}, {bytes_per_sec}, {elapsed}",
+        )
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar.set_message(format!("downloading {package}"));
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        bar.set_position(fs::metadata(file).map_or(0, |m| m.len()));
+        std::thread::sleep(APT_POLL);
+    };
+    bar.set_position(fs::metadata(file).map_or(0, |m| m.len()));
+    let end = if status.success() { "done" } else { "failed" };
+    bar.set_message(format!("downloading {package} ({end})"));
+    bar.abandon();
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok(Watched { status, stderr })
 }
 
 /// Extracts the contents of `deb` into `dest` with `dpkg-deb -x`.

@@ -26,6 +26,22 @@ pub enum StaticBinsError {
     Spawn(std::io::Error),
 }
 
+/// RUSTFLAGS of the static build (with any `AGELAB_LAB_RUSTFLAGS` before them): debug info would
+/// make the initramfs hundreds of MB, slow to unpack under TCG; symbols stay. The CI workflow's
+/// build job uses the same (checked by `selftests/tests/lab_ci.rs`).
+pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=debuginfo";
+
+/// cargo's arguments of the static build, before `--target TRIPLE --target-dir target/lab`.
+pub const STATIC_BUILD_ARGS: [&str; 7] = [
+    "build",
+    "--quiet",
+    "--release",
+    "--workspace",
+    "--bins",
+    "--examples",
+    "--target",
+];
+
 /// The workspace this crate belongs to (the crate lives in `selftests/lab`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,8 +71,8 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsErro
     }
     let target_dir = ws.join("target/lab");
     let mut rustflags = std::env::var("AGELAB_LAB_RUSTFLAGS").unwrap_or_default();
-    // Debug info would make the initramfs hundreds of MB, slow to unpack under TCG; symbols stay.
-    rustflags.push_str(" -C target-feature=+crt-static -C strip=debuginfo");
+    rustflags.push(' ');
+    rustflags.push_str(STATIC_RUSTFLAGS);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
         "agelab lab: building static binaries for {} (target/lab)",
@@ -67,15 +83,7 @@ pub fn build_static_bins(arch: &ArchSpec) -> Result<Vec<PathBuf>, StaticBinsErro
         .current_dir(&ws)
         .env("RUSTFLAGS", rustflags.trim())
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--workspace",
-            "--bins",
-            "--examples",
-            "--target",
-        ])
+        .args(STATIC_BUILD_ARGS)
         .arg(arch.rust_target)
         .arg("--target-dir")
         .arg(&target_dir);

@@ -9,7 +9,9 @@
 //! `~/.cache/agelab`), assembles an initramfs (busybox, init, the project's static binaries,
 //! kernel modules), boots it under QEMU TCG and returns CMD's exit status; CMD's stdout and
 //! stderr stream back on their own serial ports. `--matrix FILE` runs a list of commands on
-//! several kernels and prints a table; `--bench` measures boot and build times.
+//! several kernels and prints a table, writing a results directory ([`results`]); `--shard K/N`
+//! runs a part of it ([`shard`]) and `agelab lab merge` joins the parts ([`merge`]); `--bench`
+//! measures boot and build times.
 
 pub mod ab;
 mod accel;
@@ -18,6 +20,7 @@ mod arch;
 mod bench;
 mod bins;
 mod cache;
+mod colour;
 mod cpio;
 mod custom;
 mod deb822;
@@ -26,15 +29,21 @@ mod elf;
 mod fuzz;
 mod hash;
 mod initramfs;
+mod interrupt;
 mod kernel;
-mod matrix;
+pub mod matrix;
+pub mod merge;
 mod modules;
 mod prereq;
 mod qemu;
+pub mod results;
+pub mod shard;
 mod status;
+mod view;
 
 pub use apt::AptError;
 pub use bins::StaticBinsError;
+pub use bins::{STATIC_BUILD_ARGS, STATIC_RUSTFLAGS};
 pub use cache::CacheError;
 pub use custom::{CustomKernelError, LabRecipeError, RecipeError};
 pub use initramfs::InitramfsError;
@@ -42,10 +51,12 @@ pub use kernel::KernelError;
 pub use matrix::MatrixError;
 pub use prereq::MissingPrerequisites;
 pub use qemu::GuestRunError;
+pub use results::{MergeError, ResultsError};
+pub use shard::ShardError;
 
 use agelab_util::exit::{ExitClass, HasExitClass};
 use arch::ArchSpec;
-use clap::Args;
+use clap::{Args, Subcommand};
 use kernel::{KernelSource, LabKernel};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +105,35 @@ pub enum LabError {
     /// Host tools the lab needs are missing (checked once, before anything runs).
     #[error(transparent)]
     Prerequisites(#[from] MissingPrerequisites),
+    /// `--shard` or the cell durations file is unusable.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The results directory could not be written.
+    #[error("results directory: {0}")]
+    Results(#[from] ResultsError),
+    /// `agelab lab merge`: the shards do not add up to the matrix.
+    #[error("merge: {0}")]
+    Merge(#[from] MergeError),
+}
+
+/// `agelab lab`: run a command or a matrix in lab guests, or merge the results of shards.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LabCommand {
+    /// `merge`; without it, the options below run a command or a matrix.
+    #[command(subcommand)]
+    pub action: Option<LabAction>,
+    /// The run's options.
+    #[command(flatten)]
+    pub args: LabArgs,
+}
+
+/// `agelab lab` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LabAction {
+    /// Merge the results directories of `--shard` runs into one table, results.json, junit.xml
+    /// and index.html; fails (exit 1, naming the cell) when a cell is missing or ran twice.
+    Merge(merge::MergeArgs),
 }
 
 /// `agelab lab` options.
@@ -117,7 +157,9 @@ pub struct LabArgs {
     /// VMX/SVM hosts; else TCG), tcg, tcg-mt (one host thread per vCPU) or kvm.
     #[arg(long, default_value = "auto")]
     pub accel: String,
-    /// Limit for the whole run (e.g. 300s, 10m); QEMU is killed after it.
+    /// Time limit of each boot, i.e. of each matrix cell, with a unit: ms, s, m or h (500ms,
+    /// 300s, 10m, 1h; a bare number is seconds). QEMU is killed after it and the cell reads
+    /// TIMEOUT; a matrix line's own --timeout overrides it.
     #[arg(long, default_value = "300s")]
     pub timeout: String,
     /// Limit for the kernel to reach the lab's init.
@@ -126,10 +168,14 @@ pub struct LabArgs {
     /// Set up zram swap of this size (e.g. 512M) before the command.
     #[arg(long)]
     pub zram: Option<String>,
-    /// Directory of static binaries to put on the guest's PATH (default: build the workspace
-    /// static into target/lab).
+    /// Directory of prebuilt or out-of-tree static binaries to put on the guest's PATH, in
+    /// addition to the workspace's (built static into target/lab); on a name clash these win.
     #[arg(long)]
     pub bins: Option<PathBuf>,
+    /// Do not build the workspace's static binaries: the guest gets only --bins (e.g. a CI job
+    /// running binaries an earlier job built).
+    #[arg(long, requires = "bins")]
+    pub no_build: bool,
     /// Extra kernel module to load (with its dependencies); repeatable.
     #[arg(long = "module")]
     pub modules: Vec<String>,
@@ -170,7 +216,20 @@ pub struct LabArgs {
     /// With --matrix: run only these tests (comma-separated names from the matrix file).
     #[arg(long = "tests", value_delimiter = ',')]
     pub only_tests: Vec<String>,
-    /// Where --matrix writes per-test logs.
+    /// With --matrix: run only shard K of N (K/N, e.g. 2/4): a deterministic part of the
+    /// (kernel, test) cells, balanced by the recorded cell durations; the N shards are disjoint
+    /// and together the whole matrix (merge them with `agelab lab merge`).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// With --shard: the recorded cell durations (`KERNEL TEST SECONDS` lines; default:
+    /// selftests/lab/cell-durations.txt of the workspace; cells not listed count as the median).
+    #[arg(long)]
+    pub durations: Option<PathBuf>,
+    /// With --matrix: leave passed cells out of the progress lines and the table.
+    #[arg(long)]
+    pub hide_passed: bool,
+    /// Where --matrix writes its results: each run makes a new directory in it, named by the
+    /// UTC time it started (per-cell logs and KTAP, results.json, junit.xml, table.txt).
     #[arg(long, default_value = "target/lab-results")]
     pub results: PathBuf,
     /// Measure boot-to-command time per kernel and the custom kernel build time.
@@ -190,6 +249,7 @@ impl HasExitClass for LabError {
             | LabError::Accel(_)
             | LabError::UnknownTest(_)
             | LabError::Recipe(_)
+            | LabError::Shard(ShardError::Spec { .. })
             | LabError::Kernel(KernelError::Unknown { .. }) => ExitClass::BadInput,
             _ => ExitClass::Failure,
         }
@@ -212,6 +272,22 @@ impl LabArgs {
             || self.config.is_some()
             || self.kernel_source.is_some()
             || self.name.is_some()
+    }
+
+    /// `--shard`, checked.
+    pub fn shard_spec(&self) -> Result<Option<shard::Shard>, LabError> {
+        self.shard
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(LabError::from)
+    }
+
+    /// The cell durations `--shard` balances with.
+    pub fn durations_file(&self) -> PathBuf {
+        self.durations
+            .clone()
+            .unwrap_or_else(|| bins::workspace_root().join("selftests/lab/cell-durations.txt"))
     }
 
     /// Drops --patch, --config, --kernel-source and --name.
@@ -237,9 +313,23 @@ fn find_arch_or_usage(name: &str) -> Result<&'static ArchSpec, LabError> {
     })
 }
 
-/// Runs `args.cmd` in the lab; returns the command's exit code.
+/// Runs `agelab lab`: `merge` with `merged_html` drawing the merge's page, or a command or
+/// matrix ([`run`]).
+pub fn run_command(
+    command: &LabCommand,
+    merged_html: &dyn Fn(&results::Merged) -> String,
+) -> Result<i32, LabError> {
+    match &command.action {
+        Some(LabAction::Merge(m)) => merge::run(m, merged_html),
+        None => run(&command.args),
+    }
+}
+
+/// Runs `args.cmd` (or the `--matrix`) in the lab; returns the command's exit code, 130 when
+/// SIGINT or SIGTERM stopped it.
 pub fn run(args: &LabArgs) -> Result<i32, LabError> {
     let arch = find_arch_or_usage(&args.arch)?;
+    interrupt::install();
     let kernels = if args.kernel_image.is_some() {
         Vec::new()
     } else {
@@ -271,8 +361,17 @@ pub fn run(args: &LabArgs) -> Result<i32, LabError> {
             .map_or(&args.kernel, |_| "image"),
     )?;
     let bins = lab.bins()?;
-    let report = lab.boot(&kernel, &bins, &args.cmd, &opts, qemu::OutputMode::Stream)?;
-    Ok(report.0.status)
+    match lab.boot(&kernel, &bins, &args.cmd, &opts, qemu::OutputMode::Stream) {
+        Ok(report) => Ok(report.0.status),
+        Err(LabError::GuestRun {
+            source: GuestRunError::Interrupted { phase },
+            ..
+        }) => {
+            eprintln!("agelab lab: interrupted ({phase}); QEMU killed");
+            Ok(interrupt::EXIT_INTERRUPTED)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Checks everything the user can fix before any tool runs or anything is fetched: kernel
@@ -290,6 +389,11 @@ fn check_input(args: &LabArgs, arch: &ArchSpec, kernels: &[String]) -> Result<()
         }
     }
     RunOptions::from_args(args)?;
+    if args.shard_spec()?.is_some() && args.matrix.is_none() {
+        return Err(LabError::Usage(
+            "--shard splits a matrix: give --matrix FILE".into(),
+        ));
+    }
     let must_exist = [
         ("--matrix", args.matrix.as_ref()),
         ("--kernel-image", args.kernel_image.as_ref()),
@@ -367,6 +471,18 @@ impl RunOptions {
             zram: args.zram.clone(),
             modules: args.modules.clone(),
             append: args.append.clone(),
+        })
+    }
+
+    /// The accelerator `--accel` resolves to on this host (`kvm`, `tcg`, `tcg-mt`).
+    fn accel_name(args: &LabArgs) -> Result<&'static str, LabError> {
+        let arch = find_arch_or_usage(&args.arch)?;
+        let choice: accel::Accel = args.accel.parse()?;
+        let (accel, _) = accel::resolve(arch, choice)?;
+        Ok(match accel {
+            accel::Accel::Kvm => "kvm",
+            accel::Accel::TcgMultiThread => "tcg-mt",
+            accel::Accel::Tcg | accel::Accel::Auto => "tcg",
         })
     }
 }
@@ -499,17 +615,21 @@ impl<'a> Lab<'a> {
         }
     }
 
-    /// The binaries for the guest's PATH (a later directory wins on a name clash).
+    /// The binaries for the guest's PATH: the workspace's (built static, unless `--no-build`)
+    /// and `--bins`'s; a later directory wins on a name clash, so `--bins` overrides.
     fn bins(&self) -> Result<Vec<PathBuf>, LabError> {
-        let dirs = match &self.args.bins {
-            Some(d) => vec![d.clone()],
-            None => bins::build_static_bins(self.arch)?,
-        };
+        let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+        if !self.args.no_build {
+            dirs.extend(
+                bins::build_static_bins(self.arch)?
+                    .into_iter()
+                    // The examples directory is absent in a workspace without examples.
+                    .map(|d| (d, false)),
+            );
+        }
+        dirs.extend(self.args.bins.iter().map(|d| (d.clone(), true)));
         let mut by_name = std::collections::BTreeMap::new();
-        for dir in dirs
-            .iter()
-            .filter(|d| d.is_dir() || self.args.bins.is_some())
-        {
+        for (dir, _) in dirs.iter().filter(|(d, given)| d.is_dir() || *given) {
             for f in initramfs::executables_in(dir)? {
                 let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
                 if let Some(name) = name.filter(|n| !bins::is_hashed_artifact(n)) {
@@ -598,10 +718,16 @@ impl<'a> Lab<'a> {
                 }
                 Ok((r, run_dir))
             }
-            Err(source) => Err(LabError::GuestRun {
-                kernel: k.kernel.name.clone(),
-                source,
-            }),
+            Err(source) => {
+                // Kept after a failure for the post-mortem; an interrupted run is no failure.
+                if matches!(source, GuestRunError::Interrupted { .. }) {
+                    remove_run_dir(&run_dir);
+                }
+                Err(LabError::GuestRun {
+                    kernel: k.kernel.name.clone(),
+                    source,
+                })
+            }
         }
     }
 }

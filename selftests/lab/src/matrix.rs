@@ -16,11 +16,15 @@
 //! that cannot fail on the kernel built to make it fail is itself broken.
 
 use super::arch::ArchSpec;
-use super::qemu::OutputMode;
+use super::qemu::{GuestRunError, OutputMode};
 use super::{default_jobs, kernel_list, remove_run_dir, Lab, LabArgs, LabError, RunOptions};
+use crate::shard::{self, CellDurations, Shard};
+use crate::view::{self, CellsView};
+use crate::{interrupt, results};
 use clap::Parser;
 use std::fmt::Write as _;
 use std::fs;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -272,10 +276,17 @@ pub enum Outcome {
     ExpectedFail(i32),
     /// A designed failure that did not happen: the check could not fail.
     UnexpectedPass,
+    /// The cell ran past its time limit; QEMU was killed.
+    Timeout,
+    /// SIGINT/SIGTERM stopped the cell while it ran.
+    Interrupted,
+    /// The run was interrupted before the cell started.
+    NotRun,
 }
 
 impl Outcome {
-    fn label(&self) -> String {
+    /// The table's word for it.
+    pub fn label(&self) -> String {
         match self {
             Outcome::Pass => "pass".into(),
             Outcome::Skip => "skip".into(),
@@ -283,7 +294,56 @@ impl Outcome {
             Outcome::Error => "ERROR".into(),
             Outcome::ExpectedFail(_) => "fail (expected)".into(),
             Outcome::UnexpectedPass => "PASS (unexpected)".into(),
+            Outcome::Timeout => "TIMEOUT".into(),
+            Outcome::Interrupted => "interrupted".into(),
+            Outcome::NotRun => "not run".into(),
         }
+    }
+
+    /// Its name in `results.json` (with [`Outcome::status`], enough to read it back).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Skip => "skip",
+            Outcome::Fail(_) => "fail",
+            Outcome::Error => "error",
+            Outcome::ExpectedFail(_) => "expected-fail",
+            Outcome::UnexpectedPass => "unexpected-pass",
+            Outcome::Timeout => "timeout",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotRun => "not-run",
+        }
+    }
+
+    /// The command's exit status, when it finished.
+    pub fn status(&self) -> Option<i32> {
+        match self {
+            Outcome::Pass | Outcome::UnexpectedPass => Some(0),
+            Outcome::Skip => Some(4),
+            Outcome::Fail(c) | Outcome::ExpectedFail(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// The outcome named `key` with exit `status` (an unknown key reads as an error).
+    pub fn from_key(key: &str, status: Option<i32>) -> Self {
+        let code = status.unwrap_or(1);
+        match key {
+            "pass" => Outcome::Pass,
+            "skip" => Outcome::Skip,
+            "fail" => Outcome::Fail(code),
+            "expected-fail" => Outcome::ExpectedFail(code),
+            "unexpected-pass" => Outcome::UnexpectedPass,
+            "timeout" => Outcome::Timeout,
+            "interrupted" => Outcome::Interrupted,
+            "not-run" => Outcome::NotRun,
+            _ => Outcome::Error,
+        }
+    }
+
+    /// Whether it counts as passed (`--hide-passed` hides it).
+    pub fn passed(&self) -> bool {
+        matches!(self, Outcome::Pass | Outcome::ExpectedFail(_))
     }
 
     /// The outcome of exit `status`, for a test designed to fail (`expect_fail`) or not.
@@ -301,22 +361,47 @@ impl Outcome {
     pub fn fails_matrix(&self) -> bool {
         matches!(
             self,
-            Outcome::Fail(_) | Outcome::Error | Outcome::UnexpectedPass
+            Outcome::Fail(_)
+                | Outcome::Error
+                | Outcome::UnexpectedPass
+                | Outcome::Timeout
+                | Outcome::Interrupted
+                | Outcome::NotRun
         )
     }
 }
 
-/// Renders the kernel × test table.
-pub fn render_table(kernels: &[String], tests: &[LabTest], results: &[Vec<Outcome>]) -> String {
-    let first = tests.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+/// How the table is drawn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableStyle {
+    /// Outcomes in colour ([`crate::colour`]).
+    pub colour: bool,
+    /// Leave out the rows whose every cell passed.
+    pub hide_passed: bool,
+}
+
+/// Renders the kernel × test table; `results[kernel][test]` is `None` for a cell the run did
+/// not have (another shard's), shown as `-`.
+pub fn render_table(
+    kernels: &[String],
+    tests: &[String],
+    results: &[Vec<Option<Outcome>>],
+    style: TableStyle,
+) -> String {
+    let at = |ki: usize, ti: usize| results.get(ki).and_then(|r| r.get(ti)).cloned().flatten();
+    let shown: Vec<usize> = (0..tests.len())
+        .filter(|&ti| {
+            !style.hide_passed
+                || (0..kernels.len()).any(|ki| at(ki, ti).is_some_and(|o| !o.passed()))
+        })
+        .collect();
+    let first = tests.iter().map(String::len).max().unwrap_or(4).max(4);
     let widths: Vec<usize> = kernels
         .iter()
         .enumerate()
         .map(|(ki, k)| {
-            results
-                .get(ki)
-                .into_iter()
-                .flatten()
+            (0..tests.len())
+                .filter_map(|ti| at(ki, ti))
                 .map(|o| o.label().len())
                 .fold(k.len().max(9), usize::max)
         })
@@ -326,12 +411,23 @@ pub fn render_table(kernels: &[String], tests: &[LabTest], results: &[Vec<Outcom
         let _ = write!(out, "  {k:w$}");
     }
     out.push('\n');
-    for (ti, t) in tests.iter().enumerate() {
-        let _ = write!(out, "{:first$}", t.name);
+    for &ti in &shown {
+        let _ = write!(out, "{:first$}", tests[ti]);
         for (ki, w) in widths.iter().enumerate() {
-            let _ = write!(out, "  {:w$}", results[ki][ti].label());
+            let cell = match at(ki, ti) {
+                Some(o) => crate::colour::paint(&o, &format!("{:w$}", o.label()), style.colour),
+                None => format!("{:w$}", "-"),
+            };
+            let _ = write!(out, "  {cell}");
         }
         out.push('\n');
+    }
+    if shown.len() < tests.len() {
+        let _ = writeln!(
+            out,
+            "({} test(s) whose every cell passed not shown: --hide-passed)",
+            tests.len() - shown.len()
+        );
     }
     out
 }
@@ -371,12 +467,23 @@ pub(crate) fn read_matrix(file: &Path) -> Result<Matrix, MatrixError> {
     })
 }
 
-/// One (kernel, test) cell of the matrix: boots the kernel, runs the test, writes its log.
+/// One (kernel, test) cell of the matrix: boots the kernel, runs the test, writes its log and
+/// KTAP document into the results directory.
 struct Cell<'a> {
     kname: &'a str,
     prepared: &'a super::PreparedKernel,
     test: &'a LabTest,
-    logs: PathBuf,
+    /// The results directory.
+    dir: &'a Path,
+}
+
+/// What one cell produced.
+struct CellResult {
+    outcome: Outcome,
+    detail: Option<String>,
+    seconds: f64,
+    log: String,
+    ktap: String,
 }
 
 impl Cell<'_> {
@@ -386,13 +493,17 @@ impl Cell<'_> {
         matrix: &Matrix,
         bins: &[PathBuf],
         defaults: &RunOptions,
-    ) -> (Outcome, PathBuf) {
+    ) -> CellResult {
+        let started = Instant::now();
         let (kname, t) = (self.kname, self.test);
         let expect_fail = matrix.expects_failure(t, kname);
         let overrides = options_for(defaults, t);
         let command = matrix.command_for(t, kname);
         let argv = ["sh".to_string(), "-c".to_string(), command.clone()];
-        let log_path = self.logs.join(format!("{}.log", t.name));
+        let (log_rel, ktap_rel) = (
+            format!("{kname}/{}.log", t.name),
+            format!("{kname}/{}.ktap", t.name),
+        );
         let mut log = format!(
             "# {kname} / {}: sh -c {command:?}{}\n",
             t.name,
@@ -402,14 +513,15 @@ impl Cell<'_> {
                 ""
             }
         );
+        let mut stdout = String::new();
+        let mut detail = None;
         let outcome = match overrides
             .and_then(|opts| lab.boot(self.prepared, bins, &argv, &opts, OutputMode::Capture))
         {
             Ok((report, dir)) => {
-                for (name, label) in [("stdout", "stdout"), ("stderr", "stderr")] {
-                    let text = fs::read_to_string(dir.join(name)).unwrap_or_default();
-                    let _ = write!(log, "--- {label} ---\n{text}");
-                }
+                stdout = fs::read_to_string(dir.join("stdout")).unwrap_or_default();
+                let stderr = fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+                let _ = write!(log, "--- stdout ---\n{stdout}--- stderr ---\n{stderr}");
                 for w in &report.warnings {
                     let _ = writeln!(log, "--- guest warning: {w}");
                 }
@@ -419,11 +531,30 @@ impl Cell<'_> {
             }
             Err(e) => {
                 let _ = writeln!(log, "--- lab error ---\n{e}");
-                Outcome::Error
+                detail = e.to_string().lines().next().map(str::to_string);
+                match e {
+                    LabError::GuestRun {
+                        source: GuestRunError::Timeout { .. },
+                        ..
+                    } => Outcome::Timeout,
+                    LabError::GuestRun {
+                        source: GuestRunError::Interrupted { .. },
+                        ..
+                    } => Outcome::Interrupted,
+                    _ => Outcome::Error,
+                }
             }
         };
-        let _ = fs::write(&log_path, log);
-        (outcome, log_path)
+        let _ = fs::write(self.dir.join(&log_rel), log);
+        let ktap = results::cell_ktap(&t.name, &outcome, &stdout, detail.as_deref());
+        let _ = fs::write(self.dir.join(&ktap_rel), ktap);
+        CellResult {
+            outcome,
+            detail,
+            seconds: started.elapsed().as_secs_f64(),
+            log: log_rel,
+            ktap: ktap_rel,
+        }
     }
 }
 
@@ -449,32 +580,84 @@ pub fn progress(done: usize, total: usize, elapsed: std::time::Duration) -> Stri
     format!("[{done}/{total}, {} elapsed{left}]", fmt(elapsed.as_secs()))
 }
 
-/// Runs the matrix in `file` on every kernel of `--kernel`; exit 1 when anything failed.
+/// `uname -r` of this host.
+fn host_kernel() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// Which cells of `cells` this run has: all of them, or `--shard K/N`'s part.
+pub fn cells_of_shard(
+    cells: &[(String, String)],
+    shard: Option<Shard>,
+    durations: &CellDurations,
+) -> Vec<bool> {
+    match shard {
+        None => vec![true; cells.len()],
+        Some(s) => shard::assign(cells, durations, s.count)
+            .into_iter()
+            .map(|k| k == s.index)
+            .collect(),
+    }
+}
+
+/// Runs the matrix in `file` on every kernel of `--kernel` (the `--shard` part of it); exit 1
+/// when anything failed, 130 when interrupted.
 ///
 /// Kernels are prepared (fetched or built) first, one after the other; then the (kernel, test)
 /// cells run `--jobs` at a time (each TCG guest is one host thread), each with its own log; the
-/// table and the order of results are the same whatever the number of jobs.
+/// table and the order of results are the same whatever the number of jobs. Everything goes
+/// into a new results directory under `--results` ([`crate::results`]), also when interrupted.
 pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, LabError> {
+    let matrix_bytes = fs::read(file).map_err(|source| MatrixError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
     let matrix = read_matrix(file)?;
     let tests = &matrix.select(&args.only_tests)?;
+    let test_names: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let shard = args.shard_spec()?;
+    let kernels = kernel_list(&args.kernel);
+    let keys: Vec<(String, String)> = kernels
+        .iter()
+        .flat_map(|k| test_names.iter().map(move |t| (k.clone(), t.clone())))
+        .collect();
+    let durations = CellDurations::read(&args.durations_file())?;
+    let mine = cells_of_shard(&keys, shard, &durations);
     let lab = Lab::new(args, arch)?;
     let bins = lab.bins()?;
-    let kernels = kernel_list(&args.kernel);
     let defaults = RunOptions::from_args(args)?;
+    let started_at = std::time::SystemTime::now();
+    let (started_utc, stamp) = results::utc_stamps(started_at);
+    let dir = results::create_unique_dir(&args.results, &stamp, &results::shard_suffix(shard))?;
+    eprintln!("agelab lab: results in {}", dir.display());
+    let started = Instant::now();
     let mut prepared = Vec::new();
-    for kname in &kernels {
-        let logs = args.results.join(kname);
-        let _ = fs::create_dir_all(&logs);
+    let mut kernel_errors = Vec::new();
+    for (ki, kname) in kernels.iter().enumerate() {
+        let _ = fs::create_dir_all(dir.join(kname));
+        let needed = (0..tests.len()).any(|ti| mine[ki * tests.len() + ti]);
+        if !needed || interrupt::requested() {
+            prepared.push(None);
+            kernel_errors.push(None);
+            continue;
+        }
         match lab.kernel(kname) {
-            Ok(k) => prepared.push(Some(k)),
+            Ok(k) => {
+                prepared.push(Some(k));
+                kernel_errors.push(None);
+            }
             Err(e) => {
                 eprintln!("agelab lab: {kname}: {e}");
-                let _ = fs::write(logs.join("kernel-error.log"), e.to_string());
+                let _ = fs::write(dir.join(kname).join("kernel-error.log"), e.to_string());
                 prepared.push(None);
+                kernel_errors.push(e.to_string().lines().next().map(str::to_string));
             }
         }
     }
-    let cells: Vec<(usize, usize, Cell)> = kernels
+    let dir_ref: &Path = &dir;
+    let cells: Vec<(usize, Cell)> = kernels
         .iter()
         .zip(&prepared)
         .enumerate()
@@ -482,76 +665,171 @@ pub fn run(args: &LabArgs, arch: &'static ArchSpec, file: &Path) -> Result<i32, 
         .flat_map(|(ki, kname, p)| {
             tests.iter().enumerate().map(move |(ti, test)| {
                 (
-                    ki,
-                    ti,
+                    ki * tests.len() + ti,
                     Cell {
                         kname,
                         prepared: p,
                         test,
-                        logs: args.results.join(kname),
+                        dir: dir_ref,
                     },
                 )
             })
         })
+        .filter(|(i, _)| mine[*i])
         .collect();
-    let results = std::sync::Mutex::new(vec![vec![Outcome::Error; tests.len()]; kernels.len()]);
+    let results = std::sync::Mutex::new(
+        (0..keys.len())
+            .map(|_| None::<CellResult>)
+            .collect::<Vec<_>>(),
+    );
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = std::sync::atomic::AtomicUsize::new(0);
     let jobs = args
         .jobs
         .unwrap_or_else(default_jobs)
         .clamp(1, cells.len().max(1));
-    let started = Instant::now();
     eprintln!(
-        "agelab lab: {} cells ({} kernels x {} tests), {jobs} at a time",
+        "agelab lab: {} cells ({} kernels x {} tests{}), {jobs} at a time",
         cells.len(),
         prepared.iter().flatten().count(),
-        tests.len()
+        tests.len(),
+        shard.map_or(String::new(), |s| format!(
+            ", shard {s} of {} cells",
+            keys.len()
+        ))
     );
+    let view = CellsView::new(cells.len(), view::live_view_wanted(), args.hide_passed);
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
+                if interrupt::requested() {
+                    break;
+                }
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((ki, ti, cell)) = cells.get(i) else {
+                let Some((index, cell)) = cells.get(i) else {
                     break;
                 };
-                let t0 = Instant::now();
-                let (outcome, log_path) = cell.run(&lab, &matrix, &bins, &defaults);
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                eprintln!(
-                    "agelab lab: {} {} / {}: {} ({:.1} s, log {})",
-                    progress(n, cells.len(), started.elapsed()),
-                    cell.kname,
-                    cell.test.name,
-                    outcome.label(),
-                    t0.elapsed().as_secs_f64(),
-                    log_path.display()
+                let what = format!("{} / {}", cell.kname, cell.test.name);
+                let running = view.start(cell.kname, &cell.test.name);
+                let r = cell.run(&lab, &matrix, &bins, &defaults);
+                view.finish(
+                    running,
+                    &what,
+                    &r.outcome,
+                    &format!("({:.1} s, log {})", r.seconds, dir.join(&r.log).display()),
                 );
-                if let Ok(mut r) = results.lock() {
-                    r[*ki][*ti] = outcome;
+                if let Ok(mut all) = results.lock() {
+                    all[*index] = Some(r);
                 }
             });
         }
     });
+    view.close();
+    let interrupted = interrupt::requested();
     let results = results.into_inner().unwrap_or_default();
-    eprintln!(
-        "agelab lab: matrix wall time {:.1} s with {jobs} job(s)",
-        started.elapsed().as_secs_f64()
-    );
-    print!("{}", render_table(&kernels, tests, &results));
-    let count = |f: fn(&Outcome) -> bool| results.iter().flatten().filter(|o| f(o)).count();
-    let failed = count(Outcome::fails_matrix);
+    let wall = started.elapsed().as_secs_f64();
+    eprintln!("agelab lab: matrix wall time {wall:.1} s with {jobs} job(s)");
+    let mut cell_records = Vec::new();
+    for (i, ((kname, tname), r)) in keys.iter().zip(results).enumerate() {
+        if !mine[i] {
+            continue;
+        }
+        let kernel_error = kernel_errors[i / tests.len()].clone();
+        let record = match (r, kernel_error) {
+            (Some(r), _) => results::CellRecord {
+                kernel: kname.clone(),
+                test: tname.clone(),
+                outcome: r.outcome.key().into(),
+                status: r.outcome.status(),
+                seconds: r.seconds,
+                log: Some(r.log),
+                ktap: Some(r.ktap),
+                detail: r.detail,
+            },
+            (None, Some(e)) => results::CellRecord {
+                kernel: kname.clone(),
+                test: tname.clone(),
+                outcome: Outcome::Error.key().into(),
+                status: None,
+                seconds: 0.0,
+                log: Some(format!("{kname}/kernel-error.log")),
+                ktap: None,
+                detail: Some(format!("kernel: {e}")),
+            },
+            (None, None) => results::CellRecord {
+                kernel: kname.clone(),
+                test: tname.clone(),
+                outcome: Outcome::NotRun.key().into(),
+                status: None,
+                seconds: 0.0,
+                log: None,
+                ktap: None,
+                detail: None,
+            },
+        };
+        cell_records.push(record);
+    }
+    let accel = RunOptions::accel_name(args).map_or_else(|e| e.to_string(), str::to_string);
+    let record = results::RunRecord {
+        format: results::RESULTS_FORMAT.into(),
+        matrix: file.display().to_string(),
+        matrix_hash: {
+            let mut h = crate::hash::CacheHasher::default();
+            h.update(&matrix_bytes);
+            h.hex()
+        },
+        arch: arch.name.to_string(),
+        kernels: kernels.clone(),
+        tests: test_names.clone(),
+        shard,
+        started_utc,
+        wall_seconds: wall,
+        jobs,
+        accel,
+        host_kernel: host_kernel(),
+        complete: !interrupted,
+        cells: cell_records,
+        merged_from: Vec::new(),
+    };
+    let grid = record.grid();
+    let plain = render_table(&kernels, &test_names, &grid, TableStyle::default());
+    results::write_run_files(&dir, &|_| dir.clone(), &record, &plain)?;
+    let style = TableStyle {
+        colour: crate::colour::wanted_here(std::io::stdout().is_terminal()),
+        hide_passed: args.hide_passed,
+    };
+    print!("{}", render_table(&kernels, &test_names, &grid, style));
+    let outcomes: Vec<Outcome> = record.cells.iter().map(|c| c.outcome()).collect();
+    print_closing_lines(&outcomes);
+    eprintln!("agelab lab: results in {}", dir.display());
+    if interrupted {
+        eprintln!(
+            "agelab lab: interrupted: {} of {} cells finished; partial results in {}",
+            outcomes
+                .iter()
+                .filter(|o| !matches!(o, Outcome::Interrupted | Outcome::NotRun))
+                .count(),
+            outcomes.len(),
+            dir.display()
+        );
+        return Ok(interrupt::EXIT_INTERRUPTED);
+    }
+    Ok(i32::from(outcomes.iter().any(Outcome::fails_matrix)))
+}
+
+/// The closing lines of a run or merge: designed failures, then the plain `N passed, N
+/// failed, N skipped` line test runners print, so CI logs read the same as cargo's.
+pub fn print_closing_lines(outcomes: &[Outcome]) {
+    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
     let designed = count(|o| matches!(o, Outcome::ExpectedFail(_)));
     if designed > 0 {
         println!("lab: {designed} designed failures happened as expected (counted as passed)");
     }
-    // The plain closing line test runners print, so CI logs read the same as cargo's.
     println!(
-        "lab: {} passed, {failed} failed, {} skipped",
-        count(|o| matches!(o, Outcome::Pass | Outcome::ExpectedFail(_))),
+        "lab: {} passed, {} failed, {} skipped",
+        count(Outcome::passed),
+        count(Outcome::fails_matrix),
         count(|o| *o == Outcome::Skip)
     );
-    Ok(i32::from(failed > 0))
 }
 
 #[cfg(test)]
@@ -653,19 +931,128 @@ mod tests {
 
     #[test]
     fn table() {
-        let tests = parse_matrix("kvm -- true\nlong-test-name -- true")
-            .unwrap()
-            .tests;
+        let tests = ["kvm".to_string(), "long-test-name".to_string()];
         let kernels = vec!["debian-6.1".to_string(), "custom-7.2".to_string()];
         let results = vec![
-            vec![Outcome::Pass, Outcome::Skip],
-            vec![Outcome::Fail(1), Outcome::ExpectedFail(1)],
+            vec![Some(Outcome::Pass), Some(Outcome::Skip)],
+            vec![Some(Outcome::Fail(1)), None],
         ];
         assert_eq!(
-            render_table(&kernels, &tests, &results),
-            "test            debian-6.1  custom-7.2     \n\
-             kvm             pass        FAIL(1)        \n\
-             long-test-name  skip        fail (expected)\n"
+            render_table(&kernels, &tests, &results, TableStyle::default()),
+            "test            debian-6.1  custom-7.2\n\
+             kvm             pass        FAIL(1)   \n\
+             long-test-name  skip        -         \n"
         );
+        let all_passed = vec![
+            vec![Some(Outcome::Pass), Some(Outcome::Skip)],
+            vec![Some(Outcome::ExpectedFail(1)), None],
+        ];
+        let hidden = render_table(
+            &kernels,
+            &tests,
+            &all_passed,
+            TableStyle {
+                colour: false,
+                hide_passed: true,
+            },
+        );
+        assert!(!hidden.contains("\nkvm "), "{hidden}");
+        assert!(hidden.contains("long-test-name  skip"), "{hidden}");
+        assert!(hidden.ends_with("(1 test(s) whose every cell passed not shown: --hide-passed)\n"));
+        let coloured = render_table(
+            &kernels,
+            &tests,
+            &results,
+            TableStyle {
+                colour: true,
+                hide_passed: false,
+            },
+        );
+        assert!(
+            coloured.contains("\x1b[32mpass      \x1b[0m"),
+            "{coloured:?}"
+        );
+    }
+
+    /// Every matrix file of the lab (`selftests/lab/*matrix*.txt`) on every table kernel, split
+    /// into N = 1..=8 shards, with the recorded durations and with none: the shards are
+    /// disjoint, together they are the whole matrix, none is empty while there are at least N
+    /// cells, and the longest shard's estimate is within one cell of the ideal (the bound of the
+    /// longest-first rule).
+    #[test]
+    fn shards_of_the_real_matrices_are_disjoint_and_cover_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains("matrix") && n.ends_with(".txt"))
+            })
+            .collect();
+        files.sort();
+        assert!(files.len() >= 2, "{files:?}");
+        let recorded = CellDurations::read(&dir.join("cell-durations.txt")).unwrap();
+        let kernels: Vec<String> = crate::kernel::KERNELS
+            .iter()
+            .map(|k| k.name.to_string())
+            .chain(["custom-7.2+no-secondary-mmu-aging".to_string()])
+            .collect();
+        for file in &files {
+            let m = read_matrix(file).unwrap();
+            let cells: Vec<(String, String)> = kernels
+                .iter()
+                .flat_map(|k| m.tests.iter().map(move |t| (k.clone(), t.name.clone())))
+                .collect();
+            for durations in [&recorded, &CellDurations::default()] {
+                let median = {
+                    let mut v: Vec<f64> = durations.0.values().copied().collect();
+                    v.sort_by(f64::total_cmp);
+                    v.get(v.len() / 2)
+                        .copied()
+                        .unwrap_or(shard::UNKNOWN_CELL_SECS)
+                };
+                let secs = |c: &(String, String)| durations.0.get(c).copied().unwrap_or(median);
+                for n in 1..=8 {
+                    let mut owner = vec![0usize; cells.len()];
+                    let mut load = vec![0.0f64; n];
+                    for k in 1..=n {
+                        let mine =
+                            cells_of_shard(&cells, Some(Shard { index: k, count: n }), durations);
+                        for (i, _) in mine.iter().enumerate().filter(|(_, m)| **m) {
+                            assert_eq!(
+                                owner[i],
+                                0,
+                                "{}: N={n}: {:?} in shards {} and {k}",
+                                file.display(),
+                                cells[i],
+                                owner[i]
+                            );
+                            owner[i] = k;
+                            load[k - 1] += secs(&cells[i]);
+                        }
+                    }
+                    if let Some(i) = owner.iter().position(|&o| o == 0) {
+                        panic!("{}: N={n}: {:?} in no shard", file.display(), cells[i]);
+                    }
+                    if cells.len() >= n {
+                        assert!(
+                            load.iter().all(|&l| l > 0.0),
+                            "{}: N={n}: an empty shard: {load:?}",
+                            file.display()
+                        );
+                    }
+                    let total: f64 = load.iter().sum();
+                    let longest_cell = cells.iter().map(secs).fold(0.0, f64::max);
+                    let worst = load.iter().copied().fold(0.0, f64::max);
+                    assert!(
+                        worst <= total / n as f64 + longest_cell + 1e-6,
+                        "{}: N={n}: shard loads {load:?}",
+                        file.display()
+                    );
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use super::arch::ArchSpec;
 use super::status::{parse_records, StatusRecord};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,6 +75,12 @@ pub enum GuestRunError {
         phase: &'static str,
         /// Console tail.
         tail: String,
+    },
+    /// SIGINT or SIGTERM arrived while the guest ran; QEMU was killed.
+    #[error("interrupted ({phase}); QEMU killed")]
+    Interrupted {
+        /// How far the guest got.
+        phase: &'static str,
     },
     /// The guest stopped without an exit record.
     #[error("the guest stopped without reporting the command's exit status\n--- console (last lines) ---\n{tail}")]
@@ -254,7 +261,22 @@ pub fn boot(boot: &Boot<'_>) -> Result<BootReport, GuestRunError> {
     let log = File::create(&qemu_log).map_err(io(&qemu_log))?;
     let log2 = log.try_clone().map_err(io(&qemu_log))?;
     let started = Instant::now();
-    let child = qemu_command(boot)
+    let mut command = qemu_command(boot);
+    // Its own process group: a terminal's Ctrl-C reaches only agelab, which records the cell as
+    // interrupted and then kills QEMU itself. SIGKILL when agelab dies (even by SIGKILL), so no
+    // guest outlives the run that started it.
+    command.process_group(0);
+    {
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe; it touches no memory shared with the parent.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
@@ -322,6 +344,17 @@ pub fn boot(boot: &Boot<'_>) -> Result<BootReport, GuestRunError> {
             for w in &report.warnings[seen.min(report.warnings.len())..] {
                 eprintln!("agelab lab: guest warning: {w}");
             }
+        }
+        if crate::interrupt::requested() && exited_at.is_none() {
+            let _ = qemu.0.kill();
+            let _ = qemu.0.wait();
+            pump(&mut out, &mut err);
+            let phase = match (booted, report.to_command.is_some()) {
+                (_, true) => "the command was running",
+                (true, false) => "setting up the guest",
+                (false, false) => "booting",
+            };
+            return Err(GuestRunError::Interrupted { phase });
         }
         if let Some(st) = qemu.0.try_wait().map_err(io(&qemu_log))? {
             break st;

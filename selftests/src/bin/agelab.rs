@@ -34,7 +34,7 @@ enum Command {
         json: bool,
     },
     /// Boot QEMU with a lab kernel and run a command inside it.
-    Lab(agelab_lab::LabArgs),
+    Lab(agelab_lab::LabCommand),
     /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
     /// Welch's t-test per metric.
     Ab(agelab_lab::ab::AbArgs),
@@ -128,10 +128,12 @@ fn main() -> ExitCode {
             cli::workloads::print();
             ExitCode::SUCCESS
         }
-        Command::Lab(args) => match agelab_lab::run(&args) {
-            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ExitClass::Failure.code())),
-            Err(e) => exit_with("agelab lab", &e),
-        },
+        Command::Lab(command) => {
+            match agelab_lab::run_command(&command, &agelab::report::lab::merged_html) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ExitClass::Failure.code())),
+                Err(e) => exit_with("agelab lab", &e),
+            }
+        }
         Command::Ab(args) => finish("ab", agelab_lab::ab::run(&args), args.json, |r| {
             print!("{}", agelab_lab::ab::report::render(r))
         }),

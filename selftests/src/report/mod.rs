@@ -7,6 +7,7 @@
 //! saying so and no data group, which `selftests/tests/report_render.rs`
 //! (headless Chromium) reports as an empty chart.
 
+pub mod lab;
 mod page;
 mod reclaim;
 mod run;

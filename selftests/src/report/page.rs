@@ -15,7 +15,9 @@ th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 figure.chart{margin:10px 0 18px;padding:0}figcaption{font-size:13px;color:#444;margin:0 0 4px;max-width:1100px}\
 figure.chart svg{max-width:100%;height:auto;display:block}\
 p.empty{color:#a00;font-weight:bold}.blind{background:#fee;border:1px solid #c00;padding:6px 10px}\
-.js-error{color:#fff;background:#c00;padding:4px 8px}";
+.js-error{color:#fff;background:#c00;padding:4px 8px}\
+td.pass{background:#e6f4e6}td.skip{background:#fdf6d8}td.fail{background:#fbe0e0;font-weight:bold}\
+td.timeout{background:#f3e0f7;font-weight:bold}td.other{background:#eee}";
 
 /// Installed first: any script error is written into the page, where a reader (or the render
 /// test) sees it.

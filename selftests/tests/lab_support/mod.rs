@@ -31,12 +31,13 @@ pub fn empty_bins() -> PathBuf {
     dir
 }
 
-/// Runs `agelab lab --bins <empty> ARGS...`.
+/// Runs `agelab lab --bins <empty> --no-build ARGS...`.
 pub fn lab(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_agelab"))
         .arg("lab")
         .arg("--bins")
         .arg(empty_bins())
+        .arg("--no-build")
         .args(args)
         .output()
         .expect("running agelab");
