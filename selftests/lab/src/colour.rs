@@ -2,7 +2,7 @@
 //! Off when the stream is not a terminal, `TERM=dumb`, or `NO_COLOR` is set to anything
 //! non-empty (<https://no-color.org>), so logs and pipes stay plain text.
 
-use crate::matrix::Outcome;
+use crate::outcome::Outcome;
 
 /// Whether to colour a stream that `is_terminal`, given `TERM` and `NO_COLOR`.
 pub fn wanted(is_terminal: bool, term: Option<&str>, no_color: Option<&str>) -> bool {

@@ -34,6 +34,7 @@ mod kernel;
 pub mod matrix;
 pub mod merge;
 mod modules;
+pub mod outcome;
 mod prereq;
 mod qemu;
 pub mod results;

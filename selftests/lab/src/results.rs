@@ -13,7 +13,7 @@
 //! `agelab lab merge DIR...` reads the `results.json` of shards and checks that together they ran
 //! every cell of the matrix exactly once ([`merge`]).
 
-use crate::matrix::Outcome;
+use crate::outcome::Outcome;
 use crate::shard::{CellDurations, Shard};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -6,7 +6,7 @@
 //! one plain line per finished cell, `agelab lab: [3/51, 2m05s elapsed, ~4m12s left] KERNEL /
 //! TEST: OUTCOME (S s, log PATH)`, as before the view existed.
 
-use crate::matrix::Outcome;
+use crate::outcome::Outcome;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,7 +99,7 @@ impl CellsView {
             }
             None => format!(
                 "agelab lab: {} {what}: {label} {tail}",
-                crate::matrix::progress(n, self.total, self.started.elapsed())
+                progress(n, self.total, self.started.elapsed())
             ),
         };
         if !(self.hide_passed && outcome.passed()) {
@@ -113,5 +113,49 @@ impl CellsView {
             overall.finish_and_clear();
             let _ = multi.clear();
         }
+    }
+}
+
+/// `[3/51, 2m05s elapsed, ~4m12s left]`: the estimate assumes the cells left take as long as
+/// the ones done (they run `jobs` at a time, as the ones done did).
+pub fn progress(done: usize, total: usize, elapsed: std::time::Duration) -> String {
+    let fmt = |secs: u64| {
+        if secs >= 60 {
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        } else {
+            format!("{secs}s")
+        }
+    };
+    let left = if done == 0 {
+        String::new()
+    } else {
+        let per = elapsed.as_secs_f64() / done as f64;
+        format!(
+            ", ~{} left",
+            fmt((per * (total - done) as f64).round() as u64)
+        )
+    };
+    format!("[{done}/{total}, {} elapsed{left}]", fmt(elapsed.as_secs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress;
+
+    #[test]
+    fn progress_line_estimates_what_is_left() {
+        use std::time::Duration;
+        assert_eq!(
+            progress(0, 10, Duration::from_secs(5)),
+            "[0/10, 5s elapsed]"
+        );
+        assert_eq!(
+            progress(3, 12, Duration::from_secs(90)),
+            "[3/12, 1m30s elapsed, ~4m30s left]"
+        );
+        assert_eq!(
+            progress(12, 12, Duration::from_secs(61)),
+            "[12/12, 1m01s elapsed, ~0s left]"
+        );
     }
 }
