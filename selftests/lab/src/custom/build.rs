@@ -5,6 +5,7 @@ use super::cache::{cached, RecipeRecord};
 use super::fragment::missing_options;
 use super::patches::apply_patch;
 use super::recipe::{tree_id, Recipe, SourceTree};
+use super::tree::{is_plain_base, usable_tree, AppliedPatches, KeptTree};
 use super::{CustomKernel, CustomKernelError};
 use crate::apt::PrivateApt;
 use crate::arch::ArchSpec;
@@ -57,12 +58,17 @@ fn prepare_tree(
 }
 
 /// Fetches the cached custom kernel or builds it (`rebuild` forces a build).
+///
+/// A build with patches only is made in the base's kept tree when there is one
+/// ([`super::tree`]); `keep_tree` keeps the base's tree when the base itself is built (and
+/// builds the base again when its tree is missing).
 pub fn custom_kernel(
     recipe: &Recipe,
     arch: &ArchSpec,
     cache: &Path,
     refresh: bool,
     rebuild: bool,
+    keep_tree: bool,
 ) -> Result<CustomKernel, CustomKernelError> {
     let spec = recipe.spec;
     let kernel = recipe.name.as_str();
@@ -137,7 +143,11 @@ pub fn custom_kernel(
         extra_config: recipe.extra_config.clone(),
     };
     let record_json = serde_json::to_string_pretty(&record).unwrap_or_default();
-    if !rebuild {
+    let plain_base = is_plain_base(recipe);
+    let own_tree = KeptTree::at(cache, arch, kernel, &key);
+    // A base asked to keep its tree builds once more when the tree is gone.
+    let want_tree = keep_tree && plain_base && !own_tree.is_ready();
+    if !rebuild && !want_tree {
         if let Some(k) = cached(kernel, &dir) {
             write_atomic(&base.join("current"), key.as_bytes())?;
             write_atomic(&base.join("recipe"), record_json.as_bytes())?;
@@ -146,12 +156,35 @@ pub fn custom_kernel(
     }
     // `--kernel NAME` must not find an older build while this one is missing or failed.
     let _ = fs::remove_file(base.join("recipe"));
+    let entry = Entry {
+        kernel,
+        arch,
+        base: &base,
+        key: &key,
+        version: &version,
+        record_json: &record_json,
+    };
+    if let Some(tree) = usable_tree(recipe, arch, cache, &version)? {
+        let _tree_lock = tree.lock()?;
+        // A base rebuild may have retired the tree while this build waited for the lock.
+        if tree.is_ready() {
+            return build_in_kept_tree(recipe, &tree, &entry);
+        }
+    }
     let deb = match &apt {
         Some(a) => Some(a.download(&package).map_err(apt_err)?),
         None => None,
     };
+    let keep = plain_base && (keep_tree || own_tree.is_ready());
+    // The base's own tree is rebuilt in place, under its lock, unusable until it is complete.
+    let _tree_lock = if keep { Some(own_tree.lock()?) } else { None };
+    let build = if keep {
+        own_tree.mark_unusable();
+        own_tree.dir.clone()
+    } else {
+        base.join(format!("{key}.build"))
+    };
     let started = Instant::now();
-    let build = base.join(format!("{key}.build"));
     let _ = fs::remove_dir_all(&build);
     create_dir(&build)?;
     let log = build.join("build.log");
@@ -162,13 +195,7 @@ pub fn custom_kernel(
         log.display()
     );
     prepare_tree(recipe, &version, deb.as_deref(), &build, &b)?;
-    let make = |args: &[&str]| {
-        let mut c = Command::new("make");
-        c.current_dir(&build)
-            .arg(format!("ARCH={}", arch.kbuild_arch))
-            .args(args);
-        c
-    };
+    let make = |args: &[&str]| make_command(arch, &build, args);
     b.run("make tinyconfig", &mut make(&["tinyconfig"]))?;
     let fragment = recipe.fragment(arch);
     let frag = build.join("agelab.config");
@@ -190,39 +217,120 @@ pub fn custom_kernel(
             missing: missing.join(" "),
         });
     }
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     b.run(
         &format!("make {}", arch.kbuild_target),
-        &mut make(&[&format!("-j{jobs}"), arch.kbuild_target]),
+        &mut make(&[&jobs_arg(), arch.kbuild_target]),
     )?;
     let secs = started.elapsed().as_secs_f64();
-    // Filled aside and renamed into place: concurrent runs never see a half-written entry.
-    let staged = base.join(format!("{key}.new"));
-    let _ = fs::remove_dir_all(&staged);
-    create_dir(&staged)?;
-    let image = build.join(arch.kbuild_image);
-    fs::copy(&image, staged.join("vmlinuz")).map_err(|e| b.io(&image, e))?;
-    fs::copy(&config_path, staged.join("config")).map_err(|e| b.io(&config_path, e))?;
-    let _ = fs::copy(&log, staged.join("build.log"));
-    let release = fs::read_to_string(build.join("include/config/kernel.release"))
-        .unwrap_or_else(|_| version.clone());
-    write_atomic(
-        &staged.join("build-seconds"),
-        format!("{secs:.1}").as_bytes(),
-    )?;
-    write_atomic(&staged.join("release"), release.trim().as_bytes())?;
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&staged, &dir).map_err(|e| b.io(&dir, e))?;
-    write_atomic(&base.join("current"), key.as_bytes())?;
-    write_atomic(&base.join("recipe"), record_json.as_bytes())?;
-    // The tree is ~1.5 GB and nothing reuses it: the key changes with source or config.
-    if std::env::var_os("AGELAB_KEEP_BUILD").is_none() {
+    let k = entry.store(&build, &log, secs, "full", &b)?;
+    if keep {
+        own_tree.mark_ready().map_err(|e| b.io(&own_tree.dir, e))?;
+    } else if std::env::var_os("AGELAB_KEEP_BUILD").is_none() {
+        // The tree is ~1.5 GB and nothing reuses it: the key changes with source or config.
         let _ = fs::remove_dir_all(&build);
     }
-    let mut k =
-        cached(kernel, &dir).ok_or_else(|| b.io(&dir, std::io::ErrorKind::NotFound.into()))?;
-    k.built_in_secs = Some(secs);
     Ok(k)
+}
+
+/// `make ARCH=<arch> ARGS` in `tree`.
+fn make_command(arch: &ArchSpec, tree: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("make");
+    c.current_dir(tree)
+        .arg(format!("ARCH={}", arch.kbuild_arch))
+        .args(args);
+    c
+}
+
+/// `-j<host cores>`.
+fn jobs_arg() -> String {
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    format!("-j{jobs}")
+}
+
+/// Builds `recipe` in the base's kept tree: its patches applied, `make` (kbuild rebuilds what
+/// the patches changed and links), the image stored, the patches reverted — also when `make`
+/// failed. The caller holds the tree's lock.
+fn build_in_kept_tree(
+    recipe: &Recipe,
+    tree: &KeptTree,
+    entry: &Entry<'_>,
+) -> Result<CustomKernel, CustomKernelError> {
+    let kernel = entry.kernel;
+    let log = entry.base.join(format!("{}.log", entry.key));
+    let _ = fs::remove_file(&log);
+    let b = Builder { kernel, log: &log };
+    let mode = format!("kept tree of {} {}", tree.base, tree.key);
+    eprintln!(
+        "agelab lab: building {kernel} in the {mode} (log: {})",
+        log.display()
+    );
+    let started = Instant::now();
+    let applied = AppliedPatches::apply(tree, kernel, entry.version, &recipe.patches)?;
+    let built = b
+        .run(
+            &format!("make {}", entry.arch.kbuild_target),
+            &mut make_command(
+                entry.arch,
+                &tree.dir,
+                &[&jobs_arg(), entry.arch.kbuild_target],
+            ),
+        )
+        .map(|()| started.elapsed().as_secs_f64())
+        .and_then(|secs| entry.store(&tree.dir, &log, secs, &mode, &b));
+    let reverted = applied.revert();
+    let k = built?;
+    reverted?;
+    Ok(k)
+}
+
+/// Where a finished build goes: `kernels/<arch>/<name>/<key>/`.
+struct Entry<'a> {
+    kernel: &'a str,
+    arch: &'a ArchSpec,
+    base: &'a Path,
+    key: &'a str,
+    version: &'a str,
+    record_json: &'a str,
+}
+
+impl Entry<'_> {
+    /// Copies the image, config, log and release from the built `tree` into the cache entry
+    /// (filled aside and renamed into place: concurrent runs never see a half-written entry) and
+    /// records it under its name.
+    fn store(
+        &self,
+        tree: &Path,
+        log: &Path,
+        secs: f64,
+        mode: &str,
+        b: &Builder<'_>,
+    ) -> Result<CustomKernel, CustomKernelError> {
+        let dir = self.base.join(self.key);
+        let staged = self.base.join(format!("{}.new", self.key));
+        let _ = fs::remove_dir_all(&staged);
+        create_dir(&staged)?;
+        let image = tree.join(self.arch.kbuild_image);
+        fs::copy(&image, staged.join("vmlinuz")).map_err(|e| b.io(&image, e))?;
+        let config_path = tree.join(".config");
+        fs::copy(&config_path, staged.join("config")).map_err(|e| b.io(&config_path, e))?;
+        let _ = fs::copy(log, staged.join("build.log"));
+        let release = fs::read_to_string(tree.join("include/config/kernel.release"))
+            .unwrap_or_else(|_| self.version.to_string());
+        write_atomic(
+            &staged.join("build-seconds"),
+            format!("{secs:.1}").as_bytes(),
+        )?;
+        write_atomic(&staged.join("build-mode"), mode.as_bytes())?;
+        write_atomic(&staged.join("release"), release.trim().as_bytes())?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&staged, &dir).map_err(|e| b.io(&dir, e))?;
+        write_atomic(&self.base.join("current"), self.key.as_bytes())?;
+        write_atomic(&self.base.join("recipe"), self.record_json.as_bytes())?;
+        let mut k = cached(self.kernel, &dir)
+            .ok_or_else(|| b.io(&dir, std::io::ErrorKind::NotFound.into()))?;
+        k.built_in_secs = Some(secs);
+        Ok(k)
+    }
 }
 
 struct Builder<'a> {

@@ -70,6 +70,9 @@ pub(super) fn cached(name: &str, dir: &Path) -> Option<CustomKernel> {
         cold_build_secs: fs::read_to_string(dir.join("build-seconds"))
             .ok()
             .and_then(|s| s.trim().parse().ok()),
+        build_mode: fs::read_to_string(dir.join("build-mode"))
+            .ok()
+            .map(|s| s.trim().to_string()),
     })
 }
 

@@ -6,10 +6,12 @@ mod cache;
 mod fragment;
 mod patches;
 mod recipe;
+mod tree;
 
 pub use build::custom_kernel;
 pub use cache::{named_builds, named_kernel};
 pub use recipe::{LabRecipeError, Recipe, RecipeError};
+pub use tree::{current_tree, KeptTree};
 
 use super::apt::AptError;
 use super::cache::CacheError;
@@ -81,6 +83,14 @@ pub enum CustomKernelError {
         /// What is wrong.
         detail: String,
     },
+    /// The base's kept tree could not be used or restored.
+    #[error("kept tree {tree}: {detail}")]
+    KeptTree {
+        /// The tree.
+        tree: PathBuf,
+        /// What happened.
+        detail: String,
+    },
     /// Cache bookkeeping failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -95,6 +105,9 @@ pub struct CustomKernel {
     pub built_in_secs: Option<f64>,
     /// Seconds the cached build took originally, if recorded.
     pub cold_build_secs: Option<f64>,
+    /// How the cached build was made: `full`, or `kept tree of <base> <key>` (patches applied
+    /// to the base's built tree; only the changed objects and the link were built).
+    pub build_mode: Option<String>,
 }
 
 #[cfg(test)]

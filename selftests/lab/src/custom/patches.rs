@@ -36,6 +36,24 @@ pub fn patch_files(spec: &KernelSpec) -> Result<Vec<PathBuf>, CustomKernelError>
     Ok(files)
 }
 
+/// `patch -p1` of `patch` in `tree`, never asking (`--batch`), refusing an already applied patch
+/// (`--forward`), with `extra` options (`--dry-run`, `-R`).
+pub(super) fn patch_command(tree: &Path, patch: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new("patch");
+    c.current_dir(tree)
+        .args(["-p1", "--forward", "--batch", "--no-backup-if-mismatch"])
+        .args(extra)
+        .arg("-i")
+        .arg(patch)
+        .stdin(Stdio::null());
+    c
+}
+
+/// What `patch` printed, stdout then stderr.
+pub(super) fn patch_report(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// Applies `patch` to the tree in `build` with `patch -p1`; a failure carries the failing hunks.
 pub(super) fn apply_patch(
     kernel: &str,
@@ -48,24 +66,11 @@ pub(super) fn apply_patch(
         path: patch.to_path_buf(),
         source,
     };
-    let out = Command::new("patch")
-        .current_dir(build)
-        .args([
-            "-p1",
-            "--forward",
-            "--batch",
-            "--no-backup-if-mismatch",
-            "-i",
-        ])
-        .arg(patch)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io)?;
+    let out = patch_command(build, patch, &[]).output().map_err(io)?;
     if out.status.success() {
         return Ok(());
     }
-    let output =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let output = patch_report(&out);
     let mut rejects = String::new();
     for line in output.lines() {
         // "saving rejects to file mm/vmscan.c.rej"
