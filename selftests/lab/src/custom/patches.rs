@@ -44,7 +44,9 @@ pub(super) fn patch_command(tree: &Path, patch: &Path, extra: &[&str]) -> Comman
         .args(["-p1", "--forward", "--batch", "--no-backup-if-mismatch"])
         .args(extra)
         .arg("-i")
-        .arg(patch)
+        // patch runs in the tree: a path relative to this process's directory must not be
+        // read relative to the tree.
+        .arg(std::path::absolute(patch).unwrap_or_else(|_| patch.to_path_buf()))
         .stdin(Stdio::null());
     c
 }
