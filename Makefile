@@ -80,10 +80,20 @@ endif
 	$(AGELAB) lab --kernel $(LAB_CONTROL_KERNELS) --matrix $(LAB_MATRIX) --tests $(LAB_CONTROL_TESTS) \
 		--results $(LAB_RESULTS)
 
-## Every lab kernel × every test of the lab matrix, as a table (logs in $(LAB_RESULTS)).
+## Every lab kernel × every test of the lab matrix, as a table (logs in $(LAB_RESULTS)), then
+## the mutation matrix.
 lab: setup build
 	$(AGELAB) lab --kernel $(LAB_KERNELS) --matrix $(LAB_MATRIX) --results $(LAB_RESULTS)
 	$(AGELAB) lab --kernel $(LAB_BENCH_KERNELS) --matrix $(LAB_BENCH_MATRIX) --results $(LAB_RESULTS)-bench
+	$(MAKE) mutants
+
+## The mutation matrix (docs/ab-and-mutants.md): custom-7.2 and every mutant of
+## selftests/lab/mutants/ (built from the base's kept tree) × selftests/lab/mutants/tests.txt;
+## the kill table, JSON in $(LAB_RESULTS)/mutants/mutants.json. LAB_MUTANTS="a b" picks some.
+LAB_MUTANTS ?=
+.PHONY: mutants
+mutants: build
+	$(AGELAB) mutants $(foreach m,$(LAB_MUTANTS),--mutant $(m)) --results $(LAB_RESULTS)
 
 ## Boot-to-command time per lab kernel and the custom kernel's build time (cold, recorded).
 bench-lab: build

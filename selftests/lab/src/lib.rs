@@ -34,6 +34,7 @@ mod kernel;
 pub mod matrix;
 pub mod merge;
 mod modules;
+pub mod mutants;
 pub mod outcome;
 mod prereq;
 mod qemu;
@@ -192,6 +193,11 @@ pub struct LabArgs {
     /// Rebuild the custom kernel even when cached.
     #[arg(long)]
     pub rebuild: bool,
+    /// Custom kernels: keep the base kernel's built tree (~1.5 GB) so that builds with
+    /// `--patch` only apply their patches there and rebuild only what they change (building the
+    /// base once more if its tree is missing). `agelab mutants` always keeps it.
+    #[arg(long)]
+    pub keep_tree: bool,
     /// Custom kernels: apply this patch file, or every `*.patch` of this directory in name
     /// order, after the kernel's own patch sets; repeatable, applied in the order given.
     #[arg(long = "patch")]
@@ -495,6 +501,8 @@ pub(crate) struct PreparedKernel {
     suite: &'static str,
     /// Custom kernels: seconds of the build that just ran, and of the cached build.
     build_secs: (Option<f64>, Option<f64>),
+    /// Custom kernels: how the cached build was made (`full`, or in a kept tree).
+    build_mode: Option<String>,
 }
 
 /// Shared state of one `agelab lab` invocation.
@@ -525,6 +533,7 @@ impl<'a> Lab<'a> {
                 },
                 suite: "sid",
                 build_secs: (None, None),
+                build_mode: None,
             });
         }
         let args = self.args;
@@ -543,6 +552,7 @@ impl<'a> Lab<'a> {
                             .find(|k| k.suite == record.suite)
                             .map_or("sid", |k| k.suite),
                         build_secs: (None, c.cold_build_secs),
+                        build_mode: c.build_mode,
                     }),
                     None => Err(match e {
                         KernelError::Unknown { name, arch, known } => {
@@ -578,6 +588,7 @@ impl<'a> Lab<'a> {
                 kernel: kernel::debian_kernel(spec, self.arch, &self.cache, args.refresh)?,
                 suite: spec.suite,
                 build_secs: (None, None),
+                build_mode: None,
             }),
             KernelSource::Custom if self.arch.custom_config.is_empty() => Err(LabError::Usage(
                 format!("{name}: no custom kernel for {} yet", self.arch.name),
@@ -600,6 +611,7 @@ impl<'a> Lab<'a> {
                     &self.cache,
                     args.refresh,
                     args.rebuild,
+                    args.keep_tree,
                 )?;
                 if recipe.name != spec.name {
                     eprintln!(
@@ -611,6 +623,7 @@ impl<'a> Lab<'a> {
                     kernel: c.kernel,
                     suite: spec.suite,
                     build_secs: (c.built_in_secs, c.cold_build_secs),
+                    build_mode: c.build_mode,
                 })
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! File format, one test per line (`#` comments): `NAME [OPTIONS] -- SHELL COMMAND`, where the
 //! command runs under `sh -c` in the guest and OPTIONS are `--zram`, `--mem`, `--smp`,
-//! `--timeout` or `--module` as for `agelab lab`, plus the expectations:
+//! `--timeout`, `--module` or `--append` (kernel command-line words) as for `agelab lab`, plus
+//! the expectations:
 //!
 //! - `@kernel NAME VAR=yes|no ...` states what a kernel is expected to do (e.g.
 //!   `SECONDARY_MMU_AGING=no`: its MGLRU aging does not ask KVM). Every test on that kernel sees
@@ -76,6 +77,9 @@ pub struct TestOptions {
     /// Kernel facts the test needs: it is designed to fail where the fact is `no`.
     #[arg(long = "needs")]
     pub needs: Vec<String>,
+    /// Extra kernel command-line words for this test (e.g. `kvm.tdp_mmu=N`), after `--append`.
+    #[arg(long)]
+    pub append: Option<String>,
 }
 
 /// One matrix entry.
@@ -343,6 +347,13 @@ pub(crate) fn options_for(defaults: &RunOptions, test: &LabTest) -> Result<RunOp
         opts.timeout = super::parse_duration(t)?;
     }
     opts.modules.extend(o.modules.iter().cloned());
+    if let Some(words) = o.append.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        opts.append = if opts.append.trim().is_empty() {
+            words.to_string()
+        } else {
+            format!("{} {words}", opts.append.trim())
+        };
+    }
     Ok(opts)
 }
 
@@ -708,8 +719,10 @@ mod tests {
 
     #[test]
     fn parses_tests_with_options() {
-        let text = "# comment\n\nkvm -- test -c /dev/kvm\nzram --zram 256M --module zram -- grep -q zram0 /proc/swaps && echo ok\n";
+        let text = "# comment\n\nkvm -- test -c /dev/kvm\nzram --zram 256M --module zram -- grep -q zram0 /proc/swaps && echo ok\nshadow --append kvm.tdp_mmu=N -- true\n";
         let tests = parse_matrix(text).unwrap().tests;
+        assert_eq!(tests[2].options.append.as_deref(), Some("kvm.tdp_mmu=N"));
+        let tests = &tests[..2];
         assert_eq!(tests.len(), 2);
         assert_eq!(tests[0].name, "kvm");
         assert_eq!(tests[0].options, TestOptions::default());

@@ -38,6 +38,10 @@ enum Command {
     /// Compare kernel A and kernel B (or two command lines): interleaved runs, mean ± 95% CI,
     /// Welch's t-test per metric.
     Ab(agelab_lab::ab::AbArgs),
+    /// Mutation matrix: boot the base custom kernel and each mutant of selftests/lab/mutants/
+    /// (built from the base's kept tree), run the strict aging tests and the kernel's own
+    /// access_tracking_perf_test on each, print the kill table and write JSON.
+    Mutants(agelab_lab::mutants::MutantsArgs),
     /// Proactive reclaim: policies, refault SLO controller, zram swap, benchmark table/SVG/JSON.
     Reclaim(cli::reclaim::ReclaimArgs),
     /// Undo host changes left by agelab processes that are gone (SIGKILL, OOM kill, crash), from
@@ -134,6 +138,10 @@ fn main() -> ExitCode {
                 Err(e) => exit_with("agelab lab", &e),
             }
         }
+        Command::Mutants(args) => match agelab_lab::mutants::run(&args) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ExitClass::Failure.code())),
+            Err(e) => exit_with("agelab mutants", &e),
+        },
         Command::Ab(args) => finish("ab", agelab_lab::ab::run(&args), args.json, |r| {
             print!("{}", agelab_lab::ab::report::render(r))
         }),
