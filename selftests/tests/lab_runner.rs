@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 
 const KERNEL: &str = "debian-7.2";
 
+/// `agelab lab --kernel debian-7.2 -- sh -c SCRIPT`.
+fn lab_sh(script: &str) -> std::process::Output {
+    lab(&["--kernel", KERNEL, "--", "sh", "-c", script])
+}
+
 #[test]
 fn exit_status_comes_back() {
     if skip() {
         return;
     }
-    let out = lab(&["--kernel", KERNEL, "--", "sh", "-c", "exit 3"]);
+    let out = lab_sh("exit 3");
     assert_eq!(out.status.code(), Some(3));
     let out = lab(&["--kernel", KERNEL, "--", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
@@ -24,14 +29,7 @@ fn stdout_and_stderr_are_separate_and_complete() {
     if skip() {
         return;
     }
-    let out = lab(&[
-        "--kernel",
-        KERNEL,
-        "--",
-        "sh",
-        "-c",
-        "seq 1 20000; echo to-stderr >&2",
-    ]);
+    let out = lab_sh("seq 1 20000; echo to-stderr >&2");
     assert_eq!(out.status.code(), Some(0));
     let expected: String = (1..=20000).map(|i| format!("{i}\n")).collect();
     assert!(
@@ -134,14 +132,7 @@ fn kernel_panic_is_reported_with_the_console() {
     if skip() {
         return;
     }
-    let out = lab(&[
-        "--kernel",
-        KERNEL,
-        "--",
-        "sh",
-        "-c",
-        "echo c > /proc/sysrq-trigger",
-    ]);
+    let out = lab_sh("echo c > /proc/sysrq-trigger");
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("panicked"), "{err}");

@@ -309,6 +309,21 @@ impl Generations {
         let mut left = [0u64; MAX_NR_GENS];
         let mut stats = Promotion::default();
         let n = self.seqs.len();
+        // One page's move, inlined into both loops below.
+        let mut visit = |s: &mut u32, page: usize| {
+            let old = *s;
+            if old < max_seq {
+                left[slot(old.max(min_seq))] += 1;
+                stats.promoted += 1;
+                *s = max_seq;
+            } else if old == max_seq {
+                stats.already_young += 1;
+            } else {
+                stats.refaulted += 1;
+                *s = max_seq;
+                on_refault(page as u64);
+            }
+        };
         for (wi, &word) in accessed.words().iter().enumerate() {
             if word == 0 {
                 continue;
@@ -318,18 +333,7 @@ impl Generations {
             if word == u64::MAX && chunk.len() == 64 {
                 // Dense word: a straight loop without bit scanning.
                 for (i, s) in chunk.iter_mut().enumerate() {
-                    let old = *s;
-                    if old < max_seq {
-                        left[slot(old.max(min_seq))] += 1;
-                        stats.promoted += 1;
-                        *s = max_seq;
-                    } else if old == max_seq {
-                        stats.already_young += 1;
-                    } else {
-                        stats.refaulted += 1;
-                        *s = max_seq;
-                        on_refault((base + i) as u64);
-                    }
+                    visit(s, base + i);
                 }
                 continue;
             }
@@ -337,19 +341,7 @@ impl Generations {
             while bits != 0 {
                 let bit = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let s = &mut chunk[bit];
-                let old = *s;
-                if old < max_seq {
-                    left[slot(old.max(min_seq))] += 1;
-                    stats.promoted += 1;
-                    *s = max_seq;
-                } else if old == max_seq {
-                    stats.already_young += 1;
-                } else {
-                    stats.refaulted += 1;
-                    *s = max_seq;
-                    on_refault((base + bit) as u64);
-                }
+                visit(&mut chunk[bit], base + bit);
             }
         }
         for (c, l) in self.counts.iter_mut().zip(left) {

@@ -192,30 +192,25 @@ impl ScratchMapping {
         self.len == 0
     }
 
+    /// The first byte of page `page`, checked to lie inside the mapping.
+    fn page_ptr(&self, page: usize) -> *mut u8 {
+        assert!(page * (PAGE_SIZE as usize) < self.len, "page out of range");
+        self.addr
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(page * PAGE_SIZE as usize)
+    }
+
     /// Volatile byte store at page `page` (so the compiler cannot drop or merge it).
     pub fn write(&self, page: usize, value: u8) {
-        assert!(page * (PAGE_SIZE as usize) < self.len, "page out of range");
-        // SAFETY: the address lies inside this live, writable mapping.
-        unsafe {
-            self.addr
-                .as_ptr()
-                .cast::<u8>()
-                .add(page * PAGE_SIZE as usize)
-                .write_volatile(value)
-        }
+        // SAFETY: page_ptr checked the address lies inside this live, writable mapping.
+        unsafe { self.page_ptr(page).write_volatile(value) }
     }
 
     /// Volatile byte load from page `page`.
     pub fn read(&self, page: usize) -> u8 {
-        assert!(page * (PAGE_SIZE as usize) < self.len, "page out of range");
-        // SAFETY: the address lies inside this live, readable mapping.
-        unsafe {
-            self.addr
-                .as_ptr()
-                .cast::<u8>()
-                .add(page * PAGE_SIZE as usize)
-                .read_volatile()
-        }
+        // SAFETY: page_ptr checked the address lies inside this live, readable mapping.
+        unsafe { self.page_ptr(page).read_volatile() }
     }
 }
 

@@ -474,13 +474,7 @@ fn watch<W: Write>(
     measure: impl Fn(Duration) -> String,
     progress: &mut Progress<W>,
 ) -> std::io::Result<Watched> {
-    let stderr = child.stderr.take().map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    });
+    let stderr = collect_stderr(&mut child);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -501,6 +495,18 @@ fn watch<W: Write>(
     );
     let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     Ok(Watched { status, stderr })
+}
+
+/// Reads `child`'s piped stderr to its end on a thread of its own (so the child never blocks on
+/// a full pipe); join the handle for the text.
+fn collect_stderr(child: &mut Child) -> Option<std::thread::JoinHandle<String>> {
+    child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    })
 }
 
 /// [`watch`] for a download of `package` into `file` (`total` bytes when known): bytes so far,
@@ -531,13 +537,7 @@ fn watch_download_live(
     package: &str,
 ) -> std::io::Result<Watched> {
     use indicatif::{ProgressBar, ProgressStyle};
-    let stderr = child.stderr.take().map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    });
+    let stderr = collect_stderr(&mut child);
     let (bar, template) = if total > 0 {
         (
             ProgressBar::new(total),

@@ -286,28 +286,24 @@ fn aging_scenario(
         idle[0], idle[1], idle[2]
     ));
 
-    guest_reads(&ms, 0, quarter);
-    let y1 = age_classes(k, sets, trace.as_ref(), 1);
-    let pass1 = YoungJudgement {
-        touched: set,
-        true_young: y1[0],
-        false_young: y1[1] + y1[2],
+    // Pass 1 after the guest read set A only, pass 2 after it read set B only: the set read
+    // must be young, the other two not.
+    let pass_after_reading = |pass: usize, name: &str| {
+        guest_reads(&ms, (pass as u64 - 1) * quarter, quarter);
+        let y = age_classes(k, sets, trace.as_ref(), pass);
+        let judgement = YoungJudgement {
+            touched: set,
+            true_young: y[pass - 1],
+            false_young: y.iter().sum::<u64>() - y[pass - 1],
+        };
+        k.diag(&format!(
+            "aging pass {pass} after the guest read {name} only: {}",
+            judgement.describe()
+        ));
+        judgement
     };
-    k.diag(&format!(
-        "aging pass 1 after the guest read A only: {}",
-        pass1.describe()
-    ));
-    guest_reads(&ms, quarter, quarter);
-    let y2 = age_classes(k, sets, trace.as_ref(), 2);
-    let pass2 = YoungJudgement {
-        touched: set,
-        true_young: y2[1],
-        false_young: y2[0] + y2[2],
-    };
-    k.diag(&format!(
-        "aging pass 2 after the guest read B only: {}",
-        pass2.describe()
-    ));
+    let pass1 = pass_after_reading(1, "A");
+    let pass2 = pass_after_reading(2, "B");
 
     let want = expect.unwrap_or(Observed::Yes);
     let verdict = |k: &mut Ktap, j: &YoungJudgement, id: TestId| {
