@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
+mod location;
+
+use location::refuse_existing;
+pub use location::{check_new_file_location, FileLocationError};
+
 /// 2 MiB: huge page and THP alignment.
 pub const HUGE_2M: u64 = 2 << 20;
 
@@ -262,83 +267,6 @@ pub fn check_layout(backing: &Backing, mem_bytes: u64, slots: usize) -> Result<(
             }
         }
         Backing::Anon | Backing::Memfd | Backing::Thp => {}
-    }
-    Ok(())
-}
-
-/// Why a file cannot be created at a path.
-#[derive(Debug, thiserror::Error)]
-pub enum FileLocationError {
-    /// The path is empty.
-    #[error("empty path")]
-    Empty,
-    /// The path names a directory.
-    #[error("is a directory; a file name is needed")]
-    IsDirectory,
-    /// Its directory does not exist.
-    #[error("directory {} does not exist", .0.display())]
-    NoDirectory(PathBuf),
-    /// Its directory is something else.
-    #[error("{} is not a directory", .0.display())]
-    NotDirectory(PathBuf),
-    /// Its directory cannot be written.
-    #[error("directory {} is not writable: {err}", dir.display())]
-    NotWritable {
-        /// The directory.
-        dir: PathBuf,
-        /// What access(2) said.
-        #[source]
-        err: nix::Error,
-    },
-}
-
-/// Whether a file can be created at `path` (which does not exist yet): its directory exists, is
-/// a directory and is writable. For file backings and output files (SVG, JSON) alike.
-pub fn check_new_file_location(path: &Path) -> Result<(), FileLocationError> {
-    if path.as_os_str().is_empty() {
-        return Err(FileLocationError::Empty);
-    }
-    if path.is_dir() {
-        return Err(FileLocationError::IsDirectory);
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match std::fs::metadata(dir) {
-        Err(_) => Err(FileLocationError::NoDirectory(dir.to_path_buf())),
-        Ok(m) if !m.is_dir() => Err(FileLocationError::NotDirectory(dir.to_path_buf())),
-        Ok(_) => nix::unistd::access(
-            dir,
-            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-        )
-        .map_err(|err| FileLocationError::NotWritable {
-            dir: dir.to_path_buf(),
-            err,
-        }),
-    }
-}
-
-/// Why an existing file cannot back guest memory.
-#[derive(Debug, thiserror::Error)]
-enum ExistingFileError {
-    /// Not a regular file.
-    #[error("exists and is not a regular file or directory")]
-    NotRegular,
-    /// It holds data agelab would overwrite.
-    #[error(
-        "exists and holds {0} bytes; agelab would overwrite them (remove it or choose a new path)"
-    )]
-    HoldsData(u64),
-}
-
-/// Refuses an existing backing file that is not a regular file or holds data.
-fn refuse_existing(m: &std::fs::Metadata) -> Result<(), ExistingFileError> {
-    if !m.is_file() {
-        return Err(ExistingFileError::NotRegular);
-    }
-    if m.len() > 0 {
-        return Err(ExistingFileError::HoldsData(m.len()));
     }
     Ok(())
 }
@@ -826,65 +754,4 @@ pub fn guest_memory(regions: &[(u64, &HostMapping)]) -> Result<GuestMemoryMmap, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backings_parse() {
-        assert_eq!("anon".parse::<Backing>().unwrap(), Backing::Anon);
-        assert_eq!(
-            "file:/tmp/x".parse::<Backing>().unwrap(),
-            Backing::File("/tmp/x".into())
-        );
-        assert!("file:".parse::<Backing>().is_err());
-        let e = "swap".parse::<Backing>().unwrap_err().to_string();
-        assert!(e.contains("unknown backing 'swap'"), "{e}");
-        assert!(e.contains("anonymous_thp"), "{e}");
-    }
-
-    #[test]
-    fn kernel_selftest_names_parse_and_display_stays_ours() {
-        for (name, want, shown) in [
-            ("anonymous", Backing::Anon, "anon"),
-            ("anonymous_thp", Backing::Thp, "thp"),
-            ("shmem", Backing::Memfd, "memfd"),
-            ("anonymous_hugetlb", Backing::HugeTlb, "hugetlb"),
-            ("anonymous_hugetlb_2mb", Backing::HugeTlb, "hugetlb"),
-        ] {
-            let b: Backing = name.parse().unwrap();
-            assert_eq!(b, want, "{name}");
-            assert_eq!(b.to_string(), shown, "{name}");
-            assert_eq!(
-                shown.parse::<Backing>().unwrap(),
-                want,
-                "{shown} round-trips"
-            );
-        }
-        // The kernel's other hugetlb sizes are not offered: 2 MiB is the only size mapped here.
-        assert!("anonymous_hugetlb_1gb".parse::<Backing>().is_err());
-    }
-
-    #[test]
-    fn mthp_backings_parse_and_round_trip() {
-        for (name, want, shown) in [
-            ("mthp-64k", Backing::Mthp(64), "mthp-64k"),
-            ("mthp-16K", Backing::Mthp(16), "mthp-16k"),
-            ("mthp-1m", Backing::Mthp(1024), "mthp-1m"),
-            ("memfd-mthp-64k", Backing::MemfdMthp(64), "memfd-mthp-64k"),
-            ("shmem-mthp-32kB", Backing::MemfdMthp(32), "memfd-mthp-32k"),
-        ] {
-            let b: Backing = name.parse().unwrap();
-            assert_eq!(b, want, "{name}");
-            assert_eq!(b.to_string(), shown);
-            assert_eq!(shown.parse::<Backing>().unwrap(), want);
-        }
-        for bad in ["mthp-", "mthp-2m", "mthp-48k", "mthp-8k", "shmem-mthp-4k"] {
-            let e = bad.parse::<Backing>().unwrap_err().to_string();
-            assert!(e.contains(&format!("unknown backing '{bad}'")), "{e}");
-            assert!(e.contains("mthp-SIZE"), "{e}");
-        }
-        assert_eq!(Backing::Mthp(64).folio_bytes(), Some(64 << 10));
-        assert_eq!(Backing::Mthp(64).kind(), BackingKind::TransparentHuge);
-        assert_eq!(Backing::MemfdMthp(64).kind(), BackingKind::Memfd);
-    }
-}
+mod tests;
