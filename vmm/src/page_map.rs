@@ -47,6 +47,21 @@ pub struct PageRange {
     pub backing: BackingKind,
 }
 
+impl PageRange {
+    /// A range of `pages` pages at `gpa`/`hva` in memslot `slot`, numbered when a
+    /// [`GuestPageMap`] is built from it.
+    pub fn unnumbered(gpa: u64, hva: u64, pages: u64, slot: u32, backing: BackingKind) -> Self {
+        PageRange {
+            first_page: 0,
+            pages,
+            gpa,
+            hva,
+            slot,
+            backing,
+        }
+    }
+}
+
 /// Addresses of one guest page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestPage {
@@ -153,13 +168,8 @@ mod tests {
     use super::*;
 
     fn map() -> GuestPageMap {
-        let r = |gpa, hva, pages, slot| PageRange {
-            first_page: 0,
-            pages,
-            gpa,
-            hva,
-            slot,
-            backing: BackingKind::Anonymous,
+        let r = |gpa, hva, pages, slot| {
+            PageRange::unnumbered(gpa, hva, pages, slot, BackingKind::Anonymous)
         };
         GuestPageMap::new(vec![
             r(0x2_0000_0000, 0x7000_0000_0000, 4, 2),

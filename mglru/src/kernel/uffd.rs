@@ -747,13 +747,8 @@ mod tests {
 
     #[test]
     fn hva_runs_split_at_gaps_and_slots() {
-        let r = |gpa, hva, pages, slot| PageRange {
-            first_page: 0,
-            pages,
-            gpa,
-            hva,
-            slot,
-            backing: BackingKind::Memfd,
+        let r = |gpa, hva, pages, slot| {
+            PageRange::unnumbered(gpa, hva, pages, slot, BackingKind::Memfd)
         };
         let map = GuestPageMap::new(vec![
             r(0, 0x10_0000, 100, 0),
