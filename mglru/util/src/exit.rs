@@ -51,6 +51,11 @@ pub trait HasExitClass {
     }
 }
 
+/// A child's or a run's exit status as this process's: statuses outside 0..=255 are failures.
+pub fn exit_code_of_status(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status).unwrap_or(ExitClass::Failure.code()))
+}
+
 /// Prints `error` as `{prefix}: {error}` on stderr and returns its exit code.
 pub fn exit_with<E: Display + HasExitClass>(prefix: &str, error: &E) -> ExitCode {
     eprintln!("{prefix}: {error}");

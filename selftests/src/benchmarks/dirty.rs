@@ -236,7 +236,7 @@ pub fn run(args: &DirtyArgs) -> ExitCode {
             }
         }
     }
-    super::exit_code(if failed {
+    agelab_util::exit::exit_code_of_status(if failed {
         ktap::EXIT_FAIL
     } else {
         ktap::EXIT_PASS

@@ -385,5 +385,5 @@ pub fn run(args: &DirtyLayoutArgs) -> ExitCode {
     for r in &vms {
         let _ = r.vm.resume(0, 0);
     }
-    super::exit_code(ktap::EXIT_PASS)
+    agelab_util::exit::exit_code_of_status(ktap::EXIT_PASS)
 }

@@ -86,8 +86,3 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         Benchmark::Uffd(a) => uffd::run(a),
     }
 }
-
-/// A kselftest exit code (0, 1, 4) as the process's.
-fn exit_code(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
-}

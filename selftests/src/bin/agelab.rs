@@ -4,7 +4,7 @@
 //! the option, before anything runs), 1 everything else.
 
 use agelab::cli;
-use agelab_util::exit::{exit_with, ExitClass, HasExitClass};
+use agelab_util::exit::{exit_code_of_status, exit_with, ExitClass, HasExitClass};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -134,12 +134,12 @@ fn main() -> ExitCode {
         }
         Command::Lab(command) => {
             match agelab_lab::run_command(&command, &agelab::report::lab::merged_html) {
-                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ExitClass::Failure.code())),
+                Ok(code) => exit_code_of_status(code),
                 Err(e) => exit_with("agelab lab", &e),
             }
         }
         Command::Mutants(args) => match agelab_lab::mutants::run(&args) {
-            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(ExitClass::Failure.code())),
+            Ok(code) => exit_code_of_status(code),
             Err(e) => exit_with("agelab mutants", &e),
         },
         Command::Ab(args) => finish("ab", agelab_lab::ab::run(&args), args.json, |r| {
