@@ -12,6 +12,7 @@ pub mod folios;
 pub mod kvm_trace;
 pub mod lru_gen;
 pub mod page_idle;
+pub mod reclaim;
 
 use crate::ktap;
 
