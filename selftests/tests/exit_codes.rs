@@ -451,6 +451,18 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             "-S",
         ),
         (
+            "reclaim_hot_set_test",
+            env!("CARGO_BIN_EXE_reclaim_hot_set_test"),
+            &["-l", "lru"],
+            "-l",
+        ),
+        (
+            "reclaim_hot_set_test",
+            env!("CARGO_BIN_EXE_reclaim_hot_set_test"),
+            &["-s", "anonymous_thp", "-b", "4M"],
+            "-b",
+        ),
+        (
             "dirty_log_perf_test",
             env!("CARGO_BIN_EXE_dirty_log_perf_test"),
             &["-c"],

@@ -57,6 +57,16 @@ pub enum ReclaimSetupError {
         /// What reads back.
         got: LruGenCaps,
     },
+    /// madvise failed.
+    #[error("madvise(MADV_COLD) of {pages} pages at {hva:#x}: {source}")]
+    Madvise {
+        /// Start.
+        hva: u64,
+        /// Pages.
+        pages: u64,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A proc or cgroup file could not be written.
     #[error("writing {text:?} to {path}: {source}")]
     Write {
@@ -352,8 +362,64 @@ impl ResidencyCount {
     }
 }
 
-/// Residency of the hot set (the first `hot_per_vcpu` pages of every vCPU's region) and of the
-/// cold rest.
+/// Where the hot set lies in every vCPU's region: runs of `run_pages` (one folio of the
+/// backing) every `stride_pages`. The stride is at least [`LOOK_AROUND_PAGES`]: MGLRU's
+/// look-around clears the young bits of up to 64 neighbours of every folio it evicts (without
+/// promoting a folio on its first young sighting), so a hot page next to another is seen young
+/// by its neighbour's eviction and is then found old by its own; apart, each hot folio is judged
+/// on its own young bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotSetLayout {
+    /// Pages of one run (a folio of the backing).
+    pub run_pages: u64,
+    /// Pages from one run's start to the next's.
+    pub stride_pages: u64,
+    /// Runs per vCPU region.
+    pub runs_per_vcpu: u64,
+}
+
+/// The look-around window of `lru_gen_look_around()` (`MIN_LRU_BATCH` pages).
+pub const LOOK_AROUND_PAGES: u64 = 64;
+
+impl HotSetLayout {
+    /// One run of `folio_pages` every `max(4 × folio_pages, 64)` pages of a region of
+    /// `region_pages`; `None` when not even one run fits.
+    pub fn new(region_pages: u64, folio_pages: u64) -> Option<Self> {
+        let run_pages = folio_pages.max(1);
+        let stride_pages = (4 * run_pages).max(LOOK_AROUND_PAGES);
+        let runs_per_vcpu = region_pages / stride_pages;
+        (runs_per_vcpu > 0).then_some(HotSetLayout {
+            run_pages,
+            stride_pages,
+            runs_per_vcpu,
+        })
+    }
+
+    /// First page (in the region) of every run.
+    pub fn run_starts(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.runs_per_vcpu).map(move |r| r * self.stride_pages)
+    }
+
+    /// Whether page `page` of a region is hot.
+    pub fn is_hot(&self, page: u64) -> bool {
+        page / self.stride_pages < self.runs_per_vcpu && page % self.stride_pages < self.run_pages
+    }
+
+    /// Hot pages per region.
+    pub fn hot_pages(&self) -> u64 {
+        self.runs_per_vcpu * self.run_pages
+    }
+
+    /// `64 runs of 1 page every 64 pages`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} runs of {} page(s) every {} pages",
+            self.runs_per_vcpu, self.run_pages, self.stride_pages
+        )
+    }
+}
+
+/// Residency of the hot set and of the cold rest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HotColdResidency {
     /// The hot set.
@@ -364,11 +430,10 @@ pub struct HotColdResidency {
 
 impl HotColdResidency {
     /// Counts `entries` (every guest page in dense order, regions of `pages_per_vcpu` each).
-    pub fn count(entries: &[PagemapEntry], pages_per_vcpu: u64, hot_per_vcpu: u64) -> Self {
+    pub fn count(entries: &[PagemapEntry], pages_per_vcpu: u64, hot: &HotSetLayout) -> Self {
         let mut r = HotColdResidency::default();
         for (i, &e) in entries.iter().enumerate() {
-            let in_region = i as u64 % pages_per_vcpu.max(1);
-            if in_region < hot_per_vcpu {
+            if hot.is_hot(i as u64 % pages_per_vcpu.max(1)) {
                 r.hot.add(e);
             } else {
                 r.cold.add(e);
@@ -381,6 +446,23 @@ impl HotColdResidency {
     pub fn evicted(&self) -> u64 {
         self.hot.evicted() + self.cold.evicted()
     }
+}
+
+/// `madvise(MADV_COLD)` on `pages` pages at `hva`: the classic LRU moves the active ones to
+/// the inactive list's head, in address order.
+pub fn madvise_cold(hva: u64, pages: u64) -> Result<(), ReclaimSetupError> {
+    let len = (pages * agelab_vmm::PAGE_SIZE) as usize;
+    // SAFETY: MADV_COLD only changes the LRU placement of the pages mapped in the range (guest
+    // memory this process mapped); no mapping or data changes.
+    let rc = unsafe { libc::madvise(hva as *mut libc::c_void, len, libc::MADV_COLD) };
+    if rc != 0 {
+        return Err(ReclaimSetupError::Madvise {
+            hva,
+            pages,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -397,7 +479,12 @@ mod tests {
         let entries = [
             SWAPPED, PRESENT, SWAPPED, ABSENT, PRESENT, PRESENT, SWAPPED, PRESENT,
         ];
-        let r = HotColdResidency::count(&entries, 4, 1);
+        let layout = HotSetLayout {
+            run_pages: 1,
+            stride_pages: 4,
+            runs_per_vcpu: 1,
+        };
+        let r = HotColdResidency::count(&entries, 4, &layout);
         assert_eq!(
             r.hot,
             ResidencyCount {
@@ -419,6 +506,34 @@ mod tests {
         assert_eq!(r.hot.evicted_share(), 0.5);
         assert_eq!(r.cold.describe(), "evicted 3 of 6 (50.0%), 2 swapped");
         assert_eq!(ResidencyCount::default().evicted_share(), 0.0);
+    }
+
+    #[test]
+    fn hot_runs_stay_out_of_each_others_look_around() {
+        let small = HotSetLayout::new(4096, 1).unwrap();
+        assert_eq!(
+            (small.run_pages, small.stride_pages, small.runs_per_vcpu),
+            (1, 64, 64)
+        );
+        assert_eq!(small.hot_pages(), 64);
+        assert!(small.is_hot(0) && small.is_hot(64) && small.is_hot(4032));
+        assert!(!small.is_hot(1) && !small.is_hot(63) && !small.is_hot(4095));
+        assert_eq!(
+            small.run_starts().take(3).collect::<Vec<_>>(),
+            vec![0, 64, 128]
+        );
+        let thp = HotSetLayout::new(4096, 512).unwrap();
+        assert_eq!(
+            (thp.stride_pages, thp.runs_per_vcpu, thp.hot_pages()),
+            (2048, 2, 1024)
+        );
+        assert!(thp.is_hot(511) && !thp.is_hot(512) && thp.is_hot(2048));
+        // A region with a partial stride at its end: no run there.
+        let odd = HotSetLayout::new(100, 1).unwrap();
+        assert_eq!(odd.runs_per_vcpu, 1);
+        assert!(odd.is_hot(0) && !odd.is_hot(64));
+        assert_eq!(HotSetLayout::new(1000, 512), None);
+        assert_eq!(small.describe(), "64 runs of 1 page(s) every 64 pages");
     }
 
     #[test]

@@ -31,8 +31,8 @@ use agelab::access_tracking::fail;
 use agelab::access_tracking::folios::{check_folios, checks_folios, prepare_backing};
 use agelab::access_tracking::page_idle::IdleMarker;
 use agelab::access_tracking::reclaim::{
-    clear_own_references, describe_stat, missing_features, select_lru, HotColdResidency, Lru,
-    ReclaimMemcg,
+    clear_own_references, describe_stat, madvise_cold, missing_features, select_lru,
+    HotColdResidency, HotSetLayout, Lru, ReclaimMemcg,
 };
 use agelab::args::{from_str, number_in, size_at_least, usage_error};
 use agelab::ktap::{skip_all, Ktap, OrFail, OrSkip, TestId, TestPlan};
@@ -90,12 +90,51 @@ struct RunOutcome {
     request_pages: u64,
 }
 
-/// One run: populate H then the rest, clear every young bit, let the guest read H (or not),
-/// reclaim half the cold pages' bytes, count what stayed.
+/// One access to every hot run of every vCPU's region.
+fn touch_hot(ms: &Memstress, hot: &HotSetLayout, access: Access) {
+    for first in hot.run_starts() {
+        ms.run(GuestCmd::window(access, 1, first, hot.run_pages))
+            .or_fail();
+    }
+}
+
+/// Classic LRU: population leaves most guest pages on the active list (KVM marks each page
+/// accessed twice while faulting it in), and `shrink_active_list()` deactivates referenced anon
+/// pages anyway, using up their young bits. MADV_COLD puts every page on the inactive list
+/// before the guest reads, the hot runs first (nearest the tail).
+fn deactivate(ms: &Memstress, hot: &HotSetLayout) {
+    let map = ms.vm().page_map();
+    for region in ms.regions() {
+        for first in hot.run_starts() {
+            // A run is one folio (a THP is split by MADV_COLD on part of it), within one memslot.
+            let page = region.pages.start + first;
+            let hva = map.page(page).map(|p| p.hva).or_fail_none(page);
+            madvise_cold(hva, hot.run_pages).or_fail();
+        }
+    }
+    for r in map.ranges() {
+        madvise_cold(r.hva, r.pages).or_fail();
+    }
+}
+
+/// `Option::or_fail` with the page named.
+trait OrFailNone<T> {
+    fn or_fail_none(self, page: u64) -> T;
+}
+
+impl<T> OrFailNone<T> for Option<T> {
+    fn or_fail_none(self, page: u64) -> T {
+        self.unwrap_or_else(|| fail(&format!("guest page {page} is not in the VM's page map")))
+    }
+}
+
+/// One run: populate the hot runs, then the rest, clear every young bit, let the guest read the
+/// hot runs (or not), reclaim half the cold pages' bytes, count what stayed.
 fn run(
     k: &mut Ktap,
     cfg: &MemstressConfig,
-    hot_per_vcpu: u64,
+    lru: Lru,
+    hot: &HotSetLayout,
     guest_reads_hot: bool,
     folios: Option<TestId>,
 ) -> RunOutcome {
@@ -112,10 +151,8 @@ fn run(
     let per_vcpu = ms.pages_per_vcpu();
     // Joined before the first write (guest memory is charged here) and through reclaim.
     memcg.join().or_fail();
-    ms.run(GuestCmd::window(Access::Write, 1, 0, hot_per_vcpu))
-        .or_fail();
-    ms.run(GuestCmd::window(Access::Write, 1, hot_per_vcpu, 0))
-        .or_fail();
+    touch_hot(&ms, hot, Access::Write);
+    ms.run(GuestCmd::sweep(Access::Write)).or_fail();
     if let Some(id) = folios {
         check_folios(k, id, &cfg.backing, ms.vm().page_map());
     }
@@ -123,12 +160,14 @@ fn run(
         .or_fail()
         .mark_map(ms.vm().page_map())
         .or_fail();
+    if lru == Lru::Classic {
+        deactivate(&ms, hot);
+    }
     clear_own_references().or_fail();
     if guest_reads_hot {
-        ms.run(GuestCmd::window(Access::Read, 1, 0, hot_per_vcpu))
-            .or_fail();
+        touch_hot(&ms, hot, Access::Read);
     }
-    let cold_pages = (per_vcpu - hot_per_vcpu) * cfg.vcpus as u64;
+    let cold_pages = (per_vcpu - hot.hot_pages()) * cfg.vcpus as u64;
     let request_pages = cold_pages / 2;
     let swap_before = SwapStatus::read().or_fail().used_kib();
     let stat_before = memcg.stat().or_fail();
@@ -140,7 +179,7 @@ fn run(
         .guest_entries(ms.vm().page_map())
         .or_fail();
     memcg.leave().or_fail();
-    let residency = HotColdResidency::count(&entries, per_vcpu, hot_per_vcpu);
+    let residency = HotColdResidency::count(&entries, per_vcpu, hot);
     let what = if guest_reads_hot {
         "the guest read H after every young bit was cleared"
     } else {
@@ -162,10 +201,7 @@ fn run(
     k.diag(&format!(
         "  swap used {swap_before} KiB -> {swap_after} KiB"
     ));
-    k.diag(&format!(
-        "  H pages (first {hot_per_vcpu} of each vCPU's {per_vcpu}): {}",
-        residency.hot.describe()
-    ));
+    k.diag(&format!("  H pages: {}", residency.hot.describe()));
     k.diag(&format!("  cold pages: {}", residency.cold.describe()));
     drop(ms);
     drop(memcg);
@@ -185,21 +221,19 @@ fn main() {
         ref b => b.folio_bytes().unwrap_or(PAGE_SIZE),
     };
     let folio_pages = (folio_bytes / PAGE_SIZE).max(1);
-    let quarter = args.bytes_per_vcpu / PAGE_SIZE / 4;
     // Whole folios: a folio straddling H and the rest would be both hot and cold.
-    let hot_per_vcpu = quarter / folio_pages * folio_pages;
-    if hot_per_vcpu == 0 {
+    let Some(hot) = HotSetLayout::new(args.bytes_per_vcpu / PAGE_SIZE, folio_pages) else {
         usage_error(
             NAME,
             &format!(
-                "-b {}: a quarter of it holds no whole {} KiB folio of the {} backing",
-                args.bytes_per_vcpu,
+                "-b {} KiB: too small for one hot run of a {} KiB folio of the {} backing",
+                args.bytes_per_vcpu >> 10,
                 folio_pages * PAGE_SIZE >> 10,
                 args.backing
             ),
             USAGE,
         );
-    }
+    };
     let cfg = MemstressConfig {
         vcpus: args.vcpus,
         bytes_per_vcpu: args.bytes_per_vcpu,
@@ -235,26 +269,26 @@ fn main() {
     ));
     let mut k = plan.start();
     k.diag(&format!(
-        "{} LRU (lru_gen enabled {}), {} vCPU(s) x {} MiB {} backing, hot set {} pages per vCPU",
+        "{} LRU (lru_gen enabled {}), {} vCPU(s) x {} MiB {} backing, hot set H per vCPU: {}",
         args.lru,
         lru.caps
             .map_or_else(|| "absent".to_string(), |c| c.to_string()),
         args.vcpus,
         args.bytes_per_vcpu >> 20,
         args.backing,
-        hot_per_vcpu
+        hot.describe()
     ));
 
-    let hot = run(&mut k, &cfg, hot_per_vcpu, true, folios);
-    let evicted = hot.residency.evicted();
+    let read = run(&mut k, &cfg, args.lru, &hot, true, folios);
+    let evicted = read.residency.evicted();
     k.diag(&format!(
         "guest pages evicted {evicted} of {} requested",
-        hot.request_pages
+        read.request_pages
     ));
-    k.result(took, evicted as f64 >= TOOK_MIN * hot.request_pages as f64);
-    k.result(kept, hot.residency.hot.evicted_share() <= HOT_EVICTED_MAX);
+    k.result(took, evicted as f64 >= TOOK_MIN * read.request_pages as f64);
+    k.result(kept, read.residency.hot.evicted_share() <= HOT_EVICTED_MAX);
 
-    let unread = run(&mut k, &cfg, hot_per_vcpu, false, None);
+    let unread = run(&mut k, &cfg, args.lru, &hot, false, None);
     k.diag(&format!(
         "negative control: guest pages evicted {} of {} requested",
         unread.residency.evicted(),
