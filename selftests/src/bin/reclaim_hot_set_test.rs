@@ -196,7 +196,7 @@ fn run(
     };
     k.diag(&format!(
         "{what}; memory.reclaim of {request_pages} pages ({} KiB, anon only): {}",
-        request_pages * PAGE_SIZE >> 10,
+        (request_pages * PAGE_SIZE) >> 10,
         outcome.as_str()
     ));
     k.diag(&format!(
@@ -237,7 +237,7 @@ fn main() {
             &format!(
                 "-b {} KiB: too small for one hot run of a {} KiB folio of the {} backing",
                 args.bytes_per_vcpu >> 10,
-                folio_pages * PAGE_SIZE >> 10,
+                (folio_pages * PAGE_SIZE) >> 10,
                 args.backing
             ),
             USAGE,
