@@ -1,7 +1,7 @@
 //! Machinery of the secondary-MMU aging selftests (`access_tracking_perf_test`,
-//! `lru_gen_secondary_mmu_test`, `tlb_flush_accuracy_test`): lru_gen aging of the test's memcg,
-//! page_idle marking, host aging agents and their cost to the guest. Their memstress VM is
-//! `agelab_vmm::memstress`.
+//! `lru_gen_secondary_mmu_test`, `tlb_flush_accuracy_test`, `reclaim_hot_set_test`): lru_gen aging
+//! of the test's memcg, reclaim of it through rmap, page_idle marking, host aging agents and
+//! their cost to the guest. Their memstress VM is `agelab_vmm::memstress`.
 //!
 //! The scenario binaries in `src/bin` stay short; everything they share lives here.
 
