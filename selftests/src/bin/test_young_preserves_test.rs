@@ -7,15 +7,17 @@
 //! || folio_test_referenced || mmu_notifier_test_young`); nothing else in agelab's tests does.
 //!
 //! The scenario: guest memory is private anonymous 4 KiB pages, populated with THP off for the
-//! mapping, then advised `MADV_HUGEPAGE` so khugepaged scans it. It must scan without collapsing
+//! mapping, advised `MADV_HUGEPAGE` (so khugepaged scans it) only while the test waits for
+//! khugepaged, `MADV_NOHUGEPAGE` again before any aging pass. It must scan without collapsing
 //! (a collapse copies the pages and zaps KVM's mappings): the last page of every 2 MiB range is
 //! a guard, populated and then freed lazily (`MADV_FREE`), so each PMD's scan asks test_young for
 //! the 511 pages before the guard and then stops at the guard (`SCAN_PAGE_LAZYFREE`: a clean
 //! lazyfree folio). Guard pages are never touched again and are judged with no set.
 //!
-//! Each page class is charged to a memcg of its own (set A, the control set C, the rest and the
-//! guards), so lru_gen's forced aging judges them exactly (recall and precision, the 90% rule of
-//! `lru_gen_secondary_mmu_test`). After two aging passes every young bit is cleared (host PTEs
+//! Each page class is charged to a memcg of its own (set A, the control set C, the rest), so
+//! lru_gen's forced aging judges them exactly (recall and precision, the 90% rule of
+//! `lru_gen_secondary_mmu_test`); the guards sit in a fourth memcg that is never judged (a folio
+//! made lazyfree moves to the file LRU, into a young generation, whenever its batch drains). After two aging passes every young bit is cleared (host PTEs
 //! and KVM's); the guest reads set A, so only KVM's Accessed bits record it. khugepaged then
 //! scans all of guest memory at least once from start to end (`full_scans` advances by two),
 //! while its `kvm_test_age_hva` trace events are recorded. The next aging pass must find A young.
@@ -174,11 +176,12 @@ fn touch_set(ms: &Memstress, set: ChunkSet, access: Access, sweeps: u64) {
     }
 }
 
-/// The memcgs of the page classes: set A, control set C, the rest (guards included).
+/// The memcgs of the page classes: set A, control set C, the rest; and the guards' (not judged).
 struct ClassMemcgs {
     a: MemcgAging,
     c: MemcgAging,
     rest: MemcgAging,
+    guards: MemcgAging,
 }
 
 impl ClassMemcgs {
@@ -190,6 +193,7 @@ impl ClassMemcgs {
             a: make("a"),
             c: make("c"),
             rest: make("rest"),
+            guards: make("guards"),
         }
     }
 
@@ -200,7 +204,9 @@ impl ClassMemcgs {
     /// One forced aging pass over every class memcg, this process a member of each while it is
     /// aged; young pages per class (A, C, rest).
     fn age(&self) -> [u64; 3] {
-        let young = self.all().map(|m| m.age_as_member().or_fail().0.found_young());
+        let young = self
+            .all()
+            .map(|m| m.age_as_member().or_fail().0.found_young());
         self.rest.leave().or_fail();
         young
     }
@@ -249,14 +255,21 @@ fn khugepaged_pid() -> Option<i32> {
 /// Advises `len` bytes at `hva` of this process's guest memory.
 fn advise(hva: u64, len: u64, advice: libc::c_int, what: &str) {
     // SAFETY: `hva..hva + len` lies in guest memory this process mapped and keeps mapped for the
-    // VM's life; MADV_FREE and MADV_HUGEPAGE change no mapping, only how the kernel may reclaim
-    // or collapse the pages (the guest never touches the MADV_FREE'd guard pages again).
+    // VM's life; MADV_FREE and MADV_(NO)HUGEPAGE change no mapping, only how the kernel may
+    // reclaim or collapse the pages (the guest never touches the MADV_FREE'd guard pages again).
     let rc = unsafe { libc::madvise(hva as *mut libc::c_void, len as usize, advice) };
     if rc != 0 {
         fail(&format!(
             "madvise({what}) at {hva:#x}+{len:#x}: {}",
             std::io::Error::last_os_error()
         ));
+    }
+}
+
+/// Advises all of guest memory.
+fn advise_all(map: &GuestPageMap, advice: libc::c_int, what: &str) {
+    for r in map.ranges() {
+        advise(r.hva, r.pages * PAGE_SIZE, advice, what);
     }
 }
 
@@ -330,6 +343,35 @@ struct TestYoungCalls {
     set_a_pages: u64,
 }
 
+/// Longest pause inside one khugepaged wake-up's burst of questions (it sleeps
+/// [`SCAN_SLEEP_MS`] between wake-ups).
+const BURST_GAP: Duration = Duration::from_millis(50);
+
+/// Sizes of the bursts of `kvm_test_age_hva` events in a trace, split where the trace clock
+/// (`... 12.345678: kvm_test_age_hva: ...`) jumps by more than [`BURST_GAP`].
+fn bursts(trace: &str) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    let mut last: Option<f64> = None;
+    for line in trace.lines() {
+        let Some((head, _)) = line.split_once(" kvm_test_age_hva: ") else {
+            continue;
+        };
+        let Some(t) = head
+            .split_whitespace()
+            .last()
+            .and_then(|w| w.trim_end_matches(':').parse::<f64>().ok())
+        else {
+            continue;
+        };
+        match (last, sizes.last_mut()) {
+            (Some(prev), Some(n)) if t - prev <= BURST_GAP.as_secs_f64() => *n += 1,
+            _ => sizes.push(1),
+        }
+        last = Some(t);
+    }
+    sizes
+}
+
 fn tally(hvas: &[u64], map: &GuestPageMap, layout: &Layout) -> TestYoungCalls {
     let mut calls = TestYoungCalls {
         events: hvas.len() as u64,
@@ -386,8 +428,8 @@ fn main() {
     // THP for advised memory only: khugepaged then scans guest memory and no other mapping of
     // the VMM's (and collapses none of them).
     let enabled = Path::new(THP_DIR).join("enabled");
-    let _thp = (selected(&enabled) != "madvise")
-        .then(|| set_knob(&k, "THP enabled", enabled, "madvise"));
+    let _thp =
+        (selected(&enabled) != "madvise").then(|| set_knob(&k, "THP enabled", enabled, "madvise"));
     let guest_pages = layout.vcpus * layout.chunks * PMD_PAGES;
     let _sleep = set_knob(
         &k,
@@ -420,11 +462,16 @@ fn main() {
     // Population, THP off for the mapping (the anonymous backing's MADV_NOHUGEPAGE): the guards
     // first, so the lru_add batches have moved them to the LRU by the time they are freed (a
     // folio off the LRU is not made lazyfree).
-    sets.rest
+    sets.guards
         .charge(|| {
             for c in 0..layout.chunks {
-                ms.run(GuestCmd::window(Access::Write, 1, c * PMD_PAGES + PMD_PAGES - 1, 1))
-                    .or_fail();
+                ms.run(GuestCmd::window(
+                    Access::Write,
+                    1,
+                    c * PMD_PAGES + PMD_PAGES - 1,
+                    1,
+                ))
+                .or_fail();
             }
         })
         .or_fail();
@@ -439,21 +486,19 @@ fn main() {
         .or_fail();
     let sizes = sets.all().map(|m| m.read().or_fail().total());
     k.diag(&format!(
-        "guest memory {guest_pages} pages (anonymous 4 KiB) in three memcgs: A {} pages (set {}), C {} (set {}), rest {} (rest {} + {} guards)",
+        "guest memory {guest_pages} pages (anonymous 4 KiB) in four memcgs: A {} pages (set {}), C {} (set {}), rest {} (set {}), guards {} (set {})",
         sizes[0],
         layout.pages(layout.set_a()),
         sizes[1],
         layout.pages(layout.set_c()),
         sizes[2],
         layout.pages(layout.rest()),
+        sets.guards.read().or_fail().total(),
         layout.vcpus * layout.chunks
     ));
     for g in layout.guards() {
         let p = map.page(g).or_fail_with("guard page outside guest memory");
         advise(p.hva, PAGE_SIZE, libc::MADV_FREE, "MADV_FREE");
-    }
-    for r in map.ranges() {
-        advise(r.hva, r.pages * PAGE_SIZE, libc::MADV_HUGEPAGE, "MADV_HUGEPAGE");
     }
     let khugepaged = khugepaged_pid()
         .or_fail_with("no khugepaged thread although THP is enabled for advised memory");
@@ -468,12 +513,18 @@ fn main() {
         idle[0], idle[1], idle[2]
     ));
 
-    // The guest reads A; then khugepaged scans all of guest memory at least once.
+    // The guest reads A; then khugepaged scans all of guest memory at least once. Guest memory
+    // is open to khugepaged only for this wait: a scan holds each PMD's page table lock while it
+    // asks about its PTEs, and lru_gen's walk skips a PMD whose lock it cannot take at once, so an
+    // aging pass running alongside a scan would miss young pages on any kernel.
+    // Traced from before the advice: every question khugepaged asks about guest memory is seen.
     touch_set(&ms, layout.set_a(), Access::Read, READ_SWEEPS);
-    let scans_before = khugepaged_counter("full_scans");
     let started = Instant::now();
+    let mut scans_before = 0;
     let (scans, text) = trace
         .record_task(khugepaged, || {
+            advise_all(&map, libc::MADV_HUGEPAGE, "MADV_HUGEPAGE");
+            scans_before = khugepaged_counter("full_scans");
             let deadline = started + args.timeout;
             loop {
                 let now = khugepaged_counter("full_scans");
@@ -485,6 +536,9 @@ fn main() {
         })
         .or_fail();
     let waited = started.elapsed();
+    // Takes the mmap lock for writing: returns once khugepaged has left this mm, whose guest
+    // memory it skips from then on.
+    advise_all(&map, libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE");
     if scans < scans_before + FULL_SCANS {
         fail(&format!(
             "khugepaged completed {} full scans in {waited:?} (full_scans {scans_before} -> {scans}), {FULL_SCANS} needed: is it scanning (scan_sleep_millisecs {SCAN_SLEEP_MS}, pid {khugepaged})?",
@@ -493,6 +547,11 @@ fn main() {
     }
     let calls = tally(&test_age_hvas(&text), &map, &layout);
     let set_a = layout.pages(layout.set_a());
+    k.diag(&format!(
+        "khugepaged's test_young calls by wake-up (bursts apart by > {} ms): {:?}",
+        BURST_GAP.as_millis(),
+        bursts(&text)
+    ));
     k.diag(&format!(
         "khugepaged (pid {khugepaged}) full scans {scans_before} -> {scans} in {:.2} s: {} test_young calls, {} about guest memory, {} distinct guest pages, {} of set A's {set_a} pages",
         waited.as_secs_f64(),
