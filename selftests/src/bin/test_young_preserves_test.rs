@@ -625,3 +625,44 @@ impl<T> OrFailWith<T> for Option<T> {
         self.unwrap_or_else(|| fail(msg))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_skip_the_guard_of_every_chunk_of_every_region() {
+        let l = Layout {
+            chunks: 8,
+            vcpus: 2,
+        };
+        let a = l.set_a();
+        assert_eq!(l.pages(a), 2 * 511 * 2);
+        assert_eq!(l.in_set(0, a), Some(true));
+        assert_eq!(l.in_set(511, a), None);
+        assert_eq!(l.in_set(2 * 512, a), Some(false));
+        // Region 1 starts at page 8 * 512: its chunk 0 is in A too.
+        assert_eq!(l.in_set(8 * 512 + 3, a), Some(true));
+        assert_eq!(l.guards().count(), 16);
+        assert!(l.guards().all(|g| l.in_set(g, a).is_none()));
+        assert_eq!(
+            l.pages(l.set_c()) + l.pages(l.rest()) + l.pages(a),
+            16 * 511
+        );
+    }
+
+    #[test]
+    fn bursts_split_where_the_trace_clock_jumps() {
+        let line = |t: f64| {
+            format!(
+                " khugepaged-29 [001] ..... {t:.6}: kvm_test_age_hva: mmu notifier test age hva: 0x7f0000000000\n"
+            )
+        };
+        let trace: String = [0.0, 0.001, 0.002, 0.2, 0.201, 0.5]
+            .iter()
+            .map(|&t| line(t))
+            .collect();
+        assert_eq!(bursts(&trace), vec![3, 2, 1]);
+        assert!(bursts("").is_empty());
+    }
+}
