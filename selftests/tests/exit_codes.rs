@@ -439,6 +439,12 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             "--expect-secondary-mmu-aging",
         ),
         (
+            "test_young_preserves_test",
+            env!("CARGO_BIN_EXE_test_young_preserves_test"),
+            &["-b", "9M"],
+            "-b",
+        ),
+        (
             "tlb_flush_accuracy_test",
             env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
             &["-t", "soon"],

@@ -90,6 +90,20 @@ pub fn count_events(trace: &str) -> Result<KvmAgingCalls, KvmTraceError> {
     Ok(c)
 }
 
+/// The host addresses of the `kvm_test_age_hva` events (test_young calls) in the text of tracefs
+/// `trace`, in trace order.
+pub fn test_age_hvas(trace: &str) -> Vec<u64> {
+    trace
+        .lines()
+        .filter_map(|line| line.split_once(" kvm_test_age_hva: ").map(|(_, r)| r))
+        .filter_map(|rest| {
+            // "mmu notifier test age hva: 0x007f3a00002000"
+            let hex = rest.rsplit(": ").next()?.trim().trim_start_matches("0x");
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .collect()
+}
+
 /// `# entries-in-buffer/entries-written: 12/12   #P:2` → (written, kept).
 fn entries_header(trace: &str) -> Option<(u64, u64)> {
     let line = trace
@@ -148,11 +162,23 @@ impl KvmAgingTrace {
     /// Runs `pass` on this thread with the events enabled for this thread only, and returns its
     /// result and what KVM was asked.
     pub fn count<T>(&self, pass: impl FnOnce() -> T) -> Result<(T, KvmAgingCalls), KvmTraceError> {
-        self.write("tracing_on", "0")?;
-        self.write("trace", "")?;
         // Only this thread's events: the aging command runs in its context, while background
         // agents (kswapd, DAMON's kdamonds, damon_stat) would otherwise add their own calls.
-        self.write("set_event_pid", &nix::unistd::gettid().to_string())?;
+        let (out, text) = self.record_task(nix::unistd::gettid().as_raw(), pass)?;
+        Ok((out, count_events(&text)?))
+    }
+
+    /// Runs `pass` on this thread with the events enabled for task `tid` only (another task, e.g.
+    /// a kernel thread that asks KVM while `pass` waits for it), and returns its result and the
+    /// text of the trace (checked for lost events).
+    pub fn record_task<T>(
+        &self,
+        tid: i32,
+        pass: impl FnOnce() -> T,
+    ) -> Result<(T, String), KvmTraceError> {
+        self.write("tracing_on", "0")?;
+        self.write("trace", "")?;
+        self.write("set_event_pid", &tid.to_string())?;
         self.set_events(true)?;
         self.write("tracing_on", "1")?;
         let out = pass();
@@ -162,9 +188,13 @@ impl KvmAgingTrace {
         let path = self.root.join("trace");
         let text =
             fs::read_to_string(&path).map_err(|source| KvmTraceError::Io { path, source })?;
-        let calls = count_events(&text)?;
         self.write("trace", "")?;
-        Ok((out, calls))
+        if let Some((written, kept)) = entries_header(&text) {
+            if kept < written {
+                return Err(KvmTraceError::Overrun { written, kept });
+            }
+        }
+        Ok((out, text))
     }
 }
 
@@ -236,6 +266,12 @@ mod tests {
         assert_eq!(c.calls(), 3);
         assert_eq!(c.pages(), 514);
         assert_eq!(count_events("").unwrap(), KvmAgingCalls::default());
+    }
+
+    #[test]
+    fn test_young_addresses_are_read_in_order() {
+        assert_eq!(test_age_hvas(TRACE), vec![0x7f3a00002000]);
+        assert!(test_age_hvas("").is_empty());
     }
 
     #[test]
