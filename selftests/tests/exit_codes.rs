@@ -442,7 +442,7 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             "lru_gen_secondary_mmu_test",
             env!("CARGO_BIN_EXE_lru_gen_secondary_mmu_test"),
             &["-y", "9"],
-            "-y",
+            "--bystander-vms",
         ),
         (
             "tlb_flush_accuracy_test",
