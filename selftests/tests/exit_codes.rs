@@ -445,6 +445,12 @@ fn selftest_binaries_refuse_bad_options_with_exit_2() {
             "-b",
         ),
         (
+            "lru_gen_secondary_mmu_test",
+            env!("CARGO_BIN_EXE_lru_gen_secondary_mmu_test"),
+            &["-y", "9"],
+            "--bystander-vms",
+        ),
+        (
             "tlb_flush_accuracy_test",
             env!("CARGO_BIN_EXE_tlb_flush_accuracy_test"),
             &["-t", "soon"],

@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod aging_sweep;
+pub mod bystanders;
 pub mod env;
 pub mod folios;
 pub mod kvm_trace;

@@ -7,6 +7,14 @@
 //! that was youngest when it started, `max_seq - 1` afterwards). Then the guest reads only
 //! set B (another quarter); the next pass must find B young and A no longer.
 //!
+//! With `-y N` the process is a VMM with several VMs: N idle bystander VMs live in it for the
+//! whole scenario, the first created before the test VM, the second after it, and so on. Each VM
+//! is one more secondary MMU (KVM mmu notifier) on the process's mm, and aging asks them all
+//! about every range: the VM created last first, the one created first last. The bystanders'
+//! memory is separate, so they answer "old"; the test VM's young pages must still be found young,
+//! so a kernel that keeps only the last (or only the first) answer instead of combining them
+//! fails. Their own pages are charged outside the class memcgs, like the VMM's.
+//!
 //! Judged exactly, page class by page class: set A, set B and the rest of guest memory are each
 //! charged to a memcg of their own (the guest first touches each class while this process sits in
 //! that memcg; the VMM's own pages stay outside), so the young pages of A's memcg are true
@@ -15,7 +23,8 @@
 //! precision; "seen" means both ≥ 90% (the kernel selftests' rule), "not seen" recall ≤ 10%.
 //!
 //! Direct evidence: where the kernel has tracefs and KVM's trace events, each forced aging pass is
-//! traced (this thread only) and the test prints `aging pass N: KVM asked M times for P pages`.
+//! traced (this thread only) and the test prints `aging pass N: KVM asked M times for P pages`
+//! (counted over every VM of the process: each traces every range it is asked about).
 //!
 //! Verdicts: with `-e yes|no` (`--expect-secondary-mmu-aging`) each check passes when what was
 //! observed matches the expectation — the lab states it per kernel (6.1 and the negative-control
@@ -34,6 +43,7 @@ use agelab::access_tracking::agents::{
     agelab_source, measure_slowdown, AgingAgent, LruGenAgent, PageIdleAgent, SlowdownPlan,
     SourceAgent,
 };
+use agelab::access_tracking::bystanders::{BystanderPlan, BystanderVms, MAX_BYSTANDERS};
 use agelab::access_tracking::env::describe_secondary_mmu_cap;
 use agelab::access_tracking::fail;
 use agelab::access_tracking::folios::{check_folios, checks_folios, prepare_backing};
@@ -55,10 +65,13 @@ use std::time::Duration;
 const NAME: &str = "lru_gen_secondary_mmu_test";
 const USAGE: &str =
     "usage: lru_gen_secondary_mmu_test [-h] [-b vcpu_bytes] [-v vcpus] [-d window] [-p period]
-                                  [-s mem_type] [-e yes|no] [-n]
+                                  [-s mem_type] [-e yes|no] [-n] [-y bystander_vms]
   -e, --expect-secondary-mmu-aging yes|no: what this kernel is expected to do (empty: no
       expectation; then guest-only accesses must be seen, the kernel selftest convention)
   -n: no cost measurements (only the aging scenario)
+  -y, --bystander-vms N: idle VMs in this process during the aging scenario, alternately
+      created before and after the test VM (default: 0, at most 8): each adds a KVM mmu
+      notifier to the process, so aging must combine every VM's answer
   -s: backing of guest memory: shmem/memfd (default: the one every cost source can track),
       anonymous (4 KiB), anonymous_thp, anonymous_hugetlb, mthp-SIZE (anonymous multi-size
       THP, e.g. mthp-64k), memfd-mthp-SIZE (shmem large folios); an mTHP size is turned on for
@@ -98,6 +111,9 @@ struct Args {
     /// No cost measurements (only the aging scenario).
     #[arg(short = 'n')]
     no_cost: bool,
+    /// Idle VMs in this process during the aging scenario.
+    #[arg(short = 'y', long = "bystander-vms", value_name = "N", default_value = "0", value_parser = number_in(0usize..=MAX_BYSTANDERS))]
+    bystander_vms: usize,
     /// Backing of guest memory (shmem: the one every cost source can track, uffd-minor needs it).
     #[arg(short = 's', value_name = "mem_type", default_value = "shmem", value_parser = from_str::<Backing>)]
     backing: Backing,
@@ -148,12 +164,22 @@ impl ClassMemcgs {
     }
 }
 
+/// Says over how many VMs the trace counts are summed, when there are several.
+fn over_vms(vms_on_mm: u64) -> String {
+    if vms_on_mm > 1 {
+        format!(" over the {vms_on_mm} VMs of this process")
+    } else {
+        String::new()
+    }
+}
+
 /// One forced aging pass over every class memcg; young pages per class (A, B, rest) and, where
-/// tracing works, what KVM was asked during the pass.
+/// tracing works, what KVM was asked during the pass (by all `vms_on_mm` VMs of the process).
 fn age_classes(
     k: &Ktap,
     sets: &ClassMemcgs,
     trace: Option<&KvmAgingTrace>,
+    vms_on_mm: u64,
     pass: usize,
 ) -> [u64; 3] {
     let age_all = || -> Vec<MemcgGenerations> {
@@ -169,11 +195,12 @@ fn age_classes(
         Some(t) => match t.count(age_all) {
             Ok((g, calls)) => {
                 k.diag(&format!(
-                    "aging pass {pass}: KVM asked {} times for {} pages ({} clear_young, {} test_young)",
+                    "aging pass {pass}: KVM asked {} times for {} pages ({} clear_young, {} test_young){}",
                     calls.calls(),
                     calls.pages(),
                     calls.age_calls,
-                    calls.test_calls
+                    calls.test_calls,
+                    over_vms(vms_on_mm)
                 ));
                 g
             }
@@ -238,6 +265,7 @@ fn aging_scenario(
     tests: &AgingTests,
     sets: &ClassMemcgs,
     cfg: &MemstressConfig,
+    bystanders: BystanderPlan,
     expect: Option<Observed>,
 ) -> Observed {
     let trace = match KvmAgingTrace::open() {
@@ -247,7 +275,13 @@ fn aging_scenario(
             None
         }
     };
+    // A VMM process with several VMs. The process is in none of the class memcgs yet, so what
+    // the bystanders' builds write is charged outside them; they live until the scenario ends.
+    let _before = BystanderVms::create(bystanders.before).or_skip();
     let mut ms = new_vm(cfg);
+    let _after = BystanderVms::create(bystanders.after).or_skip();
+    k.diag(&bystanders.describe());
+    let vms = bystanders.vms_on_mm();
     ms.start().or_fail();
     let quarter = ms.pages_per_vcpu() / 4;
     let set = quarter * cfg.vcpus as u64;
@@ -279,8 +313,8 @@ fn aging_scenario(
     ));
     // Two passes: the first clears the young bits population left in host PTEs, the second
     // shows what is young with nobody touching anything.
-    age_classes(k, sets, trace.as_ref(), 0);
-    let idle = age_classes(k, sets, trace.as_ref(), 0);
+    age_classes(k, sets, trace.as_ref(), vms, 0);
+    let idle = age_classes(k, sets, trace.as_ref(), vms, 0);
     k.diag(&format!(
         "nobody touched anything: young A {} B {} rest {}",
         idle[0], idle[1], idle[2]
@@ -290,7 +324,7 @@ fn aging_scenario(
     // must be young, the other two not.
     let pass_after_reading = |pass: usize, name: &str| {
         guest_reads(&ms, (pass as u64 - 1) * quarter, quarter);
-        let y = age_classes(k, sets, trace.as_ref(), pass);
+        let y = age_classes(k, sets, trace.as_ref(), vms, pass);
         let judgement = YoungJudgement {
             touched: set,
             true_young: y[pass - 1],
@@ -341,9 +375,10 @@ fn aging_scenario(
                 .unwrap_or_else(|e| fail(&format!("counting KVM trace events: {e}")));
             let asked = calls.calls() > 0;
             k.diag(&format!(
-                "aging set A's memcg after the guest read it: KVM asked {} times for {} pages; expected {}",
+                "aging set A's memcg after the guest read it: KVM asked {} times for {} pages{}; expected {}",
                 calls.calls(),
                 calls.pages(),
+                over_vms(vms),
                 if want == Observed::Yes { "> 0" } else { "0" }
             ));
             k.result(desc, asked == (want == Observed::Yes));
@@ -351,17 +386,21 @@ fn aging_scenario(
             // range; a kernel that asks about part of it (its first page) still finds the folio
             // young, so only the pages KVM was asked about show the loss. Every present page of
             // set A's memcg is walked (forced aging, the process a member), so with aging
-            // through KVM the pages asked cover at least the set.
+            // through KVM the pages asked cover at least the set, once per VM of the process:
+            // clear_young asks every mmu notifier on the mm and each VM traces the range before
+            // it looks at its memslots.
+            let covered = set * vms;
             let complete = match want {
-                Observed::Yes => calls.pages() >= set,
+                Observed::Yes => calls.pages() >= covered,
                 _ => calls.pages() == 0,
             };
             k.diag(&format!(
-                "KVM asked about {} pages while aging set A ({set} pages, {} backing): expected {}",
+                "KVM asked about {} pages{} while aging set A ({set} pages, {} backing): expected {}",
                 calls.pages(),
+                over_vms(vms),
                 cfg.backing,
                 if want == Observed::Yes {
-                    format!(">= {set}")
+                    format!(">= {covered}")
                 } else {
                     "0".into()
                 }
@@ -488,7 +527,8 @@ fn main() {
     };
     match &sets {
         Some(sets) => {
-            let seen = aging_scenario(&mut k, &aging, sets, &cfg, expect);
+            let bystanders = BystanderPlan::around_test_vm(args.bystander_vms);
+            let seen = aging_scenario(&mut k, &aging, sets, &cfg, bystanders, expect);
             k.diag(&format!(
                 "this kernel ages through the secondary MMU: {}",
                 match seen {
@@ -524,4 +564,51 @@ fn main() {
     drop(sets);
     agelab_mglru::host_guard::run_pending();
     k.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agelab::args::{try_parse_from, Refusal};
+
+    fn parse(line: &str) -> Result<Args, Refusal> {
+        try_parse_from(std::iter::once(NAME).chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn bystander_vms_default_to_none_and_take_short_and_long_forms() {
+        assert_eq!(parse("-n").expect("accepted").bystander_vms, 0);
+        assert_eq!(parse("-n -y 2").expect("accepted").bystander_vms, 2);
+        assert_eq!(parse("-y2").expect("accepted").bystander_vms, 2);
+        assert_eq!(
+            parse("--bystander-vms 8 -y 1")
+                .expect("accepted")
+                .bystander_vms,
+            1,
+            "the last value wins, as with getopt"
+        );
+        assert_eq!(
+            parse("--bystander-vms=3").expect("accepted").bystander_vms,
+            3
+        );
+    }
+
+    #[test]
+    fn a_bystander_count_out_of_range_is_refused_naming_the_option() {
+        for line in ["-y 9", "-y two", "--bystander-vms 100", "-y"] {
+            match parse(line) {
+                Err(Refusal::Bad(msg)) => assert!(
+                    msg.contains("-y") || msg.contains("--bystander-vms"),
+                    "{line}: {msg}"
+                ),
+                other => panic!("{line}: expected a refusal, got {other:?}"),
+            }
+        }
+        // clap reads "-1" as an option of its own: refused, naming "-1".
+        assert!(matches!(parse("-y -1"), Err(Refusal::Bad(_))));
+        match parse("-y 9") {
+            Err(Refusal::Bad(msg)) => assert!(msg.contains("expected 0..8"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
 }
