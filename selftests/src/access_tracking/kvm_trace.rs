@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 /// The events counted, as `events/kvm/<name>`.
 const EVENTS: [&str; 2] = ["kvm_age_hva", "kvm_test_age_hva"];
 
+/// mmap_lock events (`events/mmap_lock/<name>`), recorded where the kernel has them: MGLRU's
+/// walk takes each mm's lock with `mmap_read_trylock()` and skips the mm when it fails, so a
+/// pass that asked KVM nothing may be a skipped walk; these name the skip and the writer.
+const LOCK_EVENTS: [&str; 3] = [
+    "mmap_lock_start_locking",
+    "mmap_lock_acquire_returned",
+    "mmap_lock_released",
+];
+
 /// Ring buffer per CPU while counting (KiB): a pass over 64 MiB of 4 KiB pages traces ~16 k
 /// events of ~60 bytes.
 const BUFFER_KB: u32 = 16 * 1024;
@@ -42,7 +51,7 @@ pub enum KvmTraceError {
 }
 
 /// What KVM was asked during one aging pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvmAgingCalls {
     /// `kvm_age_hva` events (clear_young / clear_flush_young notifier calls).
     pub age_calls: u64,
@@ -50,6 +59,83 @@ pub struct KvmAgingCalls {
     pub age_pages: u64,
     /// `kvm_test_age_hva` events (test_young calls), one page each.
     pub test_calls: u64,
+    /// The traced task's failed `mmap_read_trylock()`s (an mm whose walk was skipped), each with
+    /// the other tasks' write-side events on that mm during the pass: who held or awaited it.
+    pub skipped_walks: Vec<SkippedWalk>,
+}
+
+/// A failed `mmap_read_trylock()` of the traced task, from the mmap_lock trace events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SkippedWalk {
+    /// The mm (its hashed pointer, as the event prints it).
+    pub mm: String,
+    /// The failing event's trace line.
+    pub event: String,
+    /// Write-side events of other tasks on the same mm during the pass (trace lines, in order).
+    pub writers: Vec<String>,
+}
+
+impl SkippedWalk {
+    /// One line: the mm and the tasks that took or awaited its lock for writing.
+    pub fn describe(&self) -> String {
+        let tasks: Vec<&str> = self
+            .writers
+            .iter()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let mut uniq: Vec<&str> = Vec::new();
+        for t in tasks {
+            if !uniq.contains(&t) {
+                uniq.push(t);
+            }
+        }
+        format!(
+            "mmap_read_trylock failed on mm {} (the walk skipped it); write side of that lock during the pass: {}",
+            self.mm,
+            if uniq.is_empty() {
+                "no write events traced".to_string()
+            } else {
+                format!("{} ({} events, last: {})", uniq.join(", "), self.writers.len(), self.writers.last().map_or("", |l| l.trim()))
+            }
+        )
+    }
+}
+
+/// The `mm=` value of an mmap_lock event line.
+fn mm_of(line: &str) -> Option<&str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix("mm="))
+}
+
+/// The task's skipped walks in the text of tracefs `trace`: its `mmap_lock_acquire_returned`
+/// events with `write=false success=false`, each with the write-side events on that mm.
+pub fn skipped_walks(trace: &str, tid: i32) -> Vec<SkippedWalk> {
+    let me = format!("-{tid} ");
+    let lock_lines: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains(" mmap_lock_"))
+        .collect();
+    lock_lines
+        .iter()
+        .filter(|l| {
+            l.contains(&me)
+                && l.contains(" mmap_lock_acquire_returned: ")
+                && l.contains("write=false")
+                && l.contains("success=false")
+        })
+        .filter_map(|fail| {
+            let mm = mm_of(fail)?;
+            let writers = lock_lines
+                .iter()
+                .filter(|l| !l.contains(&me) && l.contains("write=true") && mm_of(l) == Some(mm))
+                .map(|l| l.trim().to_string())
+                .collect();
+            Some(SkippedWalk {
+                mm: mm.to_string(),
+                event: fail.trim().to_string(),
+                writers,
+            })
+        })
+        .collect()
 }
 
 impl KvmAgingCalls {
@@ -149,12 +235,30 @@ impl KvmAgingTrace {
         fs::write(&path, value).map_err(|source| KvmTraceError::Io { path, source })
     }
 
-    fn set_events(&self, on: bool) -> Result<(), KvmTraceError> {
+    /// Enables (with filters) or disables the events: KVM's for task `tid` only; the mmap_lock
+    /// ones, where present, for `tid` and for every task's write side (the contenders).
+    fn set_events(&self, on: Option<i32>) -> Result<(), KvmTraceError> {
+        let enable = if on.is_some() { "1" } else { "0" };
+        let filter = |f: String| on.map_or_else(|| "0".to_string(), |_| f);
         for e in EVENTS {
+            let tid = on.unwrap_or(0);
             self.write(
-                &format!("events/kvm/{e}/enable"),
-                if on { "1" } else { "0" },
+                &format!("events/kvm/{e}/filter"),
+                &filter(format!("common_pid == {tid}")),
             )?;
+            self.write(&format!("events/kvm/{e}/enable"), enable)?;
+        }
+        for e in LOCK_EVENTS {
+            let dir = format!("events/mmap_lock/{e}");
+            if !self.root.join(&dir).is_dir() {
+                continue;
+            }
+            let tid = on.unwrap_or(0);
+            self.write(
+                &format!("{dir}/filter"),
+                &filter(format!("common_pid == {tid} || write == 1")),
+            )?;
+            self.write(&format!("{dir}/enable"), enable)?;
         }
         Ok(())
     }
@@ -164,8 +268,11 @@ impl KvmAgingTrace {
     pub fn count<T>(&self, pass: impl FnOnce() -> T) -> Result<(T, KvmAgingCalls), KvmTraceError> {
         // Only this thread's events: the aging command runs in its context, while background
         // agents (kswapd, DAMON's kdamonds, damon_stat) would otherwise add their own calls.
-        let (out, text) = self.record_task(nix::unistd::gettid().as_raw(), pass)?;
-        Ok((out, count_events(&text)?))
+        let tid = nix::unistd::gettid().as_raw();
+        let (out, text) = self.record_task(tid, pass)?;
+        let mut calls = count_events(&text)?;
+        calls.skipped_walks = skipped_walks(&text, tid);
+        Ok((out, calls))
     }
 
     /// Runs `pass` on this thread with the events enabled for task `tid` only (another task, e.g.
@@ -178,13 +285,11 @@ impl KvmAgingTrace {
     ) -> Result<(T, String), KvmTraceError> {
         self.write("tracing_on", "0")?;
         self.write("trace", "")?;
-        self.write("set_event_pid", &tid.to_string())?;
-        self.set_events(true)?;
+        self.set_events(Some(tid))?;
         self.write("tracing_on", "1")?;
         let out = pass();
         self.write("tracing_on", "0")?;
-        self.set_events(false)?;
-        self.write("set_event_pid", "")?;
+        self.set_events(None)?;
         let path = self.root.join("trace");
         let text =
             fs::read_to_string(&path).map_err(|source| KvmTraceError::Io { path, source })?;
@@ -200,8 +305,7 @@ impl KvmAgingTrace {
 
 impl Drop for KvmAgingTrace {
     fn drop(&mut self) {
-        let _ = self.set_events(false);
-        let _ = self.write("set_event_pid", "");
+        let _ = self.set_events(None);
         if let Some(v) = self.saved_buffer_kb.take() {
             let _ = self.write("buffer_size_kb", &v);
         }
@@ -266,6 +370,30 @@ mod tests {
         assert_eq!(c.calls(), 3);
         assert_eq!(c.pages(), 514);
         assert_eq!(count_events("").unwrap(), KvmAgingCalls::default());
+    }
+
+    #[test]
+    fn a_failed_trylock_names_the_writers_of_that_mm() {
+        let trace = "\
+ lru_gen_seconda-93      [001] .....    12.1: mmap_lock_acquire_returned: mm=00000000abcd memcg_id=7 write=false success=true
+ khugepaged-40           [000] .....    12.2: mmap_lock_start_locking: mm=00000000abcd memcg_id=7 write=true
+ khugepaged-40           [000] .....    12.2: mmap_lock_acquire_returned: mm=00000000abcd memcg_id=7 write=true success=true
+ bash-12                 [000] .....    12.25: mmap_lock_start_locking: mm=00000000ffff memcg_id=1 write=true
+ lru_gen_seconda-93      [001] .....    12.3: mmap_lock_acquire_returned: mm=00000000abcd memcg_id=7 write=false success=false
+ khugepaged-40           [000] .....    12.4: mmap_lock_released: mm=00000000abcd memcg_id=7 write=true
+";
+        let s = skipped_walks(trace, 93);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].mm, "00000000abcd");
+        assert_eq!(s[0].writers.len(), 3, "{:?}", s[0].writers);
+        assert!(
+            s[0].describe().contains("khugepaged-40"),
+            "{}",
+            s[0].describe()
+        );
+        assert!(!s[0].describe().contains("bash-12"));
+        assert!(skipped_walks(trace, 40).is_empty());
+        assert!(skipped_walks(TRACE, 93).is_empty());
     }
 
     #[test]

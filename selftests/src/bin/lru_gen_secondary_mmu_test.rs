@@ -202,6 +202,9 @@ fn age_classes(
                     calls.test_calls,
                     over_vms(vms_on_mm)
                 ));
+                for walk in &calls.skipped_walks {
+                    k.diag(&format!("aging pass {pass}: {}", walk.describe()));
+                }
                 g
             }
             Err(e) => fail(&format!("counting KVM trace events: {e}")),
@@ -381,6 +384,9 @@ fn aging_scenario(
                 over_vms(vms),
                 if want == Observed::Yes { "> 0" } else { "0" }
             ));
+            for walk in &calls.skipped_walks {
+                k.diag(&format!("aging set A's memcg: {}", walk.describe()));
+            }
             k.result(desc, asked == (want == Observed::Yes));
             // 7.2 ages a large folio's PTEs as one batch and asks KVM about the batch's whole
             // range; a kernel that asks about part of it (its first page) still finds the folio
