@@ -1,5 +1,6 @@
 //! Machinery of the secondary-MMU aging selftests (`access_tracking_perf_test`,
-//! `lru_gen_secondary_mmu_test`, `tlb_flush_accuracy_test`, `reclaim_hot_set_test`): lru_gen aging
+//! `lru_gen_secondary_mmu_test`, `tlb_flush_accuracy_test`, `reclaim_hot_set_test`,
+//! `test_young_preserves_test`): lru_gen aging
 //! of the test's memcg, reclaim of it through rmap, page_idle marking, host aging agents and
 //! their cost to the guest. Their memstress VM is `agelab_vmm::memstress`.
 //!
@@ -10,6 +11,7 @@ pub mod aging_sweep;
 pub mod bystanders;
 pub mod env;
 pub mod folios;
+pub mod khugepaged;
 pub mod kvm_trace;
 pub mod lru_gen;
 pub mod page_idle;
