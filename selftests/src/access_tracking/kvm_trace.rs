@@ -238,26 +238,21 @@ impl KvmAgingTrace {
     /// Enables (with filters) or disables the events: KVM's for task `tid` only; the mmap_lock
     /// ones, where present, for `tid` and for every task's write side (the contenders).
     fn set_events(&self, on: Option<i32>) -> Result<(), KvmTraceError> {
-        let enable = if on.is_some() { "1" } else { "0" };
-        let filter = |f: String| on.map_or_else(|| "0".to_string(), |_| f);
-        for e in EVENTS {
-            let tid = on.unwrap_or(0);
-            self.write(
-                &format!("events/kvm/{e}/filter"),
-                &filter(format!("common_pid == {tid}")),
-            )?;
-            self.write(&format!("events/kvm/{e}/enable"), enable)?;
-        }
-        for e in LOCK_EVENTS {
-            let dir = format!("events/mmap_lock/{e}");
-            if !self.root.join(&dir).is_dir() {
-                continue;
-            }
-            let tid = on.unwrap_or(0);
-            self.write(
-                &format!("{dir}/filter"),
-                &filter(format!("common_pid == {tid} || write == 1")),
-            )?;
+        let (enable, kvm_filter, lock_filter) = match on {
+            Some(tid) => (
+                "1",
+                format!("common_pid == {tid}"),
+                format!("common_pid == {tid} || write == 1"),
+            ),
+            None => ("0", "0".to_string(), "0".to_string()),
+        };
+        let kvm = EVENTS.map(|e| (format!("events/kvm/{e}"), &kvm_filter));
+        let lock = LOCK_EVENTS
+            .map(|e| (format!("events/mmap_lock/{e}"), &lock_filter))
+            .into_iter()
+            .filter(|(dir, _)| self.root.join(dir).is_dir());
+        for (dir, filter) in kvm.into_iter().chain(lock) {
+            self.write(&format!("{dir}/filter"), filter)?;
             self.write(&format!("{dir}/enable"), enable)?;
         }
         Ok(())

@@ -22,6 +22,11 @@ use serde::Serialize;
 use agelab_mglru::session::run::RunReport;
 
 pub use reclaim::reclaim_html;
+
+/// Guest pages as MiB, the unit of every memory axis of the charts.
+fn pages_to_mib(pages: u64) -> f64 {
+    pages as f64 * agelab_vmm::PAGE_SIZE as f64 / (1u64 << 20) as f64
+}
 pub use run::run_html;
 
 /// The chart ids of a run report, in page order.

@@ -232,7 +232,7 @@ pub(super) fn resident_chart(r: &BenchReport) -> Option<String> {
     if runs.is_empty() {
         return None;
     }
-    let mib = |p: u64| p as f64 * agelab_vmm::PAGE_SIZE as f64 / (1u64 << 20) as f64;
+    let mib = super::pages_to_mib;
     let tmax = runs
         .iter()
         .flat_map(|r| r.intervals.iter().map(|i| i.t))

@@ -111,7 +111,7 @@ pub(super) fn generations_chart(passes: &[PassJson], pages: u64) -> Option<Strin
         .map(|p| p.generations.len())
         .max()
         .unwrap_or(1);
-    let mib = |p: u64| p as f64 * agelab_vmm::PAGE_SIZE as f64 / (1u64 << 20) as f64;
+    let mib = super::pages_to_mib;
     let total = mib(pages);
     let plot = Plot {
         x0: 90.0,
@@ -300,7 +300,7 @@ pub(super) fn histogram_chart(h: &WorkingSetHistogram) -> Option<String> {
     if total == 0 {
         return None;
     }
-    let mib = |p: u64| p as f64 * agelab_vmm::PAGE_SIZE as f64 / (1u64 << 20) as f64;
+    let mib = super::pages_to_mib;
     let max = bars.iter().map(|b| mib(b.1)).fold(0.0, f64::max);
     let ticks = svg::nice_ticks(0.0, max, 5);
     let top = ticks.last().copied().unwrap_or(max).max(max);
